@@ -1,0 +1,70 @@
+/*
+ * The shapes that cross the client API (mount -> proxy) and the node read API
+ * (proxy -> storage node). docs/api.md describes the endpoints that carry them.
+ */
+
+/** A file's attributes, as the brick reports them. `mode` includes the file type bits. */
+export interface Attr {
+  ino: number;
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  rdev: number;
+  size: number;
+  blocks: number;
+  atimeMs: number;
+  mtimeMs: number;
+  ctimeMs: number;
+}
+
+export interface DirEntry {
+  name: string;
+  attr: Attr;
+}
+
+export interface DirListing {
+  entries: DirEntry[];
+}
+
+export interface StatFs {
+  bsize: number;
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  namemax: number;
+}
+
+/** The answer to a committed mutation. `attr` is the target's attributes after the op
+ * (absent when the op removed it or failed). A failed op is still committed: its errno is
+ * the deterministic outcome on every node. */
+export interface OpResult {
+  seq: number;
+  errno?: string;
+  attr?: Attr;
+}
+
+export interface NodeInfo {
+  id: string;
+  url: string;
+}
+
+/** The cluster's membership, owned by the leader proxy and kept in Redis (docs/cluster.md). */
+export interface Membership {
+  epoch: number;
+  primary: string;
+  inSync: string[];
+  nodes: Record<string, string>; // node ID -> URL
+}
+
+export interface ClusterStatus {
+  leader: string | null;
+  epoch: number;
+  seq: number;
+  membership: Membership | null;
+  nodes: Array<{ id: string; url: string; alive: boolean; role: 'primary' | 'backup' | 'joining'; appliedSeq: number | null }>;
+}
+
+export const HEADER_REQ_ID = 'dfs-req-id';

@@ -1,0 +1,23 @@
+/*
+ * Named limits shared by every service (STYLE.md: every body, batch, queue and retry loop
+ * has a named bound). The POSIX ones follow Linux: NAME_MAX 255 and PATH_MAX 4096 including
+ * the terminating NUL, so 4095 bytes of path.
+ */
+
+export const NAME_BYTES_MAX = 255;
+export const PATH_BYTES_MAX = 4095;
+export const SYMLINK_TARGET_BYTES_MAX = 4095;
+
+/** The largest data payload of one write op, and so of one client request body. */
+export const WRITE_BYTES_MAX = 4 * 1024 * 1024;
+/** The JSON header of one frame (op, paths, ids). Two maximal paths fit with room to spare. */
+export const FRAME_HEADER_BYTES_MAX = 64 * 1024;
+/** A request body that carries one op: header, data and framing. */
+export const OP_BODY_BYTES_MAX = WRITE_BYTES_MAX + FRAME_HEADER_BYTES_MAX + 16;
+/** The largest byte range one read request may ask for. */
+export const READ_BYTES_MAX = 4 * 1024 * 1024;
+/** One replication batch from the primary to a backup. */
+export const REPLICATE_BODY_BYTES_MAX = 64 * 1024 * 1024;
+/** Servers accept URLs long enough for a maximal path, percent-encoded, so that an
+ * over-long path gets our 400 NAME_TOO_LONG and not the HTTP parser's 431. */
+export const HTTP_HEADER_BYTES_MAX = 64 * 1024;

@@ -1,0 +1,97 @@
+/*
+ * The op: one mutation of the file tree, as it is sequenced, logged, replicated and applied.
+ *
+ * Every input that the result depends on is in the op (DESIGN.md, Writes): the time is
+ * stamped once by the proxy that sequences it (`timeMs`), ownership comes from the client,
+ * so every node that applies the op reaches the same brick and the same errno. A write's
+ * bytes travel beside the op in the frame (common/frame.ts), never inside the JSON.
+ */
+import { z } from 'zod';
+import { DfsError } from './errors';
+import { validateEntryPath, validatePath } from './paths';
+import { SYMLINK_TARGET_BYTES_MAX, WRITE_BYTES_MAX } from './limits';
+
+const path = z.string();
+const mode = z.number().int().min(0).max(0o7777);
+const id = z.number().int().min(0).max(0xffffffff);
+const timeMs = z.number().finite();
+
+export const OpSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('mkdir'), path, mode, uid: id, gid: id }),
+  // `exclusive` is O_EXCL: EEXIST if the path exists; otherwise an existing file is kept.
+  z.object({ type: z.literal('create'), path, mode, uid: id, gid: id, exclusive: z.boolean() }),
+  z.object({ type: z.literal('write'), path, offset: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }),
+  z.object({ type: z.literal('truncate'), path, size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }),
+  z.object({ type: z.literal('unlink'), path }),
+  z.object({ type: z.literal('rmdir'), path }),
+  z.object({ type: z.literal('rename'), from: path, to: path }),
+  z.object({ type: z.literal('symlink'), path, target: z.string(), uid: id, gid: id }),
+  z.object({ type: z.literal('link'), from: path, to: path }),
+  z.object({ type: z.literal('chmod'), path, mode }),
+  z.object({ type: z.literal('chown'), path, uid: id, gid: id }),
+  z.object({ type: z.literal('utimens'), path, atimeMs: timeMs, mtimeMs: timeMs }),
+  // A slot filled with nothing: a hole claimed by the primary, or a retry's duplicate.
+  z.object({ type: z.literal('noop') }),
+]);
+
+export type Op = z.infer<typeof OpSchema>;
+export type OpType = Op['type'];
+
+/** What a client sends: the op and its request ID (exactly-once retries). */
+export const ClientOpHeaderSchema = z.object({ reqId: z.string().min(1).max(128), op: OpSchema });
+export type ClientOpHeader = z.infer<typeof ClientOpHeaderSchema>;
+
+/** What the proxy sends to the primary, and what every log record holds. */
+export const SequencedOpHeaderSchema = z.object({
+  epoch: z.number().int().min(0),
+  seq: z.number().int().min(1),
+  reqId: z.string().max(128),
+  timeMs,
+  op: OpSchema,
+});
+export type SequencedOpHeader = z.infer<typeof SequencedOpHeaderSchema>;
+
+/**
+ * Checks an op beyond its shape: paths are valid, the data length fits the op. Throws a
+ * DfsError (400) so that bad input is refused before a sequence ID is taken.
+ */
+export function validateOp(op: Op, dataBytes: number): void {
+  if (op.type !== 'write' && dataBytes !== 0) throw new DfsError('BAD_REQUEST', `${op.type} carries no data`);
+  switch (op.type) {
+    case 'noop':
+      return;
+    case 'rename':
+    case 'link':
+      validateEntryPath(op.from, 'from');
+      validateEntryPath(op.to, 'to');
+      return;
+    case 'symlink':
+      validateEntryPath(op.path);
+      if (op.target.length === 0 || op.target.includes('\0')) throw new DfsError('BAD_PATH', 'symlink target is empty or has NUL');
+      if (Buffer.byteLength(op.target) > SYMLINK_TARGET_BYTES_MAX) throw new DfsError('NAME_TOO_LONG', 'symlink target is too long');
+      return;
+    case 'write':
+      validateEntryPath(op.path);
+      if (dataBytes > WRITE_BYTES_MAX) throw new DfsError('TOO_LARGE', `a write carries at most ${WRITE_BYTES_MAX} bytes`);
+      return;
+    case 'chmod':
+    case 'chown':
+    case 'utimens':
+      validatePath(op.path); // the root's attributes may change
+      return;
+    default:
+      validateEntryPath(op.path);
+  }
+}
+
+export function parseClientOpHeader(json: unknown): ClientOpHeader {
+  const r = ClientOpHeaderSchema.safeParse(json);
+  if (!r.success) throw new DfsError('BAD_REQUEST', `invalid op: ${r.error.issues[0]?.message ?? 'malformed'}`);
+  return r.data;
+}
+
+export function parseSequencedOpHeader(json: unknown): SequencedOpHeader {
+  const r = SequencedOpHeaderSchema.safeParse(json);
+  if (!r.success) throw new DfsError('BAD_REQUEST', `invalid sequenced op: ${r.error.issues[0]?.message ?? 'malformed'}`);
+  return r.data;
+}

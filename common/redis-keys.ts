@@ -1,0 +1,11 @@
+/*
+ * The Redis keys dfs uses, in one place (docs/cluster.md describes who writes which).
+ */
+export const KEY_SEQ = 'dfs:seq';
+export const KEY_EPOCH = 'dfs:epoch';
+export const KEY_LEADER = 'dfs:leader';
+export const KEY_MEMBERSHIP = 'dfs:membership';
+/** Hash: node ID -> JSON { id, url }. */
+export const KEY_NODES = 'dfs:nodes';
+/** String with a TTL per node, refreshed by its heartbeat: JSON { appliedSeq, durableSeq }. */
+export const nodeAliveKey = (id: string): string => `dfs:node:${id}:alive`;

@@ -1,0 +1,165 @@
+/*
+ * The proxy's client API (docs/api.md): sequencing of mutations and barrier reads.
+ *
+ * A mutation is validated before it takes a sequence ID (bad input never burns a slot),
+ * stamped with the proxy's time, and sent to the primary; the answer comes after commit.
+ * If the primary refuses the slot (SLOT_TAKEN: a hole it already filled) the op takes a
+ * new ID; if the primary or epoch changed, the same ID is retried after a membership
+ * refresh; the client's request ID makes every retry exactly-once.
+ *
+ * A read first takes its barrier, the newest sequence ID taken anywhere (`GET dfs:seq`),
+ * and goes to the least-loaded in-sync node, which answers once it applied that far. A
+ * node that cannot says so, and the read moves on to the next node.
+ */
+import { Hono, type Context } from 'hono';
+import type { Dispatcher } from 'undici';
+import type { Membership, OpResult } from '../common/api';
+import { DfsError, errorFromBody } from '../common/errors';
+import { decodeOneFrame, encodeFrame } from '../common/frame';
+import { installErrorHandler, queryInt, queryPath, readBody } from '../common/http';
+import { OP_BODY_BYTES_MAX, READ_BYTES_MAX } from '../common/limits';
+import type { Logger } from '../common/log';
+import { parseClientOpHeader, validateOp, type SequencedOpHeader } from '../common/ops';
+import type { NodePool } from './node-pool';
+import type { Sequencer } from './sequencer';
+
+export interface ProxyAppDeps {
+  sequencer: Sequencer;
+  nodes: NodePool;
+  logger: Logger;
+  /** The membership as last seen; `refresh` asks Redis again. */
+  membership: () => Membership | null;
+  refreshMembership: () => Promise<Membership | null>;
+  clusterStatus: () => Promise<unknown>;
+  ready: () => Promise<boolean>;
+  /** How long one mutation may take across all its retries. */
+  mutationDeadlineMs: number;
+  clock?: () => number;
+}
+
+const MUTATION_ATTEMPTS_MAX = 8;
+const RETRY_PAUSE_MS = 100;
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function jsonOf(res: Dispatcher.ResponseData): Promise<unknown> {
+  return res.body.json().catch(() => null);
+}
+
+export function createProxyApp(deps: ProxyAppDeps): Hono {
+  const { sequencer, nodes, logger } = deps;
+  const clock = deps.clock ?? Date.now;
+  const app = new Hono();
+  installErrorHandler(app, logger);
+  /** The newest sequence ID this proxy knows committed, for reads while Redis is away. */
+  let knownSeq = 0;
+
+  app.get('/healthz', (c) => c.json({ ok: true }));
+  app.get('/readyz', async (c) => ((await deps.ready()) ? c.json({ ready: true }) : c.json({ ready: false }, 503)));
+  app.get('/v1/cluster', async (c) => c.json(await deps.clusterStatus()));
+
+  app.post('/v1/ops', async (c) => {
+    const frame = decodeOneFrame(await readBody(c, OP_BODY_BYTES_MAX));
+    const { reqId, op } = parseClientOpHeader(frame.header);
+    validateOp(op, frame.data.length);
+    const deadline = clock() + deps.mutationDeadlineMs;
+    let seq: number | null = null;
+    let lastError: DfsError = new DfsError('UNAVAILABLE', 'no primary');
+    for (let attempt = 0; attempt < MUTATION_ATTEMPTS_MAX && clock() < deadline; attempt++) {
+      if (attempt > 0) await pause(Math.min(RETRY_PAUSE_MS * attempt, 1000));
+      const m = attempt === 0 ? deps.membership() ?? (await deps.refreshMembership()) : await deps.refreshMembership().catch(() => deps.membership());
+      const primaryUrl = m ? m.nodes[m.primary] : undefined;
+      if (!m || !primaryUrl) {
+        lastError = new DfsError('UNAVAILABLE', 'the cluster has no primary');
+        continue;
+      }
+      if (seq === null) seq = await sequencer.next();
+      const header: SequencedOpHeader = { epoch: m.epoch, seq, reqId, timeMs: clock(), op };
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await nodes.request(m.primary, primaryUrl, {
+          method: 'POST',
+          path: '/node/v1/ops',
+          headers: { 'content-type': 'application/octet-stream' },
+          body: encodeFrame(header, frame.data),
+          signal: AbortSignal.timeout(Math.max(1, deadline - clock())),
+        });
+      } catch (e) {
+        // Ambiguous: the primary may hold the op. Retrying the same slot is safe either way.
+        lastError = new DfsError('UNAVAILABLE', `primary ${m.primary}: ${(e as Error).message}`);
+        continue;
+      }
+      const body = await jsonOf(res);
+      if (res.statusCode === 200) {
+        const result = body as OpResult;
+        knownSeq = Math.max(knownSeq, result.seq);
+        return c.json(result);
+      }
+      const err = errorFromBody(res.statusCode, body);
+      lastError = err;
+      if (err.code !== 'SLOT_TAKEN' && err.code !== 'NOT_PRIMARY' && err.code !== 'STALE_EPOCH' && err.code !== 'UNAVAILABLE') {
+        throw err; // the node's own 4xx: bad input it caught
+      }
+      if (err.code === 'SLOT_TAKEN') seq = null;
+      logger.debug({ reqId, code: err.code, attempt }, 'mutation retried');
+    }
+    throw new DfsError(lastError.code === 'UNAVAILABLE' ? 'UNAVAILABLE' : 'TIMEOUT', `mutation not committed: ${lastError.message}`);
+  });
+
+  /** Sends a read with its barrier to in-sync nodes, least loaded first, until one answers. */
+  const read = async (c: Context, endpoint: string, query: Record<string, string>, raw: boolean) => {
+    let barrier: number;
+    try {
+      barrier = await sequencer.current();
+      knownSeq = Math.max(knownSeq, barrier);
+    } catch {
+      barrier = knownSeq; // Redis is away: still every write this proxy saw acknowledged
+    }
+    const m = deps.membership() ?? (await deps.refreshMembership());
+    if (!m) throw new DfsError('UNAVAILABLE', 'the cluster has no membership yet');
+    const qs = new URLSearchParams({ ...query, barrier: String(barrier) }).toString();
+    let lastError: DfsError = new DfsError('UNAVAILABLE', 'no in-sync node');
+    for (const id of nodes.rank(m.inSync)) {
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await nodes.request(id, m.nodes[id]!, { method: 'GET', path: `/node/v1/${endpoint}?${qs}` });
+      } catch (e) {
+        lastError = new DfsError('UNAVAILABLE', `node ${id}: ${(e as Error).message}`);
+        continue;
+      }
+      if (res.statusCode === 200) {
+        if (raw) {
+          const data = Buffer.from(await res.body.arrayBuffer());
+          return c.body(new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.length), 200, { 'content-type': 'application/octet-stream' });
+        }
+        return c.json(await res.body.json());
+      }
+      const err = errorFromBody(res.statusCode, await jsonOf(res));
+      if (err.code === 'BARRIER_TIMEOUT' || err.code === 'UNAVAILABLE' || err.code === 'INTERNAL') {
+        lastError = err;
+        continue;
+      }
+      throw err;
+    }
+    throw lastError;
+  };
+
+  app.get('/v1/attr', (c) => read(c, 'attr', { path: queryPath(c) }, false));
+  app.get('/v1/dir', (c) => read(c, 'dir', { path: queryPath(c) }, false));
+  app.get('/v1/link', (c) => read(c, 'link', { path: queryPath(c) }, false));
+  app.get('/v1/statfs', (c) => read(c, 'statfs', {}, false));
+  app.get('/v1/data', (c) =>
+    read(
+      c,
+      'data',
+      {
+        path: queryPath(c),
+        offset: String(queryInt(c, 'offset', 0, Number.MAX_SAFE_INTEGER)),
+        size: String(queryInt(c, 'size', 0, READ_BYTES_MAX)),
+      },
+      true,
+    ),
+  );
+
+  return app;
+}

@@ -1,0 +1,116 @@
+/*
+ * Leader duties (docs/cluster.md): one proxy at a time holds a Redis lease
+ * (`SET dfs:leader <proxyId> NX PX leaseMs`, renewed while held) and owns membership: which
+ * storage nodes exist, which are in sync, which one is primary. Every membership change
+ * bumps `dfs:epoch` and is written only while the writer still holds the lease (one Lua
+ * script checks and writes), so a leader that lost its lease cannot publish.
+ *
+ * What this first version decides: the first membership is every live registered node,
+ * with the lowest node ID as primary. A node that registers later joins the in-sync set
+ * directly only while the cluster has never sequenced an op (it has nothing to catch up);
+ * otherwise it waits as "joining" for the sync that a later issue builds. Primary failover
+ * is a later issue too.
+ */
+import type { Redis } from 'ioredis';
+import type { Membership } from '../common/api';
+import type { Logger } from '../common/log';
+import { KEY_EPOCH, KEY_LEADER, KEY_MEMBERSHIP, KEY_NODES, KEY_SEQ, nodeAliveKey } from '../common/redis-keys';
+
+const RENEW_SCRIPT = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
+// KEYS: leader, epoch, membership; ARGV: proxyId, membership JSON with epoch placeholder
+const PUBLISH_SCRIPT = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local epoch = redis.call('INCR', KEYS[2])
+local m = string.gsub(ARGV[2], '"epoch":0', '"epoch":' .. epoch, 1)
+redis.call('SET', KEYS[3], m)
+return epoch`;
+
+export interface NodeView {
+  id: string;
+  url: string;
+  alive: boolean;
+  appliedSeq: number | null;
+  durableSeq: number | null;
+}
+
+export async function readNodes(redis: Redis): Promise<NodeView[]> {
+  const registered = await redis.hgetall(KEY_NODES);
+  const ids = Object.keys(registered).sort();
+  if (ids.length === 0) return [];
+  const alive = await redis.mget(ids.map(nodeAliveKey));
+  return ids.map((id, i) => {
+    const reg = JSON.parse(registered[id]!) as { url: string };
+    const a = alive[i] ? (JSON.parse(alive[i]!) as { appliedSeq: number; durableSeq: number }) : null;
+    return { id, url: reg.url, alive: a !== null, appliedSeq: a?.appliedSeq ?? null, durableSeq: a?.durableSeq ?? null };
+  });
+}
+
+export async function readMembership(redis: Redis): Promise<Membership | null> {
+  const text = await redis.get(KEY_MEMBERSHIP);
+  return text ? (JSON.parse(text) as Membership) : null;
+}
+
+export class LeaderDuty {
+  isLeader = false;
+  private timer: NodeJS.Timeout | null = null;
+  private running = false;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly proxyId: string,
+    private readonly leaseMs: number,
+    private readonly logger: Logger,
+  ) {}
+
+  start(): void {
+    const tickMs = Math.max(50, Math.floor(this.leaseMs / 4));
+    this.timer = setInterval(() => void this.tick(), tickMs);
+    void this.tick();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /** One round: hold or take the lease, then reconcile membership if leader. */
+  async tick(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      const held = this.isLeader
+        ? (await this.redis.eval(RENEW_SCRIPT, 1, KEY_LEADER, this.proxyId, String(this.leaseMs))) === 1
+        : (await this.redis.set(KEY_LEADER, this.proxyId, 'PX', this.leaseMs, 'NX')) === 'OK';
+      if (held !== this.isLeader) this.logger.info({ proxyId: this.proxyId, leader: held }, held ? 'became leader' : 'lost leadership');
+      this.isLeader = held;
+      if (held) await this.reconcile();
+    } catch (err) {
+      if (this.isLeader) this.logger.warn({ err: (err as Error).message }, 'leader round failed');
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async reconcile(): Promise<void> {
+    const nodes = await readNodes(this.redis);
+    const live = nodes.filter((n) => n.alive);
+    const current = await readMembership(this.redis);
+    let next: Membership | null = null;
+    if (!current) {
+      if (live.length === 0) return;
+      next = { epoch: 0, primary: live[0]!.id, inSync: live.map((n) => n.id), nodes: Object.fromEntries(live.map((n) => [n.id, n.url])) };
+    } else {
+      const fresh = Number((await this.redis.get(KEY_SEQ)) ?? 0) === 0;
+      const joiners = live.filter((n) => !current.inSync.includes(n.id) && fresh && n.durableSeq === 0);
+      const moved = live.filter((n) => current.nodes[n.id] !== undefined && current.nodes[n.id] !== n.url);
+      if (joiners.length === 0 && moved.length === 0) return;
+      next = {
+        epoch: 0,
+        primary: current.primary,
+        inSync: [...current.inSync, ...joiners.map((n) => n.id)].sort(),
+        nodes: { ...current.nodes, ...Object.fromEntries([...joiners, ...moved].map((n) => [n.id, n.url])) },
+      };
+    }
+    const epoch = await this.redis.eval(PUBLISH_SCRIPT, 3, KEY_LEADER, KEY_EPOCH, KEY_MEMBERSHIP, this.proxyId, JSON.stringify(next));
+    if (epoch) this.logger.info({ epoch, primary: next.primary, inSync: next.inSync }, 'published membership');
+  }
+}

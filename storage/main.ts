@@ -1,0 +1,169 @@
+/*
+ * The storage node process: wires the brick, the op log, the state file, the replica and
+ * the HTTP/2 server, registers the node in Redis and follows the membership that the
+ * leader proxy publishes there (docs/cluster.md).
+ *
+ *   node dist/storage/main.js --id n1 --data DIR --port 7501 [--host 127.0.0.1] --redis URL
+ */
+import http2 from 'node:http2';
+import nodePath from 'node:path';
+import { parseArgs } from 'node:util';
+import { serve } from '@hono/node-server';
+import { Redis } from 'ioredis';
+import type { Membership } from '../common/api';
+import { intOption, requireOption, runMain } from '../common/config';
+import { HTTP_HEADER_BYTES_MAX } from '../common/limits';
+import { createLogger } from '../common/log';
+import { KEY_MEMBERSHIP, KEY_NODES, nodeAliveKey } from '../common/redis-keys';
+import { createStorageApp } from './app';
+import { Brick } from './brick';
+import { NodeStateFile } from './node-state';
+import { OpLog } from './op-log';
+import { HTTP2PeerTransport } from './peer-client';
+import { Replica } from './replica';
+
+const HEARTBEAT_MS = 1000;
+const ALIVE_TTL_MS = 3000;
+const MEMBERSHIP_POLL_MS = 300;
+const H2_WINDOW_BYTES = 16 * 1024 * 1024;
+
+runMain(async () => {
+  const { values } = parseArgs({
+    options: {
+      id: { type: 'string' },
+      data: { type: 'string' },
+      port: { type: 'string' },
+      host: { type: 'string', default: '127.0.0.1' },
+      url: { type: 'string' },
+      redis: { type: 'string', default: process.env.DFS_REDIS ?? 'redis://127.0.0.1:6379' },
+      'log-keep-ops': { type: 'string' },
+      'hole-timeout-ms': { type: 'string' },
+      'barrier-timeout-ms': { type: 'string' },
+    },
+    strict: true,
+  });
+  const id = requireOption(values.id, 'id');
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw new Error('--id must be 1 to 64 letters, digits, - or _');
+  const dataDir = nodePath.resolve(requireOption(values.data, 'data'));
+  const port = intOption(values.port, 'port', 7501, 1, 65535);
+  const host = values.host!;
+  const url = values.url ?? `http://${host}:${port}`;
+  const keepOps = intOption(values['log-keep-ops'], 'log-keep-ops', 10_000, 1);
+  const holeTimeoutMs = intOption(values['hole-timeout-ms'], 'hole-timeout-ms', 1000, 10);
+  const barrierTimeoutMs = intOption(values['barrier-timeout-ms'], 'barrier-timeout-ms', 3000, 10);
+
+  // Modes come from ops exactly; the process umask must not bend them.
+  process.umask(0);
+  const logger = createLogger('storage', { nodeId: id });
+
+  const stateFile = new NodeStateFile(nodePath.join(dataDir, 'state.json'));
+  const brick = await Brick.open(nodePath.join(dataDir, 'brick'));
+  const state = await stateFile.load(id);
+  const { log, entries } = await OpLog.open(nodePath.join(dataDir, 'wal'), { segmentBytesMax: 64 * 1024 * 1024, keepOps }, state.appliedSeq);
+  const transport = new HTTP2PeerTransport(5000);
+
+  let saving = false;
+  let saveAgain = false;
+  const saveApplied = (): void => {
+    if (saving) {
+      saveAgain = true;
+      return;
+    }
+    saving = true;
+    const applied = replica.appliedSeq;
+    stateFile
+      .save({ nodeId: id, epoch: replica.epoch, appliedSeq: applied }, false)
+      .then(() => log.trim(applied))
+      .catch((err: unknown) => logger.error({ err }, 'saving state failed'))
+      .finally(() => {
+        saving = false;
+        if (saveAgain) {
+          saveAgain = false;
+          saveApplied();
+        }
+      });
+  };
+
+  const replica = new Replica(
+    id,
+    log,
+    brick,
+    transport,
+    { holeTimeoutMs, barrierTimeoutMs, pendingOpsMax: 4096, replicateBatchBytesMax: 16 * 1024 * 1024, dedupEntriesMax: 100_000, peerRetryMs: 200 },
+    logger,
+    state,
+    entries,
+    saveApplied,
+  );
+  logger.info({ appliedSeq: state.appliedSeq, durableSeq: log.lastSeq, epoch: state.epoch, recovered: entries.length }, 'recovered');
+
+  const redis = new Redis(values.redis!, { maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000, lazyConnect: false });
+  redis.on('error', (err) => logger.debug({ err: err.message }, 'redis error'));
+
+  let membershipText = '';
+  const refreshMembership = async (): Promise<void> => {
+    const text = await redis.get(KEY_MEMBERSHIP);
+    if (!text || text === membershipText) return;
+    const m = JSON.parse(text) as Membership;
+    if (m.epoch < replica.epoch) return;
+    if (m.epoch > replica.epoch) {
+      // Persist the epoch before acting on it: a restarted node must still refuse older ones.
+      await stateFile.save({ nodeId: id, epoch: m.epoch, appliedSeq: replica.appliedSeq }, true);
+    }
+    membershipText = text;
+    replica.setMembership(m);
+  };
+
+  const heartbeat = async (): Promise<void> => {
+    const s = replica.state();
+    await redis
+      .multi()
+      .hset(KEY_NODES, id, JSON.stringify({ id, url }))
+      .set(nodeAliveKey(id), JSON.stringify({ appliedSeq: s.appliedSeq, durableSeq: s.durableSeq, epoch: s.epoch }), 'PX', ALIVE_TTL_MS)
+      .exec();
+  };
+
+  const app = createStorageApp({ replica, brick, logger, refreshMembership });
+  const server = serve({
+    fetch: app.fetch,
+    port,
+    hostname: host,
+    createServer: http2.createServer,
+    // HTTP/2's default 64 KiB flow-control windows make a 1 MiB write wait on many
+    // WINDOW_UPDATE round trips; open them to a whole replication batch (RFC 9113 §6.9).
+    serverOptions: {
+      settings: { maxHeaderListSize: HTTP_HEADER_BYTES_MAX, initialWindowSize: H2_WINDOW_BYTES },
+      maxSessionMemory: 256,
+    },
+  });
+  server.on('session', (session: http2.Http2Session) => session.setLocalWindowSize(H2_WINDOW_BYTES * 4));
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  logger.info({ url, dataDir }, 'storage node listening');
+
+  const timers = [
+    setInterval(() => heartbeat().catch((err: Error) => logger.warn({ err: err.message }, 'heartbeat failed')), HEARTBEAT_MS),
+    setInterval(() => refreshMembership().catch((err: Error) => logger.debug({ err: err.message }, 'membership refresh failed')), MEMBERSHIP_POLL_MS),
+  ];
+  await heartbeat().catch((err: Error) => logger.warn({ err: err.message }, 'first heartbeat failed'));
+  await refreshMembership().catch(() => undefined);
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping');
+    timers.forEach(clearInterval);
+    replica.close();
+    const done = setTimeout(() => process.exit(0), 2000);
+    done.unref();
+    server.close();
+    void Promise.allSettled([log.close(), transport.close(), stateFile.save({ nodeId: id, epoch: replica.epoch, appliedSeq: replica.appliedSeq }, true)])
+      .then(() => redis.quit().catch(() => undefined))
+      .finally(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+});

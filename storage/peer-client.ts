@@ -1,0 +1,48 @@
+/*
+ * Node-to-node transport: replication batches over HTTP/2 cleartext (DESIGN.md, Transport).
+ * One undici client per peer URL, with h2c prior knowledge, so every batch to a peer shares
+ * one connection. Every request has a deadline.
+ */
+import { Client } from 'undici';
+import { h2cClientOptions } from '../common/h2c';
+import { DfsError, errorFromBody } from '../common/errors';
+import { frameOf, type LogEntry } from './op-log';
+import type { PeerTransport } from './replica';
+
+export class HTTP2PeerTransport implements PeerTransport {
+  private readonly clients = new Map<string, Client>();
+
+  constructor(private readonly timeoutMs: number) {}
+
+  private client(url: string): Client {
+    let c = this.clients.get(url);
+    if (!c) {
+      c = new Client(url, h2cClientOptions({ headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs, connectTimeout: this.timeoutMs }));
+      this.clients.set(url, c);
+    }
+    return c;
+  }
+
+  async replicate(url: string, epoch: number, commitSeq: number, entries: LogEntry[]): Promise<{ durableSeq: number }> {
+    const body = entries.length === 1 ? frameOf(entries[0]!) : Buffer.concat(entries.map(frameOf));
+    let res;
+    try {
+      res = await this.client(url).request({
+        method: 'POST',
+        path: `/node/v1/replicate?epoch=${epoch}&commit=${commitSeq}`,
+        headers: { 'content-type': 'application/octet-stream' },
+        body,
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (e) {
+      throw new DfsError('UNAVAILABLE', `peer ${url}: ${(e as Error).message}`);
+    }
+    const json = await res.body.json().catch(() => null);
+    if (res.statusCode !== 200) throw errorFromBody(res.statusCode, json);
+    return json as { durableSeq: number };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.clients.values()].map((c) => c.close().catch(() => undefined)));
+  }
+}
