@@ -235,6 +235,8 @@ export class Brick {
   async dir(path: string): Promise<DirEntry[]> {
     return this.mapFs(async () => {
       const abs = await this.resolve(path);
+      // readdir follows a symlink; a listing is only ever of a real directory in the brick.
+      if ((await fsp.lstat(abs)).isSymbolicLink()) throw fsError('ELOOP', 'path is a symlink');
       const names = await fsp.readdir(abs);
       const entries: DirEntry[] = [];
       for (let i = 0; i < names.length; i += DIR_STAT_CONCURRENCY) {

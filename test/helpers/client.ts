@@ -1,0 +1,63 @@
+/* A small client for the proxy's and nodes' HTTP APIs, for tests (docs/api.md). */
+import { randomUUID } from 'node:crypto';
+import { Client, Pool } from 'undici';
+import { encodeFrame } from '../../common/frame';
+import { h2cClientOptions } from '../../common/h2c';
+import type { Op } from '../../common/ops';
+
+export interface Answer {
+  status: number;
+  json: any;
+  bytes: Buffer;
+}
+
+async function answer(res: { statusCode: number; body: { arrayBuffer(): Promise<ArrayBuffer> }; headers: Record<string, unknown> }): Promise<Answer> {
+  const bytes = Buffer.from(await res.body.arrayBuffer());
+  let json: unknown = null;
+  if (String(res.headers['content-type'] ?? '').includes('json')) json = JSON.parse(bytes.toString('utf8'));
+  return { status: res.statusCode, json, bytes };
+}
+
+export class TestClient {
+  private readonly pool: Pool | Client;
+
+  /** `h2c` for storage nodes, HTTP/1.1 for proxies. */
+  constructor(readonly url: string, h2c = false) {
+    this.pool = h2c ? new Client(url, h2cClientOptions({})) : new Pool(url, { connections: 8 });
+  }
+
+  async op(op: Op, data?: Buffer, reqId: string = randomUUID()): Promise<Answer> {
+    return this.post('/v1/ops', encodeFrame({ reqId, op }, data));
+  }
+
+  async post(path: string, body: Buffer | string, headers: Record<string, string> = {}): Promise<Answer> {
+    const res = await this.pool.request({ method: 'POST', path, body, headers: { 'content-type': 'application/octet-stream', ...headers }, signal: AbortSignal.timeout(30_000) });
+    return answer(res);
+  }
+
+  async get(path: string, query: Record<string, string | number> = {}): Promise<Answer> {
+    const qs = new URLSearchParams(Object.entries(query).map(([k, v]) => [k, String(v)] as [string, string])).toString();
+    const res = await this.pool.request({ method: 'GET', path: qs ? `${path}?${qs}` : path, signal: AbortSignal.timeout(30_000) });
+    return answer(res);
+  }
+
+  close(): Promise<void> {
+    return this.pool.close();
+  }
+}
+
+/** Polls `fn` until it returns a truthy value or the deadline passes. */
+export async function pollUntil<T>(what: string, timeoutMs: number, fn: () => Promise<T | null | undefined | false>, intervalMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown = null;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}

@@ -1,0 +1,228 @@
+/*
+ * The cluster's write and read paths with real processes: a private redis-server, three
+ * storage nodes and two proxies started by the same launcher as `dfs local up`.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { randomBytes, createHash } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { Redis } from 'ioredis';
+import { startCluster, type Cluster } from '../../cli/local-cluster';
+import { encodeFrame } from '../../common/frame';
+import { KEY_SEQ } from '../../common/redis-keys';
+import { brickTree } from '../helpers/brick-tree';
+import { pollUntil, TestClient } from '../helpers/client';
+import { tempDir } from '../helpers/temp';
+
+const s = suite('cluster');
+const ctx: { cluster?: Cluster; dir?: ReturnType<typeof tempDir>; p1?: TestClient; p2?: TestClient } = {};
+
+s.before(async () => {
+  ctx.dir = tempDir('cluster');
+  ctx.cluster = await startCluster({ dataDir: ctx.dir.path + '/data', nodes: 3, proxies: 2 });
+  ctx.p1 = new TestClient(ctx.cluster.proxyUrls[0]!);
+  ctx.p2 = new TestClient(ctx.cluster.proxyUrls[1]!);
+});
+
+s.after(async () => {
+  await ctx.p1?.close();
+  await ctx.p2?.close();
+  await ctx.cluster?.stop();
+  ctx.dir?.remove();
+});
+
+const mode = 0o644;
+const own = { uid: 0, gid: 0 };
+
+async function ok(p: Promise<{ status: number; json: any }>): Promise<any> {
+  const a = await p;
+  assert.is(a.status, 200, JSON.stringify(a.json));
+  assert.is(a.json.errno, undefined, `unexpected errno ${a.json.errno}`);
+  return a.json;
+}
+
+async function bricksConverged(cluster: Cluster): Promise<ReturnType<typeof brickTree>> {
+  // Backups apply once they learn the commit; poll until every brick matches the primary's.
+  return pollUntil('bricks to converge', 10_000, async () => {
+    const trees = cluster.nodes.map((n) => JSON.stringify(brickTree(n.brickDir)));
+    return trees.every((t) => t === trees[0]) ? brickTree(cluster.nodes[0]!.brickDir) : null;
+  });
+}
+
+s('every op lands byte-identical in every brick, and reads through either proxy see it', async () => {
+  const { p1, p2, cluster } = ctx as Required<typeof ctx>;
+  const data = randomBytes(3 * 1024 * 1024 + 123);
+  await ok(p1.op({ type: 'mkdir', path: '/d', mode: 0o755, ...own }));
+  await ok(p1.op({ type: 'create', path: '/d/f', mode, ...own, exclusive: true }));
+  for (let off = 0; off < data.length; off += 1 << 20) {
+    await ok(p2.op({ type: 'write', path: '/d/f', offset: off }, data.subarray(off, off + (1 << 20))));
+  }
+  await ok(p1.op({ type: 'symlink', path: '/d/l', target: 'f', ...own }));
+  await ok(p1.op({ type: 'link', from: '/d/f', to: '/d/h' }));
+  await ok(p2.op({ type: 'chmod', path: '/d/h', mode: 0o600 }));
+  await ok(p2.op({ type: 'rename', from: '/d', to: '/e' }));
+  await ok(p1.op({ type: 'utimens', path: '/e/f', atimeMs: 1e12, mtimeMs: 1.5e12 }));
+
+  const tree = await bricksConverged(cluster);
+  assert.equal(Object.keys(tree).sort(), ['/e', '/e/f', '/e/h', '/e/l']);
+  assert.is(tree['/e/f']!.sha256, createHash('sha256').update(data).digest('hex'));
+  assert.is(tree['/e/f']!.nlink, 2);
+  assert.is(tree['/e/l']!.target, 'f');
+  assert.is(tree['/e/h']!.mode & 0o777, 0o600);
+  assert.is(tree['/e/f']!.mtimeMs, 1.5e12);
+
+  for (const p of [p1, p2]) {
+    const attr = await p.get('/v1/attr', { path: '/e/f' });
+    assert.is(attr.json.size, data.length);
+    const chunk = await p.get('/v1/data', { path: '/e/f', offset: 1_000_000, size: 100_000 });
+    assert.ok(chunk.bytes.equals(data.subarray(1_000_000, 1_100_000)));
+    const tail = await p.get('/v1/data', { path: '/e/f', offset: data.length - 10, size: 4096 });
+    assert.is(tail.bytes.length, 10, 'a read past the end is short');
+    const dir = await p.get('/v1/dir', { path: '/e' });
+    assert.equal(dir.json.entries.map((e: { name: string }) => e.name).sort(), ['f', 'h', 'l']);
+    assert.is((await p.get('/v1/link', { path: '/e/l' })).json.target, 'f');
+    assert.is((await p.get('/v1/attr', { path: '/d' })).json.errno, 'ENOENT');
+    const fs = await p.get('/v1/statfs');
+    assert.ok(fs.json.blocks > 0 && fs.json.bsize > 0 && fs.json.namemax === 255);
+  }
+});
+
+s('file system errors are committed outcomes with the local errno', async () => {
+  const { p1 } = ctx as Required<typeof ctx>;
+  await ok(p1.op({ type: 'mkdir', path: '/x', mode: 0o755, ...own }));
+  await ok(p1.op({ type: 'create', path: '/x/y', mode, ...own, exclusive: true }));
+  const cases: Array<[Parameters<TestClient['op']>[0], string]> = [
+    [{ type: 'mkdir', path: '/x', mode: 0o755, ...own }, 'EEXIST'],
+    [{ type: 'rmdir', path: '/x' }, 'ENOTEMPTY'],
+    [{ type: 'unlink', path: '/nope' }, 'ENOENT'],
+    [{ type: 'create', path: '/nope/y', mode, ...own, exclusive: false }, 'ENOENT'],
+    [{ type: 'rename', from: '/x', to: '/x/y/z' }, 'ENOTDIR'],
+    [{ type: 'link', from: '/x', to: '/x2' }, 'EPERM'],
+  ];
+  for (const [op, errno] of cases) {
+    const a = await p1.op(op);
+    assert.is(a.status, 200);
+    assert.is(a.json.errno, errno, `${op.type}`);
+    assert.ok(a.json.seq > 0);
+  }
+});
+
+s('a read through one proxy sees every write acknowledged through the other', async () => {
+  const { p1, p2 } = ctx as Required<typeof ctx>;
+  await ok(p1.op({ type: 'create', path: '/rw', mode, ...own, exclusive: true }));
+  for (let i = 0; i < 40; i++) {
+    const body = Buffer.from(`round ${i} `.repeat(i + 1));
+    await ok(p1.op({ type: 'truncate', path: '/rw', size: 0 }));
+    await ok(p1.op({ type: 'write', path: '/rw', offset: 0 }, body));
+    const back = await p2.get('/v1/data', { path: '/rw', offset: 0, size: 4096 });
+    assert.is(back.bytes.toString(), body.toString(), `round ${i}`);
+  }
+});
+
+s('a retried request ID is applied once and gets the first answer', async () => {
+  const { p1, p2 } = ctx as Required<typeof ctx>;
+  await ok(p1.op({ type: 'create', path: '/once', mode, ...own, exclusive: true }));
+  const first = await ok(p1.op({ type: 'rename', from: '/once', to: '/twice' }, undefined, 'retry-1'));
+  const again = await ok(p2.op({ type: 'rename', from: '/once', to: '/twice' }, undefined, 'retry-1'));
+  assert.is(again.seq > first.seq, true, 'the retry took its own sequence ID');
+  assert.equal(again.attr, first.attr, 'and got the first answer, not ENOENT');
+  const other = await p2.op({ type: 'rename', from: '/once', to: '/twice' }, undefined, 'retry-2');
+  assert.is(other.json.errno, 'ENOENT', 'a new request ID is a new op');
+});
+
+s('a sequence ID taken and never sent is filled, and writes go on', async () => {
+  const { p1, cluster } = ctx as Required<typeof ctx>;
+  const redis = new Redis(cluster.redisUrl);
+  try {
+    const hole = await redis.incr(KEY_SEQ); // a proxy that died right after INCR
+    const started = Date.now();
+    const a = await ok(p1.op({ type: 'create', path: '/after-hole', mode, ...own, exclusive: true }));
+    assert.ok(a.seq > hole);
+    assert.ok(Date.now() - started < 8000, `write waited ${Date.now() - started} ms behind the hole`);
+    const primary = new TestClient(cluster.nodes[0]!.url, true);
+    try {
+      const st = await primary.get('/node/v1/state');
+      assert.ok(st.json.appliedSeq >= a.seq);
+    } finally {
+      await primary.close();
+    }
+  } finally {
+    redis.disconnect();
+  }
+});
+
+s('traversal and bad input are refused by proxies and nodes, and nothing escapes a brick', async () => {
+  const { p1, cluster, dir } = ctx as Required<typeof ctx>;
+  const bad = ['/../escape-a', '/x/../../escape-b', 'escape-c', '/x/\0escape', '/.', '/x//y', '/' + 'n'.repeat(256)];
+  const ops = (p: string) =>
+    [
+      { type: 'mkdir', path: p, mode: 0o755, ...own },
+      { type: 'create', path: p, mode, ...own, exclusive: true },
+      { type: 'write', path: p, offset: 0 },
+      { type: 'truncate', path: p, size: 0 },
+      { type: 'unlink', path: p },
+      { type: 'rmdir', path: p },
+      { type: 'rename', from: '/x', to: p },
+      { type: 'rename', from: p, to: '/escape-d' },
+      { type: 'symlink', path: p, target: 't', ...own },
+      { type: 'link', from: '/x/y', to: p },
+      { type: 'link', from: p, to: '/escape-e' },
+      { type: 'chmod', path: p, mode: 0o777 },
+      { type: 'chown', path: p, uid: 1, gid: 1 },
+      { type: 'utimens', path: p, atimeMs: 0, mtimeMs: 0 },
+    ] as const;
+  const primary = new TestClient(cluster.nodes[0]!.url, true);
+  const backup = new TestClient(cluster.nodes[1]!.url, true);
+  try {
+    const epoch = (await primary.get('/node/v1/state')).json.epoch;
+    for (const p of bad) {
+      const expected = p.length > 255 ? 'NAME_TOO_LONG' : 'BAD_PATH';
+      for (const op of ops(p)) {
+        const data = op.type === 'write' ? Buffer.from('x') : undefined;
+        const viaProxy = await p1.op(op as never, data);
+        assert.is(viaProxy.status, 400, `proxy ${op.type} ${JSON.stringify(p)}`);
+        assert.is(viaProxy.json.code, expected);
+        const header = { epoch, seq: 1_000_000, reqId: 'evil', timeMs: 0, op };
+        const viaNode = await primary.post('/node/v1/ops', encodeFrame(header, data));
+        assert.is(viaNode.status, 400, `node ${op.type} ${JSON.stringify(p)}`);
+        const viaReplicate = await backup.post(`/node/v1/replicate?epoch=${epoch}&commit=0`, encodeFrame(header, data));
+        assert.is(viaReplicate.status, 400, `replicate ${op.type} ${JSON.stringify(p)}`);
+      }
+      for (const endpoint of ['attr', 'dir', 'data', 'link']) {
+        const q = { path: p, offset: 0, size: 10 };
+        const a = await p1.get(`/v1/${endpoint}`, q);
+        assert.is(a.status, 400, `proxy GET ${endpoint} ${JSON.stringify(p)}`);
+        assert.is(a.json.code, expected);
+        const b = await primary.get(`/node/v1/${endpoint}`, q);
+        assert.is(b.status, 400, `node GET ${endpoint} ${JSON.stringify(p)}`);
+      }
+    }
+    // Raw, unencoded dot-dots that a URL parser might fold away: still inside the brick.
+    const raw = await p1.get('/v1/attr/../../etc/passwd');
+    assert.ok(raw.status === 404 || raw.status === 400);
+    const over = await p1.post('/v1/ops', Buffer.alloc(6 * 1024 * 1024));
+    assert.is(over.status, 413);
+    assert.is(over.json.code, 'TOO_LARGE');
+    const junk = await p1.post('/v1/ops', 'not a frame');
+    assert.is(junk.status, 400);
+    const badQuery = await p1.get('/v1/data', { path: '/x/y', offset: -1, size: 10 });
+    assert.is(badQuery.status, 400);
+  } finally {
+    await primary.close();
+    await backup.close();
+  }
+  // Nothing named escape-* anywhere under the test's directory, outside or inside a brick.
+  const found: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.name.includes('escape')) found.push(`${d}/${e.name}`);
+      if (e.isDirectory()) walk(`${d}/${e.name}`);
+    }
+  };
+  walk(dir.path);
+  assert.equal(found, []);
+  // The cluster still works after all that.
+  await ok(p1.op({ type: 'create', path: '/still-fine', mode, ...own, exclusive: true }));
+});
+
+s.run();

@@ -1,0 +1,48 @@
+/* The frame codec: round trips, torn tails, damage, and limits. */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { decodeFrameAt, decodeFrames, decodeOneFrame, encodeFrame, FRAME_PREFIX_BYTES } from '../../common/frame';
+import { DfsError } from '../../common/errors';
+
+test('a frame round-trips its header and data', () => {
+  const data = Buffer.from([0, 1, 2, 255]);
+  const f = decodeOneFrame(encodeFrame({ a: 1, s: 'é' }, data));
+  assert.equal(f.header, { a: 1, s: 'é' });
+  assert.ok(f.data.equals(data));
+});
+
+test('frames back to back decode in order', () => {
+  const body = Buffer.concat([encodeFrame({ n: 1 }), encodeFrame({ n: 2 }, Buffer.from('x')), encodeFrame({ n: 3 })]);
+  assert.equal(decodeFrames(body).map((f) => (f.header as { n: number }).n), [1, 2, 3]);
+});
+
+test('a cut-short frame is incomplete, not corrupt', () => {
+  const buf = encodeFrame({ n: 1 }, Buffer.alloc(100, 7));
+  for (const cut of [0, 5, FRAME_PREFIX_BYTES, buf.length - 1]) {
+    assert.ok('incomplete' in decodeFrameAt(buf.subarray(0, cut)), `cut at ${cut}`);
+  }
+});
+
+test('a flipped byte is caught by the checksum', () => {
+  const buf = encodeFrame({ n: 1 }, Buffer.alloc(100, 7));
+  for (const at of [FRAME_PREFIX_BYTES + 2, buf.length - 1]) {
+    const bad = Buffer.from(buf);
+    bad[at] ^= 0x40;
+    const r = decodeFrameAt(bad);
+    assert.ok('corrupt' in r, `flip at ${at}`);
+  }
+});
+
+test('lengths over the limits are refused without reading them', () => {
+  const buf = encodeFrame({ n: 1 });
+  buf.writeUInt32BE(0xffffffff, 4);
+  assert.ok('corrupt' in decodeFrameAt(buf));
+});
+
+test('a request body must be exactly one frame', () => {
+  const one = encodeFrame({ n: 1 });
+  assert.throws(() => decodeOneFrame(Buffer.concat([one, Buffer.from('junk')])), (e: unknown) => e instanceof DfsError && e.code === 'BAD_REQUEST');
+  assert.throws(() => decodeOneFrame(one.subarray(0, 5)), (e: unknown) => e instanceof DfsError && e.code === 'BAD_REQUEST');
+});
+
+test.run();

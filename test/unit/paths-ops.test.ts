@@ -1,0 +1,77 @@
+/* Path and op validation: what is refused before a sequence ID is taken. */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { DfsError, httpStatusOf } from '../../common/errors';
+import { parseClientOpHeader, validateOp } from '../../common/ops';
+import { validatePath } from '../../common/paths';
+import { WRITE_BYTES_MAX } from '../../common/limits';
+
+function codeOf(fn: () => unknown): string | null {
+  try {
+    fn();
+    return null;
+  } catch (e) {
+    assert.ok(e instanceof DfsError, `not a DfsError: ${String(e)}`);
+    return (e as DfsError).code;
+  }
+}
+
+const cases: Array<[string, unknown, string | null]> = [
+  ['root', '/', null],
+  ['plain', '/a/b c/ü', null],
+  ['any byte but / and NUL', '/a\u0001\u007f*?\\:', null],
+  ['relative', 'a/b', 'BAD_PATH'],
+  ['empty', '', 'BAD_PATH'],
+  ['not a string', 42, 'BAD_PATH'],
+  ['dot-dot', '/a/../b', 'BAD_PATH'],
+  ['leading dot-dot', '/..', 'BAD_PATH'],
+  ['dot', '/a/./b', 'BAD_PATH'],
+  ['double slash', '/a//b', 'BAD_PATH'],
+  ['trailing slash', '/a/', 'BAD_PATH'],
+  ['NUL', '/a\0b', 'BAD_PATH'],
+  ['255-byte name', '/' + 'n'.repeat(255), null],
+  ['256-byte name', '/' + 'n'.repeat(256), 'NAME_TOO_LONG'],
+  ['255 bytes of two-byte characters', '/' + 'é'.repeat(128), 'NAME_TOO_LONG'],
+  ['4095-byte path', '/' + Array.from({ length: 16 }, () => 'd'.repeat(254)).join('/') + '/' + 'f'.repeat(4095 - 16 * 255 - 1), null],
+  ['4096-byte path', '/' + Array.from({ length: 16 }, () => 'd'.repeat(254)).join('/') + '/' + 'f'.repeat(4096 - 16 * 255 - 1), 'NAME_TOO_LONG'],
+];
+
+for (const [name, path, code] of cases) {
+  test(`path: ${name}`, () => {
+    assert.is(codeOf(() => validatePath(path)), code);
+  });
+}
+
+test('bad paths are 400, over-long ones too, oversize bodies 413', () => {
+  assert.is(httpStatusOf(new DfsError('BAD_PATH', '')), 400);
+  assert.is(httpStatusOf(new DfsError('NAME_TOO_LONG', '')), 400);
+  assert.is(httpStatusOf(new DfsError('TOO_LARGE', '')), 413);
+  assert.is(httpStatusOf(new DfsError('FS_ERROR', '', 'ENOENT')), 404);
+  assert.is(httpStatusOf(new DfsError('FS_ERROR', '', 'ENOTEMPTY')), 409);
+});
+
+test('every path-bearing op field is validated', () => {
+  assert.is(codeOf(() => validateOp({ type: 'rename', from: '/a', to: '/../x' }, 0)), 'BAD_PATH');
+  assert.is(codeOf(() => validateOp({ type: 'rename', from: '/../a', to: '/x' }, 0)), 'BAD_PATH');
+  assert.is(codeOf(() => validateOp({ type: 'link', from: '/a', to: '/b/..' }, 0)), 'BAD_PATH');
+  assert.is(codeOf(() => validateOp({ type: 'mkdir', path: '/', mode: 0o755, uid: 0, gid: 0 }, 0)), 'BAD_PATH');
+  assert.is(codeOf(() => validateOp({ type: 'chmod', path: '/', mode: 0o755 }, 0)), null);
+  assert.is(codeOf(() => validateOp({ type: 'symlink', path: '/l', target: 'x\0y', uid: 0, gid: 0 }, 0)), 'BAD_PATH');
+  assert.is(codeOf(() => validateOp({ type: 'symlink', path: '/l', target: '../../etc/passwd', uid: 0, gid: 0 }, 0)), null);
+});
+
+test('data travels only with writes, and within the limit', () => {
+  assert.is(codeOf(() => validateOp({ type: 'unlink', path: '/a' }, 1)), 'BAD_REQUEST');
+  assert.is(codeOf(() => validateOp({ type: 'write', path: '/a', offset: 0 }, WRITE_BYTES_MAX)), null);
+  assert.is(codeOf(() => validateOp({ type: 'write', path: '/a', offset: 0 }, WRITE_BYTES_MAX + 1)), 'TOO_LARGE');
+});
+
+test('malformed client headers are refused', () => {
+  assert.is(codeOf(() => parseClientOpHeader({ reqId: 'r', op: { type: 'format-disk' } })), 'BAD_REQUEST');
+  assert.is(codeOf(() => parseClientOpHeader({ reqId: '', op: { type: 'unlink', path: '/a' } })), 'BAD_REQUEST');
+  assert.is(codeOf(() => parseClientOpHeader({ reqId: 'r', op: { type: 'chmod', path: '/a', mode: 0o170000 } })), 'BAD_REQUEST');
+  assert.is(codeOf(() => parseClientOpHeader({ reqId: 'r', op: { type: 'write', path: '/a', offset: -1 } })), 'BAD_REQUEST');
+  assert.is(codeOf(() => parseClientOpHeader({ reqId: 'r', op: { type: 'unlink', path: '/a' } })), null);
+});
+
+test.run();
