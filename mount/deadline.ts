@@ -1,0 +1,82 @@
+/*
+ * Deadlines: every FUSE call gets one when it arrives (DESIGN.md, The mount: a cluster
+ * that is down gives EIO, not a hung shell), and every HTTP attempt, retry and wait inside
+ * the call is bounded by it. A Deadline is a point in time plus an AbortSignal that fires
+ * at that point, so that an in-flight request is cancelled rather than left running.
+ */
+import { DfsError } from '../common/errors';
+
+export class Deadline {
+  readonly atMs: number;
+  private controller: AbortController | null = null;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(timeoutMs: number, private readonly now: () => number = Date.now) {
+    this.atMs = now() + timeoutMs;
+  }
+
+  /** The signal that aborts at the deadline. It is made on first use, so a call answered
+   * from a cache costs no timer. */
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      const controller = new AbortController();
+      this.controller = controller;
+      const ms = this.remainingMs();
+      this.timer = setTimeout(() => controller.abort(new DfsError('TIMEOUT', 'deadline passed')), ms);
+      // A pending deadline must not keep the process alive on its own.
+      this.timer.unref();
+    }
+    return this.controller.signal;
+  }
+
+  remainingMs(): number {
+    return Math.max(0, this.atMs - this.now());
+  }
+
+  expired(): boolean {
+    return this.remainingMs() <= 0 || (this.controller?.signal.aborted ?? false);
+  }
+
+  /** Stops the timer once the call is answered. */
+  dispose(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  throwIfExpired(): void {
+    if (this.expired()) throw new DfsError('TIMEOUT', 'deadline passed');
+  }
+}
+
+/** Resolves after `ms`, or rejects with TIMEOUT when the deadline passes first. */
+export function sleepWithin(ms: number, deadline: Deadline): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (deadline.remainingMs() <= ms) {
+      reject(new DfsError('TIMEOUT', 'deadline passed while backing off'));
+      return;
+    }
+    // Not unref'd: a call that backs off is work in progress, and before the mount exists
+    // nothing else may be keeping the process alive.
+    setTimeout(resolve, ms);
+  });
+}
+
+/** Runs `p` but gives up with TIMEOUT when the deadline passes first (the work itself
+ * continues; its result is dropped). Used for waits that are not HTTP requests. */
+export function raceDeadline<T>(p: Promise<T>, deadline: Deadline): Promise<T> {
+  if (deadline.signal.aborted) return Promise.reject(new DfsError('TIMEOUT', 'deadline passed'));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new DfsError('TIMEOUT', 'deadline passed'));
+    deadline.signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        deadline.signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        deadline.signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}

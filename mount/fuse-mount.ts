@@ -1,0 +1,82 @@
+/*
+ * The FUSE mount itself: the libfuse options dfs-mount runs with, and a fuse-native
+ * subclass that passes them (fuse-native builds the -o string from its own list of
+ * camelCase options and silently drops anything else, FUSE-NATIVE.md).
+ *
+ * The options, and why:
+ * - big_writes, max_write=131072, max_read=131072: 128 KiB requests (the libfuse 2
+ *   maximum) instead of 4 KiB writes, twenty times the write throughput;
+ * - default_permissions: the kernel checks mode bits and ownership, as on a local disk;
+ * - use_ino (only with --use-ino): stat shows the cluster's inode numbers, so the names of a
+ *   hard link share one (tar, cp -a, du and find -samefile rely on it). Off by default for
+ *   now, because the storage nodes still report each node's own inode number (docs/
+ *   cluster.md, known limits, issue 3): reads spread over nodes would make a file's inode
+ *   number change between two stats, and cp refuses a file "replaced while being copied".
+ *   Without it libfuse numbers each name itself, stable while the kernel knows the name;
+ * - attr_timeout=0, entry_timeout=0, negative_timeout=0: the kernel caches no attributes or
+ *   names, because with libfuse's path-based API it cannot be told when the other name of a
+ *   hard link changed; the mount caches them in user space instead, where it can invalidate
+ *   precisely (mount/attr-cache.ts);
+ * - auto_unmount: fusermount removes the mount if this process dies, even by SIGKILL;
+ * - fsname=dfs, subtype=dfs: the mount shows as `dfs` of type `fuse.dfs` in /proc/mounts.
+ * The whole string must stay under 1024 bytes, fuse-native's buffer for it.
+ */
+import Fuse from 'fuse-native';
+
+/** fuse-native copies the option string into a 1024-byte buffer, NUL included. */
+export const FUSE_OPTIONS_BYTES_MAX = 1023;
+/** The largest read and write request libfuse 2 makes. */
+export const FUSE_REQUEST_BYTES_MAX = 128 * 1024;
+
+export interface FuseMountOptions {
+  allowOther?: boolean;
+  /** Report the cluster's inode numbers (libfuse's use_ino). */
+  useIno?: boolean;
+  debug?: boolean;
+}
+
+/** The -o argument for libfuse. */
+export function buildFuseOptions(opts: FuseMountOptions = {}): string {
+  const options = [
+    'fsname=dfs',
+    'subtype=dfs',
+    'default_permissions',
+    'big_writes',
+    `max_write=${FUSE_REQUEST_BYTES_MAX}`,
+    `max_read=${FUSE_REQUEST_BYTES_MAX}`,
+    'attr_timeout=0',
+    'entry_timeout=0',
+    'negative_timeout=0',
+    'auto_unmount',
+  ];
+  if (opts.useIno) options.push('use_ino');
+  if (opts.allowOther) options.push('allow_other');
+  if (opts.debug) options.push('debug');
+  const s = '-o' + options.join(',');
+  if (Buffer.byteLength(s) > FUSE_OPTIONS_BYTES_MAX) throw new Error(`FUSE option string is over ${FUSE_OPTIONS_BYTES_MAX} bytes`);
+  return s;
+}
+
+export class DfsFuse extends Fuse {
+  private readonly fuseOptionString: string;
+
+  constructor(mountpoint: string, handlers: Fuse.Handlers, opts: FuseMountOptions = {}) {
+    // timeout: false, because fuse-native would otherwise answer ETIMEDOUT after 15 s on
+    // its own; every handler keeps its own, shorter deadline. force: remount over a dead
+    // mount left by a killed process ("Transport endpoint is not connected").
+    super(mountpoint, handlers, { timeout: false, force: true, mkdir: false });
+    this.fuseOptionString = buildFuseOptions(opts);
+  }
+
+  protected override _fuseOptions(): string {
+    return this.fuseOptionString;
+  }
+}
+
+export function mountFuse(fuse: Fuse): Promise<void> {
+  return new Promise((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+}
+
+export function unmountFuse(fuse: Fuse): Promise<void> {
+  return new Promise((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())));
+}

@@ -1,0 +1,590 @@
+/*
+ * The FUSE handlers of dfs-mount: each call from the kernel (through libfuse's path-based
+ * API and fuse-native) becomes reads and ops on the cluster's client API.
+ *
+ * Every call gets a Deadline when it arrives (`--deadline-ms`, default 10 s): every HTTP
+ * attempt inside it is bounded by it, and the call is answered by then whatever happens,
+ * EIO if nothing else, so that a cluster that is down never hangs a shell. Errors become
+ * errno values in mount/errno.ts only.
+ *
+ * What is cached, and for how long (the details are in each module's header):
+ * - attributes, in user space, for `--attr-timeout-ms` (mount/attr-cache.ts); the kernel is
+ *   told to cache none, and changes made through this mount invalidate precisely;
+ * - written data, per open handle, until flush/fsync/close, which return only after the
+ *   cluster committed it (mount/write-buffer.ts);
+ * - read-ahead windows, per open handle, dropped by any change made through this mount
+ *   (mount/read-ahead.ts);
+ * - nothing else: directory listings, symlink targets and statfs always ask the cluster.
+ * `open` always fetches fresh attributes (close-to-open), and libfuse's default tells the
+ * kernel to drop its page cache of the file on each open.
+ *
+ * Within this mount, reads and getattr see data still buffered by any handle of the same
+ * file: a read first flushes those handles, a getattr reports the size they extend the file
+ * to. Truncate, chmod, chown, utimens and rename first flush the handles they affect, so
+ * that no buffered write is applied after them and undoes them (cp -p sets times before it
+ * closes the file).
+ */
+import { constants as fsConstants } from 'node:fs';
+import type Fuse from 'fuse-native';
+import type { Attr, OpResult } from '../common/api';
+import { DfsError } from '../common/errors';
+import type { Logger } from '../common/log';
+import type { Op } from '../common/ops';
+import { parentOf, validateEntryPath, validatePath } from '../common/paths';
+import { AttrCache } from './attr-cache';
+import { Deadline, raceDeadline } from './deadline';
+import { EIO, errnoOfError, errnoOfLostWrite } from './errno';
+import { childPath, HandleTable } from './handles';
+import type { ProxyClient } from './proxy-client';
+import { ReadAhead, READ_AHEAD_WINDOW_BYTES } from './read-ahead';
+import { WriteBuffer, WRITE_BUFFER_DEFAULTS, type WriteBufferLimits } from './write-buffer';
+
+/** What the handlers need from the cluster: the proxy client, or a fake in tests. */
+export type ClusterClient = Pick<ProxyClient, 'op' | 'attr' | 'dir' | 'data' | 'link' | 'statfs'>;
+
+export interface MountConfig {
+  /** Bound on every FUSE call, and on every background chunk send. */
+  deadlineMs: number;
+  /** How long attributes are cached in user space; 0 asks the cluster every time. */
+  attrTimeoutMs: number;
+  /** The owner of what this mount creates (fuse-native gives no caller context yet). */
+  uid: number;
+  gid: number;
+  writeLimits: WriteBufferLimits;
+  readAheadBytes: number;
+}
+
+export const MOUNT_CONFIG_DEFAULTS: Omit<MountConfig, 'uid' | 'gid'> = {
+  deadlineMs: 10_000,
+  attrTimeoutMs: 1_000,
+  writeLimits: WRITE_BUFFER_DEFAULTS,
+  readAheadBytes: READ_AHEAD_WINDOW_BYTES,
+};
+
+/** st_blksize: applications size their I/O by it; 128 KiB is what one FUSE request holds. */
+const BLOCK_SIZE_PREFERRED = 128 * 1024;
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+const O_ACCMODE = 3;
+/** chown(2) passes (uid_t)-1 for "leave unchanged". */
+const ID_UNCHANGED = 0xffffffff;
+const UINT32_MAX = 0xffffffff;
+/** Failed calls logged per second at most (the rest are counted in the next line). */
+const WARNINGS_PER_SECOND_MAX = 5;
+
+interface OpenFile {
+  fh: number;
+  path: string;
+  ino: number;
+  /** The file had several names when opened: a change must drop every cached attribute. */
+  multiLink: boolean;
+  writable: boolean;
+  writes: WriteBuffer | null;
+  readAhead: ReadAhead | null;
+}
+
+export class DfsFileSystem {
+  readonly attrs: AttrCache;
+  readonly handles = new HandleTable<OpenFile>();
+  private readonly client: ClusterClient;
+  private readonly logger: Logger;
+  private readonly config: MountConfig;
+  private warningSecond = 0;
+  private warningsThisSecond = 0;
+  private warningsSuppressed = 0;
+
+  constructor(deps: { client: ClusterClient; logger: Logger; config: MountConfig }) {
+    this.client = deps.client;
+    this.logger = deps.logger;
+    this.config = deps.config;
+    this.attrs = new AttrCache(this.config.attrTimeoutMs);
+  }
+
+  // ---- The handler table --------------------------------------------------------
+
+  handlers(): Fuse.Handlers {
+    return {
+      init: (cb) => cb(0),
+      getattr: (path, cb) => this.serve('getattr', path, (d) => this.getattr(path, d), (code, attr) => cb(code, attr && toStat(attr))),
+      fgetattr: (path, _fd, cb) => this.serve('getattr', path, (d) => this.getattr(path, d), (code, attr) => cb(code, attr && toStat(attr))),
+      access: (path, _mode, cb) => this.serve('access', path, (d) => this.getattr(path, d), (code) => cb(code)),
+      statfs: (path, cb) => this.serve('statfs', path, (d) => this.statfs(d), (code, st) => cb(code, st)),
+      readdir: (path, cb) => this.serve('readdir', path, (d) => this.readdir(path, d), (code, r) => (r ? cb(code, r.names, r.stats) : cb(code))),
+      readlink: (path, cb) => this.serve('readlink', path, (d) => this.client.link(checkPath(path), d), (code, target) => cb(code, target)),
+      mkdir: (path, mode, cb) => this.serve('mkdir', path, (d) => this.mkdir(path, mode, d), cb),
+      rmdir: (path, cb) => this.serve('rmdir', path, (d) => this.rmdir(path, d), cb),
+      unlink: (path, cb) => this.serve('unlink', path, (d) => this.unlink(path, d), cb),
+      rename: (from, to, cb) => this.serve('rename', from, (d) => this.rename(from, to, d), cb),
+      link: (from, to, cb) => this.serve('link', from, (d) => this.link(from, to, d), cb),
+      symlink: (target, path, cb) => this.serve('symlink', path, (d) => this.symlink(target, path, d), cb),
+      chmod: (path, mode, cb) => this.serve('chmod', path, (d) => this.chmod(path, mode, d), cb),
+      chown: (path, uid, gid, cb) => this.serve('chown', path, (d) => this.chown(path, uid, gid, d), cb),
+      utimens: (path, atime, mtime, cb) => this.serve('utimens', path, (d) => this.utimens(path, atime, mtime, d), cb),
+      truncate: (path, size, cb) => this.serve('truncate', path, (d) => this.truncate(path, size, d), cb),
+      ftruncate: (path, fd, size, cb) => this.serve('ftruncate', path, (d) => this.ftruncate(fd, size, d), cb),
+      mknod: (path, mode, _dev, cb) => this.serve('mknod', path, (d) => this.mknod(path, mode, d), cb),
+      create: (path, mode, cb) => this.serve('create', path, (d) => this.create(path, mode, d), (code, fh) => cb(code, fh)),
+      open: (path, flags, cb) => this.serve('open', path, (d) => this.open(path, flags, d), (code, fh) => cb(code, fh)),
+      read: (path, fd, buf, len, pos, cb) =>
+        this.serve(
+          'read',
+          path,
+          (d) => this.read(fd, len, pos, d),
+          // The data is copied into the kernel's buffer only here, when the call is answered:
+          // after a deadline the buffer belongs to libfuse again.
+          (code, data) => cb(code < 0 ? code : data ? data.copy(buf, 0, 0, Math.min(len, data.length)) : 0),
+        ),
+      write: (path, fd, buf, len, pos, cb) =>
+        this.serve('write', path, (d) => this.write(fd, buf, len, pos, d), (code) => cb(code < 0 ? code : len)),
+      flush: (path, fd, cb) => this.serve('flush', path, (d) => this.flushHandle(fd, d), cb),
+      fsync: (path, _datasync, fd, cb) => this.serve('fsync', path, (d) => this.flushHandle(fd, d), cb),
+      release: (path, fd, cb) => this.serve('release', path, (d) => this.release(fd, d), cb),
+    };
+  }
+
+  /** Runs one FUSE call under its deadline and answers it exactly once. */
+  private serve<T>(
+    name: string,
+    path: string,
+    work: (d: Deadline) => Promise<T>,
+    reply: (code: number, value?: T) => void,
+  ): void {
+    const d = new Deadline(this.config.deadlineMs);
+    const startMs = Date.now();
+    let p: Promise<T>;
+    try {
+      p = work(d);
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    raceDeadline(p, d).then(
+      (value) => {
+        d.dispose();
+        reply(0, value);
+      },
+      (err: unknown) => {
+        d.dispose();
+        const code = errnoOfError(err);
+        if (!(err instanceof DfsError)) {
+          // Not an operational failure: a bug. Answer EIO so the application is not left
+          // hanging, and say so loudly.
+          this.logger.error({ op: name, path, err }, 'unexpected error in FUSE handler');
+        } else if (code === EIO) {
+          if (this.allowWarning()) {
+            this.logger.warn({ op: name, path, code: err.code, errno: err.errno, why: err.message, ms: Date.now() - startMs, suppressed: this.warningsSuppressed }, 'call failed');
+            this.warningsSuppressed = 0;
+          }
+        } else {
+          this.logger.debug({ op: name, path, errno: err.errno ?? err.code }, 'call answered with an error');
+        }
+        reply(code);
+      },
+    );
+  }
+
+  /** With the cluster down every call fails: log a few per second, and count the rest. */
+  private allowWarning(): boolean {
+    const second = Math.floor(Date.now() / 1000);
+    if (second !== this.warningSecond) {
+      this.warningSecond = second;
+      this.warningsThisSecond = 0;
+    }
+    if (this.warningsThisSecond >= WARNINGS_PER_SECOND_MAX) {
+      this.warningsSuppressed++;
+      return false;
+    }
+    this.warningsThisSecond++;
+    return true;
+  }
+
+  // ---- Attributes ----------------------------------------------------------------
+
+  private async getattr(path: string, d: Deadline): Promise<Attr> {
+    const p = checkPath(path);
+    const attr = this.attrs.get(p) ?? (await this.fetchAttr(p, d));
+    return this.withBufferedSize(p, attr);
+  }
+
+  /** Asks the cluster, bypassing the cache, and caches the answer. */
+  private async fetchAttr(p: string, d: Deadline): Promise<Attr> {
+    const generation = this.attrs.generation;
+    const attr = await this.client.attr(p, d);
+    this.attrs.setIfUnchanged(p, attr, generation);
+    return attr;
+  }
+
+  /** A regular file with writes still buffered here is at least as long as they reach. */
+  private withBufferedSize(p: string, attr: Attr): Attr {
+    if ((attr.mode & S_IFMT) !== S_IFREG) return attr;
+    let size = attr.size;
+    for (const h of this.handles.related(p, attr.ino)) if (h.writes) size = Math.max(size, h.writes.dirtyEnd);
+    return size === attr.size ? attr : { ...attr, size };
+  }
+
+  private async statfs(d: Deadline): Promise<Fuse.StatFs> {
+    const st = await this.client.statfs(d);
+    // fuse-native passes every field as a uint32: count in larger blocks when the numbers
+    // would not fit, as statvfs(3) allows (f_frsize is the unit of the block counts).
+    let bsize = st.bsize > 0 ? st.bsize : 4096;
+    let blocks = st.blocks;
+    let bfree = st.bfree;
+    let bavail = st.bavail;
+    while (blocks > UINT32_MAX) {
+      bsize *= 2;
+      blocks = Math.floor(blocks / 2);
+      bfree = Math.floor(bfree / 2);
+      bavail = Math.floor(bavail / 2);
+    }
+    return {
+      bsize,
+      frsize: bsize,
+      blocks,
+      bfree,
+      bavail,
+      files: Math.min(st.files, UINT32_MAX),
+      ffree: Math.min(st.ffree, UINT32_MAX),
+      favail: Math.min(st.ffree, UINT32_MAX),
+      fsid: 0,
+      flag: 0,
+      namemax: st.namemax || 255,
+    };
+  }
+
+  private async readdir(path: string, d: Deadline): Promise<{ names: string[]; stats: Fuse.Stat[] }> {
+    const p = checkPath(path);
+    const generation = this.attrs.generation;
+    const entries = await this.client.dir(p, d);
+    const names = ['.', '..'];
+    const dirStub = (a: Attr | undefined): Fuse.Stat => (a ? toStat(a) : toStat(stubDirAttr()));
+    const stats = [dirStub(this.attrs.get(p)), dirStub(this.attrs.get(parentOf(p)))];
+    for (const e of entries) {
+      const child = childPath(p, e.name);
+      this.attrs.setIfUnchanged(child, e.attr, generation);
+      names.push(e.name);
+      stats.push(toStat(this.withBufferedSize(child, e.attr)));
+    }
+    return { names, stats };
+  }
+
+  // ---- Namespace ops -------------------------------------------------------------
+
+  /** Sends one op that makes or changes the entry `p` (if given): drops what the cache held
+   * for it and its parent once the op is done, whatever the outcome (an answer fetched
+   * meanwhile may predate the op, and the generation check refuses it), then caches the
+   * attributes the op reports. */
+  private async mutate(op: Op, d: Deadline, p?: string): Promise<OpResult> {
+    let r: OpResult;
+    try {
+      r = await this.client.op(op, undefined, d);
+    } finally {
+      if (p !== undefined) this.attrs.invalidate(p);
+    }
+    if (p !== undefined && r.attr) this.attrs.set(p, r.attr);
+    return r;
+  }
+
+  private async mkdir(path: string, mode: number, d: Deadline): Promise<void> {
+    const p = checkEntryPath(path);
+    this.attrs.invalidate(p);
+    await this.mutate({ type: 'mkdir', path: p, mode: mode & 0o7777, uid: this.config.uid, gid: this.config.gid }, d, p);
+  }
+
+  private async rmdir(path: string, d: Deadline): Promise<void> {
+    const p = checkEntryPath(path);
+    try {
+      await this.mutate({ type: 'rmdir', path: p }, d);
+    } finally {
+      this.attrs.invalidateTree(p);
+    }
+  }
+
+  private async unlink(path: string, d: Deadline): Promise<void> {
+    const p = checkEntryPath(path);
+    const multi = this.mayHaveOtherNames(p);
+    try {
+      await this.mutate({ type: 'unlink', path: p }, d);
+    } finally {
+      // The other names of the inode changed too: their link count.
+      this.dropAttrs(p, multi);
+    }
+  }
+
+  private async rename(from: string, to: string, d: Deadline): Promise<void> {
+    const src = checkEntryPath(from, 'from');
+    const dst = checkEntryPath(to, 'to');
+    // Writes buffered under the old name must not be applied after the rename, nor writes
+    // to a file the rename replaces.
+    await this.flushAll([...this.handles.within(src), ...this.handles.related(dst)], d);
+    const replacedMulti = this.attrs.get(dst) !== undefined && this.mayHaveOtherNames(dst);
+    try {
+      await this.mutate({ type: 'rename', from: src, to: dst }, d);
+      this.handles.rename(src, dst);
+    } finally {
+      this.attrs.invalidateTree(src);
+      this.attrs.invalidateTree(dst);
+      // A replaced file with other names: their link count dropped.
+      if (replacedMulti) this.attrs.clear();
+    }
+  }
+
+  private async link(from: string, to: string, d: Deadline): Promise<void> {
+    const src = checkEntryPath(from, 'from');
+    const dst = checkEntryPath(to, 'to');
+    try {
+      await this.mutate({ type: 'link', from: src, to: dst }, d);
+    } finally {
+      // Every name of the inode has a new link count; some may not be matched by inode
+      // number (see dropAttrs), and links are rare: start afresh.
+      this.attrs.clear();
+    }
+  }
+
+  private async symlink(target: string, path: string, d: Deadline): Promise<void> {
+    const p = checkEntryPath(path);
+    this.attrs.invalidate(p);
+    await this.mutate({ type: 'symlink', path: p, target, uid: this.config.uid, gid: this.config.gid }, d, p);
+  }
+
+  // ---- Attribute changes ---------------------------------------------------------
+
+  /** Runs a change to the attributes of `p` after flushing the writes buffered for it. */
+  private async setattr(p: string, op: Op, d: Deadline, knownIno?: number): Promise<void> {
+    const ino = knownIno ?? this.attrs.get(p)?.ino;
+    await this.flushAll(this.handles.related(p, ino), d);
+    const multi = this.mayHaveOtherNames(p);
+    let r: OpResult;
+    try {
+      r = await this.mutate(op, d);
+    } finally {
+      this.dropAttrs(p, multi, ino);
+      this.invalidateReads(p, ino);
+    }
+    if (r.attr) this.attrs.set(p, r.attr);
+  }
+
+  private async chmod(path: string, mode: number, d: Deadline): Promise<void> {
+    const p = checkPath(path);
+    await this.setattr(p, { type: 'chmod', path: p, mode: mode & 0o7777 }, d);
+  }
+
+  private async chown(path: string, uid: number, gid: number, d: Deadline): Promise<void> {
+    const p = checkPath(path);
+    if (uid === ID_UNCHANGED || gid === ID_UNCHANGED) {
+      // The op carries both ids; keep the one chown(2) leaves unchanged as it is now.
+      const now = await this.fetchAttr(p, d);
+      if (uid === ID_UNCHANGED) uid = now.uid;
+      if (gid === ID_UNCHANGED) gid = now.gid;
+    }
+    await this.setattr(p, { type: 'chown', path: p, uid, gid }, d);
+  }
+
+  private async utimens(path: string, atime: number | Date, mtime: number | Date, d: Deadline): Promise<void> {
+    const p = checkPath(path);
+    // fuse-native passes atime for both times (FUSE-NATIVE.md): we send what we get.
+    await this.setattr(p, { type: 'utimens', path: p, atimeMs: toMs(atime), mtimeMs: toMs(mtime) }, d);
+  }
+
+  private async truncate(path: string, size: number, d: Deadline): Promise<void> {
+    const p = checkEntryPath(path);
+    await this.setattr(p, { type: 'truncate', path: p, size }, d);
+  }
+
+  private async ftruncate(fd: number, size: number, d: Deadline): Promise<void> {
+    const h = this.handle(fd);
+    await this.setattr(h.path, { type: 'truncate', path: h.path, size }, d, h.ino);
+  }
+
+  // ---- Files ---------------------------------------------------------------------
+
+  private async mknod(path: string, mode: number, d: Deadline): Promise<void> {
+    const p = checkEntryPath(path);
+    const type = mode & S_IFMT;
+    // Only regular files for now: devices, FIFOs and sockets need an op the cluster lacks.
+    if (type !== 0 && type !== S_IFREG) throw new DfsError('FS_ERROR', 'mknod of a special file', 'EPERM');
+    this.attrs.invalidate(p);
+    await this.mutate({ type: 'create', path: p, mode: mode & 0o7777, uid: this.config.uid, gid: this.config.gid, exclusive: true }, d, p);
+  }
+
+  private async create(path: string, mode: number, d: Deadline): Promise<number> {
+    const p = checkEntryPath(path);
+    this.attrs.invalidate(p);
+    // fuse-native does not pass the open flags to create, so O_EXCL is not known here. The
+    // kernel calls create only after its lookup found no such name, so the op is made
+    // exclusive: two mounts racing to create one lock file must not both win. The price is
+    // that a plain O_CREAT losing that race gets EEXIST instead of opening the winner's file.
+    const r = await this.mutate({ type: 'create', path: p, mode: mode & 0o7777, uid: this.config.uid, gid: this.config.gid, exclusive: true }, d, p);
+    return this.openHandle(p, r.attr?.ino ?? 0, false, true);
+  }
+
+  private async open(path: string, flags: number, d: Deadline): Promise<number> {
+    const p = checkPath(path);
+    // Close-to-open: an open always revalidates against the cluster.
+    const attr = await this.fetchAttr(p, d);
+    const writable = (flags & O_ACCMODE) !== fsConstants.O_RDONLY;
+    // The kernel turns O_TRUNC into a truncate before the open (libfuse 2 does not ask for
+    // atomic_o_trunc), but honour it if it comes.
+    if (writable && flags & fsConstants.O_TRUNC && attr.size > 0) {
+      await this.setattr(p, { type: 'truncate', path: p, size: 0 }, d);
+    }
+    return this.openHandle(p, attr.ino, attr.nlink > 1, writable);
+  }
+
+  private openHandle(p: string, ino: number, multiLink: boolean, writable: boolean): number {
+    const h = this.handles.add((fh) => ({ fh, path: p, ino, multiLink, writable, writes: null, readAhead: null }));
+    if (!h) throw new DfsError('FS_ERROR', 'too many open files', 'ENFILE');
+    return h.fh;
+  }
+
+  private handle(fd: number): OpenFile {
+    const h = this.handles.get(fd);
+    if (!h) throw new DfsError('FS_ERROR', `no open file ${fd}`, 'EBADF');
+    return h;
+  }
+
+  private async read(fd: number, len: number, pos: number, d: Deadline): Promise<Buffer> {
+    const h = this.handle(fd);
+    // Reads see what this mount wrote, even if it is still buffered.
+    await this.flushAll(this.handles.related(h.path, h.ino), d);
+    h.readAhead ??= new ReadAhead((offset, size) => this.fetchData(h, offset, size), this.config.readAheadBytes);
+    return raceDeadline(h.readAhead.read(pos, len), d);
+  }
+
+  /** One ranged read for the read-ahead, under its own deadline (a window fetched ahead
+   * outlives the call that started it). */
+  private async fetchData(h: OpenFile, offset: number, size: number): Promise<Buffer> {
+    const d = new Deadline(this.config.deadlineMs);
+    try {
+      return await this.client.data(h.path, offset, size, d);
+    } finally {
+      d.dispose();
+    }
+  }
+
+  private async write(fd: number, buf: Buffer, len: number, pos: number, _d: Deadline): Promise<void> {
+    const h = this.handle(fd);
+    if (!h.writable) throw new DfsError('FS_ERROR', 'handle is read-only', 'EBADF');
+    h.writes ??= new WriteBuffer((offset, data) => this.sendChunk(h, offset, data), this.config.writeLimits);
+    this.invalidateReads(h.path, h.ino);
+    // WriteBuffer copies the bytes before this returns: fuse-native detaches `buf` after
+    // the callback.
+    await h.writes.write(pos, buf.subarray(0, len)).catch(lostWrite);
+  }
+
+  /** Sends one coalesced chunk as a write op, under its own deadline. */
+  private async sendChunk(h: OpenFile, offset: number, data: Buffer): Promise<void> {
+    const d = new Deadline(this.config.deadlineMs);
+    try {
+      await this.client.op({ type: 'write', path: h.path, offset }, data, d);
+    } finally {
+      d.dispose();
+      this.dropAttrs(h.path, h.multiLink, h.ino);
+    }
+  }
+
+  private async flushHandle(fd: number, d: Deadline): Promise<void> {
+    const h = this.handle(fd);
+    if (h.writes) await raceDeadline(h.writes.flush().catch(lostWrite), d);
+  }
+
+  private async release(fd: number, d: Deadline): Promise<void> {
+    const h = this.handles.get(fd);
+    if (!h) return;
+    try {
+      if (h.writes) await raceDeadline(h.writes.flush().catch(lostWrite), d);
+    } finally {
+      this.handles.delete(fd);
+    }
+  }
+
+  /** Whether a change to `p` may show under names we cannot find by inode number: a file
+   * with several links, or one whose attributes we do not have. (Inode numbers also do not
+   * match across storage nodes yet: docs/cluster.md, known limits.) */
+  private mayHaveOtherNames(p: string): boolean {
+    const a = this.attrs.get(p);
+    return !a || ((a.mode & S_IFMT) !== S_IFDIR && a.nlink > 1);
+  }
+
+  /** Drops the cached attributes a change to `p` makes stale: `p`, its parent, every cached
+   * name of its inode, and everything when `multi` says other names may exist. */
+  private dropAttrs(p: string, multi: boolean, ino?: number): void {
+    this.attrs.invalidate(p);
+    if (ino !== undefined) this.attrs.invalidateIno(ino);
+    if (multi) this.attrs.clear();
+  }
+
+  private invalidateReads(p: string, ino?: number): void {
+    for (const h of this.handles.related(p, ino)) h.readAhead?.invalidate();
+  }
+
+  /** Commits what `handles` buffered before another call goes ahead. A handle whose
+   * buffered data was lost reports that itself, at its next write, flush or close; the
+   * call that only wanted to see the data is not failed for it. */
+  private async flushAll(handles: OpenFile[], d: Deadline): Promise<void> {
+    const dirty = handles.filter((h) => h.writes?.dirty);
+    if (dirty.length === 0) return;
+    await raceDeadline(Promise.allSettled(dirty.map((h) => h.writes!.flush())), d);
+  }
+
+  /** Flushes every open handle (on unmount), within `timeoutMs`. Returns how many failed. */
+  async flushEverything(timeoutMs: number): Promise<number> {
+    const d = new Deadline(timeoutMs);
+    try {
+      const results = await raceDeadline(
+        Promise.allSettled(this.handles.all().map((h) => h.writes?.flush() ?? Promise.resolve())),
+        d,
+      );
+      return results.filter((r) => r.status === 'rejected').length;
+    } finally {
+      d.dispose();
+    }
+  }
+}
+
+// ---- Helpers ----------------------------------------------------------------------
+
+/** Validates a path from the kernel locally, so an over-long name is ENAMETOOLONG without a
+ * round trip (the kernel lets FUSE names of up to 1024 bytes through). */
+export function checkPath(path: string, what = 'path'): string {
+  return validatePath(path, what);
+}
+
+export function checkEntryPath(path: string, what = 'path'): string {
+  return validateEntryPath(path, what);
+}
+
+export function toStat(a: Attr): Fuse.Stat {
+  return {
+    mode: a.mode,
+    uid: a.uid,
+    gid: a.gid,
+    size: a.size,
+    dev: 0,
+    nlink: a.nlink,
+    ino: a.ino,
+    rdev: a.rdev,
+    blksize: BLOCK_SIZE_PREFERRED,
+    blocks: a.blocks,
+    atime: a.atimeMs,
+    mtime: a.mtimeMs,
+    ctime: a.ctimeMs,
+  };
+}
+
+/** A write buffered earlier and acknowledged to the application did not reach the cluster:
+ * report EIO (or the reason a local file system would also report late), never the
+ * transport's own error code. */
+function lostWrite(err: unknown): never {
+  if (err instanceof DfsError && errnoOfLostWrite(err) !== EIO) throw err;
+  const why = err instanceof Error ? err.message : String(err);
+  throw new DfsError('UNAVAILABLE', `buffered write lost: ${why}`);
+}
+
+function stubDirAttr(): Attr {
+  return { ino: 0, mode: S_IFDIR | 0o755, nlink: 2, uid: 0, gid: 0, rdev: 0, size: 0, blocks: 0, atimeMs: 0, mtimeMs: 0, ctimeMs: 0 };
+}
+
+function toMs(t: number | Date): number {
+  return typeof t === 'number' ? t : t.getTime();
+}
+

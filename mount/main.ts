@@ -1,0 +1,149 @@
+/*
+ * dfs-mount: mounts the cluster at a directory.
+ *
+ *   dfs-mount MOUNTPOINT [--proxy URL[,URL…]] [-f] [--attr-timeout-ms N] [--deadline-ms N]
+ *                        [--allow-other] [--debug-fuse]
+ *
+ * Without -f it goes to the background once mounted (mount/daemon.ts). In the foreground
+ * it serves the mount until SIGINT or SIGTERM, then commits what it can of the data still
+ * buffered (within SHUTDOWN_FLUSH_MS), unmounts and exits 0. If the mount disappears
+ * underneath it (`fusermount -u`), it exits too rather than linger.
+ */
+import { runMain } from '../common/config';
+import { createLogger } from '../common/log';
+import { WRITE_BYTES_MAX } from '../common/limits';
+import { daemonize, reportReady } from './daemon';
+import { Deadline } from './deadline';
+import { DfsFileSystem, MOUNT_CONFIG_DEFAULTS, type MountConfig } from './fuse-ops';
+import { isMounted, parseCli, USAGE, type Cli } from './mount-args';
+import { DfsFuse, mountFuse, unmountFuse } from './fuse-mount';
+import { ProxyClient } from './proxy-client';
+
+/** How long a stopping mount tries to commit buffered writes before unmounting. */
+export const SHUTDOWN_FLUSH_MS = 5_000;
+/** How long mounting may take (fuse-native reports success only when the kernel's INIT
+ * arrives; if it never does, we must not wait forever). */
+export const MOUNT_MS_MAX = 30_000;
+/** How often the mount checks that it is still mounted. */
+export const MOUNTED_CHECK_MS = 2_000;
+
+async function serve(cli: Cli): Promise<void> {
+  const logger = createLogger('dfs-mount', { mountpoint: cli.mountpoint });
+  const config: MountConfig = {
+    ...MOUNT_CONFIG_DEFAULTS,
+    attrTimeoutMs: cli.attrTimeoutMs,
+    deadlineMs: cli.deadlineMs,
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+  };
+  if (config.writeLimits.chunkBytesMax > WRITE_BYTES_MAX) throw new Error('write chunk is over WRITE_BYTES_MAX');
+  const client = new ProxyClient({
+    urls: cli.proxies,
+    logger,
+    // With several proxies, one hung proxy must leave time to try the others.
+    attemptTimeoutMs: cli.proxies.length > 1 ? Math.max(1_000, Math.floor(cli.deadlineMs / 2)) : cli.deadlineMs,
+  });
+
+  // Refuse to mount a cluster we cannot reach: a typo in --proxy should be an error now,
+  // not EIO on every call later.
+  const probe = new Deadline(cli.deadlineMs);
+  try {
+    await client.statfs(probe);
+  } catch (err) {
+    await client.close();
+    throw new Error(`cannot reach the cluster at ${cli.proxies.join(',')}: ${err instanceof Error ? err.message : String(err)}`);
+  } finally {
+    probe.dispose();
+  }
+
+  const fs = new DfsFileSystem({ client, logger, config });
+  const fuse = new DfsFuse(cli.mountpoint, fs.handlers(), { allowOther: cli.allowOther, useIno: cli.useIno, debug: cli.debugFuse });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      mountFuse(fuse),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`mounting took over ${MOUNT_MS_MAX} ms`)), MOUNT_MS_MAX);
+      }),
+    ]);
+  } catch (err) {
+    await client.close();
+    const why = err instanceof Error ? err.message : String(err);
+    throw new Error(`cannot mount ${cli.mountpoint}: ${why}`);
+  } finally {
+    clearTimeout(timer);
+  }
+  logger.info({ proxies: cli.proxies, attrTimeoutMs: config.attrTimeoutMs, deadlineMs: config.deadlineMs }, 'mounted');
+
+  let stopping = false;
+  const stop = async (why: string, unmount: boolean): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ why }, 'stopping');
+    let code = 0;
+    try {
+      const failed = await fs.flushEverything(SHUTDOWN_FLUSH_MS);
+      if (failed > 0) logger.error({ failed }, 'some buffered writes could not be committed');
+    } catch (err) {
+      logger.error({ err }, 'buffered writes not committed before unmount');
+    }
+    if (unmount) {
+      try {
+        await unmountFuse(fuse);
+        logger.info('unmounted');
+      } catch (err) {
+        logger.error({ err }, 'unmount failed');
+        code = 1;
+      }
+    }
+    await client.close();
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void stop('SIGINT', true));
+  process.on('SIGTERM', () => void stop('SIGTERM', true));
+  process.on('SIGHUP', () => void stop('SIGHUP', true));
+  setInterval(() => {
+    if (!stopping && !isMounted(cli.mountpoint)) void stop('unmounted from outside', false);
+  }, MOUNTED_CHECK_MS).unref();
+
+  await reportReady({ type: 'mounted' });
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  let cli: Cli | 'help';
+  try {
+    cli = parseCli(argv);
+  } catch (err) {
+    await reportReady({ type: 'failed', error: err instanceof Error ? err.message : String(err) });
+    throw err;
+  }
+  if (cli === 'help') {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (!cli.foreground) {
+    // The child runs in / (a daemon must not keep a directory busy), so it gets the
+    // resolved mount point and every option spelled out.
+    const childArgs = [
+      cli.mountpoint,
+      '--proxy', cli.proxies.join(','),
+      '--attr-timeout-ms', String(cli.attrTimeoutMs),
+      '--deadline-ms', String(cli.deadlineMs),
+      ...(cli.allowOther ? ['--allow-other'] : []),
+      ...(cli.useIno ? ['--use-ino'] : []),
+      ...(cli.debugFuse ? ['--debug-fuse'] : []),
+      '-f',
+    ];
+    const code = await daemonize(cli.mountpoint, childArgs);
+    process.exit(code);
+  }
+  try {
+    await serve(cli);
+  } catch (err) {
+    await reportReady({ type: 'failed', error: err instanceof Error ? err.message : String(err) });
+    throw err;
+  }
+}
+
+runMain(main);

@@ -1,0 +1,93 @@
+/*
+ * The command line of dfs-mount, parsed and validated at start-up (common/config.ts), and
+ * the check whether a directory is still a FUSE mount point (from /proc/mounts).
+ */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { intOption } from '../common/config';
+import { MOUNT_CONFIG_DEFAULTS } from './fuse-ops';
+
+export const DEFAULT_PROXY_URL = 'http://127.0.0.1:7400';
+export const USAGE = `usage: dfs-mount MOUNTPOINT [--proxy URL[,URL...]] [-f] [--attr-timeout-ms N] [--deadline-ms N] [--allow-other]
+
+  --proxy URLS          proxies to use, comma-separated (default: $DFS_PROXY or ${DEFAULT_PROXY_URL})
+  -f, --foreground      stay in the foreground (default: go to the background once mounted)
+  --attr-timeout-ms N   how long attributes are cached, 0 for none (default ${MOUNT_CONFIG_DEFAULTS.attrTimeoutMs})
+  --deadline-ms N       bound on every file system call (default ${MOUNT_CONFIG_DEFAULTS.deadlineMs})
+  --allow-other         let other users use the mount (needs user_allow_other for non-root)
+  --use-ino             show the cluster's inode numbers (needs cluster-wide inode numbers)
+  --debug-fuse          log every FUSE request (libfuse's debug option)
+`;
+
+export interface Cli {
+  mountpoint: string;
+  proxies: string[];
+  foreground: boolean;
+  attrTimeoutMs: number;
+  deadlineMs: number;
+  allowOther: boolean;
+  useIno: boolean;
+  debugFuse: boolean;
+}
+
+export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): Cli | 'help' {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      proxy: { type: 'string' },
+      foreground: { type: 'boolean', short: 'f' },
+      'attr-timeout-ms': { type: 'string' },
+      'deadline-ms': { type: 'string' },
+      'allow-other': { type: 'boolean' },
+      'use-ino': { type: 'boolean' },
+      'debug-fuse': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) return 'help';
+  if (positionals.length !== 1) throw new Error(`expected one MOUNTPOINT\n${USAGE}`);
+  const proxies = (values.proxy ?? env.DFS_PROXY ?? DEFAULT_PROXY_URL)
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  if (proxies.length === 0) throw new Error('--proxy needs at least one URL');
+  for (const p of proxies) {
+    let u: URL;
+    try {
+      u = new URL(p);
+    } catch {
+      throw new Error(`--proxy: ${JSON.stringify(p)} is not a URL`);
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`--proxy: ${p} must be an http: or https: URL`);
+  }
+  return {
+    mountpoint: resolve(positionals[0]!),
+    proxies,
+    foreground: values.foreground ?? false,
+    attrTimeoutMs: intOption(values['attr-timeout-ms'], 'attr-timeout-ms', MOUNT_CONFIG_DEFAULTS.attrTimeoutMs, 0, 3_600_000),
+    deadlineMs: intOption(values['deadline-ms'], 'deadline-ms', MOUNT_CONFIG_DEFAULTS.deadlineMs, 100, 3_600_000),
+    allowOther: values['allow-other'] ?? false,
+    useIno: values['use-ino'] ?? false,
+    debugFuse: values['debug-fuse'] ?? false,
+  };
+}
+
+/** True when /proc/mounts lists a FUSE mount at `mountpoint` (proc(5); fields are octal-escaped). */
+export function isMounted(mountpoint: string): boolean {
+  let text: string;
+  try {
+    text = readFileSync('/proc/mounts', 'utf8');
+  } catch {
+    return true; // cannot tell: assume it is
+  }
+  for (const line of text.split('\n')) {
+    const f = line.split(' ');
+    if (f.length < 3) continue;
+    const target = f[1]!.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (target === mountpoint && f[2]!.startsWith('fuse')) return true;
+  }
+  return false;
+}
+

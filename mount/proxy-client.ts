@@ -1,0 +1,287 @@
+/*
+ * The mount's HTTP client for the proxies' client API (docs/api.md), with failover.
+ *
+ * One undici Pool per proxy URL keeps connections alive across calls. A request goes to the
+ * proxy that answered last; on a failure that another proxy may not have (the connection is
+ * refused or lost, the proxy is overloaded or cannot reach the cluster: 503, it reached the
+ * wrong epoch: 421, it timed out: 504) it moves on to the next URL, and after a full round
+ * it backs off and starts again, until the caller's deadline. A mutation keeps its request
+ * ID across every retry, so the cluster applies it exactly once however many proxies saw it.
+ *
+ * When no proxy accepts a connection at all, retrying until the deadline would only make
+ * `ls` hang for the whole deadline on every call. So a streak of transport failures is
+ * bounded separately (`unreachableRetryMs`), and once a call has given up (nothing
+ * reachable, or every proxy kept answering 503 until the deadline) the client remembers
+ * it and makes later calls try each proxy once only, without backing off, until one gives
+ * a usable answer again: a cluster that is down gives EIO at once.
+ */
+import { randomUUID } from 'node:crypto';
+import { Pool } from 'undici';
+import type { Attr, DirEntry, OpResult, StatFs } from '../common/api';
+import { DfsError, errorFromBody, fsError } from '../common/errors';
+import { encodeFrame } from '../common/frame';
+import { READ_BYTES_MAX } from '../common/limits';
+import type { Logger } from '../common/log';
+import type { Op } from '../common/ops';
+import { Deadline, sleepWithin } from './deadline';
+
+/** The largest response body we accept (a directory listing is the big one). */
+export const RESPONSE_BYTES_MAX = 256 * 1024 * 1024;
+/** Keep-alive connections per proxy. */
+export const CONNECTIONS_PER_PROXY = 16;
+/** Attempts per call, over all proxies and rounds: a bound on the loop besides the deadline. */
+export const ATTEMPTS_MAX = 64;
+export const BACKOFF_MS_MIN = 50;
+export const BACKOFF_MS_MAX = 1_000;
+
+export interface ProxyClientOptions {
+  urls: string[];
+  logger: Logger;
+  /** The time to set up a TCP connection before the proxy counts as unreachable. */
+  connectTimeoutMs?: number;
+  /** The longest one attempt may take, so that a hung proxy does not use up the deadline. */
+  attemptTimeoutMs?: number;
+  /** How long a streak of transport failures (nothing answered) is retried. */
+  unreachableRetryMs?: number;
+}
+
+const RETRYABLE_STATUS = new Set([421, 502, 503, 504]);
+
+interface Endpoint {
+  url: string;
+  basePath: string;
+  pool: Pool;
+}
+
+export class ProxyClient {
+  private readonly endpoints: Endpoint[];
+  private readonly logger: Logger;
+  private readonly attemptTimeoutMs: number;
+  private readonly unreachableRetryMs: number;
+  /** The index of the proxy that answered last: calls start there. */
+  private preferred = 0;
+  /** Set when a call gave up because no proxy gave a usable answer (none reachable, or
+   * all overloaded or cut off from the cluster until the deadline); cleared by the next
+   * answer that is not one of those. */
+  private degraded = false;
+
+  constructor(opts: ProxyClientOptions) {
+    if (opts.urls.length === 0) throw new Error('at least one proxy URL is needed');
+    this.logger = opts.logger;
+    this.attemptTimeoutMs = opts.attemptTimeoutMs ?? 5_000;
+    this.unreachableRetryMs = opts.unreachableRetryMs ?? 3_000;
+    const connectTimeoutMs = opts.connectTimeoutMs ?? 2_000;
+    this.endpoints = opts.urls.map((raw) => {
+      let u: URL;
+      try {
+        u = new URL(raw);
+      } catch {
+        throw new Error(`proxy URL ${JSON.stringify(raw)} is not a URL`);
+      }
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`proxy URL ${raw} must be http: or https:`);
+      return {
+        url: u.origin,
+        basePath: u.pathname.replace(/\/+$/, ''),
+        pool: new Pool(u.origin, {
+          connections: CONNECTIONS_PER_PROXY,
+          pipelining: 1,
+          keepAliveTimeout: 30_000,
+          connect: { timeout: connectTimeoutMs },
+        }),
+      };
+    });
+  }
+
+  get urls(): string[] {
+    return this.endpoints.map((e) => e.url + e.basePath);
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.endpoints.map((e) => e.pool.destroy()));
+  }
+
+  // ---- The client API ------------------------------------------------------------
+
+  /** Sends one mutation and returns its committed result. A result with an errno (the op
+   * was applied and failed the same way everywhere) is thrown as that FS_ERROR. */
+  async op(op: Op, data: Buffer | undefined, deadline: Deadline): Promise<OpResult> {
+    const reqId = randomUUID();
+    const body = encodeFrame({ reqId, op }, data);
+    const raw = await this.request('POST', '/v1/ops', body, deadline, `${op.type}`);
+    const result = parseJSON(raw) as OpResult;
+    if (typeof result !== 'object' || result === null || typeof result.seq !== 'number') {
+      throw new DfsError('INTERNAL', 'malformed op result');
+    }
+    if (result.errno) throw fsError(result.errno, `${op.type}: ${result.errno}`);
+    return result;
+  }
+
+  async attr(path: string, deadline: Deadline): Promise<Attr> {
+    const attr = parseJSON(await this.request('GET', `/v1/attr?path=${encodeURIComponent(path)}`, null, deadline, 'attr')) as Attr;
+    checkAttr(attr);
+    return attr;
+  }
+
+  async dir(path: string, deadline: Deadline): Promise<DirEntry[]> {
+    const listing = parseJSON(await this.request('GET', `/v1/dir?path=${encodeURIComponent(path)}`, null, deadline, 'dir')) as {
+      entries?: DirEntry[];
+    };
+    if (!listing || !Array.isArray(listing.entries)) throw new DfsError('INTERNAL', 'malformed directory listing');
+    for (const e of listing.entries) checkAttr(e.attr);
+    return listing.entries;
+  }
+
+  async data(path: string, offset: number, size: number, deadline: Deadline): Promise<Buffer> {
+    if (size > READ_BYTES_MAX) throw new Error(`read of ${size} bytes is over READ_BYTES_MAX`);
+    const q = `path=${encodeURIComponent(path)}&offset=${offset}&size=${size}`;
+    const data = await this.request('GET', `/v1/data?${q}`, null, deadline, 'data');
+    if (data.length > size) throw new DfsError('INTERNAL', `read returned ${data.length} bytes for ${size} asked`);
+    return data;
+  }
+
+  async link(path: string, deadline: Deadline): Promise<string> {
+    const r = parseJSON(await this.request('GET', `/v1/link?path=${encodeURIComponent(path)}`, null, deadline, 'link')) as {
+      target?: unknown;
+    };
+    if (!r || typeof r.target !== 'string') throw new DfsError('INTERNAL', 'malformed link answer');
+    return r.target;
+  }
+
+  async statfs(deadline: Deadline): Promise<StatFs> {
+    return parseJSON(await this.request('GET', '/v1/statfs', null, deadline, 'statfs')) as StatFs;
+  }
+
+  // ---- Failover ------------------------------------------------------------------
+
+  private async request(method: 'GET' | 'POST', pathAndQuery: string, body: Buffer | null, deadline: Deadline, what: string): Promise<Buffer> {
+    const n = this.endpoints.length;
+    const start = this.preferred;
+    // A client that found the cluster unusable tries each proxy once, without backing off.
+    const quick = this.degraded;
+    let lastErr: unknown = null;
+    let attempts = 0;
+    // Time of the first transport failure in the current streak (no HTTP answer since).
+    let unreachableSinceMs: number | null = null;
+    for (let round = 0; ; round++) {
+      for (let i = 0; i < n; i++) {
+        const index = (start + i) % n;
+        const endpoint = this.endpoints[index]!;
+        const attemptMs = Math.min(deadline.remainingMs(), this.attemptTimeoutMs);
+        if (attemptMs <= 0 || attempts >= ATTEMPTS_MAX) throw this.giveUp(what, lastErr);
+        attempts++;
+        let answer: { status: number; body: Buffer };
+        try {
+          answer = await this.attempt(endpoint, method, pathAndQuery, body, attemptMs, deadline);
+        } catch (err) {
+          if (deadline.expired()) throw this.giveUp(what, err);
+          if (err instanceof DfsError) throw err; // our own verdict on the answer (TOO_LARGE)
+          lastErr = err;
+          unreachableSinceMs ??= Date.now();
+          this.logger.debug({ proxy: endpoint.url, what, err: errText(err) }, 'proxy unreachable');
+          continue;
+        }
+        unreachableSinceMs = null;
+        if (answer.status >= 200 && answer.status < 300) {
+          this.preferred = index;
+          this.setDegraded(false);
+          return answer.body;
+        }
+        const err = errorFromBody(answer.status, parseJSONOrNull(answer.body));
+        if (!RETRYABLE_STATUS.has(answer.status)) {
+          this.setDegraded(false); // the cluster answered, if only to say no
+          throw err;
+        }
+        lastErr = err;
+        this.logger.debug({ proxy: endpoint.url, what, status: answer.status, code: err.code }, 'proxy answered retryable error');
+      }
+      // A full round failed. Give up early when nothing answered for a while, and at once
+      // when an earlier call already found the cluster unusable.
+      if (quick) throw this.giveUp(what, lastErr);
+      if (unreachableSinceMs !== null && Date.now() - unreachableSinceMs >= this.unreachableRetryMs) {
+        throw this.giveUp(what, lastErr, `no proxy reachable (${errText(lastErr)})`);
+      }
+      const backoffMs = Math.min(BACKOFF_MS_MAX, BACKOFF_MS_MIN * 2 ** round) * (0.5 + Math.random() / 2);
+      try {
+        await sleepWithin(backoffMs, deadline);
+      } catch {
+        throw this.giveUp(what, lastErr);
+      }
+    }
+  }
+
+  /** The error a call ends with when no proxy gave a usable answer: the cluster is
+   * unusable for now, so the calls that follow fail fast until one succeeds. */
+  private giveUp(what: string, lastErr: unknown, message?: string): DfsError {
+    this.setDegraded(true);
+    if (message) return new DfsError('UNAVAILABLE', message);
+    if (lastErr instanceof DfsError && lastErr.code !== 'TIMEOUT') return lastErr;
+    return new DfsError('TIMEOUT', `${what}: no answer before the deadline (${errText(lastErr)})`);
+  }
+
+  private setDegraded(degraded: boolean): void {
+    if (degraded === this.degraded) return;
+    this.degraded = degraded;
+    if (degraded) this.logger.warn({ proxies: this.urls }, 'cluster unusable: calls fail fast until a proxy answers');
+    else this.logger.info({ proxies: this.urls }, 'cluster usable again');
+  }
+
+  private async attempt(
+    endpoint: Endpoint,
+    method: 'GET' | 'POST',
+    pathAndQuery: string,
+    body: Buffer | null,
+    attemptMs: number,
+    deadline: Deadline,
+  ): Promise<{ status: number; body: Buffer }> {
+    const res = await endpoint.pool.request({
+      method,
+      path: endpoint.basePath + pathAndQuery,
+      body,
+      headers: body ? { 'content-type': 'application/octet-stream' } : {},
+      headersTimeout: attemptMs,
+      bodyTimeout: attemptMs,
+      signal: deadline.signal,
+    });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > RESPONSE_BYTES_MAX) {
+        res.body.destroy();
+        throw new DfsError('TOO_LARGE', `response over ${RESPONSE_BYTES_MAX} bytes`);
+      }
+      chunks.push(chunk);
+    }
+    return { status: res.statusCode, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size) };
+  }
+}
+
+function parseJSON(buf: Buffer): unknown {
+  try {
+    return JSON.parse(buf.toString('utf8'));
+  } catch {
+    throw new DfsError('INTERNAL', 'proxy answer is not JSON');
+  }
+}
+
+function parseJSONOrNull(buf: Buffer): unknown {
+  try {
+    return JSON.parse(buf.toString('utf8'));
+  } catch {
+    return null;
+  }
+}
+
+function checkAttr(attr: Attr): void {
+  if (!attr || typeof attr.mode !== 'number' || typeof attr.size !== 'number' || typeof attr.ino !== 'number') {
+    throw new DfsError('INTERNAL', 'malformed attributes');
+  }
+}
+
+function errText(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code ? `${code}: ${err.message}` : err.message;
+  }
+  return String(err);
+}

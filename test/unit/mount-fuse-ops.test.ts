@@ -1,0 +1,283 @@
+/*
+ * mount/fuse-ops.ts against an in-memory fake of the cluster client: the handler logic
+ * without a kernel. Checks the close-to-open rules (writes buffered until flush, getattr and
+ * reads see buffered data, open revalidates), ordering (setattr after buffered writes),
+ * renames of open files, local path checks, and that lost writes surface as EIO.
+ *
+ *   node dist/test/unit/mount-fuse-ops.test.js
+ */
+import { constants } from 'node:os';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import pino from 'pino';
+import type Fuse from 'fuse-native';
+import type { Attr, DirEntry, OpResult, StatFs } from '../../common/api';
+import { DfsError, fsError } from '../../common/errors';
+import type { Op } from '../../common/ops';
+import { parentOf } from '../../common/paths';
+import { DfsFileSystem, MOUNT_CONFIG_DEFAULTS, type ClusterClient } from '../../mount/fuse-ops';
+
+const E = constants.errno;
+const logger = pino({ level: 'silent' });
+
+interface Node {
+  attr: Attr;
+  data: Buffer;
+  target?: string;
+}
+
+/** A tiny path-keyed cluster: enough semantics for the handlers' logic. */
+class FakeCluster implements ClusterClient {
+  nodes = new Map<string, Node>();
+  ops: Op[] = [];
+  attrCalls: string[] = [];
+  failWrites = false;
+  private ino = 100;
+
+  constructor() {
+    this.nodes.set('/', { attr: this.mkAttr(0o040755), data: Buffer.alloc(0) });
+  }
+
+  private mkAttr(mode: number): Attr {
+    return { ino: this.ino++, mode, nlink: 1, uid: 0, gid: 0, rdev: 0, size: 0, blocks: 0, atimeMs: 0, mtimeMs: 0, ctimeMs: 0 };
+  }
+
+  async op(op: Op, data: Buffer | undefined): Promise<OpResult> {
+    this.ops.push(op);
+    const seq = this.ops.length;
+    const get = (p: string): Node => {
+      const n = this.nodes.get(p);
+      if (!n) throw fsError('ENOENT');
+      return n;
+    };
+    switch (op.type) {
+      case 'create':
+      case 'mkdir': {
+        if (this.nodes.has(op.path)) throw fsError('EEXIST');
+        get(parentOf(op.path));
+        const n = { attr: this.mkAttr((op.type === 'mkdir' ? 0o040000 : 0o100000) | op.mode), data: Buffer.alloc(0) };
+        n.attr.uid = op.uid;
+        this.nodes.set(op.path, n);
+        return { seq, attr: { ...n.attr } };
+      }
+      case 'write': {
+        if (this.failWrites) throw new DfsError('UNAVAILABLE', 'cluster down');
+        const n = get(op.path);
+        const end = op.offset + data!.length;
+        if (n.data.length < end) n.data = Buffer.concat([n.data, Buffer.alloc(end - n.data.length)]);
+        data!.copy(n.data, op.offset);
+        n.attr.size = n.data.length;
+        return { seq, attr: { ...n.attr } };
+      }
+      case 'truncate': {
+        const n = get(op.path);
+        n.data = Buffer.concat([n.data, Buffer.alloc(Math.max(0, op.size - n.data.length))]).subarray(0, op.size);
+        n.attr.size = op.size;
+        return { seq, attr: { ...n.attr } };
+      }
+      case 'rename': {
+        for (const [p, n] of [...this.nodes]) {
+          if (p === op.from || p.startsWith(op.from + '/')) {
+            this.nodes.delete(p);
+            this.nodes.set(op.to + p.slice(op.from.length), n);
+          }
+        }
+        return { seq };
+      }
+      case 'chown': {
+        const n = get(op.path);
+        n.attr.uid = op.uid;
+        n.attr.gid = op.gid;
+        return { seq, attr: { ...n.attr } };
+      }
+      case 'utimens': {
+        const n = get(op.path);
+        n.attr.atimeMs = op.atimeMs;
+        n.attr.mtimeMs = op.mtimeMs;
+        return { seq, attr: { ...n.attr } };
+      }
+      case 'unlink':
+      case 'rmdir':
+        get(op.path);
+        this.nodes.delete(op.path);
+        return { seq };
+      default:
+        return { seq };
+    }
+  }
+
+  async attr(path: string): Promise<Attr> {
+    this.attrCalls.push(path);
+    const n = this.nodes.get(path);
+    if (!n) throw fsError('ENOENT');
+    return { ...n.attr };
+  }
+
+  async dir(path: string): Promise<DirEntry[]> {
+    const out: DirEntry[] = [];
+    for (const [p, n] of this.nodes) if (p !== '/' && parentOf(p) === path) out.push({ name: p.slice(p.lastIndexOf('/') + 1), attr: { ...n.attr } });
+    return out;
+  }
+
+  async data(path: string, offset: number, size: number): Promise<Buffer> {
+    const n = this.nodes.get(path);
+    if (!n) throw fsError('ENOENT');
+    return Buffer.from(n.data.subarray(offset, offset + size));
+  }
+
+  async link(): Promise<string> {
+    return 'target';
+  }
+
+  async statfs(): Promise<StatFs> {
+    return { bsize: 4096, blocks: 2 ** 33, bfree: 2 ** 32, bavail: 2 ** 32, files: 10, ffree: 5, namemax: 255 };
+  }
+}
+
+function setup(config: Partial<typeof MOUNT_CONFIG_DEFAULTS> = {}) {
+  const cluster = new FakeCluster();
+  const fs = new DfsFileSystem({
+    client: cluster,
+    logger,
+    config: { ...MOUNT_CONFIG_DEFAULTS, writeLimits: { chunkBytesMax: 64, inflightMax: 2 }, ...config, uid: 1234, gid: 5678 },
+  });
+  const h = fs.handlers() as Required<Fuse.Handlers>;
+  const call = <T = unknown>(f: (cb: (code: number, v?: T) => void) => void): Promise<{ code: number; v?: T }> =>
+    new Promise((resolve) => f((code, v) => resolve({ code, v })));
+  return { cluster, fs, h, call };
+}
+
+test('create, write, flush: nothing is sent before flush, and flush commits it', async () => {
+  const { cluster, h, call } = setup();
+  const c = await call<number>((cb) => h.create('/f', 0o100644, cb));
+  assert.is(c.code, 0);
+  const fd = c.v!;
+  assert.ok(fd >= 1);
+  assert.is(cluster.nodes.get('/f')!.attr.uid, 1234, 'owned by the mount user');
+  const w = await call((cb) => h.write('/f', fd, Buffer.from('hello'), 5, 0, cb));
+  assert.is(w.code, 5, 'write answers with the byte count');
+  assert.is(cluster.ops.filter((o) => o.type === 'write').length, 0);
+  const st = await call<Fuse.Stat>((cb) => h.getattr('/f', cb));
+  assert.is(st.v!.size, 5, 'getattr reports the size of buffered data');
+  assert.is((await call((cb) => h.flush('/f', fd, cb))).code, 0);
+  assert.is(cluster.nodes.get('/f')!.data.toString(), 'hello');
+  assert.is((await call((cb) => h.release('/f', fd, cb))).code, 0);
+});
+
+test('a read sees data buffered by another handle of the same file', async () => {
+  const { h, call } = setup();
+  const a = (await call<number>((cb) => h.create('/f', 0o100644, cb))).v!;
+  await call((cb) => h.write('/f', a, Buffer.from('abcdef'), 6, 0, cb));
+  const b = (await call<number>((cb) => h.open('/f', 0, cb))).v!;
+  const buf = Buffer.alloc(100);
+  const r = await call((cb) => h.read('/f', b, buf, 100, 0, cb));
+  assert.is(r.code, 6);
+  assert.is(buf.subarray(0, 6).toString(), 'abcdef');
+});
+
+test('open revalidates attributes with the cluster even when they are cached', async () => {
+  const { cluster, h, call } = setup({ attrTimeoutMs: 60_000 });
+  await call((cb) => h.mknod('/f', 0o100644, 0, cb));
+  await call((cb) => h.getattr('/f', cb));
+  await call((cb) => h.getattr('/f', cb));
+  const before = cluster.attrCalls.length;
+  await call((cb) => h.getattr('/f', cb));
+  assert.is(cluster.attrCalls.length, before, 'getattr is served from the cache');
+  await call((cb) => h.open('/f', 0, cb));
+  assert.is(cluster.attrCalls.length, before + 1, 'open asked the cluster');
+});
+
+test('setattr ops wait for buffered writes (cp -p sets times before close)', async () => {
+  const { cluster, h, call } = setup();
+  const fd = (await call<number>((cb) => h.create('/f', 0o100644, cb))).v!;
+  await call((cb) => h.write('/f', fd, Buffer.from('data'), 4, 0, cb));
+  assert.is((await call((cb) => h.utimens('/f', 1000, 2000, cb))).code, 0);
+  const types = cluster.ops.map((o) => o.type);
+  assert.equal(types, ['create', 'write', 'utimens']);
+  const t = cluster.ops[2] as Extract<Op, { type: 'utimens' }>;
+  assert.is(t.atimeMs, 1000);
+  assert.is(t.mtimeMs, 2000);
+});
+
+test('ftruncate flushes first; chown with -1 keeps that id', async () => {
+  const { cluster, h, call } = setup();
+  const fd = (await call<number>((cb) => h.create('/f', 0o100644, cb))).v!;
+  await call((cb) => h.write('/f', fd, Buffer.from('0123456789'), 10, 0, cb));
+  assert.is((await call((cb) => h.ftruncate('/f', fd, 4, cb))).code, 0);
+  assert.is(cluster.nodes.get('/f')!.data.toString(), '0123');
+  assert.is((await call((cb) => h.chown('/f', 0xffffffff, 42, cb))).code, 0);
+  assert.is(cluster.nodes.get('/f')!.attr.uid, 1234);
+  assert.is(cluster.nodes.get('/f')!.attr.gid, 42);
+});
+
+test('an open file follows a rename of its directory', async () => {
+  const { cluster, h, call } = setup();
+  await call((cb) => h.mkdir('/d', 0o40755, cb));
+  const fd = (await call<number>((cb) => h.create('/d/f', 0o100644, cb))).v!;
+  await call((cb) => h.write('/d/f', fd, Buffer.from('one'), 3, 0, cb));
+  assert.is((await call((cb) => h.rename('/d', '/e', cb))).code, 0);
+  assert.is(cluster.nodes.get('/e/f')!.data.toString(), 'one', 'buffered data was committed before the rename');
+  await call((cb) => h.write('/e/f', fd, Buffer.from('two'), 3, 3, cb));
+  await call((cb) => h.release('/e/f', fd, cb));
+  assert.is(cluster.nodes.get('/e/f')!.data.toString(), 'onetwo');
+});
+
+test('a lost background write is EIO at flush and close, not success', async () => {
+  const { cluster, h, call } = setup();
+  const fd = (await call<number>((cb) => h.create('/f', 0o100644, cb))).v!;
+  cluster.failWrites = true;
+  // 100 bytes with 64-byte chunks: one chunk goes out during the write and fails.
+  await call((cb) => h.write('/f', fd, Buffer.alloc(100, 1), 100, 0, cb));
+  assert.is((await call((cb) => h.flush('/f', fd, cb))).code, -E.EIO);
+  assert.is((await call((cb) => h.fsync('/f', 0, fd, cb))).code, -E.EIO);
+  assert.is((await call((cb) => h.write('/f', fd, Buffer.alloc(1), 1, 100, cb))).code, -E.EIO);
+  assert.is((await call((cb) => h.release('/f', fd, cb))).code, -E.EIO);
+});
+
+test('names over 255 bytes are ENAMETOOLONG without asking the cluster', async () => {
+  const { cluster, h, call } = setup();
+  const long = '/' + 'n'.repeat(256);
+  assert.is((await call((cb) => h.mkdir(long, 0o755, cb))).code, -E.ENAMETOOLONG);
+  assert.is((await call((cb) => h.create(long, 0o644, cb))).code, -E.ENAMETOOLONG);
+  assert.is((await call((cb) => h.getattr(long, cb))).code, -E.ENAMETOOLONG);
+  assert.is(cluster.ops.length, 0);
+  assert.is(cluster.attrCalls.length, 0);
+});
+
+test('cluster errnos reach the application; unknown handles are EBADF', async () => {
+  const { h, call } = setup();
+  assert.is((await call((cb) => h.getattr('/nope', cb))).code, -E.ENOENT);
+  await call((cb) => h.mkdir('/d', 0o755, cb));
+  assert.is((await call((cb) => h.mkdir('/d', 0o755, cb))).code, -E.EEXIST);
+  assert.is((await call((cb) => h.read('/d', 999, Buffer.alloc(1), 1, 0, cb))).code, -E.EBADF);
+  assert.is((await call((cb) => h.mknod('/fifo', 0o010644, 0, cb))).code, -E.EPERM);
+});
+
+test('readdir lists . and .. and the entries, and primes the attribute cache', async () => {
+  const { cluster, h, call } = setup({ attrTimeoutMs: 60_000 });
+  await call((cb) => h.mkdir('/d', 0o755, cb));
+  await call((cb) => h.mknod('/d/a', 0o100644, 0, cb));
+  await call((cb) => h.mknod('/d/b', 0o100644, 0, cb));
+  const r = await new Promise<{ code: number; names?: string[]; stats?: Fuse.Stat[] }>((resolve) =>
+    h.readdir('/d', (code, names, stats) => resolve({ code, names, stats })),
+  );
+  assert.is(r.code, 0);
+  assert.equal(r.names!.sort(), ['.', '..', 'a', 'b']);
+  assert.is(r.stats!.length, r.names!.length);
+  const before = cluster.attrCalls.length;
+  await call((cb) => h.getattr('/d/a', cb));
+  await call((cb) => h.getattr('/d/b', cb));
+  assert.is(cluster.attrCalls.length, before, 'ls -l is answered from the listing');
+});
+
+test('statfs fits 64-bit counts into fuse-native uint32 fields', async () => {
+  const { h, call } = setup();
+  const r = await call<Fuse.StatFs>((cb) => h.statfs('/', cb));
+  assert.is(r.code, 0);
+  const st = r.v!;
+  assert.ok(st.blocks <= 0xffffffff);
+  assert.is(st.blocks * st.frsize, 2 ** 33 * 4096, 'the capacity is unchanged');
+  assert.is(st.namemax, 255);
+});
+
+test.run();
