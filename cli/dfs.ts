@@ -1,0 +1,332 @@
+/*
+ * The `dfs` command: runs a whole cluster on one machine and reports on a cluster.
+ *
+ *   dfs local up     [--data DIR] [--nodes 3] [--proxies 2] [--mount DIR]
+ *   dfs local status [--data DIR] [--json]
+ *   dfs local down   [--data DIR]
+ *   dfs status       [--proxy URL[,URL…] | --data DIR] [--json]
+ *
+ * `local up` starts Redis, the storage nodes and the proxies as detached processes (they
+ * outlive this command), records them in DIR/cluster.json, and optionally mounts the
+ * cluster with dfs-mount. `local down` stops exactly what that file records. The data
+ * directory defaults to $DFS_DATA, else ~/.dfs/local. Expected failures print one line
+ * and exit non-zero; only a bug prints a stack trace.
+ */
+import { homedir } from 'node:os';
+import { resolve } from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { ClusterStatus } from '../common/api';
+import { intOption } from '../common/config';
+import { DfsError } from '../common/errors';
+import {
+  NODE_COUNT_MAX,
+  PROXY_COUNT_MAX,
+  fetchClusterStatus,
+  liveProcesses,
+  mountRecorded,
+  readClusterFile,
+  startCluster,
+  stopRecorded,
+  clusterFilePath,
+  type ClusterFile,
+} from './local-cluster';
+import { isFuseMounted } from './mounts';
+import { isSameProcess } from './processes';
+import { rmSync } from 'node:fs';
+
+const USAGE = `usage:
+  dfs local up     [--data DIR] [--nodes N] [--proxies N] [--mount DIR]
+  dfs local status [--data DIR] [--json]
+  dfs local down   [--data DIR]
+  dfs status       [--proxy URL[,URL...] | --data DIR] [--json]
+
+  --data DIR   where the local cluster keeps its data and cluster.json
+               (default: $DFS_DATA, else ~/.dfs/local)
+  --proxy URL  a proxy to ask (default: $DFS_PROXY, else the local cluster's proxies)
+`;
+
+/** A mistake in the command line: printed with the usage, exit code 2. */
+class UsageError extends Error {}
+
+/** Exit codes of `dfs local status`, after the LSB convention for status actions. */
+const STATUS_RUNNING = 0;
+const STATUS_DEGRADED = 1;
+const STATUS_NOT_RUNNING = 3;
+
+function defaultDataDir(): string {
+  return resolve(process.env.DFS_DATA || resolve(homedir(), '.dfs', 'local'));
+}
+
+function out(line = ''): void {
+  process.stdout.write(line + '\n');
+}
+
+type OptionsConfig = NonNullable<ParseArgsConfig['options']>;
+
+function parse<T extends OptionsConfig>(args: string[], options: T) {
+  try {
+    return parseArgs({ args, options, allowPositionals: true as const, strict: true as const });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+function noPositionals(positionals: string[]): void {
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
+}
+
+function table(rows: string[][]): string[] {
+  const widths: number[] = [];
+  for (const row of rows) row.forEach((cell, index) => (widths[index] = Math.max(widths[index] ?? 0, cell.length)));
+  return rows.map((row) => row.map((cell, index) => (index === row.length - 1 ? cell : cell.padEnd(widths[index]!))).join('  ').trimEnd());
+}
+
+// ---------------------------------------------------------------------------------------
+// dfs local up
+
+async function localUp(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    data: { type: 'string' },
+    nodes: { type: 'string' },
+    proxies: { type: 'string' },
+    mount: { type: 'string' },
+  });
+  noPositionals(positionals);
+  const dataDir = resolve(values.data ?? defaultDataDir());
+  let nodes: number;
+  let proxies: number;
+  try {
+    nodes = intOption(values.nodes, 'nodes', 3, 1, NODE_COUNT_MAX);
+    proxies = intOption(values.proxies, 'proxies', 2, 1, PROXY_COUNT_MAX);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+
+  const existing = readClusterFile(dataDir);
+  if (existing !== null) {
+    const live = liveProcesses(existing);
+    if (live.length > 0) {
+      const list = live.map((record) => `${record.kind} ${record.id} pid ${record.pid}`).join(', ');
+      throw new DfsError('BAD_REQUEST', `a cluster is already up in ${dataDir} (${list}); run \`dfs local down --data ${dataDir}\` first, or choose another --data`);
+    }
+    // Nothing recorded runs any more (a reboot, or processes killed by hand): clear what
+    // is left, such as a dead FUSE mount, and start afresh on the same data.
+    await stopRecorded(existing);
+    rmSync(clusterFilePath(dataDir), { force: true });
+  }
+
+  out(`starting a local cluster in ${dataDir} (${nodes} storage nodes, ${proxies} proxies)...`);
+  const cluster = await startCluster({ dataDir, nodes, proxies, detached: true, redisPersistent: true });
+  if (values.mount !== undefined) {
+    try {
+      await mountRecorded(dataDir, values.mount, { detached: true });
+    } catch (error) {
+      // Leave nothing half up: a cluster without the mount the user asked for is a failure.
+      await cluster.stop().catch(() => undefined);
+      throw error;
+    }
+  }
+  const description = readClusterFile(dataDir)!;
+  out('the cluster is up:');
+  printProcesses(description);
+  out();
+  out(`logs:   ${resolve(dataDir, 'logs')}`);
+  out(`proxies: ${description.proxyUrls.join(',')}`);
+  if (values.mount === undefined) {
+    out(`mount it with: dfs-mount MOUNTPOINT --proxy ${description.proxyUrls.join(',')}`);
+  }
+  out(`stop it with:  dfs local down --data ${dataDir}`);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// dfs local status
+
+interface StatusProcess {
+  kind: string;
+  id: string;
+  pid: number;
+  alive: boolean;
+  url: string | null;
+  brickDir?: string;
+  mountpoint?: string;
+  logFile: string;
+}
+
+interface StatusMount {
+  mountpoint: string;
+  pid: number | null;
+  alive: boolean;
+  mounted: boolean;
+}
+
+function describeProcesses(description: ClusterFile): { processes: StatusProcess[]; mounts: StatusMount[] } {
+  const processes = description.processes.map((record) => ({
+    kind: record.kind,
+    id: record.id,
+    pid: record.pid,
+    alive: isSameProcess(record),
+    url: record.url,
+    ...(record.brickDir !== undefined ? { brickDir: record.brickDir } : {}),
+    ...(record.mountpoint !== undefined ? { mountpoint: record.mountpoint } : {}),
+    logFile: record.logFile,
+  }));
+  const mounts = description.mounts.map((mount) => {
+    const record = description.processes.find((candidate) => candidate.kind === 'mount' && candidate.id === mount.processId);
+    return {
+      mountpoint: mount.mountpoint,
+      pid: record?.pid ?? null,
+      alive: record !== undefined && isSameProcess(record),
+      mounted: isFuseMounted(mount.mountpoint),
+    };
+  });
+  return { processes, mounts };
+}
+
+function printProcesses(description: ClusterFile): void {
+  const { processes, mounts } = describeProcesses(description);
+  const rows = [['KIND', 'ID', 'PID', 'STATE', 'URL', 'BRICK / MOUNT POINT']];
+  for (const entry of processes) {
+    let where = entry.brickDir ?? '';
+    if (entry.mountpoint !== undefined) {
+      const mount = mounts.find((candidate) => candidate.mountpoint === entry.mountpoint);
+      where = `${entry.mountpoint} (${mount?.mounted ? 'mounted' : 'not mounted'})`;
+    }
+    rows.push([entry.kind, entry.id, String(entry.pid), entry.alive ? 'running' : 'stopped', entry.url ?? '-', where]);
+  }
+  for (const line of table(rows)) out('  ' + line);
+}
+
+function printClusterView(proxyUrl: string, status: ClusterStatus): void {
+  const membership = status.membership;
+  out(`cluster (as ${proxyUrl} sees it): leader ${status.leader ?? 'none'}, epoch ${status.epoch}, seq ${status.seq}`);
+  if (membership === null) {
+    out('  no membership yet');
+  } else {
+    out(`  primary ${membership.primary || 'none'}, in sync [${membership.inSync.join(', ')}], membership epoch ${membership.epoch}`);
+  }
+  const rows = [['NODE', 'ROLE', 'ALIVE', 'APPLIED', 'URL']];
+  for (const node of status.nodes ?? []) {
+    rows.push([node.id, node.role, node.alive ? 'yes' : 'no', node.appliedSeq === null ? '-' : String(node.appliedSeq), node.url]);
+  }
+  for (const line of table(rows)) out('  ' + line);
+}
+
+async function localStatus(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { data: { type: 'string' }, json: { type: 'boolean' } });
+  noPositionals(positionals);
+  const dataDir = resolve(values.data ?? defaultDataDir());
+  const description = readClusterFile(dataDir);
+  if (description === null) {
+    if (values.json) out(JSON.stringify({ dataDir, processes: [], mounts: [], cluster: null }, null, 2));
+    else out(`no local cluster in ${dataDir} (start one with \`dfs local up --data ${dataDir}\`)`);
+    return STATUS_NOT_RUNNING;
+  }
+  const { processes, mounts } = describeProcesses(description);
+  const view = await fetchClusterStatus(description.proxyUrls);
+  const aliveCount = processes.filter((entry) => entry.alive).length;
+  const code = aliveCount === 0 ? STATUS_NOT_RUNNING : aliveCount === processes.length && mounts.every((mount) => mount.mounted) ? STATUS_RUNNING : STATUS_DEGRADED;
+
+  if (values.json) {
+    out(JSON.stringify({ dataDir, redisUrl: description.redisUrl, proxyUrls: description.proxyUrls, processes, mounts, cluster: view?.status ?? null }, null, 2));
+    return code;
+  }
+  out(`local cluster in ${dataDir}${code === STATUS_RUNNING ? '' : code === STATUS_DEGRADED ? ' (degraded: not everything runs)' : ' (stopped)'}`);
+  printProcesses(description);
+  out();
+  if (view === null) out(`no proxy answers GET /v1/cluster (${description.proxyUrls.join(', ')})`);
+  else printClusterView(view.proxyUrl, view.status);
+  return code;
+}
+
+// ---------------------------------------------------------------------------------------
+// dfs local down
+
+async function localDown(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { data: { type: 'string' } });
+  noPositionals(positionals);
+  const dataDir = resolve(values.data ?? defaultDataDir());
+  const description = readClusterFile(dataDir);
+  if (description === null) {
+    out(`no local cluster recorded in ${dataDir}; nothing to stop`);
+    return 0;
+  }
+  const stopOrder = ['mount', 'proxy', 'storage', 'redis'];
+  const live = liveProcesses(description).sort((a, b) => stopOrder.indexOf(a.kind) - stopOrder.indexOf(b.kind));
+  const mounted = description.mounts.filter((mount) => isFuseMounted(mount.mountpoint));
+  await stopRecorded(description);
+  rmSync(clusterFilePath(dataDir), { force: true });
+  for (const mount of mounted) out(`unmounted ${mount.mountpoint}`);
+  out(`stopped ${live.length} process${live.length === 1 ? '' : 'es'}${live.length > 0 ? ' (' + live.map((record) => (record.kind === record.id ? record.kind : `${record.kind} ${record.id}`)).join(', ') + ')' : ''}; data stays in ${dataDir}`);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// dfs status
+
+async function clusterStatus(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { proxy: { type: 'string' }, data: { type: 'string' }, json: { type: 'boolean' } });
+  noPositionals(positionals);
+  if (values.proxy !== undefined && values.data !== undefined) throw new UsageError('give either --proxy or --data, not both');
+  let proxyUrls: string[];
+  const proxyList = values.proxy ?? (values.data === undefined ? process.env.DFS_PROXY : undefined);
+  if (proxyList !== undefined && proxyList !== '') {
+    proxyUrls = proxyList.split(',').map((url) => url.trim().replace(/\/+$/, '')).filter((url) => url.length > 0);
+    for (const url of proxyUrls) {
+      if (!/^https?:\/\/[^/]+$/.test(url)) throw new UsageError(`--proxy wants URLs like http://127.0.0.1:7600, not ${JSON.stringify(url)}`);
+    }
+  } else {
+    const dataDir = resolve(values.data ?? defaultDataDir());
+    const description = readClusterFile(dataDir);
+    if (description === null) {
+      throw new DfsError('BAD_REQUEST', `no local cluster in ${dataDir}; give --proxy URL to ask a cluster elsewhere`);
+    }
+    proxyUrls = description.proxyUrls;
+  }
+  const view = await fetchClusterStatus(proxyUrls);
+  if (view === null) throw new DfsError('UNAVAILABLE', `no proxy answers GET /v1/cluster (${proxyUrls.join(', ')})`);
+  if (values.json) out(JSON.stringify(view.status, null, 2));
+  else printClusterView(view.proxyUrl, view.status);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+    process.stdout.write(USAGE);
+    return command === undefined ? 2 : 0;
+  }
+  if (command === 'status') return clusterStatus(rest);
+  if (command === 'local') {
+    const [action, ...args] = rest;
+    if (action === 'up') return localUp(args);
+    if (action === 'status') return localStatus(args);
+    if (action === 'down') return localDown(args);
+    throw new UsageError(action === undefined ? 'dfs local wants up, status or down' : `unknown action ${JSON.stringify(action)} for dfs local`);
+  }
+  throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof UsageError) {
+      process.stderr.write(`dfs: ${error.message}\n\n${USAGE}`);
+      process.exit(2);
+    }
+    if (error instanceof DfsError) {
+      process.stderr.write(`dfs: ${error.message}\n`);
+      process.exit(1);
+    }
+    const code = (error as NodeJS.ErrnoException | null)?.code;
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
+      // A system call failed (EACCES on the data directory, ENOSPC…): the message says which.
+      process.stderr.write(`dfs: ${(error as Error).message}\n`);
+      process.exit(1);
+    }
+    process.stderr.write(`dfs: internal error: ${error instanceof Error ? error.stack : String(error)}\n`);
+    process.exit(1);
+  },
+);

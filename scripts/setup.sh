@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Sets up a Debian machine to build, run and test dfs, and puts `dfs` and `dfs-mount` on
+# the PATH. Idempotent: every step checks first and does only what is missing, so it is
+# cheap to run before every command (the README's quick start and .ci/run do).
+#
+#   ./scripts/setup.sh              as root, or as a user who may sudo
+#
+# Steps: the system packages (libfuse 2 for fuse-native, fusermount, redis-server), then
+# `npm ci` when node_modules does not match package-lock.json, `npm run build`, and
+# symlinks from $DFS_BIN_DIR (default /usr/local/bin) to bin/dfs and bin/dfs-mount.
+# When run with sudo, the npm steps run as the invoking user, so the work tree stays theirs.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN_DIR="${DFS_BIN_DIR:-/usr/local/bin}"
+NODE_VERSION_MIN=20.18.1 # package.json engines; undici 7 needs it
+export DEBIAN_FRONTEND=noninteractive
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+if [ "$(id -u)" -eq 0 ]; then
+  SUDO=()
+else
+  command -v sudo >/dev/null 2>&1 || die "run this as root, or install sudo"
+  SUDO=(sudo)
+fi
+
+# The npm steps run as the user who asked for them, not as root via sudo.
+as_user() {
+  if [ "$(id -u)" -eq 0 ] && [ -n "${SUDO_USER:-}" ] && [ "${SUDO_USER}" != root ]; then
+    sudo -u "$SUDO_USER" -H -- "$@"
+  else
+    "$@"
+  fi
+}
+
+# --- system packages ----------------------------------------------------------------------
+installed() { dpkg -s "$1" >/dev/null 2>&1; }
+
+missing=()
+# fuse-native loads libfuse.so.2; Debian 13 renamed the package libfuse2t64.
+if ! installed libfuse2 && ! installed libfuse2t64; then missing+=(libfuse2); fi
+# fusermount (the setuid helper of libfuse 2) mounts and unmounts for non-root users.
+if ! installed fuse && ! command -v fusermount >/dev/null 2>&1; then missing+=(fuse); fi
+if ! installed redis-server && ! command -v redis-server >/dev/null 2>&1; then missing+=(redis-server); fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"
+  say "installing ${missing[*]}"
+  "${SUDO[@]}" apt-get update -q
+  packages=()
+  for package in "${missing[@]}"; do
+    if [ "$package" = libfuse2 ] && ! apt-cache show libfuse2 >/dev/null 2>&1; then
+      package=libfuse2t64
+    fi
+    packages+=("$package")
+  done
+  "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${packages[@]}"
+else
+  say "system packages present (libfuse2, fuse, redis-server)"
+fi
+
+if [ ! -e /dev/fuse ]; then
+  say "warning: /dev/fuse is missing; mounting (dfs-mount, the e2e tests) needs it"
+  say "         (in a container: run it with --device /dev/fuse --cap-add SYS_ADMIN)"
+fi
+
+# --- Node.js and the build ----------------------------------------------------------------
+command -v node >/dev/null 2>&1 || die "Node.js ${NODE_VERSION_MIN} or newer is needed (node is not on the PATH)"
+command -v npm >/dev/null 2>&1 || die "npm is needed (it comes with Node.js)"
+node -e '
+  const [have, want] = [process.versions.node, process.argv[1]].map((v) => v.split(".").map(Number));
+  const older = have[0] - want[0] || have[1] - want[1] || have[2] - want[2];
+  process.exit(older < 0 ? 1 : 0);
+' "$NODE_VERSION_MIN" || die "Node.js ${NODE_VERSION_MIN} or newer is needed, this is $(node -v)"
+
+cd "$ROOT"
+# npm ci rewrites node_modules/.package-lock.json; when it matches package-lock.json's
+# packages, the install is current and a reinstall would only cost time.
+lock_current() {
+  [ -f node_modules/.package-lock.json ] || return 1
+  node -e '
+    const fs = require("fs");
+    const want = JSON.parse(fs.readFileSync("package-lock.json", "utf8")).packages || {};
+    const have = JSON.parse(fs.readFileSync("node_modules/.package-lock.json", "utf8")).packages || {};
+    for (const [path, entry] of Object.entries(want)) {
+      if (path === "") continue;
+      // An optional package for another platform is in the lock but never installed.
+      if (!have[path] && entry.optional) continue;
+      if (!have[path] || have[path].version !== entry.version || !fs.existsSync(path)) process.exit(1);
+    }
+  '
+}
+if lock_current; then
+  say "node_modules matches package-lock.json"
+else
+  say "npm ci"
+  as_user npm ci --no-audit --no-fund
+fi
+
+say "npm run build"
+as_user npm run build --silent
+
+chmod +x bin/dfs bin/dfs-mount 2>/dev/null || true
+
+# --- commands on the PATH -----------------------------------------------------------------
+"${SUDO[@]}" mkdir -p "$BIN_DIR"
+for command in dfs dfs-mount; do
+  [ -f "bin/$command" ] || die "bin/$command is missing from the work tree"
+  if [ "$(readlink "$BIN_DIR/$command" 2>/dev/null || true)" != "$ROOT/bin/$command" ]; then
+    "${SUDO[@]}" ln -sfn "$ROOT/bin/$command" "$BIN_DIR/$command"
+    say "linked $BIN_DIR/$command -> $ROOT/bin/$command"
+  fi
+done
+case ":$PATH:" in
+  *":$BIN_DIR:"*) ;;
+  *) say "note: $BIN_DIR is not on your PATH; add it to run dfs and dfs-mount by name" ;;
+esac
+
+say "ready: dfs local up --mount DIR starts a cluster and mounts it; npm test runs the tests"
