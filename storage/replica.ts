@@ -369,10 +369,17 @@ export class Replica {
     this.transport.replicate(peer.url, epoch, commit, batch).then(
       ({ durableSeq }) => {
         peer[lane] = false;
-        if (this.peers.get(peer.id) !== peer || epoch !== this.epoch) return;
-        peer.ackedSeq = Math.max(peer.ackedSeq, durableSeq);
-        peer.knownCommit = Math.max(peer.knownCommit, commit);
-        this.advancePrimaryCommit();
+        if (this.peers.get(peer.id) !== peer) return; // no longer in the in-sync set
+        if (epoch !== this.epoch) {
+          // Sent under an older membership: ask the peer where its log ends now, and go on
+          // feeding it. Returning here without a pump would strand ops accepted meanwhile.
+          peer.ackedSeq = -1;
+          peer.knownCommit = -1;
+        } else {
+          peer.ackedSeq = Math.max(peer.ackedSeq, durableSeq);
+          peer.knownCommit = Math.max(peer.knownCommit, commit);
+          this.advancePrimaryCommit();
+        }
         this.pumpPeer(peer);
       },
       (err: unknown) => {
