@@ -65,8 +65,11 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
     const deadline = clock() + deps.mutationDeadlineMs;
     let seq: number | null = null;
     let lastError: DfsError = new DfsError('UNAVAILABLE', 'no primary');
+    let backoff = false;
     for (let attempt = 0; attempt < MUTATION_ATTEMPTS_MAX && clock() < deadline; attempt++) {
-      if (attempt > 0) await pause(Math.min(RETRY_PAUSE_MS * attempt, 1000));
+      // Something unreachable earns a pause; a moved epoch or a taken slot is retried at once.
+      if (backoff) await pause(Math.min(RETRY_PAUSE_MS * attempt, 1000));
+      backoff = true;
       const m = attempt === 0 ? deps.membership() ?? (await deps.refreshMembership()) : await deps.refreshMembership().catch(() => deps.membership());
       const primaryUrl = m ? m.nodes[m.primary] : undefined;
       if (!m || !primaryUrl) {
@@ -101,6 +104,7 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
         throw err; // the node's own 4xx: bad input it caught
       }
       if (err.code === 'SLOT_TAKEN') seq = null;
+      backoff = err.code === 'UNAVAILABLE';
       logger.debug({ reqId, code: err.code, attempt }, 'mutation retried');
     }
     throw new DfsError(lastError.code === 'UNAVAILABLE' ? 'UNAVAILABLE' : 'TIMEOUT', `mutation not committed: ${lastError.message}`);

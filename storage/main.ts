@@ -94,6 +94,7 @@ runMain(async () => {
     state,
     entries,
     saveApplied,
+    () => refreshMembership(),
   );
   logger.info({ appliedSeq: state.appliedSeq, durableSeq: log.lastSeq, epoch: state.epoch, recovered: entries.length }, 'recovered');
 

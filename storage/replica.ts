@@ -109,6 +109,8 @@ export class Replica {
     state: { epoch: number; appliedSeq: number },
     recovered: LogEntry[],
     private readonly onApplied: (appliedSeq: number) => void,
+    /** Asks for the newest membership; called when a peer says this node's epoch is old. */
+    private readonly onStaleEpoch: () => Promise<void> = async () => undefined,
   ) {
     this.epoch = state.epoch;
     this.appliedSeq = state.appliedSeq;
@@ -384,14 +386,27 @@ export class Replica {
       },
       (err: unknown) => {
         peer[lane] = false;
-        const gap = err instanceof DfsError && err.code === 'GAP';
-        if (gap) peer.ackedSeq = -1; // ask again where its log ends
-        else this.logger.warn({ nodeId: this.id, peer: peer.id, err: String(err) }, 'replication to peer failed; retrying');
+        const code = err instanceof DfsError ? err.code : null;
+        if (code === 'GAP') peer.ackedSeq = -1; // ask again where its log ends
+        else if (code !== 'STALE_EPOCH') this.logger.warn({ nodeId: this.id, peer: peer.id, err: String(err) }, 'replication to peer failed; retrying');
         if (peer.retryTimer) return;
-        peer.retryTimer = setTimeout(() => {
+        const retry = () => {
           peer.retryTimer = null;
           this.pumpPeer(peer);
-        }, gap ? 0 : this.config.peerRetryMs);
+        };
+        if (code === 'STALE_EPOCH') {
+          // The peer saw a newer membership first: catch up with it now, not at the next poll.
+          peer.ackedSeq = -1;
+          peer.retryTimer = setTimeout(() => undefined, this.config.peerRetryMs); // holds the slot
+          void this.onStaleEpoch()
+            .catch(() => undefined)
+            .finally(() => {
+              if (peer.retryTimer) clearTimeout(peer.retryTimer);
+              retry();
+            });
+          return;
+        }
+        peer.retryTimer = setTimeout(retry, code === 'GAP' ? 0 : this.config.peerRetryMs);
       },
     );
   }

@@ -9,7 +9,7 @@ import { readdirSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { startCluster, type Cluster } from '../../cli/local-cluster';
 import { encodeFrame } from '../../common/frame';
-import { KEY_SEQ } from '../../common/redis-keys';
+import { KEY_EPOCH, KEY_MEMBERSHIP, KEY_SEQ } from '../../common/redis-keys';
 import { brickTree } from '../helpers/brick-tree';
 import { pollUntil, TestClient } from '../helpers/client';
 import { tempDir } from '../helpers/temp';
@@ -147,6 +147,44 @@ s('a sequence ID taken and never sent is filled, and writes go on', async () => 
       await primary.close();
     }
   } finally {
+    redis.disconnect();
+  }
+});
+
+s('writes keep committing while the membership epoch changes under them', async () => {
+  const { p1, p2, cluster } = ctx as Required<typeof ctx>;
+  const redis = new Redis(cluster.redisUrl);
+  let writing = true;
+  try {
+    // Republish the same membership under new epochs, as a leader does on every change.
+    const bumper = (async () => {
+      let bumps = 0;
+      while (writing) {
+        const m = JSON.parse((await redis.get(KEY_MEMBERSHIP))!);
+        m.epoch = await redis.incr(KEY_EPOCH);
+        await redis.set(KEY_MEMBERSHIP, JSON.stringify(m));
+        bumps++;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return bumps;
+    })();
+    // Several writers, so that replication batches are in flight whenever the epoch moves.
+    let next = 0;
+    await Promise.all(
+      [p1, p2, p1, p2].map(async (p) => {
+        while (next < 300) {
+          const i = next++;
+          await ok(p.op({ type: 'create', path: `/epoch-${i}`, mode, ...own, exclusive: true }));
+        }
+      }),
+    );
+    writing = false;
+    assert.ok((await bumper) >= 5, 'the epoch changed several times during the writes');
+    const listing = await p1.get('/v1/dir', { path: '/' });
+    assert.is(listing.json.entries.filter((e: { name: string }) => e.name.startsWith('epoch-')).length, 300);
+    await bricksConverged(cluster);
+  } finally {
+    writing = false;
     redis.disconnect();
   }
 });
