@@ -14,8 +14,15 @@
  * the local file system gives, which is the same on every node holding the same tree.
  * The node's umask is 0 (storage/main.ts) so modes are the op's exactly.
  *
- * Known gaps, each owned by a later issue: inode numbers and ctime are the node's own (the
- * design keeps cluster-wide ones in xattrs); atime moves with local reads.
+ * Identity (DESIGN.md, The brick): what a local file system cannot keep the same on every
+ * node lives in one extended attribute per inode, `trusted.dfs.meta`: the cluster-wide
+ * inode number (the sequence ID of the op that created the inode, so it is unique and
+ * never reused; the root is 1) and the access, modification and change times in
+ * milliseconds, set from ops exactly where POSIX says they change and never by a local
+ * read. Hard links share a local inode and so its attribute. The real mtime and atime are
+ * mirrored onto the files as well, so a brick reads sensibly with ordinary tools.
+ * `trusted.*` attributes need root (the node needs it for chown anyway), and unlike
+ * `user.*` ones they may be set on symlinks.
  */
 import fs, { constants as C, promises as fsp } from 'node:fs';
 import type { Stats } from 'node:fs';
@@ -25,15 +32,47 @@ import { fsError, isErrnoException } from '../common/errors';
 import type { Op } from '../common/ops';
 import { READ_BYTES_MAX } from '../common/limits';
 import { DfsError } from '../common/errors';
+import { getAttributeSync, setAttributeSync } from '@napi-rs/xattr';
 
 export interface ApplyResult {
   errno?: string;
   attr?: Attr;
 }
 
-export function attrOf(st: Stats): Attr {
+export const META_XATTR = 'trusted.dfs.meta';
+export const ROOT_INO = 1;
+
+/** The identity of an inode that every node keeps the same (see the header). */
+export interface Meta {
+  ino: number;
+  atimeMs: number;
+  mtimeMs: number;
+  ctimeMs: number;
+}
+
+const META_BYTES = 32;
+
+function readMeta(abs: string): Meta | null {
+  const buf = getAttributeSync(abs, META_XATTR);
+  if (!buf) return null;
+  // A damaged attribute would make nodes disagree silently: refuse to go on instead.
+  if (buf.length !== META_BYTES) throw new Error(`${abs}: ${META_XATTR} has ${buf.length} bytes, not ${META_BYTES}`);
+  return { ino: buf.readDoubleLE(0), atimeMs: buf.readDoubleLE(8), mtimeMs: buf.readDoubleLE(16), ctimeMs: buf.readDoubleLE(24) };
+}
+
+function writeMeta(abs: string, m: Meta): void {
+  const buf = Buffer.allocUnsafe(META_BYTES);
+  buf.writeDoubleLE(m.ino, 0);
+  buf.writeDoubleLE(m.atimeMs, 8);
+  buf.writeDoubleLE(m.mtimeMs, 16);
+  buf.writeDoubleLE(m.ctimeMs, 24);
+  setAttributeSync(abs, META_XATTR, buf);
+}
+
+/** Attributes as clients see them: the local inode's, with the cluster's identity over it. */
+export function attrOf(st: Stats, meta: Meta | null): Attr {
   return {
-    ino: st.ino,
+    ino: meta?.ino ?? st.ino,
     mode: st.mode,
     nlink: st.nlink,
     uid: st.uid,
@@ -41,13 +80,16 @@ export function attrOf(st: Stats): Attr {
     rdev: st.rdev,
     size: st.size,
     blocks: st.blocks,
-    atimeMs: st.atimeMs,
-    mtimeMs: st.mtimeMs,
-    ctimeMs: st.ctimeMs,
+    atimeMs: meta?.atimeMs ?? st.atimeMs,
+    mtimeMs: meta?.mtimeMs ?? st.mtimeMs,
+    ctimeMs: meta?.ctimeMs ?? st.ctimeMs,
   };
 }
 
-const DIR_STAT_CONCURRENCY = 64;
+type TimeChange = Partial<Pick<Meta, 'atimeMs' | 'mtimeMs' | 'ctimeMs'>>;
+
+/** A long listing yields to the event loop every so many entries. */
+const DIR_ENTRIES_PER_YIELD = 256;
 
 export class Brick {
   private constructor(readonly root: string) {}
@@ -55,7 +97,17 @@ export class Brick {
   /** Opens (creating if needed) the brick at `dir`; the root is kept as its real path. */
   static async open(dir: string): Promise<Brick> {
     await fsp.mkdir(dir, { recursive: true, mode: 0o755 });
-    return new Brick(await fsp.realpath(dir));
+    const root = await fsp.realpath(dir);
+    try {
+      // Every node starts from the same root: inode 1, times 0, until ops change them.
+      if (!readMeta(root)) {
+        writeMeta(root, { ino: ROOT_INO, atimeMs: 0, mtimeMs: 0, ctimeMs: 0 });
+        fs.lutimesSync(root, 0, 0);
+      }
+    } catch (e) {
+      throw new Error(`the brick ${root} cannot keep ${META_XATTR} extended attributes (the node needs root and a file system with xattrs): ${(e as Error).message}`);
+    }
+    return new Brick(root);
   }
 
   /**
@@ -82,23 +134,39 @@ export class Brick {
     return abs;
   }
 
-  private touchDirOf(abs: string, timeMs: number): void {
-    const parent = abs === this.root ? abs : nodePath.dirname(abs);
-    const st = fs.lstatSync(parent);
-    fs.lutimesSync(parent, st.atimeMs / 1000, timeMs / 1000);
+  private attrAt(abs: string): Attr {
+    return attrOf(fs.lstatSync(abs), readMeta(abs));
   }
 
-  private attrAt(abs: string): Attr {
-    return attrOf(fs.lstatSync(abs));
+  /** A new inode: its identity, and its real times mirrored. */
+  private born(abs: string, ino: number, timeMs: number): void {
+    writeMeta(abs, { ino, atimeMs: timeMs, mtimeMs: timeMs, ctimeMs: timeMs });
+    fs.lutimesSync(abs, timeMs / 1000, timeMs / 1000);
+  }
+
+  /** Changes some of an inode's times (and mirrors atime and mtime onto the real file). */
+  private stamp(abs: string, change: TimeChange): void {
+    const st = fs.lstatSync(abs);
+    const m = readMeta(abs) ?? { ino: st.ino, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
+    const next = { ...m, ...change };
+    writeMeta(abs, next);
+    if (change.atimeMs !== undefined || change.mtimeMs !== undefined) fs.lutimesSync(abs, next.atimeMs / 1000, next.mtimeMs / 1000);
+  }
+
+  /** An entry was added to or removed from the directory holding `abs` (POSIX: the
+   * directory's mtime and ctime change). */
+  private dirChanged(abs: string, timeMs: number): void {
+    this.stamp(abs === this.root ? abs : nodePath.dirname(abs), { mtimeMs: timeMs, ctimeMs: timeMs });
   }
 
   /**
-   * Applies one committed op. File system outcomes become `errno`; anything else (a bug,
-   * a failing disk) propagates, and the node crashes rather than diverge silently.
+   * Applies one committed op, the one at sequence ID `seq` (which numbers any inode it
+   * creates). File system outcomes become `errno`; anything else (a bug, a failing disk)
+   * propagates, and the node crashes rather than diverge silently.
    */
-  apply(op: Op, data: Buffer, timeMs: number): ApplyResult {
+  apply(op: Op, data: Buffer, timeMs: number, seq: number): ApplyResult {
     try {
-      return this.applyOrThrow(op, data, timeMs);
+      return this.applyOrThrow(op, data, timeMs, seq);
     } catch (e) {
       if (e instanceof DfsError && e.code === 'FS_ERROR') return { errno: e.errno! };
       if (isErrnoException(e) && e.code !== 'EIO' && e.code !== 'ENOSPC' && e.code !== 'EROFS') return { errno: e.code };
@@ -115,8 +183,7 @@ export class Brick {
     }
   }
 
-  private applyOrThrow(op: Op, data: Buffer, timeMs: number): ApplyResult {
-    const t = timeMs / 1000;
+  private applyOrThrow(op: Op, data: Buffer, t: number, seq: number): ApplyResult {
     switch (op.type) {
       case 'noop':
         return {};
@@ -125,8 +192,8 @@ export class Brick {
         fs.mkdirSync(abs, op.mode);
         fs.chmodSync(abs, op.mode); // mkdir(2) ignores setuid/setgid/sticky bits in mode
         fs.lchownSync(abs, op.uid, op.gid);
-        fs.lutimesSync(abs, t, t);
-        this.touchDirOf(abs, timeMs);
+        this.born(abs, seq, t);
+        this.dirChanged(abs, t);
         return { attr: this.attrAt(abs) };
       }
       case 'create': {
@@ -140,63 +207,74 @@ export class Brick {
           const st = fs.lstatSync(abs);
           if (st.isDirectory()) throw fsError('EISDIR');
           if (st.isSymbolicLink()) throw fsError('ELOOP');
-          return { attr: attrOf(st) };
+          return { attr: attrOf(st, readMeta(abs)) };
         }
         try {
           fs.fchmodSync(fd, op.mode);
           fs.fchownSync(fd, op.uid, op.gid);
-          fs.futimesSync(fd, t, t);
         } finally {
           fs.closeSync(fd);
         }
-        this.touchDirOf(abs, timeMs);
+        this.born(abs, seq, t);
+        this.dirChanged(abs, t);
         return { attr: this.attrAt(abs) };
       }
       case 'write': {
         const abs = this.resolveSync(op.path);
-        return this.withFd(abs, C.O_WRONLY | C.O_NOFOLLOW, (fd) => {
+        this.withFd(abs, C.O_WRONLY | C.O_NOFOLLOW, (fd) => {
           let done = 0;
           while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, op.offset + done);
-          const st = fs.fstatSync(fd);
-          fs.futimesSync(fd, st.atimeMs / 1000, t);
-          return { attr: attrOf(fs.fstatSync(fd)) };
         });
+        this.stamp(abs, { mtimeMs: t, ctimeMs: t });
+        return { attr: this.attrAt(abs) };
       }
       case 'truncate': {
         const abs = this.resolveSync(op.path);
-        return this.withFd(abs, C.O_WRONLY | C.O_NOFOLLOW, (fd) => {
-          fs.ftruncateSync(fd, op.size);
-          const st = fs.fstatSync(fd);
-          fs.futimesSync(fd, st.atimeMs / 1000, t);
-          return { attr: attrOf(fs.fstatSync(fd)) };
-        });
+        this.withFd(abs, C.O_WRONLY | C.O_NOFOLLOW, (fd) => fs.ftruncateSync(fd, op.size));
+        this.stamp(abs, { mtimeMs: t, ctimeMs: t });
+        return { attr: this.attrAt(abs) };
       }
       case 'unlink': {
         const abs = this.resolveSync(op.path);
+        const st = fs.lstatSync(abs);
+        if (st.isDirectory()) throw fsError('EISDIR');
+        // The inode's other names see its link count, and so its ctime, change.
+        if (st.nlink > 1) this.stamp(abs, { ctimeMs: t });
         fs.unlinkSync(abs);
-        this.touchDirOf(abs, timeMs);
+        this.dirChanged(abs, t);
         return {};
       }
       case 'rmdir': {
         const abs = this.resolveSync(op.path);
         fs.rmdirSync(abs);
-        this.touchDirOf(abs, timeMs);
+        this.dirChanged(abs, t);
         return {};
       }
       case 'rename': {
         const from = this.resolveSync(op.from);
         const to = this.resolveSync(op.to);
+        const src = fs.lstatSync(from);
+        let dst: fs.Stats | null = null;
+        try {
+          dst = fs.lstatSync(to);
+        } catch (e) {
+          if (!isErrnoException(e) || e.code !== 'ENOENT') throw e;
+        }
+        // POSIX: renaming one name of a file onto another name of the same file does nothing.
+        if (dst && dst.ino === src.ino && dst.dev === src.dev) return { attr: attrOf(src, readMeta(from)) };
+        if (dst && !dst.isDirectory() && dst.nlink > 1 && !src.isDirectory()) this.stamp(to, { ctimeMs: t });
         fs.renameSync(from, to);
-        this.touchDirOf(from, timeMs);
-        this.touchDirOf(to, timeMs);
+        this.stamp(to, { ctimeMs: t }); // Linux changes the moved inode's ctime
+        this.dirChanged(from, t);
+        this.dirChanged(to, t);
         return { attr: this.attrAt(to) };
       }
       case 'symlink': {
         const abs = this.resolveSync(op.path);
         fs.symlinkSync(op.target, abs);
         fs.lchownSync(abs, op.uid, op.gid);
-        fs.lutimesSync(abs, t, t);
-        this.touchDirOf(abs, timeMs);
+        this.born(abs, seq, t);
+        this.dirChanged(abs, t);
         return { attr: this.attrAt(abs) };
       }
       case 'link': {
@@ -204,23 +282,26 @@ export class Brick {
         const to = this.resolveSync(op.to);
         if (fs.lstatSync(from).isDirectory()) throw fsError('EPERM', 'hard links to directories are not allowed');
         fs.linkSync(from, to);
-        this.touchDirOf(to, timeMs);
+        this.stamp(to, { ctimeMs: t });
+        this.dirChanged(to, t);
         return { attr: this.attrAt(to) };
       }
       case 'chmod': {
         const abs = this.resolveSync(op.path);
         if (fs.lstatSync(abs).isSymbolicLink()) throw fsError('EOPNOTSUPP', 'symlinks have no mode of their own');
         fs.chmodSync(abs, op.mode);
+        this.stamp(abs, { ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
       case 'chown': {
         const abs = this.resolveSync(op.path);
         fs.lchownSync(abs, op.uid, op.gid);
+        this.stamp(abs, { ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
       case 'utimens': {
         const abs = this.resolveSync(op.path);
-        fs.lutimesSync(abs, op.atimeMs / 1000, op.mtimeMs / 1000);
+        this.stamp(abs, { atimeMs: op.atimeMs, mtimeMs: op.mtimeMs, ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
     }
@@ -229,7 +310,7 @@ export class Brick {
   // ---- reads: never mutate, never follow the last component ----
 
   async attr(path: string): Promise<Attr> {
-    return this.mapFs(async () => attrOf(await fsp.lstat(await this.resolve(path))));
+    return this.mapFs(async () => this.attrAt(await this.resolve(path)));
   }
 
   async dir(path: string): Promise<DirEntry[]> {
@@ -239,13 +320,14 @@ export class Brick {
       if ((await fsp.lstat(abs)).isSymbolicLink()) throw fsError('ELOOP', 'path is a symlink');
       const names = await fsp.readdir(abs);
       const entries: DirEntry[] = [];
-      for (let i = 0; i < names.length; i += DIR_STAT_CONCURRENCY) {
-        const chunk = names.slice(i, i + DIR_STAT_CONCURRENCY);
-        const stats = await Promise.allSettled(chunk.map((name) => fsp.lstat(nodePath.join(abs, name))));
-        stats.forEach((r, j) => {
+      for (const [i, name] of names.entries()) {
+        if (i > 0 && i % DIR_ENTRIES_PER_YIELD === 0) await new Promise((r) => setImmediate(r));
+        try {
+          entries.push({ name, attr: this.attrAt(nodePath.join(abs, name)) });
+        } catch (e) {
           // An entry removed between readdir and lstat is simply not listed.
-          if (r.status === 'fulfilled') entries.push({ name: chunk[j]!, attr: attrOf(r.value) });
-        });
+          if (!isErrnoException(e) || e.code !== 'ENOENT') throw e;
+        }
       }
       return entries;
     });

@@ -463,7 +463,7 @@ export class Replica {
       const first = this.dedup.get(reqId);
       if (first) return { ...first, seq: header.seq };
     }
-    const r: ApplyResult = this.brick.apply(header.op, data, header.timeMs);
+    const r: ApplyResult = this.brick.apply(header.op, data, header.timeMs, header.seq);
     const result: OpResult = { seq: header.seq, ...r };
     if (reqId !== '') {
       this.dedup.set(reqId, result);

@@ -3,11 +3,13 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Brick } from '../../storage/brick';
+import { Brick, ROOT_INO } from '../../storage/brick';
 import { DfsError } from '../../common/errors';
 import { tempDir } from '../helpers/temp';
 
 const T = 1_700_000_000_000;
+let seq = 0;
+const none = Buffer.alloc(0);
 
 async function withBrick(fn: (b: Brick, root: string, outside: string) => Promise<void>): Promise<void> {
   const dir = tempDir('brick');
@@ -25,46 +27,46 @@ async function withBrick(fn: (b: Brick, root: string, outside: string) => Promis
 
 test('create, write, read back; errno outcomes like a local disk', () =>
   withBrick(async (b, root) => {
-    assert.equal(b.apply({ type: 'mkdir', path: '/d', mode: 0o750, uid: 0, gid: 0 }, Buffer.alloc(0), T).errno, undefined);
-    assert.is(b.apply({ type: 'mkdir', path: '/d', mode: 0o750, uid: 0, gid: 0 }, Buffer.alloc(0), T).errno, 'EEXIST');
-    const c = b.apply({ type: 'create', path: '/d/f', mode: 0o640, uid: 0, gid: 0, exclusive: true }, Buffer.alloc(0), T + 1);
+    assert.equal(b.apply({ type: 'mkdir', path: '/d', mode: 0o750, uid: 0, gid: 0 }, Buffer.alloc(0), T, ++seq).errno, undefined);
+    assert.is(b.apply({ type: 'mkdir', path: '/d', mode: 0o750, uid: 0, gid: 0 }, Buffer.alloc(0), T, ++seq).errno, 'EEXIST');
+    const c = b.apply({ type: 'create', path: '/d/f', mode: 0o640, uid: 0, gid: 0, exclusive: true }, Buffer.alloc(0), T + 1, ++seq);
     assert.is(c.attr!.mode & 0o7777, 0o640);
-    assert.is(b.apply({ type: 'create', path: '/d/f', mode: 0o600, uid: 0, gid: 0, exclusive: true }, Buffer.alloc(0), T).errno, 'EEXIST');
-    assert.is(b.apply({ type: 'create', path: '/d/f', mode: 0o600, uid: 0, gid: 0, exclusive: false }, Buffer.alloc(0), T).errno, undefined);
-    const w = b.apply({ type: 'write', path: '/d/f', offset: 3 }, Buffer.from('abc'), T + 2);
+    assert.is(b.apply({ type: 'create', path: '/d/f', mode: 0o600, uid: 0, gid: 0, exclusive: true }, Buffer.alloc(0), T, ++seq).errno, 'EEXIST');
+    assert.is(b.apply({ type: 'create', path: '/d/f', mode: 0o600, uid: 0, gid: 0, exclusive: false }, Buffer.alloc(0), T, ++seq).errno, undefined);
+    const w = b.apply({ type: 'write', path: '/d/f', offset: 3 }, Buffer.from('abc'), T + 2, ++seq);
     assert.is(w.attr!.size, 6);
     assert.is(Math.round(w.attr!.mtimeMs), T + 2);
     assert.equal([...(await b.read('/d/f', 0, 100))], [0, 0, 0, 97, 98, 99]);
-    assert.is(b.apply({ type: 'rmdir', path: '/d' }, Buffer.alloc(0), T).errno, 'ENOTEMPTY');
-    assert.is(b.apply({ type: 'rmdir', path: '/d/f' }, Buffer.alloc(0), T).errno, 'ENOTDIR');
-    assert.is(b.apply({ type: 'unlink', path: '/d' }, Buffer.alloc(0), T).errno, 'EISDIR');
-    assert.is(b.apply({ type: 'unlink', path: '/nope' }, Buffer.alloc(0), T).errno, 'ENOENT');
-    b.apply({ type: 'mkdir', path: '/d/e', mode: 0o750, uid: 0, gid: 0 }, Buffer.alloc(0), T + 1);
-    assert.is(b.apply({ type: 'rename', from: '/d', to: '/d/e/x' }, Buffer.alloc(0), T).errno, 'EINVAL');
-    assert.is(b.apply({ type: 'rename', from: '/d', to: '/d/f/x' }, Buffer.alloc(0), T).errno, 'ENOTDIR');
-    assert.is(b.apply({ type: 'link', from: '/d', to: '/d2' }, Buffer.alloc(0), T).errno, 'EPERM');
-    const l = b.apply({ type: 'link', from: '/d/f', to: '/g' }, Buffer.alloc(0), T + 3);
+    assert.is(b.apply({ type: 'rmdir', path: '/d' }, Buffer.alloc(0), T, ++seq).errno, 'ENOTEMPTY');
+    assert.is(b.apply({ type: 'rmdir', path: '/d/f' }, Buffer.alloc(0), T, ++seq).errno, 'ENOTDIR');
+    assert.is(b.apply({ type: 'unlink', path: '/d' }, Buffer.alloc(0), T, ++seq).errno, 'EISDIR');
+    assert.is(b.apply({ type: 'unlink', path: '/nope' }, Buffer.alloc(0), T, ++seq).errno, 'ENOENT');
+    b.apply({ type: 'mkdir', path: '/d/e', mode: 0o750, uid: 0, gid: 0 }, Buffer.alloc(0), T + 1, ++seq);
+    assert.is(b.apply({ type: 'rename', from: '/d', to: '/d/e/x' }, Buffer.alloc(0), T, ++seq).errno, 'EINVAL');
+    assert.is(b.apply({ type: 'rename', from: '/d', to: '/d/f/x' }, Buffer.alloc(0), T, ++seq).errno, 'ENOTDIR');
+    assert.is(b.apply({ type: 'link', from: '/d', to: '/d2' }, Buffer.alloc(0), T, ++seq).errno, 'EPERM');
+    const l = b.apply({ type: 'link', from: '/d/f', to: '/g' }, Buffer.alloc(0), T + 3, ++seq);
     assert.is(l.attr!.nlink, 2);
-    assert.is(b.apply({ type: 'truncate', path: '/g', size: 1 }, Buffer.alloc(0), T + 4).attr!.size, 1);
+    assert.is(b.apply({ type: 'truncate', path: '/g', size: 1 }, Buffer.alloc(0), T + 4, ++seq).attr!.size, 1);
     assert.is(readFileSync(join(root, 'd/f'), 'latin1'), '\0');
     assert.is(Math.round(lstatSync(join(root, 'd')).mtimeMs), T + 1, 'parent mtime is the create time');
   }));
 
 test('symlinks are stored as links and never followed', () =>
   withBrick(async (b, root, outside) => {
-    b.apply({ type: 'symlink', path: '/out', target: outside, uid: 0, gid: 0 }, Buffer.alloc(0), T);
+    b.apply({ type: 'symlink', path: '/out', target: outside, uid: 0, gid: 0 }, Buffer.alloc(0), T, ++seq);
     assert.is(await b.readlink('/out'), outside);
     assert.ok((await b.attr('/out')).mode & 0o120000);
     // Through the link: refused, and nothing appears outside.
-    assert.is(b.apply({ type: 'create', path: '/out/evil', mode: 0o644, uid: 0, gid: 0, exclusive: true }, Buffer.alloc(0), T).errno, 'ELOOP');
-    assert.is(b.apply({ type: 'mkdir', path: '/out/evil', mode: 0o755, uid: 0, gid: 0 }, Buffer.alloc(0), T).errno, 'ELOOP');
-    assert.is(b.apply({ type: 'rename', from: '/out', to: '/out/x' }, Buffer.alloc(0), T).errno, 'ELOOP');
+    assert.is(b.apply({ type: 'create', path: '/out/evil', mode: 0o644, uid: 0, gid: 0, exclusive: true }, Buffer.alloc(0), T, ++seq).errno, 'ELOOP');
+    assert.is(b.apply({ type: 'mkdir', path: '/out/evil', mode: 0o755, uid: 0, gid: 0 }, Buffer.alloc(0), T, ++seq).errno, 'ELOOP');
+    assert.is(b.apply({ type: 'rename', from: '/out', to: '/out/x' }, Buffer.alloc(0), T, ++seq).errno, 'ELOOP');
     assert.ok(!existsSync(join(outside, 'evil')));
     // The last component is not followed either.
-    b.apply({ type: 'symlink', path: '/s', target: join(outside, 'secret'), uid: 0, gid: 0 }, Buffer.alloc(0), T);
-    assert.is(b.apply({ type: 'write', path: '/s', offset: 0 }, Buffer.from('pwned'), T).errno, 'ELOOP');
-    assert.is(b.apply({ type: 'truncate', path: '/s', size: 0 }, Buffer.alloc(0), T).errno, 'ELOOP');
-    assert.is(b.apply({ type: 'chmod', path: '/s', mode: 0o777 }, Buffer.alloc(0), T).errno, 'EOPNOTSUPP');
+    b.apply({ type: 'symlink', path: '/s', target: join(outside, 'secret'), uid: 0, gid: 0 }, Buffer.alloc(0), T, ++seq);
+    assert.is(b.apply({ type: 'write', path: '/s', offset: 0 }, Buffer.from('pwned'), T, ++seq).errno, 'ELOOP');
+    assert.is(b.apply({ type: 'truncate', path: '/s', size: 0 }, Buffer.alloc(0), T, ++seq).errno, 'ELOOP');
+    assert.is(b.apply({ type: 'chmod', path: '/s', mode: 0o777 }, Buffer.alloc(0), T, ++seq).errno, 'EOPNOTSUPP');
     assert.is(readFileSync(join(outside, 'secret'), 'utf8'), 'secret');
     assert.is((lstatSync(join(outside, 'secret')).mode & 0o777) !== 0o777, true);
     for (const read of [() => b.read('/s', 0, 10), () => b.read('/out/secret', 0, 10), () => b.attr('/out/secret'), () => b.dir('/out')]) {
@@ -81,16 +83,91 @@ test('symlinks are stored as links and never followed', () =>
 test('a symlink planted in the brick directory by hand is not followed either', () =>
   withBrick(async (b, root, outside) => {
     symlinkSync(outside, join(root, 'planted'));
-    assert.is(b.apply({ type: 'unlink', path: '/planted/secret' }, Buffer.alloc(0), T).errno, 'ELOOP');
+    assert.is(b.apply({ type: 'unlink', path: '/planted/secret' }, Buffer.alloc(0), T, ++seq).errno, 'ELOOP');
     assert.ok(existsSync(join(outside, 'secret')));
   }));
 
 test('directory listings carry attributes, without . and ..', () =>
   withBrick(async (b) => {
-    for (const n of ['a', 'b', 'c']) b.apply({ type: 'create', path: `/${n}`, mode: 0o644, uid: 0, gid: 0, exclusive: true }, Buffer.alloc(0), T);
+    for (const n of ['a', 'b', 'c']) b.apply({ type: 'create', path: `/${n}`, mode: 0o644, uid: 0, gid: 0, exclusive: true }, Buffer.alloc(0), T, ++seq);
     const entries = await b.dir('/');
     assert.equal(entries.map((e) => e.name).sort(), ['a', 'b', 'c']);
     assert.ok(entries.every((e) => (e.attr.mode & 0o170000) === 0o100000));
   }));
+
+test('inode numbers are the creating op\'s sequence ID, shared by hard links, kept by rename', () =>
+  withBrick(async (b) => {
+    assert.is((await b.attr('/')).ino, ROOT_INO);
+    const f = b.apply({ type: 'create', path: '/f', mode: 0o644, uid: 0, gid: 0, exclusive: true }, none, T, 1000);
+    assert.is(f.attr!.ino, 1000);
+    assert.is(b.apply({ type: 'mkdir', path: '/d', mode: 0o755, uid: 0, gid: 0 }, none, T, 1001).attr!.ino, 1001);
+    assert.is(b.apply({ type: 'symlink', path: '/l', target: 'f', uid: 0, gid: 0 }, none, T, 1002).attr!.ino, 1002);
+    assert.is(b.apply({ type: 'link', from: '/f', to: '/d/h' }, none, T, 1003).attr!.ino, 1000);
+    assert.is(b.apply({ type: 'rename', from: '/f', to: '/g' }, none, T, 1004).attr!.ino, 1000);
+    assert.is((await b.attr('/d/h')).ino, 1000);
+    assert.is((await b.attr('/l')).ino, 1002);
+  }));
+
+test('times change exactly where POSIX says, from the op, never from a read', () =>
+  withBrick(async (b) => {
+    const at = async (p: string) => {
+      const a = await b.attr(p);
+      return [a.atimeMs, a.mtimeMs, a.ctimeMs];
+    };
+    b.apply({ type: 'mkdir', path: '/d', mode: 0o755, uid: 0, gid: 0 }, none, T, 1);
+    b.apply({ type: 'create', path: '/d/f', mode: 0o644, uid: 0, gid: 0, exclusive: true }, none, T + 10, 2);
+    assert.equal(await at('/d/f'), [T + 10, T + 10, T + 10]);
+    assert.equal(await at('/d'), [T, T + 10, T + 10], 'parent: mtime and ctime on create');
+    b.apply({ type: 'write', path: '/d/f', offset: 0 }, Buffer.from('x'), T + 20, 3);
+    await b.read('/d/f', 0, 1);
+    assert.equal(await at('/d/f'), [T + 10, T + 20, T + 20], 'write: mtime and ctime; a read moves nothing');
+    b.apply({ type: 'chmod', path: '/d/f', mode: 0o600 }, none, T + 30, 4);
+    assert.equal(await at('/d/f'), [T + 10, T + 20, T + 30], 'chmod: ctime only');
+    b.apply({ type: 'utimens', path: '/d/f', atimeMs: 5.25, mtimeMs: 7.5 }, none, T + 40, 5);
+    assert.equal(await at('/d/f'), [5.25, 7.5, T + 40], 'utimens: exact times, ctime now');
+    b.apply({ type: 'link', from: '/d/f', to: '/d/g' }, none, T + 50, 6);
+    assert.is((await at('/d/f'))[2], T + 50, 'link: ctime of the inode');
+    b.apply({ type: 'unlink', path: '/d/g' }, none, T + 60, 7);
+    assert.is((await at('/d/f'))[2], T + 60, 'unlink of another name: ctime of the inode');
+    assert.equal(await at('/d'), [T, T + 60, T + 60]);
+    const before = await b.attr('/d/f');
+    b.apply({ type: 'link', from: '/d/f', to: '/d/same' }, none, T + 70, 8);
+    const dirBefore = await at('/d');
+    assert.is(b.apply({ type: 'rename', from: '/d/f', to: '/d/same' }, none, T + 80, 9).errno, undefined);
+    assert.equal(await at('/d'), dirBefore, 'rename onto another name of the same file changes nothing');
+    assert.is((await b.attr('/d/f')).ino, before.ino);
+  }));
+
+test('two bricks given the same ops report identical attributes', async () => {
+  const one = tempDir('brick-a');
+  const two = tempDir('brick-b');
+  try {
+    // Different histories of the directories they live in must not matter.
+    const a = await Brick.open(join(one.path, 'x', 'brick'));
+    const b = await Brick.open(join(two.path, 'brick'));
+    const ops: Array<Parameters<Brick['apply']>[0]> = [
+      { type: 'mkdir', path: '/src', mode: 0o755, uid: 0, gid: 0 },
+      ...Array.from({ length: 40 }, (_, i) => ({ type: 'create', path: `/src/f${i}`, mode: 0o644, uid: i, gid: i, exclusive: true }) as const),
+      ...Array.from({ length: 40 }, (_, i) => ({ type: 'write', path: `/src/f${i}`, offset: i * 100 }) as const),
+      { type: 'symlink', path: '/src/l', target: 'f1', uid: 0, gid: 0 },
+      { type: 'link', from: '/src/f2', to: '/h' },
+      { type: 'rename', from: '/src/f3', to: '/moved' },
+      { type: 'truncate', path: '/src/f4', size: 10_000 },
+      { type: 'unlink', path: '/src/f5' },
+    ];
+    ops.forEach((op, i) => {
+      const data = op.type === 'write' ? Buffer.alloc(1000, i) : none;
+      a.apply(op, data, T + i, i + 1);
+      b.apply(op, data, T + i, i + 1);
+    });
+    for (const dir of ['/', '/src']) {
+      assert.equal(await a.dir(dir), await b.dir(dir), `listing of ${dir}`);
+    }
+    assert.equal(await a.attr('/'), await b.attr('/'));
+  } finally {
+    one.remove();
+    two.remove();
+  }
+});
 
 test.run();
