@@ -14,6 +14,14 @@ import { FRAME_HEADER_BYTES_MAX, WRITE_BYTES_MAX } from './limits';
 
 export const FRAME_PREFIX_BYTES = 12;
 
+/** crc32 of header ‖ data. Node 20's zlib.crc32 returns 0, not the running value, for an
+ * empty buffer without a backing store (crypto.randomBytes(0) is one), so an empty
+ * payload is left out of the computation rather than passed in. */
+function frameChecksum(header: Buffer, data: Buffer): number {
+  const h = crc32(header);
+  return data.length === 0 ? h : crc32(data, h);
+}
+
 export interface Frame<H = unknown> {
   header: H;
   data: Buffer;
@@ -24,7 +32,7 @@ export function encodeFrame(header: unknown, data: Buffer = Buffer.alloc(0)): Bu
   const prefix = Buffer.allocUnsafe(FRAME_PREFIX_BYTES);
   prefix.writeUInt32BE(headerBuf.length, 0);
   prefix.writeUInt32BE(data.length, 4);
-  prefix.writeUInt32BE(crc32(data, crc32(headerBuf)), 8);
+  prefix.writeUInt32BE(frameChecksum(headerBuf, data), 8);
   return Buffer.concat([prefix, headerBuf, data]);
 }
 
@@ -43,7 +51,7 @@ export function decodeFrameAt(buf: Buffer, offset = 0): DecodeResult {
   if (buf.length - offset < total) return { incomplete: true };
   const headerBuf = buf.subarray(offset + FRAME_PREFIX_BYTES, offset + FRAME_PREFIX_BYTES + headerBytes);
   const data = buf.subarray(offset + FRAME_PREFIX_BYTES + headerBytes, offset + total);
-  if (crc32(data, crc32(headerBuf)) !== crc) return { corrupt: 'checksum mismatch' };
+  if (frameChecksum(headerBuf, data) !== crc) return { corrupt: 'checksum mismatch' };
   let header: unknown;
   try {
     header = JSON.parse(headerBuf.toString('utf8'));
