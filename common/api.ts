@@ -67,4 +67,7 @@ export interface ClusterStatus {
   nodes: Array<{ id: string; url: string; alive: boolean; role: 'primary' | 'backup' | 'joining'; appliedSeq: number | null }>;
 }
 
-export const HEADER_REQ_ID = 'dfs-req-id';
+/** Request header: serve this read from the named in-sync node only. */
+export const HEADER_READ_NODE = 'dfs-read-node';
+/** Response header on every read: the node that served it. */
+export const HEADER_SERVED_BY = 'dfs-served-by';

@@ -13,7 +13,7 @@
  */
 import { Hono, type Context } from 'hono';
 import type { Dispatcher } from 'undici';
-import type { Membership, OpResult } from '../common/api';
+import { HEADER_READ_NODE, HEADER_SERVED_BY, type Membership, type OpResult } from '../common/api';
 import { DfsError, errorFromBody } from '../common/errors';
 import { decodeOneFrame, encodeFrame } from '../common/frame';
 import { installErrorHandler, queryInt, queryPath, readBody } from '../common/http';
@@ -123,7 +123,13 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
     if (!m) throw new DfsError('UNAVAILABLE', 'the cluster has no membership yet');
     const qs = new URLSearchParams({ ...query, barrier: String(barrier) }).toString();
     let lastError: DfsError = new DfsError('UNAVAILABLE', 'no in-sync node');
-    for (const id of nodes.rank(m.inSync)) {
+    // A client may pin its reads to one node (tests compare nodes this way; an operator
+    // may read from a chosen replica). It must be in sync; there is no fallback.
+    const pinned = c.req.header(HEADER_READ_NODE);
+    if (pinned !== undefined && !m.inSync.includes(pinned)) {
+      throw new DfsError('UNAVAILABLE', `node ${JSON.stringify(pinned)} is not an in-sync node`);
+    }
+    for (const id of pinned !== undefined ? [pinned] : nodes.rank(m.inSync)) {
       let res: Dispatcher.ResponseData;
       try {
         res = await nodes.request(id, m.nodes[id]!, { method: 'GET', path: `/node/v1/${endpoint}?${qs}` });
@@ -132,6 +138,7 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
         continue;
       }
       if (res.statusCode === 200) {
+        c.header(HEADER_SERVED_BY, id);
         if (raw) {
           const data = Buffer.from(await res.body.arrayBuffer());
           return c.body(new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.length), 200, { 'content-type': 'application/octet-stream' });

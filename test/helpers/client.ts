@@ -9,13 +9,14 @@ export interface Answer {
   status: number;
   json: any;
   bytes: Buffer;
+  headers: Record<string, unknown>;
 }
 
 async function answer(res: { statusCode: number; body: { arrayBuffer(): Promise<ArrayBuffer> }; headers: Record<string, unknown> }): Promise<Answer> {
   const bytes = Buffer.from(await res.body.arrayBuffer());
   let json: unknown = null;
   if (String(res.headers['content-type'] ?? '').includes('json')) json = JSON.parse(bytes.toString('utf8'));
-  return { status: res.statusCode, json, bytes };
+  return { status: res.statusCode, json, bytes, headers: res.headers };
 }
 
 export class TestClient {
@@ -35,9 +36,9 @@ export class TestClient {
     return answer(res);
   }
 
-  async get(path: string, query: Record<string, string | number> = {}): Promise<Answer> {
+  async get(path: string, query: Record<string, string | number> = {}, headers: Record<string, string> = {}): Promise<Answer> {
     const qs = new URLSearchParams(Object.entries(query).map(([k, v]) => [k, String(v)] as [string, string])).toString();
-    const res = await this.pool.request({ method: 'GET', path: qs ? `${path}?${qs}` : path, signal: AbortSignal.timeout(30_000) });
+    const res = await this.pool.request({ method: 'GET', path: qs ? `${path}?${qs}` : path, headers, signal: AbortSignal.timeout(30_000) });
     return answer(res);
   }
 

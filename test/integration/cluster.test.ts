@@ -189,6 +189,40 @@ s('writes keep committing while the membership epoch changes under them', async 
   }
 });
 
+s('every node reports the same attributes for the same files', async () => {
+  const { p1, p2, cluster } = ctx as Required<typeof ctx>;
+  await ok(p1.op({ type: 'mkdir', path: '/same', mode: 0o755, ...own }));
+  const paths: string[] = [];
+  for (let i = 0; i < 100; i++) {
+    const p = `/same/f${i}`;
+    paths.push(p);
+    await ok((i % 2 ? p1 : p2).op({ type: 'create', path: p, mode, uid: i, gid: 100 + i, exclusive: true }));
+    if (i % 3 === 0) await ok(p1.op({ type: 'write', path: p, offset: i * 1000 }, randomBytes(i * 37)));
+    if (i % 5 === 0) await ok(p2.op({ type: 'chmod', path: p, mode: 0o600 }));
+    if (i % 7 === 0) await ok(p1.op({ type: 'link', from: p, to: `${p}-link` }));
+  }
+  await ok(p1.op({ type: 'rename', from: '/same/f1', to: '/same/renamed' }));
+  await ok(p2.op({ type: 'symlink', path: '/same/sym', target: 'f2', ...own }));
+  paths.splice(1, 1, '/same/renamed');
+  paths.push('/same/sym', '/same', '/');
+  await bricksConverged(cluster);
+  const pinned = (node: string, endpoint: string, path: string) => p1.get(`/v1/${endpoint}`, { path }, { 'dfs-read-node': node });
+  for (const path of paths) {
+    const answers = await Promise.all(cluster.nodes.map((n) => pinned(n.id, 'attr', path)));
+    answers.forEach((a, i) => {
+      assert.is(a.status, 200);
+      assert.is(a.headers['dfs-served-by'], cluster.nodes[i]!.id, 'the pinned node served it');
+    });
+    for (const a of answers.slice(1)) assert.equal(a.json, answers[0]!.json, `attributes of ${path}`);
+  }
+  const listings = await Promise.all(cluster.nodes.map((n) => pinned(n.id, 'dir', '/same')));
+  for (const l of listings.slice(1)) assert.equal(l.json, listings[0]!.json);
+  const f7 = (await pinned(cluster.nodes[2]!.id, 'attr', '/same/f7')).json;
+  const link = (await pinned(cluster.nodes[1]!.id, 'attr', '/same/f7-link')).json;
+  assert.is(link.ino, f7.ino, 'both names of a hard link have one inode number on any node');
+  assert.is((await pinned('no-such-node', 'attr', '/same')).status, 503);
+});
+
 s('traversal and bad input are refused by proxies and nodes, and nothing escapes a brick', async () => {
   const { p1, cluster, dir } = ctx as Required<typeof ctx>;
   const bad = ['/../escape-a', '/x/../../escape-b', 'escape-c', '/x/\0escape', '/.', '/x//y', '/' + 'n'.repeat(256)];
