@@ -7,6 +7,9 @@
 export const NAME_BYTES_MAX = 255;
 export const PATH_BYTES_MAX = 4095;
 export const SYMLINK_TARGET_BYTES_MAX = 4095;
+/** Linux's XATTR_NAME_MAX and XATTR_SIZE_MAX. */
+export const XATTR_NAME_BYTES_MAX = 255;
+export const XATTR_VALUE_BYTES_MAX = 64 * 1024;
 
 /** The largest data payload of one write op, and so of one client request body. */
 export const WRITE_BYTES_MAX = 4 * 1024 * 1024;

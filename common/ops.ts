@@ -9,7 +9,7 @@
 import { z } from 'zod';
 import { DfsError } from './errors';
 import { validateEntryPath, validatePath } from './paths';
-import { SYMLINK_TARGET_BYTES_MAX, WRITE_BYTES_MAX } from './limits';
+import { SYMLINK_TARGET_BYTES_MAX, WRITE_BYTES_MAX, XATTR_NAME_BYTES_MAX, XATTR_VALUE_BYTES_MAX } from './limits';
 
 const path = z.string();
 const mode = z.number().int().min(0).max(0o7777);
@@ -30,6 +30,11 @@ export const OpSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('chmod'), path, mode }),
   z.object({ type: z.literal('chown'), path, uid: id, gid: id }),
   z.object({ type: z.literal('utimens'), path, atimeMs: timeMs, mtimeMs: timeMs }),
+  // `mode` includes the file type (S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK or S_IFREG).
+  z.object({ type: z.literal('mknod'), path, mode: z.number().int().min(0).max(0o177777), rdev: z.number().int().min(0).max(0xffffffff), uid: id, gid: id }),
+  // The value travels as the frame's data. `flags`: 0, XATTR_CREATE (1) or XATTR_REPLACE (2).
+  z.object({ type: z.literal('setxattr'), path, name: z.string(), flags: z.union([z.literal(0), z.literal(1), z.literal(2)]) }),
+  z.object({ type: z.literal('removexattr'), path, name: z.string() }),
   // A slot filled with nothing: a hole claimed by the primary, or a retry's duplicate.
   z.object({ type: z.literal('noop') }),
 ]);
@@ -55,8 +60,21 @@ export type SequencedOpHeader = z.infer<typeof SequencedOpHeaderSchema>;
  * Checks an op beyond its shape: paths are valid, the data length fits the op. Throws a
  * DfsError (400) so that bad input is refused before a sequence ID is taken.
  */
+/** File types a mknod may create (the S_IFMT values of Linux). */
+export const S_IFMT = 0o170000;
+export const MKNOD_TYPES = new Set([0o100000, 0o010000, 0o020000, 0o060000, 0o140000]);
+
+/** Extended attribute names clients may use: the `user.` namespace, as an ordinary
+ * user on a local disk; the others hold the cluster's own metadata or need privileges a
+ * client of the cluster does not have on the storage nodes. */
+export function validateXattrName(name: string): void {
+  if (name.length === 0 || name.includes('\0')) throw new DfsError('BAD_REQUEST', 'attribute name is empty or has NUL');
+  if (Buffer.byteLength(name) > XATTR_NAME_BYTES_MAX) throw new DfsError('FS_ERROR', 'attribute name is too long', 'ERANGE');
+  if (!name.startsWith('user.') || name === 'user.') throw new DfsError('FS_ERROR', 'only user.* attributes are supported', 'EOPNOTSUPP');
+}
+
 export function validateOp(op: Op, dataBytes: number): void {
-  if (op.type !== 'write' && dataBytes !== 0) throw new DfsError('BAD_REQUEST', `${op.type} carries no data`);
+  if (op.type !== 'write' && op.type !== 'setxattr' && dataBytes !== 0) throw new DfsError('BAD_REQUEST', `${op.type} carries no data`);
   switch (op.type) {
     case 'noop':
       return;
@@ -78,6 +96,19 @@ export function validateOp(op: Op, dataBytes: number): void {
     case 'chown':
     case 'utimens':
       validatePath(op.path); // the root's attributes may change
+      return;
+    case 'mknod':
+      validateEntryPath(op.path);
+      if (!MKNOD_TYPES.has(op.mode & S_IFMT)) throw new DfsError('FS_ERROR', 'mknod of an unknown file type', 'EINVAL');
+      return;
+    case 'setxattr':
+      validatePath(op.path);
+      validateXattrName(op.name);
+      if (dataBytes > XATTR_VALUE_BYTES_MAX) throw new DfsError('FS_ERROR', `an attribute value holds at most ${XATTR_VALUE_BYTES_MAX} bytes`, 'E2BIG');
+      return;
+    case 'removexattr':
+      validatePath(op.path);
+      validateXattrName(op.name);
       return;
     default:
       validateEntryPath(op.path);

@@ -19,7 +19,7 @@ import { decodeOneFrame, encodeFrame } from '../common/frame';
 import { installErrorHandler, queryInt, queryPath, readBody } from '../common/http';
 import { OP_BODY_BYTES_MAX, READ_BYTES_MAX } from '../common/limits';
 import type { Logger } from '../common/log';
-import { parseClientOpHeader, validateOp, type SequencedOpHeader } from '../common/ops';
+import { parseClientOpHeader, validateOp, validateXattrName, type SequencedOpHeader } from '../common/ops';
 import type { NodePool } from './node-pool';
 import type { Sequencer } from './sequencer';
 
@@ -159,6 +159,16 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
   app.get('/v1/dir', (c) => read(c, 'dir', { path: queryPath(c) }, false));
   app.get('/v1/link', (c) => read(c, 'link', { path: queryPath(c) }, false));
   app.get('/v1/statfs', (c) => read(c, 'statfs', {}, false));
+  app.get('/v1/xattrs', (c) => read(c, 'xattrs', { path: queryPath(c) }, false));
+  app.get('/v1/xattr', (c) => {
+    const path = queryPath(c);
+    const name = c.req.query('name') ?? '';
+    // Other namespaces are never stored, so reading one finds nothing, as on a local
+    // disk without, say, SELinux labels.
+    if (!name.startsWith('user.')) throw new DfsError('FS_ERROR', 'no such attribute', 'ENODATA');
+    validateXattrName(name);
+    return read(c, 'xattr', { path, name }, true);
+  });
   app.get('/v1/data', (c) =>
     read(
       c,

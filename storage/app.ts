@@ -76,6 +76,18 @@ export function createStorageApp({ replica, brick, logger, refreshMembership }: 
     await barrier(c);
     return c.json({ target: await brick.readlink(path) });
   });
+  app.get('/node/v1/xattr', async (c) => {
+    const path = queryPath(c);
+    const name = c.req.query('name') ?? '';
+    await barrier(c);
+    const value = await brick.xattr(path, name);
+    return c.body(new Uint8Array(value.buffer as ArrayBuffer, value.byteOffset, value.length), 200, { 'content-type': 'application/octet-stream' });
+  });
+  app.get('/node/v1/xattrs', async (c) => {
+    const path = queryPath(c);
+    await barrier(c);
+    return c.json({ names: await brick.xattrNames(path) });
+  });
   app.get('/node/v1/statfs', async (c) => c.json(await brick.statfs()));
 
   return app;

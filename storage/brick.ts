@@ -29,10 +29,10 @@ import type { Stats } from 'node:fs';
 import nodePath from 'node:path';
 import type { Attr, DirEntry, StatFs } from '../common/api';
 import { fsError, isErrnoException } from '../common/errors';
-import type { Op } from '../common/ops';
+import { S_IFMT, type Op } from '../common/ops';
 import { READ_BYTES_MAX } from '../common/limits';
 import { DfsError } from '../common/errors';
-import { getAttributeSync, setAttributeSync } from '@napi-rs/xattr';
+import { xattrGet, xattrList, xattrRemove, xattrSet } from './xattr';
 
 export interface ApplyResult {
   errno?: string;
@@ -42,22 +42,36 @@ export interface ApplyResult {
 export const META_XATTR = 'trusted.dfs.meta';
 export const ROOT_INO = 1;
 
-/** The identity of an inode that every node keeps the same (see the header). */
+/** The identity of an inode that every node keeps the same (see the header). `kind` is a
+ * file type the brick does not hold for real (a FIFO, socket or device is stored as an
+ * empty regular file, so no client can plant a device node on a storage host); 0 for
+ * everything else. */
 export interface Meta {
   ino: number;
   atimeMs: number;
   mtimeMs: number;
   ctimeMs: number;
+  kind: number;
+  rdev: number;
 }
 
-const META_BYTES = 32;
+const META_BYTES = 48;
+const META_BYTES_V1 = 32; // before special files: no kind and rdev
 
 function readMeta(abs: string): Meta | null {
-  const buf = getAttributeSync(abs, META_XATTR);
+  const buf = xattrGet(abs, META_XATTR);
   if (!buf) return null;
   // A damaged attribute would make nodes disagree silently: refuse to go on instead.
-  if (buf.length !== META_BYTES) throw new Error(`${abs}: ${META_XATTR} has ${buf.length} bytes, not ${META_BYTES}`);
-  return { ino: buf.readDoubleLE(0), atimeMs: buf.readDoubleLE(8), mtimeMs: buf.readDoubleLE(16), ctimeMs: buf.readDoubleLE(24) };
+  if (buf.length !== META_BYTES && buf.length !== META_BYTES_V1) throw new Error(`${abs}: ${META_XATTR} has ${buf.length} bytes, not ${META_BYTES}`);
+  const long = buf.length === META_BYTES;
+  return {
+    ino: buf.readDoubleLE(0),
+    atimeMs: buf.readDoubleLE(8),
+    mtimeMs: buf.readDoubleLE(16),
+    ctimeMs: buf.readDoubleLE(24),
+    kind: long ? buf.readDoubleLE(32) : 0,
+    rdev: long ? buf.readDoubleLE(40) : 0,
+  };
 }
 
 function writeMeta(abs: string, m: Meta): void {
@@ -66,18 +80,20 @@ function writeMeta(abs: string, m: Meta): void {
   buf.writeDoubleLE(m.atimeMs, 8);
   buf.writeDoubleLE(m.mtimeMs, 16);
   buf.writeDoubleLE(m.ctimeMs, 24);
-  setAttributeSync(abs, META_XATTR, buf);
+  buf.writeDoubleLE(m.kind, 32);
+  buf.writeDoubleLE(m.rdev, 40);
+  xattrSet(abs, META_XATTR, buf);
 }
 
 /** Attributes as clients see them: the local inode's, with the cluster's identity over it. */
 export function attrOf(st: Stats, meta: Meta | null): Attr {
   return {
     ino: meta?.ino ?? st.ino,
-    mode: st.mode,
+    mode: meta?.kind ? meta.kind | (st.mode & 0o7777) : st.mode,
     nlink: st.nlink,
     uid: st.uid,
     gid: st.gid,
-    rdev: st.rdev,
+    rdev: meta?.kind ? meta.rdev : st.rdev,
     size: st.size,
     blocks: st.blocks,
     atimeMs: meta?.atimeMs ?? st.atimeMs,
@@ -101,7 +117,7 @@ export class Brick {
     try {
       // Every node starts from the same root: inode 1, times 0, until ops change them.
       if (!readMeta(root)) {
-        writeMeta(root, { ino: ROOT_INO, atimeMs: 0, mtimeMs: 0, ctimeMs: 0 });
+        writeMeta(root, { ino: ROOT_INO, atimeMs: 0, mtimeMs: 0, ctimeMs: 0, kind: 0, rdev: 0 });
         fs.lutimesSync(root, 0, 0);
       }
     } catch (e) {
@@ -139,15 +155,15 @@ export class Brick {
   }
 
   /** A new inode: its identity, and its real times mirrored. */
-  private born(abs: string, ino: number, timeMs: number): void {
-    writeMeta(abs, { ino, atimeMs: timeMs, mtimeMs: timeMs, ctimeMs: timeMs });
+  private born(abs: string, ino: number, timeMs: number, kind = 0, rdev = 0): void {
+    writeMeta(abs, { ino, atimeMs: timeMs, mtimeMs: timeMs, ctimeMs: timeMs, kind, rdev });
     fs.lutimesSync(abs, timeMs / 1000, timeMs / 1000);
   }
 
   /** Changes some of an inode's times (and mirrors atime and mtime onto the real file). */
   private stamp(abs: string, change: TimeChange): void {
     const st = fs.lstatSync(abs);
-    const m = readMeta(abs) ?? { ino: st.ino, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
+    const m = readMeta(abs) ?? { ino: st.ino, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, kind: 0, rdev: 0 };
     const next = { ...m, ...change };
     writeMeta(abs, next);
     if (change.atimeMs !== undefined || change.mtimeMs !== undefined) fs.lutimesSync(abs, next.atimeMs / 1000, next.mtimeMs / 1000);
@@ -221,6 +237,7 @@ export class Brick {
       }
       case 'write': {
         const abs = this.resolveSync(op.path);
+        this.refuseSpecial(abs);
         this.withFd(abs, C.O_WRONLY | C.O_NOFOLLOW, (fd) => {
           let done = 0;
           while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, op.offset + done);
@@ -230,6 +247,7 @@ export class Brick {
       }
       case 'truncate': {
         const abs = this.resolveSync(op.path);
+        this.refuseSpecial(abs);
         this.withFd(abs, C.O_WRONLY | C.O_NOFOLLOW, (fd) => fs.ftruncateSync(fd, op.size));
         this.stamp(abs, { mtimeMs: t, ctimeMs: t });
         return { attr: this.attrAt(abs) };
@@ -304,7 +322,44 @@ export class Brick {
         this.stamp(abs, { atimeMs: op.atimeMs, mtimeMs: op.mtimeMs, ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
+      case 'mknod': {
+        const abs = this.resolveSync(op.path);
+        const kind = op.mode & S_IFMT;
+        const fd = fs.openSync(abs, C.O_CREAT | C.O_EXCL | C.O_WRONLY | C.O_NOFOLLOW, op.mode & 0o7777);
+        try {
+          fs.fchmodSync(fd, op.mode & 0o7777);
+          fs.fchownSync(fd, op.uid, op.gid);
+        } finally {
+          fs.closeSync(fd);
+        }
+        const special = kind !== 0o100000;
+        this.born(abs, seq, t, special ? kind : 0, special ? op.rdev : 0);
+        this.dirChanged(abs, t);
+        return { attr: this.attrAt(abs) };
+      }
+      case 'setxattr': {
+        const abs = this.resolveSync(op.path);
+        fs.lstatSync(abs); // ENOENT before anything else, as getxattr(2) on a missing path
+        const exists = xattrGet(abs, op.name) !== null;
+        if (op.flags === 1 && exists) throw fsError('EEXIST');
+        if (op.flags === 2 && !exists) throw fsError('ENODATA');
+        xattrSet(abs, op.name, data);
+        this.stamp(abs, { ctimeMs: t });
+        return { attr: this.attrAt(abs) };
+      }
+      case 'removexattr': {
+        const abs = this.resolveSync(op.path);
+        fs.lstatSync(abs);
+        xattrRemove(abs, op.name);
+        this.stamp(abs, { ctimeMs: t });
+        return { attr: this.attrAt(abs) };
+      }
     }
+  }
+
+  /** A FIFO, socket or device holds no data of its own on a brick. */
+  private refuseSpecial(abs: string): void {
+    if (readMeta(abs)?.kind) throw fsError('EINVAL', 'not a regular file');
   }
 
   // ---- reads: never mutate, never follow the last component ----
@@ -337,6 +392,7 @@ export class Brick {
     if (size > READ_BYTES_MAX) throw new DfsError('TOO_LARGE', `a read asks for at most ${READ_BYTES_MAX} bytes`);
     return this.mapFs(async () => {
       const abs = await this.resolve(path);
+      this.refuseSpecial(abs);
       const fh = await fsp.open(abs, C.O_RDONLY | C.O_NOFOLLOW);
       try {
         const buf = Buffer.allocUnsafe(size);
@@ -350,6 +406,26 @@ export class Brick {
       } finally {
         await fh.close();
       }
+    });
+  }
+
+  /** One `user.*` attribute's value; ENODATA when it has none of that name. */
+  async xattr(path: string, name: string): Promise<Buffer> {
+    return this.mapFs(async () => {
+      const abs = await this.resolve(path);
+      fs.lstatSync(abs);
+      const v = xattrGet(abs, name);
+      if (!v) throw fsError('ENODATA');
+      return v;
+    });
+  }
+
+  /** The names of a file's `user.*` attributes (the cluster's own are not listed). */
+  async xattrNames(path: string): Promise<string[]> {
+    return this.mapFs(async () => {
+      const abs = await this.resolve(path);
+      fs.lstatSync(abs);
+      return xattrList(abs).filter((n) => n.startsWith('user.'));
     });
   }
 

@@ -223,6 +223,32 @@ s('every node reports the same attributes for the same files', async () => {
   assert.is((await pinned('no-such-node', 'attr', '/same')).status, 503);
 });
 
+s('special files and user attributes replicate, and read the same from every node', async () => {
+  const { p1, p2, cluster } = ctx as Required<typeof ctx>;
+  await ok(p1.op({ type: 'mknod', path: '/fifo', mode: 0o010600, rdev: 0, ...own }));
+  await ok(p1.op({ type: 'mknod', path: '/tty', mode: 0o020620, rdev: 0x0400, ...own }));
+  await ok(p1.op({ type: 'create', path: '/xa', mode, ...own, exclusive: true }));
+  const value = randomBytes(1000);
+  await ok(p2.op({ type: 'setxattr', path: '/xa', name: 'user.blob', flags: 1 }, value));
+  const again = await p1.op({ type: 'setxattr', path: '/xa', name: 'user.blob', flags: 1 }, value);
+  assert.is(again.json.errno, 'EEXIST');
+  const outside = await p1.op({ type: 'setxattr', path: '/xa', name: 'trusted.dfs.meta', flags: 0 }, Buffer.alloc(48));
+  assert.is(outside.json.errno, 'EOPNOTSUPP', 'the cluster\'s own attribute is out of reach');
+  await bricksConverged(cluster);
+  for (const n of cluster.nodes) {
+    const pin = { 'dfs-read-node': n.id };
+    assert.ok((await p1.get('/v1/xattr', { path: '/xa', name: 'user.blob' }, pin)).bytes.equals(value), `value on ${n.id}`);
+    assert.equal((await p1.get('/v1/xattrs', { path: '/xa' }, pin)).json.names, ['user.blob']);
+    const missing = await p1.get('/v1/xattr', { path: '/xa', name: 'user.none' }, pin);
+    assert.is(missing.json.errno, 'ENODATA');
+    assert.is((await p1.get('/v1/xattr', { path: '/xa', name: 'security.selinux' }, pin)).json.errno, 'ENODATA');
+    const tty = await p1.get('/v1/attr', { path: '/tty' }, pin);
+    assert.is(tty.json.mode, 0o020620);
+    assert.is(tty.json.rdev, 0x0400);
+    assert.is((await p1.get('/v1/attr', { path: '/fifo' }, pin)).json.mode, 0o010600);
+  }
+});
+
 s('traversal and bad input are refused by proxies and nodes, and nothing escapes a brick', async () => {
   const { p1, cluster, dir } = ctx as Required<typeof ctx>;
   const bad = ['/../escape-a', '/x/../../escape-b', 'escape-c', '/x/\0escape', '/.', '/x//y', '/' + 'n'.repeat(256)];
@@ -242,6 +268,9 @@ s('traversal and bad input are refused by proxies and nodes, and nothing escapes
       { type: 'chmod', path: p, mode: 0o777 },
       { type: 'chown', path: p, uid: 1, gid: 1 },
       { type: 'utimens', path: p, atimeMs: 0, mtimeMs: 0 },
+      { type: 'mknod', path: p, mode: 0o010644, rdev: 0, ...own },
+      { type: 'setxattr', path: p, name: 'user.x', flags: 0 },
+      { type: 'removexattr', path: p, name: 'user.x' },
     ] as const;
   const primary = new TestClient(cluster.nodes[0]!.url, true);
   const backup = new TestClient(cluster.nodes[1]!.url, true);
@@ -250,7 +279,7 @@ s('traversal and bad input are refused by proxies and nodes, and nothing escapes
     for (const p of bad) {
       const expected = p.length > 255 ? 'NAME_TOO_LONG' : 'BAD_PATH';
       for (const op of ops(p)) {
-        const data = op.type === 'write' ? Buffer.from('x') : undefined;
+        const data = op.type === 'write' || op.type === 'setxattr' ? Buffer.from('x') : undefined;
         const viaProxy = await p1.op(op as never, data);
         assert.is(viaProxy.status, 400, `proxy ${op.type} ${JSON.stringify(p)}`);
         assert.is(viaProxy.json.code, expected);
@@ -260,8 +289,8 @@ s('traversal and bad input are refused by proxies and nodes, and nothing escapes
         const viaReplicate = await backup.post(`/node/v1/replicate?epoch=${epoch}&commit=0`, encodeFrame(header, data));
         assert.is(viaReplicate.status, 400, `replicate ${op.type} ${JSON.stringify(p)}`);
       }
-      for (const endpoint of ['attr', 'dir', 'data', 'link']) {
-        const q = { path: p, offset: 0, size: 10 };
+      for (const endpoint of ['attr', 'dir', 'data', 'link', 'xattr', 'xattrs']) {
+        const q = { path: p, offset: 0, size: 10, name: 'user.x' };
         const a = await p1.get(`/v1/${endpoint}`, q);
         assert.is(a.status, 400, `proxy GET ${endpoint} ${JSON.stringify(p)}`);
         assert.is(a.json.code, expected);

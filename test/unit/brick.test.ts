@@ -138,6 +138,53 @@ test('times change exactly where POSIX says, from the op, never from a read', ()
     assert.is((await b.attr('/d/f')).ino, before.ino);
   }));
 
+test('FIFOs, sockets and devices are virtual: typed in the identity, plain empty files on disk', () =>
+  withBrick(async (b, root) => {
+    const kinds: Array<[string, number, number]> = [['fifo', 0o010000, 0], ['sock', 0o140000, 0], ['chr', 0o020000, 0x0103], ['blk', 0o060000, 0x0801]];
+    for (const [i, [name, kind, rdev]] of kinds.entries()) {
+      const r = b.apply({ type: 'mknod', path: `/${name}`, mode: kind | 0o640, rdev, uid: 7, gid: 8 }, none, T, 100 + i);
+      assert.is(r.errno, undefined);
+      assert.is(r.attr!.mode, kind | 0o640);
+      assert.is(r.attr!.rdev, rdev);
+      assert.is(r.attr!.uid, 7);
+      assert.ok(lstatSync(join(root, name)).isFile(), 'no real special file on the storage host');
+      assert.is(b.apply({ type: 'write', path: `/${name}`, offset: 0 }, Buffer.from('x'), T, 200 + i).errno, 'EINVAL');
+    }
+    assert.is(b.apply({ type: 'mknod', path: '/fifo', mode: 0o010644, rdev: 0, uid: 0, gid: 0 }, none, T, 300).errno, 'EEXIST');
+    const reg = b.apply({ type: 'mknod', path: '/reg', mode: 0o100600, rdev: 0, uid: 0, gid: 0 }, none, T, 301);
+    assert.is(reg.attr!.mode, 0o100600);
+    assert.is(b.apply({ type: 'write', path: '/reg', offset: 0 }, Buffer.from('ok'), T, 302).errno, undefined);
+    const listed = (await b.dir('/')).find((e) => e.name === 'chr')!;
+    assert.is(listed.attr.mode & 0o170000, 0o020000);
+  }));
+
+test('user extended attributes: create, replace, read, list, remove, with the local errnos', () =>
+  withBrick(async (b) => {
+    b.apply({ type: 'create', path: '/f', mode: 0o644, uid: 0, gid: 0, exclusive: true }, none, T, 1);
+    b.apply({ type: 'symlink', path: '/l', target: 'f', uid: 0, gid: 0 }, none, T, 2);
+    const set = (name: string, value: string, flags: 0 | 1 | 2, t = T) => b.apply({ type: 'setxattr', path: '/f', name, flags }, Buffer.from(value), t, 3);
+    assert.is(set('user.a', 'one', 2).errno, 'ENODATA', 'XATTR_REPLACE of a missing one');
+    assert.is(set('user.a', 'one', 1, T + 5).errno, undefined);
+    assert.is((await b.attr('/f')).ctimeMs, T + 5, 'setxattr changes ctime');
+    assert.is(set('user.a', 'two', 1).errno, 'EEXIST', 'XATTR_CREATE of an existing one');
+    assert.is(set('user.a', 'three', 2).errno, undefined);
+    assert.is(set('user.b', '', 0).errno, undefined, 'an empty value is a value');
+    assert.is((await b.xattr('/f', 'user.a')).toString(), 'three');
+    assert.is((await b.xattr('/f', 'user.b')).length, 0);
+    assert.equal((await b.xattrNames('/f')).sort(), ['user.a', 'user.b'], 'the cluster\'s own attribute is not listed');
+    let code = '';
+    try {
+      await b.xattr('/f', 'user.none');
+    } catch (e) {
+      code = (e as DfsError).errno ?? '';
+    }
+    assert.is(code, 'ENODATA');
+    assert.is(b.apply({ type: 'removexattr', path: '/f', name: 'user.a' }, none, T, 4).errno, undefined);
+    assert.is(b.apply({ type: 'removexattr', path: '/f', name: 'user.a' }, none, T, 5).errno, 'ENODATA');
+    assert.is(b.apply({ type: 'setxattr', path: '/l', name: 'user.a', flags: 0 }, Buffer.from('x'), T, 6).errno, 'EPERM', 'user.* on a symlink, as Linux');
+    assert.is(b.apply({ type: 'setxattr', path: '/nope', name: 'user.a', flags: 0 }, Buffer.from('x'), T, 7).errno, 'ENOENT');
+  }));
+
 test('two bricks given the same ops report identical attributes', async () => {
   const one = tempDir('brick-a');
   const two = tempDir('brick-b');

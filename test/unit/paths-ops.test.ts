@@ -66,6 +66,24 @@ test('data travels only with writes, and within the limit', () => {
   assert.is(codeOf(() => validateOp({ type: 'write', path: '/a', offset: 0 }, WRITE_BYTES_MAX + 1)), 'TOO_LARGE');
 });
 
+test('mknod types and extended attribute names are checked before sequencing', () => {
+  const errnoOf = (fn: () => unknown) => {
+    try {
+      fn();
+      return null;
+    } catch (e) {
+      return (e as DfsError).errno ?? (e as DfsError).code;
+    }
+  };
+  assert.is(errnoOf(() => validateOp({ type: 'mknod', path: '/p', mode: 0o010644, rdev: 0, uid: 0, gid: 0 }, 0)), null);
+  assert.is(errnoOf(() => validateOp({ type: 'mknod', path: '/p', mode: 0o040755, rdev: 0, uid: 0, gid: 0 }, 0)), 'EINVAL', 'mknod of a directory');
+  assert.is(errnoOf(() => validateOp({ type: 'setxattr', path: '/p', name: 'user.x', flags: 0 }, 10)), null);
+  assert.is(errnoOf(() => validateOp({ type: 'setxattr', path: '/p', name: 'trusted.dfs.meta', flags: 0 }, 10)), 'EOPNOTSUPP');
+  assert.is(errnoOf(() => validateOp({ type: 'setxattr', path: '/p', name: 'user.' + 'n'.repeat(251), flags: 0 }, 10)), 'ERANGE');
+  assert.is(errnoOf(() => validateOp({ type: 'setxattr', path: '/p', name: 'user.x', flags: 0 }, 64 * 1024 + 1)), 'E2BIG');
+  assert.is(errnoOf(() => validateOp({ type: 'removexattr', path: '/p', name: 'security.selinux' }, 0)), 'EOPNOTSUPP');
+});
+
 test('malformed client headers are refused', () => {
   assert.is(codeOf(() => parseClientOpHeader({ reqId: 'r', op: { type: 'format-disk' } })), 'BAD_REQUEST');
   assert.is(codeOf(() => parseClientOpHeader({ reqId: '', op: { type: 'unlink', path: '/a' } })), 'BAD_REQUEST');
