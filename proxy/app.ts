@@ -13,7 +13,7 @@
  */
 import { Hono, type Context } from 'hono';
 import type { Dispatcher } from 'undici';
-import { HEADER_READ_NODE, HEADER_SERVED_BY, type Membership, type OpResult } from '../common/api';
+import { HEADER_READ_NODE, HEADER_SERVED_BY, type Membership, type OpResult, type StatFs } from '../common/api';
 import { DfsError, errorFromBody } from '../common/errors';
 import { decodeOneFrame, encodeFrame } from '../common/frame';
 import { installErrorHandler, queryInt, queryPath, readBody } from '../common/http';
@@ -44,6 +44,23 @@ const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function jsonOf(res: Dispatcher.ResponseData): Promise<unknown> {
   return res.body.json().catch(() => null);
+}
+
+/** The capacity of a fully replicated cluster: each figure at its smallest across nodes,
+ * in the block size of the first answer. */
+export function smallestStatFs(all: StatFs[]): StatFs {
+  const bsize = all[0]!.bsize;
+  const blocks = (s: StatFs, n: number) => Math.floor((n * s.bsize) / bsize);
+  const min = (f: (s: StatFs) => number) => Math.min(...all.map(f));
+  return {
+    bsize,
+    blocks: min((s) => blocks(s, s.blocks)),
+    bfree: min((s) => blocks(s, s.bfree)),
+    bavail: min((s) => blocks(s, s.bavail)),
+    files: min((s) => s.files),
+    ffree: min((s) => s.ffree),
+    namemax: min((s) => s.namemax),
+  };
 }
 
 export function createProxyApp(deps: ProxyAppDeps): Hono {
@@ -158,7 +175,21 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
   app.get('/v1/attr', (c) => read(c, 'attr', { path: queryPath(c) }, false));
   app.get('/v1/dir', (c) => read(c, 'dir', { path: queryPath(c) }, false));
   app.get('/v1/link', (c) => read(c, 'link', { path: queryPath(c) }, false));
-  app.get('/v1/statfs', (c) => read(c, 'statfs', {}, false));
+  // Every in-sync node holds all the data, so the cluster holds as much as its fullest node.
+  app.get('/v1/statfs', async (c) => {
+    const m = deps.membership() ?? (await deps.refreshMembership());
+    if (!m) throw new DfsError('UNAVAILABLE', 'the cluster has no membership yet');
+    const answers = await Promise.allSettled(
+      m.inSync.map(async (id) => {
+        const res = await nodes.request(id, m.nodes[id]!, { method: 'GET', path: '/node/v1/statfs' });
+        if (res.statusCode !== 200) throw errorFromBody(res.statusCode, await jsonOf(res));
+        return (await res.body.json()) as StatFs;
+      }),
+    );
+    const all = answers.flatMap((a) => (a.status === 'fulfilled' ? [a.value] : []));
+    if (all.length === 0) throw new DfsError('UNAVAILABLE', 'no in-sync node answered statfs');
+    return c.json(smallestStatFs(all));
+  });
   app.get('/v1/xattrs', (c) => read(c, 'xattrs', { path: queryPath(c) }, false));
   app.get('/v1/xattr', (c) => {
     const path = queryPath(c);

@@ -154,6 +154,16 @@ export class Brick {
     return attrOf(fs.lstatSync(abs), readMeta(abs));
   }
 
+  /**
+   * The group and extra mode bits of a new inode: in a setgid directory it takes the
+   * directory's group, and a new subdirectory keeps the setgid bit (Linux inode_init_owner).
+   */
+  private inherit(abs: string, gid: number, isDir: boolean): { gid: number; modeBits: number } {
+    const parent = fs.lstatSync(nodePath.dirname(abs));
+    if (!(parent.mode & 0o2000)) return { gid, modeBits: 0 };
+    return { gid: parent.gid, modeBits: isDir ? 0o2000 : 0 };
+  }
+
   /** A new inode: its identity, and its real times mirrored. */
   private born(abs: string, ino: number, timeMs: number, kind = 0, rdev = 0): void {
     writeMeta(abs, { ino, atimeMs: timeMs, mtimeMs: timeMs, ctimeMs: timeMs, kind, rdev });
@@ -205,9 +215,10 @@ export class Brick {
         return {};
       case 'mkdir': {
         const abs = this.resolveSync(op.path);
+        const own = this.inherit(abs, op.gid, true);
         fs.mkdirSync(abs, op.mode);
-        fs.chmodSync(abs, op.mode); // mkdir(2) ignores setuid/setgid/sticky bits in mode
-        fs.lchownSync(abs, op.uid, op.gid);
+        fs.lchownSync(abs, op.uid, own.gid);
+        fs.chmodSync(abs, op.mode | own.modeBits); // after chown, which may clear setgid
         this.born(abs, seq, t);
         this.dirChanged(abs, t);
         return { attr: this.attrAt(abs) };
@@ -226,8 +237,8 @@ export class Brick {
           return { attr: attrOf(st, readMeta(abs)) };
         }
         try {
-          fs.fchmodSync(fd, op.mode);
-          fs.fchownSync(fd, op.uid, op.gid);
+          fs.fchownSync(fd, op.uid, this.inherit(abs, op.gid, false).gid);
+          fs.fchmodSync(fd, op.mode); // after chown, which clears setuid and setgid
         } finally {
           fs.closeSync(fd);
         }
@@ -290,7 +301,7 @@ export class Brick {
       case 'symlink': {
         const abs = this.resolveSync(op.path);
         fs.symlinkSync(op.target, abs);
-        fs.lchownSync(abs, op.uid, op.gid);
+        fs.lchownSync(abs, op.uid, this.inherit(abs, op.gid, false).gid);
         this.born(abs, seq, t);
         this.dirChanged(abs, t);
         return { attr: this.attrAt(abs) };
@@ -327,8 +338,8 @@ export class Brick {
         const kind = op.mode & S_IFMT;
         const fd = fs.openSync(abs, C.O_CREAT | C.O_EXCL | C.O_WRONLY | C.O_NOFOLLOW, op.mode & 0o7777);
         try {
+          fs.fchownSync(fd, op.uid, this.inherit(abs, op.gid, false).gid);
           fs.fchmodSync(fd, op.mode & 0o7777);
-          fs.fchownSync(fd, op.uid, op.gid);
         } finally {
           fs.closeSync(fd);
         }

@@ -185,6 +185,22 @@ test('user extended attributes: create, replace, read, list, remove, with the lo
     assert.is(b.apply({ type: 'setxattr', path: '/nope', name: 'user.a', flags: 0 }, Buffer.from('x'), T, 7).errno, 'ENOENT');
   }));
 
+test('a setgid directory gives new entries its group, and new subdirectories its setgid bit', () =>
+  withBrick(async (b) => {
+    b.apply({ type: 'mkdir', path: '/shared', mode: 0o2775, uid: 0, gid: 50 }, none, T, 1);
+    assert.is((await b.attr('/shared')).mode & 0o7777, 0o2775);
+    const f = b.apply({ type: 'create', path: '/shared/f', mode: 0o644, uid: 10, gid: 10, exclusive: true }, none, T, 2);
+    assert.is(f.attr!.gid, 50);
+    const d = b.apply({ type: 'mkdir', path: '/shared/d', mode: 0o755, uid: 10, gid: 10 }, none, T, 3);
+    assert.is(d.attr!.gid, 50);
+    assert.is(d.attr!.mode & 0o7777, 0o2755);
+    const plain = b.apply({ type: 'mkdir', path: '/plain', mode: 0o755, uid: 10, gid: 10 }, none, T, 4);
+    const g = b.apply({ type: 'create', path: '/plain/g', mode: 0o4755, uid: 10, gid: 10, exclusive: true }, none, T, 5);
+    assert.is(plain.attr!.gid, 10);
+    assert.is(g.attr!.gid, 10);
+    assert.is(g.attr!.mode & 0o7777, 0o4755, 'the mode asked for, setuid included');
+  }));
+
 test('two bricks given the same ops report identical attributes', async () => {
   const one = tempDir('brick-a');
   const two = tempDir('brick-b');
