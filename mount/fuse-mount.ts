@@ -20,11 +20,17 @@
  * - auto_unmount: fusermount removes the mount if this process dies, even by SIGKILL;
  * - fsname=dfs, subtype=dfs: the mount shows as `dfs` of type `fuse.dfs` in /proc/mounts.
  * The whole string must stay under 1024 bytes, fuse-native's buffer for it.
+ *
+ * fuse-native must be the dfs-patched build (patches/fuse-native+2.2.6.patch, applied and
+ * compiled by scripts/build-fuse-native.js from `npm ci` and scripts/setup.sh): unpatched,
+ * it would mount fine and then silently set wrong times and owners, so DfsFuse refuses it.
  */
 import Fuse from 'fuse-native';
 
 /** fuse-native copies the option string into a 1024-byte buffer, NUL included. */
 export const FUSE_OPTIONS_BYTES_MAX = 1023;
+/** The level of the dfs patch this code is written for (Fuse.DFS_PATCH_LEVEL). */
+export const FUSE_NATIVE_PATCH_LEVEL = 1;
 /** The largest read and write request libfuse 2 makes. */
 export const FUSE_REQUEST_BYTES_MAX = 128 * 1024;
 
@@ -57,10 +63,20 @@ export function buildFuseOptions(opts: FuseMountOptions = {}): string {
   return s;
 }
 
+/** Throws unless the loaded fuse-native is the one built from the dfs patch. */
+export function checkFuseNativePatched(): void {
+  if (Fuse.DFS_PATCH_LEVEL !== FUSE_NATIVE_PATCH_LEVEL) {
+    throw new Error(
+      `fuse-native is not patched for dfs (patch level ${String(Fuse.DFS_PATCH_LEVEL)}, want ${FUSE_NATIVE_PATCH_LEVEL}): run scripts/setup.sh or node scripts/build-fuse-native.js`,
+    );
+  }
+}
+
 export class DfsFuse extends Fuse {
   private readonly fuseOptionString: string;
 
   constructor(mountpoint: string, handlers: Fuse.Handlers, opts: FuseMountOptions = {}) {
+    checkFuseNativePatched();
     // timeout: false, because fuse-native would otherwise answer ETIMEDOUT after 15 s on
     // its own; every handler keeps its own, shorter deadline. force: remount over a dead
     // mount left by a killed process ("Transport endpoint is not connected").

@@ -1,8 +1,14 @@
 /*
- * Type declarations for fuse-native 2.2.6 (it ships none), limited to what dfs-mount uses.
- * The shapes follow the package's index.js: every handler ends with a callback whose first
- * argument is the FUSE return code (0 or a negative errno; for read and write the byte
- * count), and a stat's times may be numbers in milliseconds or Dates.
+ * Type declarations for fuse-native 2.2.6 (it ships none) as patched by dfs
+ * (patches/fuse-native+2.2.6.patch, applied and built by scripts/build-fuse-native.js),
+ * limited to what dfs-mount uses. The shapes follow the patched index.js: every handler
+ * takes a callback whose first argument is the FUSE return code (0 or a negative errno; for
+ * read and write the byte count), and a stat's times may be numbers in milliseconds (a
+ * fraction keeps the part below the millisecond, down to the nanosecond) or Dates.
+ *
+ * What the patch adds: utimens gets both times, each of which may be "now" or "leave it";
+ * create, mknod, mkdir and symlink get the calling process after their callback, and create
+ * also its open flags; `context()` gives the caller of any handler, synchronously.
  */
 declare module 'fuse-native' {
   namespace Fuse {
@@ -38,6 +44,19 @@ declare module 'fuse-native' {
 
     type Done = (code: number) => void;
 
+    /** The process that made a call: libfuse's fuse_get_context(), so the uid and gid are
+     * its file system ids (fsuid, fsgid). */
+    interface Caller {
+      uid: number;
+      gid: number;
+      pid: number;
+      umask: number;
+    }
+
+    /** A time given to utimens: milliseconds since the epoch (the fraction keeps what is
+     * below the millisecond), 'now' for UTIME_NOW, or null for UTIME_OMIT (leave it). */
+    type TimeArg = number | 'now' | null;
+
     interface Handlers {
       init?(cb: Done): void;
       access?(path: string, mode: number, cb: Done): void;
@@ -49,21 +68,22 @@ declare module 'fuse-native' {
       readdir?(path: string, cb: (code: number, names?: string[], stats?: Stat[]) => void): void;
       truncate?(path: string, size: number, cb: Done): void;
       ftruncate?(path: string, fd: number, size: number, cb: Done): void;
-      utimens?(path: string, atime: number | Date, mtime: number | Date, cb: Done): void;
+      utimens?(path: string, atime: TimeArg, mtime: TimeArg, cb: Done): void;
       readlink?(path: string, cb: (code: number, target?: string) => void): void;
       chown?(path: string, uid: number, gid: number, cb: Done): void;
       chmod?(path: string, mode: number, cb: Done): void;
-      mknod?(path: string, mode: number, dev: number, cb: Done): void;
+      mknod?(path: string, mode: number, dev: number, cb: Done, caller: Caller): void;
       open?(path: string, flags: number, cb: (code: number, fd?: number) => void): void;
       read?(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: Done): void;
       write?(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: Done): void;
       release?(path: string, fd: number, cb: Done): void;
-      create?(path: string, mode: number, cb: (code: number, fd?: number) => void): void;
+      /** `flags` are the open(2) flags (O_EXCL among them). */
+      create?(path: string, mode: number, cb: (code: number, fd?: number) => void, caller: Caller, flags: number): void;
       unlink?(path: string, cb: Done): void;
       rename?(src: string, dest: string, cb: Done): void;
       link?(src: string, dest: string, cb: Done): void;
-      symlink?(target: string, path: string, cb: Done): void;
-      mkdir?(path: string, mode: number, cb: Done): void;
+      symlink?(target: string, path: string, cb: Done, caller: Caller): void;
+      mkdir?(path: string, mode: number, cb: Done, caller: Caller): void;
       rmdir?(path: string, cb: Done): void;
     }
 
@@ -88,7 +108,11 @@ declare module 'fuse-native' {
     mount(cb: (err: Error | null) => void): void;
     unmount(cb: (err: Error | null) => void): void;
     protected _fuseOptions(): string;
+    /** The caller of the handler running now; valid only before that handler first awaits. */
+    context(): Fuse.Caller | null;
     static unmount(mnt: string, cb: (err: Error | null) => void): void;
+    /** Set by the dfs patch (undefined in an unpatched fuse-native). */
+    static readonly DFS_PATCH_LEVEL: number | undefined;
     static readonly [errno: string]: unknown;
   }
 

@@ -23,6 +23,12 @@
  * to. Truncate, chmod, chown, utimens and rename first flush the handles they affect, so
  * that no buffered write is applied after them and undoes them (cp -p sets times before it
  * closes the file).
+ *
+ * The fuse-native here is the dfs-patched one (patches/fuse-native+2.2.6.patch): create,
+ * mknod, mkdir and symlink make what they create the calling process's (its fsuid and
+ * fsgid, as a local file system does; a setgid parent's group is for storage to apply),
+ * create knows whether O_EXCL was asked, and utimens gets both times, each possibly "now"
+ * (UTIME_NOW) or "leave it" (UTIME_OMIT).
  */
 import { constants as fsConstants } from 'node:fs';
 import type Fuse from 'fuse-native';
@@ -47,14 +53,11 @@ export interface MountConfig {
   deadlineMs: number;
   /** How long attributes are cached in user space; 0 asks the cluster every time. */
   attrTimeoutMs: number;
-  /** The owner of what this mount creates (fuse-native gives no caller context yet). */
-  uid: number;
-  gid: number;
   writeLimits: WriteBufferLimits;
   readAheadBytes: number;
 }
 
-export const MOUNT_CONFIG_DEFAULTS: Omit<MountConfig, 'uid' | 'gid'> = {
+export const MOUNT_CONFIG_DEFAULTS: MountConfig = {
   deadlineMs: 10_000,
   attrTimeoutMs: 1_000,
   writeLimits: WRITE_BUFFER_DEFAULTS,
@@ -112,19 +115,20 @@ export class DfsFileSystem {
       statfs: (path, cb) => this.serve('statfs', path, (d) => this.statfs(d), (code, st) => cb(code, st)),
       readdir: (path, cb) => this.serve('readdir', path, (d) => this.readdir(path, d), (code, r) => (r ? cb(code, r.names, r.stats) : cb(code))),
       readlink: (path, cb) => this.serve('readlink', path, (d) => this.client.link(checkPath(path), d), (code, target) => cb(code, target)),
-      mkdir: (path, mode, cb) => this.serve('mkdir', path, (d) => this.mkdir(path, mode, d), cb),
+      mkdir: (path, mode, cb, caller) => this.serve('mkdir', path, (d) => this.mkdir(path, mode, ownerOf(caller), d), cb),
       rmdir: (path, cb) => this.serve('rmdir', path, (d) => this.rmdir(path, d), cb),
       unlink: (path, cb) => this.serve('unlink', path, (d) => this.unlink(path, d), cb),
       rename: (from, to, cb) => this.serve('rename', from, (d) => this.rename(from, to, d), cb),
       link: (from, to, cb) => this.serve('link', from, (d) => this.link(from, to, d), cb),
-      symlink: (target, path, cb) => this.serve('symlink', path, (d) => this.symlink(target, path, d), cb),
+      symlink: (target, path, cb, caller) => this.serve('symlink', path, (d) => this.symlink(target, path, ownerOf(caller), d), cb),
       chmod: (path, mode, cb) => this.serve('chmod', path, (d) => this.chmod(path, mode, d), cb),
       chown: (path, uid, gid, cb) => this.serve('chown', path, (d) => this.chown(path, uid, gid, d), cb),
       utimens: (path, atime, mtime, cb) => this.serve('utimens', path, (d) => this.utimens(path, atime, mtime, d), cb),
       truncate: (path, size, cb) => this.serve('truncate', path, (d) => this.truncate(path, size, d), cb),
       ftruncate: (path, fd, size, cb) => this.serve('ftruncate', path, (d) => this.ftruncate(fd, size, d), cb),
-      mknod: (path, mode, _dev, cb) => this.serve('mknod', path, (d) => this.mknod(path, mode, d), cb),
-      create: (path, mode, cb) => this.serve('create', path, (d) => this.create(path, mode, d), (code, fh) => cb(code, fh)),
+      mknod: (path, mode, _dev, cb, caller) => this.serve('mknod', path, (d) => this.mknod(path, mode, ownerOf(caller), d), cb),
+      create: (path, mode, cb, caller, flags) =>
+        this.serve('create', path, (d) => this.create(path, mode, flags, ownerOf(caller), d), (code, fh) => cb(code, fh)),
       open: (path, flags, cb) => this.serve('open', path, (d) => this.open(path, flags, d), (code, fh) => cb(code, fh)),
       read: (path, fd, buf, len, pos, cb) =>
         this.serve(
@@ -284,10 +288,10 @@ export class DfsFileSystem {
     return r;
   }
 
-  private async mkdir(path: string, mode: number, d: Deadline): Promise<void> {
+  private async mkdir(path: string, mode: number, owner: Owner, d: Deadline): Promise<void> {
     const p = checkEntryPath(path);
     this.attrs.invalidate(p);
-    await this.mutate({ type: 'mkdir', path: p, mode: mode & 0o7777, uid: this.config.uid, gid: this.config.gid }, d, p);
+    await this.mutate({ type: 'mkdir', path: p, mode: mode & 0o7777, ...owner }, d, p);
   }
 
   private async rmdir(path: string, d: Deadline): Promise<void> {
@@ -340,10 +344,10 @@ export class DfsFileSystem {
     }
   }
 
-  private async symlink(target: string, path: string, d: Deadline): Promise<void> {
+  private async symlink(target: string, path: string, owner: Owner, d: Deadline): Promise<void> {
     const p = checkEntryPath(path);
     this.attrs.invalidate(p);
-    await this.mutate({ type: 'symlink', path: p, target, uid: this.config.uid, gid: this.config.gid }, d, p);
+    await this.mutate({ type: 'symlink', path: p, target, ...owner }, d, p);
   }
 
   // ---- Attribute changes ---------------------------------------------------------
@@ -379,10 +383,23 @@ export class DfsFileSystem {
     await this.setattr(p, { type: 'chown', path: p, uid, gid }, d);
   }
 
-  private async utimens(path: string, atime: number | Date, mtime: number | Date, d: Deadline): Promise<void> {
+  /** utimensat(2): each time is a value, 'now' or null (leave it). The op carries both
+   * times as numbers, so "now" is this mount's clock, and a time left alone is sent as the
+   * cluster has it, read after the file's buffered writes were committed (they move its
+   * mtime). A change made by another mount between that read and the op is overwritten:
+   * the op cannot say "leave it" yet. */
+  private async utimens(path: string, atime: Fuse.TimeArg, mtime: Fuse.TimeArg, d: Deadline): Promise<void> {
     const p = checkPath(path);
-    // fuse-native passes atime for both times (FUSE-NATIVE.md): we send what we get.
-    await this.setattr(p, { type: 'utimens', path: p, atimeMs: toMs(atime), mtimeMs: toMs(mtime) }, d);
+    if (atime === null && mtime === null) return;
+    const nowMs = Date.now();
+    let current: Attr | undefined;
+    if (atime === null || mtime === null) {
+      await this.flushAll(this.handles.related(p, this.attrs.get(p)?.ino), d);
+      current = await this.fetchAttr(p, d);
+    }
+    const atimeMs = atime === null ? current!.atimeMs : atime === 'now' ? nowMs : atime;
+    const mtimeMs = mtime === null ? current!.mtimeMs : mtime === 'now' ? nowMs : mtime;
+    await this.setattr(p, { type: 'utimens', path: p, atimeMs, mtimeMs }, d, current?.ino);
   }
 
   private async truncate(path: string, size: number, d: Deadline): Promise<void> {
@@ -397,24 +414,31 @@ export class DfsFileSystem {
 
   // ---- Files ---------------------------------------------------------------------
 
-  private async mknod(path: string, mode: number, d: Deadline): Promise<void> {
+  private async mknod(path: string, mode: number, owner: Owner, d: Deadline): Promise<void> {
     const p = checkEntryPath(path);
     const type = mode & S_IFMT;
     // Only regular files for now: devices, FIFOs and sockets need an op the cluster lacks.
     if (type !== 0 && type !== S_IFREG) throw new DfsError('FS_ERROR', 'mknod of a special file', 'EPERM');
     this.attrs.invalidate(p);
-    await this.mutate({ type: 'create', path: p, mode: mode & 0o7777, uid: this.config.uid, gid: this.config.gid, exclusive: true }, d, p);
+    // mknod(2) fails with EEXIST on an existing name.
+    await this.mutate({ type: 'create', path: p, mode: mode & 0o7777, ...owner, exclusive: true }, d, p);
   }
 
-  private async create(path: string, mode: number, d: Deadline): Promise<number> {
+  private async create(path: string, mode: number, flags: number, owner: Owner, d: Deadline): Promise<number> {
     const p = checkEntryPath(path);
     this.attrs.invalidate(p);
-    // fuse-native does not pass the open flags to create, so O_EXCL is not known here. The
-    // kernel calls create only after its lookup found no such name, so the op is made
-    // exclusive: two mounts racing to create one lock file must not both win. The price is
-    // that a plain O_CREAT losing that race gets EEXIST instead of opening the winner's file.
-    const r = await this.mutate({ type: 'create', path: p, mode: mode & 0o7777, uid: this.config.uid, gid: this.config.gid, exclusive: true }, d, p);
-    return this.openHandle(p, r.attr?.ino ?? 0, false, true);
+    // The kernel calls create only after its lookup found no such name, but another mount
+    // may create it meanwhile. With O_EXCL the op then fails (EEXIST: two mounts racing for
+    // one lock file must not both win); a plain O_CREAT opens the other mount's file, as
+    // open(2) would, and truncates it if O_TRUNC was asked.
+    const exclusive = (flags & fsConstants.O_EXCL) !== 0;
+    const r = await this.mutate({ type: 'create', path: p, mode: mode & 0o7777, ...owner, exclusive }, d, p);
+    const attr = r.attr;
+    const writable = (flags & O_ACCMODE) !== fsConstants.O_RDONLY;
+    if (!exclusive && writable && flags & fsConstants.O_TRUNC && attr && attr.size > 0) {
+      await this.setattr(p, { type: 'truncate', path: p, size: 0 }, d, attr.ino);
+    }
+    return this.openHandle(p, attr?.ino ?? 0, (attr?.nlink ?? 1) > 1, writable);
   }
 
   private async open(path: string, flags: number, d: Deadline): Promise<number> {
@@ -584,7 +608,18 @@ function stubDirAttr(): Attr {
   return { ino: 0, mode: S_IFDIR | 0o755, nlink: 2, uid: 0, gid: 0, rdev: 0, size: 0, blocks: 0, atimeMs: 0, mtimeMs: 0, ctimeMs: 0 };
 }
 
-function toMs(t: number | Date): number {
-  return typeof t === 'number' ? t : t.getTime();
+/** Who owns what a call creates. */
+interface Owner {
+  uid: number;
+  gid: number;
+}
+
+/** POSIX: a new file belongs to the calling process's fsuid and fsgid (libfuse's context
+ * carries exactly those). */
+function ownerOf(caller: Fuse.Caller): Owner {
+  // The patched fuse-native always passes the caller (mount/fuse-mount.ts refuses an
+  // unpatched one); without it, files would silently belong to the wrong user.
+  if (caller === undefined || caller === null) throw new Error('fuse-native passed no caller: is the dfs patch applied?');
+  return { uid: caller.uid, gid: caller.gid };
 }
 

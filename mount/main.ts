@@ -16,7 +16,7 @@ import { daemonize, reportReady } from './daemon';
 import { Deadline } from './deadline';
 import { DfsFileSystem, MOUNT_CONFIG_DEFAULTS, type MountConfig } from './fuse-ops';
 import { isMounted, parseCli, USAGE, type Cli } from './mount-args';
-import { DfsFuse, mountFuse, unmountFuse } from './fuse-mount';
+import { checkFuseNativePatched, DfsFuse, mountFuse, unmountFuse } from './fuse-mount';
 import { ProxyClient } from './proxy-client';
 
 /** How long a stopping mount tries to commit buffered writes before unmounting. */
@@ -29,12 +29,13 @@ export const MOUNTED_CHECK_MS = 2_000;
 
 async function serve(cli: Cli): Promise<void> {
   const logger = createLogger('dfs-mount', { mountpoint: cli.mountpoint });
+  // Before anything else: an unpatched fuse-native would mount and then get times and
+  // owners wrong without a word.
+  checkFuseNativePatched();
   const config: MountConfig = {
     ...MOUNT_CONFIG_DEFAULTS,
     attrTimeoutMs: cli.attrTimeoutMs,
     deadlineMs: cli.deadlineMs,
-    uid: process.getuid?.() ?? 0,
-    gid: process.getgid?.() ?? 0,
   };
   if (config.writeLimits.chunkBytesMax > WRITE_BYTES_MAX) throw new Error('write chunk is over WRITE_BYTES_MAX');
   const client = new ProxyClient({

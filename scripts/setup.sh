@@ -5,9 +5,11 @@
 #
 #   ./scripts/setup.sh              as root, or as a user who may sudo
 #
-# Steps: the system packages (libfuse 2 for fuse-native, fusermount, redis-server), then
-# `npm ci` when node_modules does not match package-lock.json, `npm run build`, and
-# symlinks from $DFS_BIN_DIR (default /usr/local/bin) to bin/dfs and bin/dfs-mount.
+# Steps: the system packages (libfuse 2 for fuse-native, fusermount, redis-server, and what
+# compiles fuse-native's patched addon: GNU patch, make, g++, python3), then `npm ci` when
+# node_modules does not match package-lock.json, the patched fuse-native
+# (scripts/build-fuse-native.js, a no-op when current), `npm run build`, and symlinks from
+# $DFS_BIN_DIR (default /usr/local/bin) to bin/dfs and bin/dfs-mount.
 # When run with sudo, the npm steps run as the invoking user, so the work tree stays theirs.
 set -euo pipefail
 
@@ -44,6 +46,10 @@ if ! installed libfuse2 && ! installed libfuse2t64; then missing+=(libfuse2); fi
 # fusermount (the setuid helper of libfuse 2) mounts and unmounts for non-root users.
 if ! installed fuse && ! command -v fusermount >/dev/null 2>&1; then missing+=(fuse); fi
 if ! installed redis-server && ! command -v redis-server >/dev/null 2>&1; then missing+=(redis-server); fi
+# scripts/build-fuse-native.js patches fuse-native and compiles its addon with node-gyp.
+for tool in patch make g++ python3; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
 
 if [ "${#missing[@]}" -gt 0 ]; then
   command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"
@@ -58,7 +64,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   done
   "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${packages[@]}"
 else
-  say "system packages present (libfuse2, fuse, redis-server)"
+  say "system packages present (libfuse2, fuse, redis-server, patch, make, g++, python3)"
 fi
 
 if [ ! -e /dev/fuse ]; then
@@ -98,6 +104,10 @@ else
   say "npm ci"
   as_user npm ci --no-audit --no-fund
 fi
+
+# npm ci runs it as the postinstall script; run it again in case node_modules was current
+# but the patched build was not (it does nothing when it is).
+as_user node scripts/build-fuse-native.js
 
 say "npm run build"
 as_user npm run build --silent

@@ -6,6 +6,7 @@
  *
  *   node dist/test/unit/mount-fuse-ops.test.js
  */
+import { constants as fsConstants } from 'node:fs';
 import { constants } from 'node:os';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -18,6 +19,10 @@ import { parentOf } from '../../common/paths';
 import { DfsFileSystem, MOUNT_CONFIG_DEFAULTS, type ClusterClient } from '../../mount/fuse-ops';
 
 const E = constants.errno;
+/** The process every call comes from, as the patched fuse-native passes it. */
+const CALLER: Fuse.Caller = { uid: 1234, gid: 5678, pid: 4321, umask: 0o022 };
+/** open(2) flags of a plain create: O_CREAT | O_WRONLY (the kernel adds O_EXCL only when asked). */
+const CREATE_FLAGS = fsConstants.O_CREAT | fsConstants.O_WRONLY;
 const logger = pino({ level: 'silent' });
 
 interface Node {
@@ -52,11 +57,18 @@ class FakeCluster implements ClusterClient {
     };
     switch (op.type) {
       case 'create':
-      case 'mkdir': {
-        if (this.nodes.has(op.path)) throw fsError('EEXIST');
+      case 'mkdir':
+      case 'symlink': {
+        const existing = this.nodes.get(op.path);
+        // A create that is not exclusive keeps the file that is there (common/ops.ts).
+        if (existing && op.type === 'create' && !op.exclusive) return { seq, attr: { ...existing.attr } };
+        if (existing) throw fsError('EEXIST');
         get(parentOf(op.path));
-        const n = { attr: this.mkAttr((op.type === 'mkdir' ? 0o040000 : 0o100000) | op.mode), data: Buffer.alloc(0) };
+        const type = op.type === 'mkdir' ? 0o040000 : op.type === 'symlink' ? 0o120000 : 0o100000;
+        const n: Node = { attr: this.mkAttr(type | (op.type === 'symlink' ? 0o777 : op.mode)), data: Buffer.alloc(0) };
+        if (op.type === 'symlink') n.target = op.target;
         n.attr.uid = op.uid;
+        n.attr.gid = op.gid;
         this.nodes.set(op.path, n);
         return { seq, attr: { ...n.attr } };
       }
@@ -139,7 +151,7 @@ function setup(config: Partial<typeof MOUNT_CONFIG_DEFAULTS> = {}) {
   const fs = new DfsFileSystem({
     client: cluster,
     logger,
-    config: { ...MOUNT_CONFIG_DEFAULTS, writeLimits: { chunkBytesMax: 64, inflightMax: 2 }, ...config, uid: 1234, gid: 5678 },
+    config: { ...MOUNT_CONFIG_DEFAULTS, writeLimits: { chunkBytesMax: 64, inflightMax: 2 }, ...config },
   });
   const h = fs.handlers() as Required<Fuse.Handlers>;
   const call = <T = unknown>(f: (cb: (code: number, v?: T) => void) => void): Promise<{ code: number; v?: T }> =>
@@ -149,11 +161,11 @@ function setup(config: Partial<typeof MOUNT_CONFIG_DEFAULTS> = {}) {
 
 test('create, write, flush: nothing is sent before flush, and flush commits it', async () => {
   const { cluster, h, call } = setup();
-  const c = await call<number>((cb) => h.create('/f', 0o100644, cb));
+  const c = await call<number>((cb) => h.create('/f', 0o100644, cb, CALLER, CREATE_FLAGS));
   assert.is(c.code, 0);
   const fd = c.v!;
   assert.ok(fd >= 1);
-  assert.is(cluster.nodes.get('/f')!.attr.uid, 1234, 'owned by the mount user');
+  assert.is(cluster.nodes.get('/f')!.attr.uid, 1234, 'owned by the calling process');
   const w = await call((cb) => h.write('/f', fd, Buffer.from('hello'), 5, 0, cb));
   assert.is(w.code, 5, 'write answers with the byte count');
   assert.is(cluster.ops.filter((o) => o.type === 'write').length, 0);
@@ -166,7 +178,7 @@ test('create, write, flush: nothing is sent before flush, and flush commits it',
 
 test('a read sees data buffered by another handle of the same file', async () => {
   const { h, call } = setup();
-  const a = (await call<number>((cb) => h.create('/f', 0o100644, cb))).v!;
+  const a = (await call<number>((cb) => h.create('/f', 0o100644, cb, CALLER, CREATE_FLAGS))).v!;
   await call((cb) => h.write('/f', a, Buffer.from('abcdef'), 6, 0, cb));
   const b = (await call<number>((cb) => h.open('/f', 0, cb))).v!;
   const buf = Buffer.alloc(100);
@@ -177,7 +189,7 @@ test('a read sees data buffered by another handle of the same file', async () =>
 
 test('open revalidates attributes with the cluster even when they are cached', async () => {
   const { cluster, h, call } = setup({ attrTimeoutMs: 60_000 });
-  await call((cb) => h.mknod('/f', 0o100644, 0, cb));
+  await call((cb) => h.mknod('/f', 0o100644, 0, cb, CALLER));
   await call((cb) => h.getattr('/f', cb));
   await call((cb) => h.getattr('/f', cb));
   const before = cluster.attrCalls.length;
@@ -189,7 +201,7 @@ test('open revalidates attributes with the cluster even when they are cached', a
 
 test('setattr ops wait for buffered writes (cp -p sets times before close)', async () => {
   const { cluster, h, call } = setup();
-  const fd = (await call<number>((cb) => h.create('/f', 0o100644, cb))).v!;
+  const fd = (await call<number>((cb) => h.create('/f', 0o100644, cb, CALLER, CREATE_FLAGS))).v!;
   await call((cb) => h.write('/f', fd, Buffer.from('data'), 4, 0, cb));
   assert.is((await call((cb) => h.utimens('/f', 1000, 2000, cb))).code, 0);
   const types = cluster.ops.map((o) => o.type);
@@ -199,9 +211,82 @@ test('setattr ops wait for buffered writes (cp -p sets times before close)', asy
   assert.is(t.mtimeMs, 2000);
 });
 
+test('utimens sets each time as given, "now" from the clock, and keeps a time left alone', async () => {
+  const { cluster, h, call } = setup();
+  await call((cb) => h.mknod('/f', 0o100644, 0, cb, CALLER));
+  const utimens = () => cluster.ops.filter((o): o is Extract<Op, { type: 'utimens' }> => o.type === 'utimens');
+  // Both given, below the millisecond too (touch -d, cp -p, tar -x).
+  assert.is((await call((cb) => h.utimens('/f', 1_000_000_000_123.456, 1_500_000_000_000.5, cb))).code, 0);
+  assert.equal(utimens().at(-1), { type: 'utimens', path: '/f', atimeMs: 1_000_000_000_123.456, mtimeMs: 1_500_000_000_000.5 });
+  // touch -m -d: the access time is left alone, so the op carries the cluster's current one.
+  assert.is((await call((cb) => h.utimens('/f', null, 1_600_000_000_000, cb))).code, 0);
+  assert.equal(utimens().at(-1), { type: 'utimens', path: '/f', atimeMs: 1_000_000_000_123.456, mtimeMs: 1_600_000_000_000 });
+  // touch -a: the access time is now, the modification time stays.
+  const before = Date.now();
+  assert.is((await call((cb) => h.utimens('/f', 'now', null, cb))).code, 0);
+  const last = utimens().at(-1)!;
+  assert.ok(last.atimeMs >= before && last.atimeMs <= Date.now(), 'now is the clock');
+  assert.is(last.mtimeMs, 1_600_000_000_000);
+  // Both left alone: nothing to send.
+  const count = cluster.ops.length;
+  assert.is((await call((cb) => h.utimens('/f', null, null, cb))).code, 0);
+  assert.is(cluster.ops.length, count);
+});
+
+test('utimens leaving mtime alone sends it as it is after the buffered writes', async () => {
+  const { cluster, h, call } = setup();
+  const fd = (await call<number>((cb) => h.create('/f', 0o100644, cb, CALLER, CREATE_FLAGS))).v!;
+  await call((cb) => h.write('/f', fd, Buffer.from('data'), 4, 0, cb));
+  // The fake's write does not move mtime; make the cluster's value recognisable instead.
+  cluster.nodes.get('/f')!.attr.mtimeMs = 777;
+  assert.is((await call((cb) => h.utimens('/f', 5000, null, cb))).code, 0);
+  assert.equal(cluster.ops.map((o) => o.type), ['create', 'write', 'utimens']);
+  const t = cluster.ops[2] as Extract<Op, { type: 'utimens' }>;
+  assert.is(t.atimeMs, 5000);
+  assert.is(t.mtimeMs, 777);
+});
+
+test('what create, mknod, mkdir and symlink make belongs to the calling process', async () => {
+  const { cluster, h, call } = setup();
+  const alice: Fuse.Caller = { uid: 1001, gid: 1002, pid: 1, umask: 0 };
+  const bob: Fuse.Caller = { uid: 2001, gid: 2002, pid: 2, umask: 0 };
+  assert.is((await call((cb) => h.mkdir('/d', 0o777, cb, alice))).code, 0);
+  assert.is((await call<number>((cb) => h.create('/d/f', 0o644, cb, bob, CREATE_FLAGS))).code, 0);
+  assert.is((await call((cb) => h.mknod('/d/n', 0o100644, 0, cb, alice))).code, 0);
+  assert.is((await call((cb) => h.symlink('f', '/d/l', cb, bob))).code, 0);
+  const owner = (p: string) => [cluster.nodes.get(p)!.attr.uid, cluster.nodes.get(p)!.attr.gid];
+  assert.equal(owner('/d'), [1001, 1002]);
+  assert.equal(owner('/d/f'), [2001, 2002]);
+  assert.equal(owner('/d/n'), [1001, 1002]);
+  assert.equal(owner('/d/l'), [2001, 2002]);
+});
+
+test('create is exclusive only with O_EXCL; a plain O_CREAT that lost a race opens the file', async () => {
+  const { cluster, h, call } = setup();
+  const excl = fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY;
+  assert.is((await call<number>((cb) => h.create('/lock', 0o644, cb, CALLER, excl))).code, 0);
+  assert.is((cluster.ops.at(-1) as Extract<Op, { type: 'create' }>).exclusive, true);
+  // Another mount made /lock between the kernel's lookup and this create.
+  assert.is((await call<number>((cb) => h.create('/lock', 0o644, cb, CALLER, excl))).code, -E.EEXIST);
+
+  const fd = (await call<number>((cb) => h.create('/f', 0o644, cb, CALLER, CREATE_FLAGS))).v!;
+  assert.is((cluster.ops.at(-1) as Extract<Op, { type: 'create' }>).exclusive, false);
+  await call((cb) => h.write('/f', fd, Buffer.from('kept'), 4, 0, cb));
+  await call((cb) => h.release('/f', fd, cb));
+  const again = await call<number>((cb) => h.create('/f', 0o644, cb, CALLER, fsConstants.O_CREAT | fsConstants.O_RDWR));
+  assert.is(again.code, 0, 'the existing file is opened');
+  const buf = Buffer.alloc(10);
+  assert.is((await call((cb) => h.read('/f', again.v!, buf, 10, 0, cb))).code, 4);
+  assert.is(buf.subarray(0, 4).toString(), 'kept');
+  // With O_TRUNC it is truncated, as open(2) would.
+  const trunc = fsConstants.O_CREAT | fsConstants.O_WRONLY | fsConstants.O_TRUNC;
+  assert.is((await call<number>((cb) => h.create('/f', 0o644, cb, CALLER, trunc))).code, 0);
+  assert.is(cluster.nodes.get('/f')!.data.length, 0);
+});
+
 test('ftruncate flushes first; chown with -1 keeps that id', async () => {
   const { cluster, h, call } = setup();
-  const fd = (await call<number>((cb) => h.create('/f', 0o100644, cb))).v!;
+  const fd = (await call<number>((cb) => h.create('/f', 0o100644, cb, CALLER, CREATE_FLAGS))).v!;
   await call((cb) => h.write('/f', fd, Buffer.from('0123456789'), 10, 0, cb));
   assert.is((await call((cb) => h.ftruncate('/f', fd, 4, cb))).code, 0);
   assert.is(cluster.nodes.get('/f')!.data.toString(), '0123');
@@ -212,8 +297,8 @@ test('ftruncate flushes first; chown with -1 keeps that id', async () => {
 
 test('an open file follows a rename of its directory', async () => {
   const { cluster, h, call } = setup();
-  await call((cb) => h.mkdir('/d', 0o40755, cb));
-  const fd = (await call<number>((cb) => h.create('/d/f', 0o100644, cb))).v!;
+  await call((cb) => h.mkdir('/d', 0o40755, cb, CALLER));
+  const fd = (await call<number>((cb) => h.create('/d/f', 0o100644, cb, CALLER, CREATE_FLAGS))).v!;
   await call((cb) => h.write('/d/f', fd, Buffer.from('one'), 3, 0, cb));
   assert.is((await call((cb) => h.rename('/d', '/e', cb))).code, 0);
   assert.is(cluster.nodes.get('/e/f')!.data.toString(), 'one', 'buffered data was committed before the rename');
@@ -224,7 +309,7 @@ test('an open file follows a rename of its directory', async () => {
 
 test('a lost background write is EIO at flush and close, not success', async () => {
   const { cluster, h, call } = setup();
-  const fd = (await call<number>((cb) => h.create('/f', 0o100644, cb))).v!;
+  const fd = (await call<number>((cb) => h.create('/f', 0o100644, cb, CALLER, CREATE_FLAGS))).v!;
   cluster.failWrites = true;
   // 100 bytes with 64-byte chunks: one chunk goes out during the write and fails.
   await call((cb) => h.write('/f', fd, Buffer.alloc(100, 1), 100, 0, cb));
@@ -237,8 +322,8 @@ test('a lost background write is EIO at flush and close, not success', async () 
 test('names over 255 bytes are ENAMETOOLONG without asking the cluster', async () => {
   const { cluster, h, call } = setup();
   const long = '/' + 'n'.repeat(256);
-  assert.is((await call((cb) => h.mkdir(long, 0o755, cb))).code, -E.ENAMETOOLONG);
-  assert.is((await call((cb) => h.create(long, 0o644, cb))).code, -E.ENAMETOOLONG);
+  assert.is((await call((cb) => h.mkdir(long, 0o755, cb, CALLER))).code, -E.ENAMETOOLONG);
+  assert.is((await call((cb) => h.create(long, 0o644, cb, CALLER, CREATE_FLAGS))).code, -E.ENAMETOOLONG);
   assert.is((await call((cb) => h.getattr(long, cb))).code, -E.ENAMETOOLONG);
   assert.is(cluster.ops.length, 0);
   assert.is(cluster.attrCalls.length, 0);
@@ -247,17 +332,17 @@ test('names over 255 bytes are ENAMETOOLONG without asking the cluster', async (
 test('cluster errnos reach the application; unknown handles are EBADF', async () => {
   const { h, call } = setup();
   assert.is((await call((cb) => h.getattr('/nope', cb))).code, -E.ENOENT);
-  await call((cb) => h.mkdir('/d', 0o755, cb));
-  assert.is((await call((cb) => h.mkdir('/d', 0o755, cb))).code, -E.EEXIST);
+  await call((cb) => h.mkdir('/d', 0o755, cb, CALLER));
+  assert.is((await call((cb) => h.mkdir('/d', 0o755, cb, CALLER))).code, -E.EEXIST);
   assert.is((await call((cb) => h.read('/d', 999, Buffer.alloc(1), 1, 0, cb))).code, -E.EBADF);
-  assert.is((await call((cb) => h.mknod('/fifo', 0o010644, 0, cb))).code, -E.EPERM);
+  assert.is((await call((cb) => h.mknod('/fifo', 0o010644, 0, cb, CALLER))).code, -E.EPERM);
 });
 
 test('readdir lists . and .. and the entries, and primes the attribute cache', async () => {
   const { cluster, h, call } = setup({ attrTimeoutMs: 60_000 });
-  await call((cb) => h.mkdir('/d', 0o755, cb));
-  await call((cb) => h.mknod('/d/a', 0o100644, 0, cb));
-  await call((cb) => h.mknod('/d/b', 0o100644, 0, cb));
+  await call((cb) => h.mkdir('/d', 0o755, cb, CALLER));
+  await call((cb) => h.mknod('/d/a', 0o100644, 0, cb, CALLER));
+  await call((cb) => h.mknod('/d/b', 0o100644, 0, cb, CALLER));
   const r = await new Promise<{ code: number; names?: string[]; stats?: Fuse.Stat[] }>((resolve) =>
     h.readdir('/d', (code, names, stats) => resolve({ code, names, stats })),
   );
