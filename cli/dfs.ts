@@ -5,6 +5,7 @@
  *   dfs local status [--data DIR] [--json]
  *   dfs local down   [--data DIR]
  *   dfs status       [--proxy URL[,URL…] | --data DIR] [--json]
+ *   dfs verify       [--proxy URL[,URL…] | --data DIR] [--json]   (exit 1 on divergence)
  *
  * `local up` starts Redis, the storage nodes and the proxies as detached processes (they
  * outlive this command), records them in DIR/cluster.json, and optionally mounts the
@@ -15,7 +16,8 @@
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import type { ClusterStatus } from '../common/api';
+import type { ClusterStatus, VerifyReport } from '../common/api';
+import { request } from 'undici';
 import { intOption } from '../common/config';
 import { DfsError } from '../common/errors';
 import {
@@ -39,6 +41,7 @@ const USAGE = `usage:
   dfs local status [--data DIR] [--json]
   dfs local down   [--data DIR]
   dfs status       [--proxy URL[,URL...] | --data DIR] [--json]
+  dfs verify       [--proxy URL[,URL...] | --data DIR] [--json]
 
   --data DIR   where the local cluster keeps its data and cluster.json
                (default: $DFS_DATA, else ~/.dfs/local)
@@ -264,30 +267,75 @@ async function localDown(args: string[]): Promise<number> {
 // ---------------------------------------------------------------------------------------
 // dfs status
 
-async function clusterStatus(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, { proxy: { type: 'string' }, data: { type: 'string' }, json: { type: 'boolean' } });
-  noPositionals(positionals);
+/** The proxies a command asks: --proxy, else $DFS_PROXY, else the local cluster's. */
+function resolveProxyUrls(values: { proxy?: string; data?: string }): string[] {
   if (values.proxy !== undefined && values.data !== undefined) throw new UsageError('give either --proxy or --data, not both');
-  let proxyUrls: string[];
   const proxyList = values.proxy ?? (values.data === undefined ? process.env.DFS_PROXY : undefined);
   if (proxyList !== undefined && proxyList !== '') {
-    proxyUrls = proxyList.split(',').map((url) => url.trim().replace(/\/+$/, '')).filter((url) => url.length > 0);
+    const proxyUrls = proxyList.split(',').map((url) => url.trim().replace(/\/+$/, '')).filter((url) => url.length > 0);
     for (const url of proxyUrls) {
       if (!/^https?:\/\/[^/]+$/.test(url)) throw new UsageError(`--proxy wants URLs like http://127.0.0.1:7600, not ${JSON.stringify(url)}`);
     }
-  } else {
-    const dataDir = resolve(values.data ?? defaultDataDir());
-    const description = readClusterFile(dataDir);
-    if (description === null) {
-      throw new DfsError('BAD_REQUEST', `no local cluster in ${dataDir}; give --proxy URL to ask a cluster elsewhere`);
-    }
-    proxyUrls = description.proxyUrls;
+    return proxyUrls;
   }
+  const dataDir = resolve(values.data ?? defaultDataDir());
+  const description = readClusterFile(dataDir);
+  if (description === null) {
+    throw new DfsError('BAD_REQUEST', `no local cluster in ${dataDir}; give --proxy URL to ask a cluster elsewhere`);
+  }
+  return description.proxyUrls;
+}
+
+async function clusterStatus(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { proxy: { type: 'string' }, data: { type: 'string' }, json: { type: 'boolean' } });
+  noPositionals(positionals);
+  const proxyUrls = resolveProxyUrls(values);
   const view = await fetchClusterStatus(proxyUrls);
   if (view === null) throw new DfsError('UNAVAILABLE', `no proxy answers GET /v1/cluster (${proxyUrls.join(', ')})`);
   if (values.json) out(JSON.stringify(view.status, null, 2));
   else printClusterView(view.proxyUrl, view.status);
   return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// dfs verify
+
+/** How long a verify may take: every node reads its whole brick. */
+const VERIFY_TIMEOUT_MS = 300_000;
+
+async function clusterVerify(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { proxy: { type: 'string' }, data: { type: 'string' }, json: { type: 'boolean' } });
+  noPositionals(positionals);
+  const proxyUrls = resolveProxyUrls(values);
+  let report: VerifyReport | null = null;
+  const failures: string[] = [];
+  for (const url of proxyUrls) {
+    try {
+      const res = await request(`${url}/v1/verify`, { method: 'POST', headersTimeout: VERIFY_TIMEOUT_MS, bodyTimeout: VERIFY_TIMEOUT_MS });
+      const body = await res.body.json().catch(() => null);
+      if (res.statusCode !== 200) {
+        failures.push(`${url}: HTTP ${res.statusCode} ${JSON.stringify(body)}`);
+        continue;
+      }
+      report = body as VerifyReport;
+      break;
+    } catch (e) {
+      failures.push(`${url}: ${(e as Error).message}`);
+    }
+  }
+  if (report === null) throw new DfsError('UNAVAILABLE', `no proxy could run the verify (${failures.join('; ')})`);
+  if (values.json) {
+    out(JSON.stringify(report, null, 2));
+    return report.ok ? 0 : 1;
+  }
+  out(`verify at sequence ID ${report.at}: ${report.ok ? 'the in-sync replicas are identical' : 'DIFFERENCES FOUND'}`);
+  for (const n of report.nodes) out('error' in n ? `  ${n.id}: ${n.error}` : `  ${n.id}: ${n.entries} entries`);
+  for (const d of report.differences) {
+    out(`  ${d.path}:`);
+    for (const [id, e] of Object.entries(d.nodes)) out(`    ${id}: ${e === null ? 'missing' : JSON.stringify(e)}`);
+  }
+  if (report.more > 0) out(`  … and ${report.more} more differing paths`);
+  return report.ok ? 0 : 1;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -299,6 +347,7 @@ async function main(argv: string[]): Promise<number> {
     return command === undefined ? 2 : 0;
   }
   if (command === 'status') return clusterStatus(rest);
+  if (command === 'verify') return clusterVerify(rest);
   if (command === 'local') {
     const [action, ...args] = rest;
     if (action === 'up') return localUp(args);

@@ -46,6 +46,33 @@ export interface OpResult {
   attr?: Attr;
 }
 
+/** One entry of a brick as `dfs verify` compares it: its attributes (but not the block
+ * count, nor a directory's size, which reflect how the local file system laid it out), a
+ * hash of a file's bytes, a symlink's target, hashes of its user.* attribute values. */
+export interface ManifestEntry {
+  path: string;
+  attr: Omit<Attr, 'blocks'>;
+  sha256?: string;
+  target?: string;
+  xattrs?: Record<string, string>;
+}
+
+export interface Manifest {
+  nodeId: string;
+  appliedSeq: number;
+  entries: ManifestEntry[];
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  /** The sequence ID every node was held at while its brick was read. */
+  at: number;
+  nodes: Array<{ id: string; entries: number } | { id: string; error: string }>;
+  /** At most VERIFY_DIFFERENCES_MAX, with `more` counting the rest. */
+  differences: Array<{ path: string; nodes: Record<string, ManifestEntry | null> }>;
+  more: number;
+}
+
 export interface NodeInfo {
   id: string;
   url: string;

@@ -24,3 +24,5 @@ export const REPLICATE_BODY_BYTES_MAX = 64 * 1024 * 1024;
 /** Servers accept URLs long enough for a maximal path, percent-encoded, so that an
  * over-long path gets our 400 NAME_TOO_LONG and not the HTTP parser's 431. */
 export const HTTP_HEADER_BYTES_MAX = 64 * 1024;
+/** Differences `dfs verify` lists before it only counts them. */
+export const VERIFY_DIFFERENCES_MAX = 100;

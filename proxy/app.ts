@@ -22,6 +22,7 @@ import type { Logger } from '../common/log';
 import { parseClientOpHeader, validateOp, validateXattrName, type SequencedOpHeader } from '../common/ops';
 import type { NodePool } from './node-pool';
 import type { Sequencer } from './sequencer';
+import { verifyCluster } from './verify';
 
 export interface ProxyAppDeps {
   sequencer: Sequencer;
@@ -74,6 +75,11 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
   app.get('/healthz', (c) => c.json({ ok: true }));
   app.get('/readyz', async (c) => ((await deps.ready()) ? c.json({ ready: true }) : c.json({ ready: false }, 503)));
   app.get('/v1/cluster', async (c) => c.json(await deps.clusterStatus()));
+  app.post('/v1/verify', async (c) => {
+    const m = await deps.refreshMembership();
+    if (!m) throw new DfsError('UNAVAILABLE', 'the cluster has no membership yet');
+    return c.json(await verifyCluster(sequencer, m, nodes));
+  });
 
   app.post('/v1/ops', async (c) => {
     const frame = decodeOneFrame(await readBody(c, OP_BODY_BYTES_MAX));

@@ -13,6 +13,9 @@ import type { Logger } from '../common/log';
 import type { Brick } from './brick';
 import type { Replica } from './replica';
 
+/** How long a node may take to reach the sequence ID a verify holds it at. */
+const MANIFEST_HOLD_TIMEOUT_MS = 10_000;
+
 export interface StorageAppDeps {
   replica: Replica;
   brick: Brick;
@@ -89,6 +92,18 @@ export function createStorageApp({ replica, brick, logger, refreshMembership }: 
     return c.json({ names: await brick.xattrNames(path) });
   });
   app.get('/node/v1/statfs', async (c) => c.json(await brick.statfs()));
+
+  // dfs verify: the brick as it stands at sequence ID `at`. Apply holds there meanwhile, so
+  // writes wait for the walk to finish.
+  app.post('/node/v1/manifest', async (c) => {
+    const at = queryInt(c, 'at', 0, Number.MAX_SAFE_INTEGER);
+    await replica.holdAt(at, MANIFEST_HOLD_TIMEOUT_MS);
+    try {
+      return c.json({ nodeId: replica.id, appliedSeq: replica.appliedSeq, entries: await brick.manifest() });
+    } finally {
+      replica.release();
+    }
+  });
 
   return app;
 }

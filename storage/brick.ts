@@ -24,10 +24,11 @@
  * `trusted.*` attributes need root (the node needs it for chown anyway), and unlike
  * `user.*` ones they may be set on symlinks.
  */
+import { createHash } from 'node:crypto';
 import fs, { constants as C, promises as fsp } from 'node:fs';
 import type { Stats } from 'node:fs';
 import nodePath from 'node:path';
-import type { Attr, DirEntry, StatFs } from '../common/api';
+import type { Attr, DirEntry, ManifestEntry, StatFs } from '../common/api';
 import { fsError, isErrnoException } from '../common/errors';
 import { S_IFMT, type Op } from '../common/ops';
 import { READ_BYTES_MAX } from '../common/limits';
@@ -438,6 +439,49 @@ export class Brick {
       fs.lstatSync(abs);
       return xattrList(abs).filter((n) => n.startsWith('user.'));
     });
+  }
+
+  /** The whole brick as `dfs verify` compares it, in path order. The caller holds the
+   * apply loop still (Replica.holdAt) so that the walk sees one point of the history. */
+  async manifest(): Promise<ManifestEntry[]> {
+    const out: ManifestEntry[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      const abs = rel === '' ? this.root : this.root + rel;
+      const names = (await fsp.readdir(abs)).sort();
+      const entry = await this.manifestEntry(rel === '' ? '/' : rel, abs);
+      out.push(entry);
+      for (const name of names) {
+        const childRel = `${rel}/${name}`;
+        const childAbs = `${abs}/${name}`;
+        if (fs.lstatSync(childAbs).isDirectory()) await walk(childRel);
+        else out.push(await this.manifestEntry(childRel, childAbs));
+      }
+    };
+    await walk('');
+    return out;
+  }
+
+  private async manifestEntry(path: string, abs: string): Promise<ManifestEntry> {
+    const { blocks: _blocks, ...attr } = this.attrAt(abs);
+    const kind = attr.mode & S_IFMT;
+    if (kind === 0o040000) attr.size = 0; // a directory's size is the local layout's
+    const e: ManifestEntry = { path, attr };
+    if (kind === 0o120000) e.target = fs.readlinkSync(abs);
+    else if (kind === 0o100000) {
+      const hash = createHash('sha256');
+      const fh = await fsp.open(abs, C.O_RDONLY | C.O_NOFOLLOW);
+      try {
+        for await (const chunk of fh.createReadStream({ autoClose: false })) hash.update(chunk as Buffer);
+      } finally {
+        await fh.close();
+      }
+      e.sha256 = hash.digest('hex');
+    }
+    if (kind !== 0o120000) {
+      const names = xattrList(abs).filter((n) => n.startsWith('user.')).sort();
+      if (names.length > 0) e.xattrs = Object.fromEntries(names.map((n) => [n, createHash('sha256').update(xattrGet(abs, n) ?? Buffer.alloc(0)).digest('hex')]));
+    }
+    return e;
   }
 
   async readlink(path: string): Promise<string> {

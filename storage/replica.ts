@@ -97,6 +97,8 @@ export class Replica {
   private applying = false;
   private holeTimer: NodeJS.Timeout | null = null;
   private highestSeenSeq = 0;
+  /** While set, apply stops at this sequence ID (holdAt). */
+  private applyCeiling: number | null = null;
   private closed = false;
 
   constructor(
@@ -228,6 +230,37 @@ export class Replica {
   private waitDurable(seq: number): Promise<void> {
     if (this.durableSeq >= seq) return Promise.resolve();
     return new Promise((resolve) => this.durableWaiters.add({ seq, resolve }));
+  }
+
+  // ---- holding the brick still (dfs verify) ----
+
+  /** Applies up to exactly `seq` and no further until `release`, so a brick can be read
+   * as it stands at one point of the history. Fails if this node applied past it. */
+  async holdAt(seq: number, timeoutMs: number): Promise<void> {
+    if (this.applyCeiling !== null) throw new DfsError('UNAVAILABLE', `${this.id} is already held at ${this.applyCeiling}`);
+    if (this.appliedSeq > seq) throw new DfsError('SLOT_TAKEN', `${this.id} applied ${this.appliedSeq}, past ${seq}`);
+    this.applyCeiling = seq;
+    const deadline = Date.now() + timeoutMs;
+    try {
+      while (this.appliedSeq < seq) {
+        if (Date.now() > deadline) throw new DfsError('BARRIER_TIMEOUT', `${this.id} applied ${this.appliedSeq}, hold needs ${seq}`);
+        await this.waitApplied(seq).catch((e: unknown) => {
+          if (!(e instanceof DfsError && e.code === 'BARRIER_TIMEOUT')) throw e;
+        });
+      }
+    } catch (e) {
+      this.release();
+      throw e;
+    }
+  }
+
+  release(): void {
+    this.applyCeiling = null;
+    this.pumpApply();
+  }
+
+  private applyLimit(): number {
+    return this.applyCeiling === null ? this.commitSeq : Math.min(this.commitSeq, this.applyCeiling);
   }
 
   // ---- reads ----
@@ -412,7 +445,7 @@ export class Replica {
   }
 
   private pumpApply(): void {
-    if (this.applying || this.closed || this.appliedSeq >= this.commitSeq) return;
+    if (this.applying || this.closed || this.appliedSeq >= this.applyLimit()) return;
     this.applying = true;
     void this.applyRun().then(
       () => {
@@ -429,7 +462,7 @@ export class Replica {
 
   private async applyRun(): Promise<void> {
     let sinceYield = 0;
-    while (this.appliedSeq < this.commitSeq && !this.closed) {
+    while (this.appliedSeq < this.applyLimit() && !this.closed) {
       // Apply is synchronous; a long run yields now and then so reads and acks still flow.
       if (++sinceYield > APPLY_OPS_PER_YIELD) {
         sinceYield = 0;
