@@ -29,7 +29,9 @@ export const OpSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('link'), from: path, to: path }),
   z.object({ type: z.literal('chmod'), path, mode }),
   z.object({ type: z.literal('chown'), path, uid: id, gid: id }),
-  z.object({ type: z.literal('utimens'), path, atimeMs: timeMs, mtimeMs: timeMs }),
+  // Each time: ms since the epoch, 'now' (the op's own time: UTIME_NOW) or null (left as it
+  // is: UTIME_OMIT).
+  z.object({ type: z.literal('utimens'), path, atimeMs: z.union([timeMs, z.literal('now'), z.null()]), mtimeMs: z.union([timeMs, z.literal('now'), z.null()]) }),
   // `mode` includes the file type (S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK or S_IFREG).
   z.object({ type: z.literal('mknod'), path, mode: z.number().int().min(0).max(0o177777), rdev: z.number().int().min(0).max(0xffffffff), uid: id, gid: id }),
   // The value travels as the frame's data. `flags`: 0, XATTR_CREATE (1) or XATTR_REPLACE (2).

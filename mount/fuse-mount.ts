@@ -7,12 +7,9 @@
  * - big_writes, max_write=131072, max_read=131072: 128 KiB requests (the libfuse 2
  *   maximum) instead of 4 KiB writes, twenty times the write throughput;
  * - default_permissions: the kernel checks mode bits and ownership, as on a local disk;
- * - use_ino (only with --use-ino): stat shows the cluster's inode numbers, so the names of a
- *   hard link share one (tar, cp -a, du and find -samefile rely on it). Off by default for
- *   now, because the storage nodes still report each node's own inode number (docs/
- *   cluster.md, known limits, issue 3): reads spread over nodes would make a file's inode
- *   number change between two stats, and cp refuses a file "replaced while being copied".
- *   Without it libfuse numbers each name itself, stable while the kernel knows the name;
+ * - use_ino: stat shows the cluster's inode numbers (the storage nodes keep one per inode,
+ *   the same on every node: docs/cluster.md), so the names of a hard link share one, as tar,
+ *   cp -a, du and find -samefile expect;
  * - attr_timeout=0, entry_timeout=0, negative_timeout=0: the kernel caches no attributes or
  *   names, because with libfuse's path-based API it cannot be told when the other name of a
  *   hard link changed; the mount caches them in user space instead, where it can invalidate
@@ -36,8 +33,6 @@ export const FUSE_REQUEST_BYTES_MAX = 128 * 1024;
 
 export interface FuseMountOptions {
   allowOther?: boolean;
-  /** Report the cluster's inode numbers (libfuse's use_ino). */
-  useIno?: boolean;
   debug?: boolean;
 }
 
@@ -54,8 +49,8 @@ export function buildFuseOptions(opts: FuseMountOptions = {}): string {
     'entry_timeout=0',
     'negative_timeout=0',
     'auto_unmount',
+    'use_ino',
   ];
-  if (opts.useIno) options.push('use_ino');
   if (opts.allowOther) options.push('allow_other');
   if (opts.debug) options.push('debug');
   const s = '-o' + options.join(',');

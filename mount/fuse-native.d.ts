@@ -85,6 +85,12 @@ declare module 'fuse-native' {
       symlink?(target: string, path: string, cb: Done, caller: Caller): void;
       mkdir?(path: string, mode: number, cb: Done, caller: Caller): void;
       rmdir?(path: string, cb: Done): void;
+      /** `value` is the kernel's buffer, detached after the callback. `position` is macOS's. */
+      setxattr?(path: string, name: string, value: Buffer, position: number, flags: number, cb: Done): void;
+      /** Answer with the whole value; a code < 0 is an errno. */
+      getxattr?(path: string, name: string, position: number, cb: (code: number, value?: Buffer) => void): void;
+      listxattr?(path: string, cb: (code: number, names?: string[]) => void): void;
+      removexattr?(path: string, name: string, cb: Done): void;
     }
 
     interface Options {

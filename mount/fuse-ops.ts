@@ -46,7 +46,7 @@ import { ReadAhead, READ_AHEAD_WINDOW_BYTES } from './read-ahead';
 import { WriteBuffer, WRITE_BUFFER_DEFAULTS, type WriteBufferLimits } from './write-buffer';
 
 /** What the handlers need from the cluster: the proxy client, or a fake in tests. */
-export type ClusterClient = Pick<ProxyClient, 'op' | 'attr' | 'dir' | 'data' | 'link' | 'statfs'>;
+export type ClusterClient = Pick<ProxyClient, 'op' | 'attr' | 'dir' | 'data' | 'link' | 'statfs' | 'xattr' | 'xattrs'>;
 
 export interface MountConfig {
   /** Bound on every FUSE call, and on every background chunk send. */
@@ -68,6 +68,10 @@ export const MOUNT_CONFIG_DEFAULTS: MountConfig = {
 const BLOCK_SIZE_PREFERRED = 128 * 1024;
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
+const XATTR_USER_PREFIX = 'user.';
+/** setxattr(2) flags. */
+const XATTR_CREATE = 1;
+const XATTR_REPLACE = 2;
 const S_IFDIR = 0o040000;
 const O_ACCMODE = 3;
 /** chown(2) passes (uid_t)-1 for "leave unchanged". */
@@ -126,7 +130,15 @@ export class DfsFileSystem {
       utimens: (path, atime, mtime, cb) => this.serve('utimens', path, (d) => this.utimens(path, atime, mtime, d), cb),
       truncate: (path, size, cb) => this.serve('truncate', path, (d) => this.truncate(path, size, d), cb),
       ftruncate: (path, fd, size, cb) => this.serve('ftruncate', path, (d) => this.ftruncate(fd, size, d), cb),
-      mknod: (path, mode, _dev, cb, caller) => this.serve('mknod', path, (d) => this.mknod(path, mode, ownerOf(caller), d), cb),
+      mknod: (path, mode, dev, cb, caller) => this.serve('mknod', path, (d) => this.mknod(path, mode, dev, ownerOf(caller), d), cb),
+      setxattr: (path, name, value, _position, flags, cb) => {
+        // fuse-native hands over the kernel's buffer, detached once this call returns.
+        const copy = Buffer.from(value);
+        this.serve('setxattr', path, (d) => this.setxattr(path, name, copy, flags, d), cb);
+      },
+      getxattr: (path, name, _position, cb) => this.serve('getxattr', path, (d) => this.getxattr(path, name, d), (code, value) => cb(code, value)),
+      listxattr: (path, cb) => this.serve('listxattr', path, (d) => this.listxattr(path, d), (code, names) => cb(code, names)),
+      removexattr: (path, name, cb) => this.serve('removexattr', path, (d) => this.removexattr(path, name, d), cb),
       create: (path, mode, cb, caller, flags) =>
         this.serve('create', path, (d) => this.create(path, mode, flags, ownerOf(caller), d), (code, fh) => cb(code, fh)),
       open: (path, flags, cb) => this.serve('open', path, (d) => this.open(path, flags, d), (code, fh) => cb(code, fh)),
@@ -390,16 +402,11 @@ export class DfsFileSystem {
    * the op cannot say "leave it" yet. */
   private async utimens(path: string, atime: Fuse.TimeArg, mtime: Fuse.TimeArg, d: Deadline): Promise<void> {
     const p = checkPath(path);
-    if (atime === null && mtime === null) return;
-    const nowMs = Date.now();
-    let current: Attr | undefined;
-    if (atime === null || mtime === null) {
-      await this.flushAll(this.handles.related(p, this.attrs.get(p)?.ino), d);
-      current = await this.fetchAttr(p, d);
-    }
-    const atimeMs = atime === null ? current!.atimeMs : atime === 'now' ? nowMs : atime;
-    const mtimeMs = mtime === null ? current!.mtimeMs : mtime === 'now' ? nowMs : mtime;
-    await this.setattr(p, { type: 'utimens', path: p, atimeMs, mtimeMs }, d, current?.ino);
+    if (atime === null && mtime === null) return; // both UTIME_OMIT: nothing changes, not even ctime
+    // 'now' is stamped with the op's time by the proxy that sequences it and null leaves a
+    // time as the cluster has it, so no clock but the cluster's is used and no time is
+    // read here and written back over a change another mount made meanwhile.
+    await this.setattr(p, { type: 'utimens', path: p, atimeMs: atime, mtimeMs: mtime }, d);
   }
 
   private async truncate(path: string, size: number, d: Deadline): Promise<void> {
@@ -414,14 +421,50 @@ export class DfsFileSystem {
 
   // ---- Files ---------------------------------------------------------------------
 
-  private async mknod(path: string, mode: number, owner: Owner, d: Deadline): Promise<void> {
+  private async mknod(path: string, mode: number, dev: number, owner: Owner, d: Deadline): Promise<void> {
     const p = checkEntryPath(path);
-    const type = mode & S_IFMT;
-    // Only regular files for now: devices, FIFOs and sockets need an op the cluster lacks.
-    if (type !== 0 && type !== S_IFREG) throw new DfsError('FS_ERROR', 'mknod of a special file', 'EPERM');
+    // mknod(2) with no type bits makes a regular file; the kernel has already refused device
+    // nodes to callers without CAP_MKNOD.
+    const type = (mode & S_IFMT) || S_IFREG;
     this.attrs.invalidate(p);
-    // mknod(2) fails with EEXIST on an existing name.
-    await this.mutate({ type: 'create', path: p, mode: mode & 0o7777, ...owner, exclusive: true }, d, p);
+    await this.mutate({ type: 'mknod', path: p, mode: type | (mode & 0o7777), rdev: dev >>> 0, ...owner }, d, p);
+  }
+
+  // ---- Extended attributes (user.* only; the cluster keeps its own in trusted.*) ------
+
+  private async setxattr(path: string, name: string, value: Buffer, flags: number, d: Deadline): Promise<void> {
+    const p = checkPath(path);
+    if (!name.startsWith(XATTR_USER_PREFIX)) throw new DfsError('FS_ERROR', 'only user.* attributes are supported', 'EOPNOTSUPP');
+    const f = flags & (XATTR_CREATE | XATTR_REPLACE);
+    if (f === (XATTR_CREATE | XATTR_REPLACE)) throw new DfsError('FS_ERROR', 'XATTR_CREATE and XATTR_REPLACE together', 'EINVAL');
+    await this.mutateWithData({ type: 'setxattr', path: p, name, flags: f as 0 | 1 | 2 }, value, d, p);
+  }
+
+  private async getxattr(path: string, name: string, d: Deadline): Promise<Buffer> {
+    const p = checkPath(path);
+    // The kernel asks for security.capability before every write and for other namespaces
+    // on ls -l: none is ever stored, so the answer needs no round trip.
+    if (!name.startsWith(XATTR_USER_PREFIX)) throw new DfsError('FS_ERROR', 'no such attribute', 'ENODATA');
+    return this.client.xattr(p, name, d);
+  }
+
+  private async listxattr(path: string, d: Deadline): Promise<string[]> {
+    return this.client.xattrs(checkPath(path), d);
+  }
+
+  private async removexattr(path: string, name: string, d: Deadline): Promise<void> {
+    const p = checkPath(path);
+    if (!name.startsWith(XATTR_USER_PREFIX)) throw new DfsError('FS_ERROR', 'only user.* attributes are supported', 'EOPNOTSUPP');
+    await this.mutate({ type: 'removexattr', path: p, name }, d, p);
+  }
+
+  private async mutateWithData(op: Op, data: Buffer, d: Deadline, p: string): Promise<void> {
+    try {
+      const r = await this.client.op(op, data, d);
+      if (r.attr) this.attrs.set(p, r.attr);
+    } finally {
+      if (!this.attrs.get(p)) this.attrs.invalidate(p);
+    }
   }
 
   private async create(path: string, mode: number, flags: number, owner: Owner, d: Deadline): Promise<number> {

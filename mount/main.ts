@@ -43,6 +43,7 @@ async function serve(cli: Cli): Promise<void> {
     logger,
     // With several proxies, one hung proxy must leave time to try the others.
     attemptTimeoutMs: cli.proxies.length > 1 ? Math.max(1_000, Math.floor(cli.deadlineMs / 2)) : cli.deadlineMs,
+    ...(cli.readNode !== undefined ? { readNode: cli.readNode } : {}),
   });
 
   // Refuse to mount a cluster we cannot reach: a typo in --proxy should be an error now,
@@ -58,7 +59,7 @@ async function serve(cli: Cli): Promise<void> {
   }
 
   const fs = new DfsFileSystem({ client, logger, config });
-  const fuse = new DfsFuse(cli.mountpoint, fs.handlers(), { allowOther: cli.allowOther, useIno: cli.useIno, debug: cli.debugFuse });
+  const fuse = new DfsFuse(cli.mountpoint, fs.handlers(), { allowOther: cli.allowOther, debug: cli.debugFuse });
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
@@ -132,7 +133,7 @@ async function main(): Promise<void> {
       '--attr-timeout-ms', String(cli.attrTimeoutMs),
       '--deadline-ms', String(cli.deadlineMs),
       ...(cli.allowOther ? ['--allow-other'] : []),
-      ...(cli.useIno ? ['--use-ino'] : []),
+      ...(cli.readNode !== undefined ? ['--read-node', cli.readNode] : []),
       ...(cli.debugFuse ? ['--debug-fuse'] : []),
       '-f',
     ];

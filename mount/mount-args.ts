@@ -16,7 +16,7 @@ export const USAGE = `usage: dfs-mount MOUNTPOINT [--proxy URL[,URL...]] [-f] [-
   --attr-timeout-ms N   how long attributes are cached, 0 for none (default ${MOUNT_CONFIG_DEFAULTS.attrTimeoutMs})
   --deadline-ms N       bound on every file system call (default ${MOUNT_CONFIG_DEFAULTS.deadlineMs})
   --allow-other         let other users use the mount (needs user_allow_other for non-root)
-  --use-ino             show the cluster's inode numbers (needs cluster-wide inode numbers)
+  --read-node ID        serve every read from this storage node (it must be in sync)
   --debug-fuse          log every FUSE request (libfuse's debug option)
 `;
 
@@ -27,7 +27,8 @@ export interface Cli {
   attrTimeoutMs: number;
   deadlineMs: number;
   allowOther: boolean;
-  useIno: boolean;
+  /** Pin reads to one storage node (the dfs-read-node header); undefined: any. */
+  readNode: string | undefined;
   debugFuse: boolean;
 }
 
@@ -41,7 +42,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
       'attr-timeout-ms': { type: 'string' },
       'deadline-ms': { type: 'string' },
       'allow-other': { type: 'boolean' },
-      'use-ino': { type: 'boolean' },
+      'read-node': { type: 'string' },
       'debug-fuse': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -69,7 +70,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
     attrTimeoutMs: intOption(values['attr-timeout-ms'], 'attr-timeout-ms', MOUNT_CONFIG_DEFAULTS.attrTimeoutMs, 0, 3_600_000),
     deadlineMs: intOption(values['deadline-ms'], 'deadline-ms', MOUNT_CONFIG_DEFAULTS.deadlineMs, 100, 3_600_000),
     allowOther: values['allow-other'] ?? false,
-    useIno: values['use-ino'] ?? false,
+    readNode: values['read-node'],
     debugFuse: values['debug-fuse'] ?? false,
   };
 }

@@ -17,7 +17,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Pool } from 'undici';
-import type { Attr, DirEntry, OpResult, StatFs } from '../common/api';
+import { HEADER_READ_NODE, type Attr, type DirEntry, type OpResult, type StatFs } from '../common/api';
 import { DfsError, errorFromBody, fsError } from '../common/errors';
 import { encodeFrame } from '../common/frame';
 import { READ_BYTES_MAX } from '../common/limits';
@@ -43,6 +43,8 @@ export interface ProxyClientOptions {
   attemptTimeoutMs?: number;
   /** How long a streak of transport failures (nothing answered) is retried. */
   unreachableRetryMs?: number;
+  /** Serve every read from this storage node (docs/api.md, dfs-read-node). */
+  readNode?: string;
 }
 
 const RETRYABLE_STATUS = new Set([421, 502, 503, 504]);
@@ -58,6 +60,7 @@ export class ProxyClient {
   private readonly logger: Logger;
   private readonly attemptTimeoutMs: number;
   private readonly unreachableRetryMs: number;
+  private readonly readHeaders: Record<string, string>;
   /** The index of the proxy that answered last: calls start there. */
   private preferred = 0;
   /** Set when a call gave up because no proxy gave a usable answer (none reachable, or
@@ -68,6 +71,7 @@ export class ProxyClient {
   constructor(opts: ProxyClientOptions) {
     if (opts.urls.length === 0) throw new Error('at least one proxy URL is needed');
     this.logger = opts.logger;
+    this.readHeaders = opts.readNode !== undefined ? { [HEADER_READ_NODE]: opts.readNode } : {};
     this.attemptTimeoutMs = opts.attemptTimeoutMs ?? 5_000;
     this.unreachableRetryMs = opts.unreachableRetryMs ?? 3_000;
     const connectTimeoutMs = opts.connectTimeoutMs ?? 2_000;
@@ -145,6 +149,18 @@ export class ProxyClient {
     };
     if (!r || typeof r.target !== 'string') throw new DfsError('INTERNAL', 'malformed link answer');
     return r.target;
+  }
+
+  /** One user.* attribute's value (FS_ERROR ENODATA when absent). */
+  async xattr(path: string, name: string, deadline: Deadline): Promise<Buffer> {
+    const q = `path=${encodeURIComponent(path)}&name=${encodeURIComponent(name)}`;
+    return this.request('GET', `/v1/xattr?${q}`, null, deadline, 'xattr');
+  }
+
+  async xattrs(path: string, deadline: Deadline): Promise<string[]> {
+    const r = parseJSON(await this.request('GET', `/v1/xattrs?path=${encodeURIComponent(path)}`, null, deadline, 'xattrs')) as { names?: unknown };
+    if (!r || !Array.isArray(r.names) || !r.names.every((n) => typeof n === 'string')) throw new DfsError('INTERNAL', 'malformed attribute list');
+    return r.names as string[];
   }
 
   async statfs(deadline: Deadline): Promise<StatFs> {
@@ -237,7 +253,7 @@ export class ProxyClient {
       method,
       path: endpoint.basePath + pathAndQuery,
       body,
-      headers: body ? { 'content-type': 'application/octet-stream' } : {},
+      headers: body ? { 'content-type': 'application/octet-stream' } : this.readHeaders,
       headersTimeout: attemptMs,
       bodyTimeout: attemptMs,
       signal: deadline.signal,

@@ -331,7 +331,11 @@ export class Brick {
       }
       case 'utimens': {
         const abs = this.resolveSync(op.path);
-        this.stamp(abs, { atimeMs: op.atimeMs, mtimeMs: op.mtimeMs, ctimeMs: t });
+        const time = (v: number | 'now' | null) => (v === 'now' ? { v: t } : v === null ? null : { v });
+        const a = time(op.atimeMs);
+        const m = time(op.mtimeMs);
+        if (!a && !m) return { attr: this.attrAt(abs) }; // both left alone: nothing changes
+        this.stamp(abs, { ...(a ? { atimeMs: a.v } : {}), ...(m ? { mtimeMs: m.v } : {}), ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
       case 'mknod': {

@@ -113,7 +113,7 @@ test('the command line: defaults, DFS_PROXY, several proxies, validation', () =>
 });
 
 test('the libfuse option string has what we need and fits in 1024 bytes', () => {
-  const s = buildFuseOptions({ allowOther: true, useIno: true, debug: true });
+  const s = buildFuseOptions({ allowOther: true, debug: true });
   assert.ok(s.startsWith('-o'));
   const opts = s.slice(2).split(',');
   for (const o of ['big_writes', 'max_write=131072', 'max_read=131072', 'default_permissions', 'fsname=dfs', 'subtype=dfs', 'use_ino', 'attr_timeout=0', 'entry_timeout=0', 'auto_unmount', 'allow_other']) {
@@ -121,7 +121,7 @@ test('the libfuse option string has what we need and fits in 1024 bytes', () => 
   }
   assert.ok(Buffer.byteLength(s) <= FUSE_OPTIONS_BYTES_MAX);
   assert.not.ok(buildFuseOptions().includes('allow_other'));
-  assert.not.ok(buildFuseOptions().includes('use_ino'), 'off until inode numbers are cluster-wide');
+  assert.ok(buildFuseOptions().includes('use_ino'), 'inode numbers are cluster-wide');
 });
 
 test('the background log path is one file name per mount point', () => {
