@@ -10,6 +10,14 @@ export const SYMLINK_TARGET_BYTES_MAX = 4095;
 /** Linux's XATTR_NAME_MAX and XATTR_SIZE_MAX. */
 export const XATTR_NAME_BYTES_MAX = 255;
 export const XATTR_VALUE_BYTES_MAX = 64 * 1024;
+/**
+ * The room for one inode's user.* attributes, counted as ext4 lays them out in its one
+ * attribute block (16 bytes an entry, name and value each rounded up to 4): past it
+ * setxattr is ENOSPC. Checked by the brick itself, the same on every node, so the answer
+ * does not depend on a node's file system; it leaves ext4's 4 KiB block room for the
+ * cluster's own identity attribute.
+ */
+export const XATTR_INODE_BYTES_MAX = 3900;
 
 /** The largest data payload of one write op, and so of one client request body. */
 export const WRITE_BYTES_MAX = 4 * 1024 * 1024;

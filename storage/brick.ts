@@ -31,7 +31,7 @@ import nodePath from 'node:path';
 import type { Attr, DirEntry, ManifestEntry, StatFs } from '../common/api';
 import { fsError, isErrnoException } from '../common/errors';
 import { S_IFMT, type Op } from '../common/ops';
-import { READ_BYTES_MAX } from '../common/limits';
+import { READ_BYTES_MAX, XATTR_INODE_BYTES_MAX } from '../common/limits';
 import { DfsError } from '../common/errors';
 import { xattrGet, xattrList, xattrRemove, xattrSet } from './xattr';
 
@@ -101,6 +101,12 @@ export function attrOf(st: Stats, meta: Meta | null): Attr {
     mtimeMs: meta?.mtimeMs ?? st.mtimeMs,
     ctimeMs: meta?.ctimeMs ?? st.ctimeMs,
   };
+}
+
+/** What one extended attribute takes in ext4's attribute block (see XATTR_INODE_BYTES_MAX). */
+function xattrEntryBytes(name: string, valueBytes: number): number {
+  const round4 = (n: number) => (n + 3) & ~3;
+  return 16 + round4(Buffer.byteLength(name) - 'user.'.length) + round4(valueBytes);
 }
 
 type TimeChange = Partial<Pick<Meta, 'atimeMs' | 'mtimeMs' | 'ctimeMs'>>;
@@ -359,6 +365,11 @@ export class Brick {
         const exists = xattrGet(abs, op.name) !== null;
         if (op.flags === 1 && exists) throw fsError('EEXIST');
         if (op.flags === 2 && !exists) throw fsError('ENODATA');
+        let room = XATTR_INODE_BYTES_MAX - xattrEntryBytes(op.name, data.length);
+        for (const name of xattrList(abs)) {
+          if (name.startsWith('user.') && name !== op.name) room -= xattrEntryBytes(name, xattrGet(abs, name)?.length ?? 0);
+        }
+        if (room < 0) throw fsError('ENOSPC', 'no room for more extended attributes on this inode');
         xattrSet(abs, op.name, data);
         this.stamp(abs, { ctimeMs: t });
         return { attr: this.attrAt(abs) };

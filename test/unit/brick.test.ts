@@ -183,6 +183,12 @@ test('user extended attributes: create, replace, read, list, remove, with the lo
     assert.is(b.apply({ type: 'removexattr', path: '/f', name: 'user.a' }, none, T, 5).errno, 'ENODATA');
     assert.is(b.apply({ type: 'setxattr', path: '/l', name: 'user.a', flags: 0 }, Buffer.from('x'), T, 6).errno, 'EPERM', 'user.* on a symlink, as Linux');
     assert.is(b.apply({ type: 'setxattr', path: '/nope', name: 'user.a', flags: 0 }, Buffer.from('x'), T, 7).errno, 'ENOENT');
+    // Past the inode's room: ENOSPC as an outcome, the same on every node (not a crash).
+    assert.is(set('user.big', 'z'.repeat(3000), 0).errno, undefined);
+    assert.is(set('user.more', 'z'.repeat(1000), 0).errno, 'ENOSPC');
+    assert.is(set('user.big', 'z'.repeat(3800), 0).errno, undefined, 'replacing counts the new value, not both');
+    assert.is(set('user.huge', 'z'.repeat(4000), 0).errno, 'ENOSPC');
+    assert.is((await b.xattr('/f', 'user.big')).length, 3800);
   }));
 
 test('a setgid directory gives new entries its group, and new subdirectories its setgid bit', () =>
