@@ -69,6 +69,8 @@ const BLOCK_SIZE_PREFERRED = 128 * 1024;
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
 const XATTR_USER_PREFIX = 'user.';
+/** The namespaces Linux knows besides user.*: never stored here, so never found. */
+const KNOWN_XATTR_NAMESPACES = ['security.', 'system.', 'trusted.'];
 /** setxattr(2) flags. */
 const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
@@ -395,11 +397,7 @@ export class DfsFileSystem {
     await this.setattr(p, { type: 'chown', path: p, uid, gid }, d);
   }
 
-  /** utimensat(2): each time is a value, 'now' or null (leave it). The op carries both
-   * times as numbers, so "now" is this mount's clock, and a time left alone is sent as the
-   * cluster has it, read after the file's buffered writes were committed (they move its
-   * mtime). A change made by another mount between that read and the op is overwritten:
-   * the op cannot say "leave it" yet. */
+  /** utimensat(2): each time is a value, 'now' or null (leave it), passed on as such. */
   private async utimens(path: string, atime: Fuse.TimeArg, mtime: Fuse.TimeArg, d: Deadline): Promise<void> {
     const p = checkPath(path);
     if (atime === null && mtime === null) return; // both UTIME_OMIT: nothing changes, not even ctime
@@ -443,8 +441,13 @@ export class DfsFileSystem {
   private async getxattr(path: string, name: string, d: Deadline): Promise<Buffer> {
     const p = checkPath(path);
     // The kernel asks for security.capability before every write and for other namespaces
-    // on ls -l: none is ever stored, so the answer needs no round trip.
-    if (!name.startsWith(XATTR_USER_PREFIX)) throw new DfsError('FS_ERROR', 'no such attribute', 'ENODATA');
+    // on ls -l: none is ever stored, so the answer needs no round trip. A namespace Linux
+    // does not know is EOPNOTSUPP, as on a local disk.
+    if (!name.startsWith(XATTR_USER_PREFIX)) {
+      throw KNOWN_XATTR_NAMESPACES.some((ns) => name.startsWith(ns))
+        ? new DfsError('FS_ERROR', 'no such attribute', 'ENODATA')
+        : new DfsError('FS_ERROR', 'unknown attribute namespace', 'EOPNOTSUPP');
+    }
     return this.client.xattr(p, name, d);
   }
 
@@ -533,6 +536,14 @@ export class DfsFileSystem {
     if (!h.writable) throw new DfsError('FS_ERROR', 'handle is read-only', 'EBADF');
     h.writes ??= new WriteBuffer((offset, data) => this.sendChunk(h, offset, data), this.config.writeLimits);
     this.invalidateReads(h.path, h.ino);
+    // Each handle coalesces its own writes, so bytes another handle of this file wrote
+    // earlier and has not committed yet must commit first wherever they overlap these:
+    // overlapping writes land in the order they were made (O_APPEND through two
+    // descriptors, a log written by two processes). `buf` stays valid until we answer.
+    for (const other of this.handles.related(h.path, h.ino)) {
+      // A failure there is that handle's own, sticky error: it does not fail this write.
+      if (other !== h && other.writes?.overlaps(pos, pos + len)) await other.writes.flush().catch(() => undefined);
+    }
     // WriteBuffer copies the bytes before this returns: fuse-native detaches `buf` after
     // the callback.
     await h.writes.write(pos, buf.subarray(0, len)).catch(lostWrite);

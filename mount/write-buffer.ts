@@ -84,6 +84,14 @@ export class WriteBuffer {
     return end;
   }
 
+  /** True when some uncommitted byte lies in [offset, end). */
+  overlaps(offset: number, end: number): boolean {
+    const p = this.pending;
+    if (p && p.offset < end && offset < p.offset + p.size) return true;
+    for (const c of this.inflight) if (c.offset < end && offset < c.end) return true;
+    return false;
+  }
+
   get pendingBytes(): number {
     return this.pending?.size ?? 0;
   }

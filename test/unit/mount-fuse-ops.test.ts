@@ -270,6 +270,20 @@ test('utimens leaving mtime alone commits the buffered writes first', async () =
   assert.is(t.mtimeMs, null);
 });
 
+test('overlapping writes through two handles land in the order they were made', async () => {
+  const { cluster, h, call } = setup();
+  const plain = (await call<number>((cb) => h.create('/n', 0o644, cb, CALLER, CREATE_FLAGS))).v!;
+  const app = (await call<number>((cb) => h.open('/n', fsConstants.O_WRONLY | fsConstants.O_APPEND, cb))).v!;
+  // As the conformance case: plain writes PLAIN, the O_APPEND handle appends at 5, then
+  // plain writes ! at its own position 5, over the first byte of +app.
+  await call((cb) => h.write('/n', plain, Buffer.from('PLAIN'), 5, 0, cb));
+  await call((cb) => h.write('/n', app, Buffer.from('+app'), 4, 5, cb));
+  await call((cb) => h.write('/n', plain, Buffer.from('!'), 1, 5, cb));
+  await call((cb) => h.release('/n', plain, cb));
+  await call((cb) => h.release('/n', app, cb));
+  assert.is(cluster.nodes.get('/n')!.data.toString(), 'PLAIN!app');
+});
+
 test('mknod makes FIFOs, sockets and devices with their type and device number', async () => {
   const { cluster, h, call } = setup();
   assert.is((await call((cb) => h.mknod('/fifo', 0o010640, 0, cb, CALLER))).code, 0);
