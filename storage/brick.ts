@@ -30,6 +30,7 @@ import type { Stats } from 'node:fs';
 import nodePath from 'node:path';
 import type { Attr, DirEntry, ManifestEntry, StatFs } from '../common/api';
 import { fsError, isErrnoException } from '../common/errors';
+import { parentOf } from '../common/paths';
 import { S_IFMT, type Op } from '../common/ops';
 import { READ_BYTES_MAX, XATTR_INODE_BYTES_MAX } from '../common/limits';
 import { DfsError } from '../common/errors';
@@ -115,10 +116,26 @@ type TimeChange = Partial<Pick<Meta, 'atimeMs' | 'mtimeMs' | 'ctimeMs'>>;
 const DIR_ENTRIES_PER_YIELD = 256;
 
 export class Brick {
-  private constructor(readonly root: string) {}
+  /** What a brick path starts from: '.' when the process works in the brick root, else
+   * the root itself. */
+  private readonly base: string;
 
-  /** Opens (creating if needed) the brick at `dir`; the root is kept as its real path. */
-  static async open(dir: string): Promise<Brick> {
+  private constructor(
+    readonly root: string,
+    private readonly relative: boolean,
+  ) {
+    this.base = relative ? '.' : root;
+  }
+
+  /**
+   * Opens (creating if needed) the brick at `dir`; the root is kept as its real path.
+   * With `relativeToCwd` the process moves into the brick root and every brick path is
+   * relative to it, so a cluster path of up to PATH_MAX bytes fits however long the root
+   * is, as on a local disk (storage/main.ts: one brick a process). Without it paths are
+   * absolute, for several bricks in one process (tests), and the root's length counts
+   * against PATH_MAX.
+   */
+  static async open(dir: string, opts: { relativeToCwd?: boolean } = {}): Promise<Brick> {
     await fsp.mkdir(dir, { recursive: true, mode: 0o755 });
     const root = await fsp.realpath(dir);
     try {
@@ -130,31 +147,50 @@ export class Brick {
     } catch (e) {
       throw new Error(`the brick ${root} cannot keep ${META_XATTR} extended attributes (the node needs root and a file system with xattrs): ${(e as Error).message}`);
     }
-    return new Brick(root);
+    if (opts.relativeToCwd) process.chdir(root);
+    return new Brick(root, opts.relativeToCwd === true);
+  }
+
+  /** The brick path of a validated cluster path. */
+  private local(path: string): string {
+    if (path === '/') return this.base;
+    return this.relative ? path.slice(1) : this.root + path;
   }
 
   /**
-   * The absolute brick path of a validated cluster path, with its parent checked. Apply
-   * runs one op at a time, so its file system calls are synchronous: each is a few
-   * microseconds, far cheaper than a thread-pool round trip per call.
+   * The brick path of a validated cluster path, with its parents checked. Apply runs one
+   * op at a time, so its file system calls are synchronous: each is a few microseconds,
+   * far cheaper than a thread-pool round trip per call.
    */
   private resolveSync(path: string): string {
-    if (path === '/') return this.root;
-    const abs = this.root + path;
-    const parent = nodePath.dirname(abs);
-    const real = fs.realpathSync.native(parent);
-    // A symlink among the parents: the kernel would have resolved it, so this request did
-    // not come from a mount. Refuse rather than follow it anywhere.
-    if (real !== parent) throw fsError('ELOOP', 'path crosses a symlink');
-    return abs;
+    if (path !== '/') this.checkParents(parentOf(path));
+    return this.local(path);
   }
 
   private async resolve(path: string): Promise<string> {
-    if (path === '/') return this.root;
-    const abs = this.root + path;
-    const parent = nodePath.dirname(abs);
-    if ((await fsp.realpath(parent)) !== parent) throw fsError('ELOOP', 'path crosses a symlink');
-    return abs;
+    return this.resolveSync(path);
+  }
+
+  /**
+   * No symlink among a path's directories: the kernel would have resolved it, so such a
+   * request did not come from a mount; refuse rather than follow it anywhere. realpath
+   * shows it in one call, unless the real path is longer than PATH_MAX (a deep tree in a
+   * brick whose root is long): then each directory is looked at in turn.
+   */
+  private checkParents(dir: string): void {
+    let real: string;
+    try {
+      real = fs.realpathSync.native(this.local(dir));
+    } catch (e) {
+      if (!isErrnoException(e) || e.code !== 'ENAMETOOLONG') throw e;
+      let prefix = '';
+      for (const part of dir.slice(1).split('/')) {
+        prefix += '/' + part;
+        if (fs.lstatSync(this.local(prefix)).isSymbolicLink()) throw fsError('ELOOP', 'path crosses a symlink');
+      }
+      return;
+    }
+    if (real !== (dir === '/' ? this.root : this.root + dir)) throw fsError('ELOOP', 'path crosses a symlink');
   }
 
   private attrAt(abs: string): Attr {
@@ -189,7 +225,7 @@ export class Brick {
   /** An entry was added to or removed from the directory holding `abs` (POSIX: the
    * directory's mtime and ctime change). */
   private dirChanged(abs: string, timeMs: number): void {
-    this.stamp(abs === this.root ? abs : nodePath.dirname(abs), { mtimeMs: timeMs, ctimeMs: timeMs });
+    this.stamp(abs === this.base ? abs : nodePath.dirname(abs), { mtimeMs: timeMs, ctimeMs: timeMs });
   }
 
   /**
@@ -461,13 +497,13 @@ export class Brick {
   async manifest(): Promise<ManifestEntry[]> {
     const out: ManifestEntry[] = [];
     const walk = async (rel: string): Promise<void> => {
-      const abs = rel === '' ? this.root : this.root + rel;
+      const abs = this.local(rel === '' ? '/' : rel);
       const names = (await fsp.readdir(abs)).sort();
       const entry = await this.manifestEntry(rel === '' ? '/' : rel, abs);
       out.push(entry);
       for (const name of names) {
         const childRel = `${rel}/${name}`;
-        const childAbs = `${abs}/${name}`;
+        const childAbs = nodePath.join(abs, name);
         if (fs.lstatSync(childAbs).isDirectory()) await walk(childRel);
         else out.push(await this.manifestEntry(childRel, childAbs));
       }

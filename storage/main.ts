@@ -57,7 +57,8 @@ runMain(async () => {
   const logger = createLogger('storage', { nodeId: id });
 
   const stateFile = new NodeStateFile(nodePath.join(dataDir, 'state.json'));
-  const brick = await Brick.open(nodePath.join(dataDir, 'brick'));
+  // The process works in its brick from here on: every path below is absolute already.
+  const brick = await Brick.open(nodePath.join(dataDir, 'brick'), { relativeToCwd: true });
   const state = await stateFile.load(id);
   const { log, entries } = await OpLog.open(nodePath.join(dataDir, 'wal'), { segmentBytesMax: 64 * 1024 * 1024, keepOps }, state.appliedSeq);
   const transport = new HTTP2PeerTransport(5000);

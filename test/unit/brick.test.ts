@@ -207,6 +207,42 @@ test('a setgid directory gives new entries its group, and new subdirectories its
     assert.is(g.attr!.mode & 0o7777, 0o4755, 'the mode asked for, setuid included');
   }));
 
+test('a cluster path of 4095 bytes works however long the brick root is (relative mode)', async () => {
+  const dir = tempDir('brick-deep');
+  const cwd = process.cwd();
+  try {
+    // A brick root well over 100 bytes long, as a data directory may be.
+    const long = join(dir.path, 'r'.repeat(120), 'brick');
+    const ops: Array<Parameters<Brick['apply']>[0]> = [];
+    let path = '';
+    while (4095 - path.length > 260) {
+      path += '/' + 'd'.repeat(200);
+      ops.push({ type: 'mkdir', path, mode: 0o755, uid: 0, gid: 0 });
+    }
+    const file = path + '/' + 'f'.repeat(4095 - path.length - 1);
+    assert.is(Buffer.byteLength(file), 4095);
+    ops.push({ type: 'create', path: file, mode: 0o644, uid: 0, gid: 0, exclusive: true }, { type: 'write', path: file, offset: 0 });
+    const absolute = await Brick.open(join(dir.path, 'abs', 'r'.repeat(120), 'brick'));
+    const errnos = ops.map((op, i) => absolute.apply(op, op.type === 'write' ? Buffer.from('deep') : none, T, i + 1).errno);
+    assert.ok(errnos.includes('ENAMETOOLONG'), 'absolute paths run into PATH_MAX: the case this mode exists for');
+    const b = await Brick.open(long, { relativeToCwd: true });
+    ops.forEach((op, i) => assert.is(b.apply(op, op.type === 'write' ? Buffer.from('deep') : none, T, i + 1).errno, undefined, `${op.type} ${i}`));
+    assert.is((await b.read(file, 0, 10)).toString(), 'deep');
+    assert.is((await b.attr(file)).size, 4);
+    assert.equal((await b.dir(path)).map((e) => e.name), ['f'.repeat(4095 - path.length - 1)]);
+    assert.is((await b.manifest()).length, ops.length); // root, the directories and the file
+    assert.is(b.apply({ type: 'unlink', path: file }, none, T, 100).errno, undefined);
+    // Deepest first, through the brick: the whole tree is deeper than an absolute path can
+    // name, so rmSync could not remove it.
+    for (const op of ops.filter((o): o is Extract<typeof o, { type: 'mkdir' }> => o.type === 'mkdir').reverse()) {
+      assert.is(b.apply({ type: 'rmdir', path: op.path }, none, T, 101).errno, undefined);
+    }
+  } finally {
+    process.chdir(cwd);
+    dir.remove();
+  }
+});
+
 test('two bricks given the same ops report identical attributes', async () => {
   const one = tempDir('brick-a');
   const two = tempDir('brick-b');
