@@ -47,7 +47,9 @@ if ! installed libfuse2 && ! installed libfuse2t64; then missing+=(libfuse2); fi
 if ! installed fuse && ! command -v fusermount >/dev/null 2>&1; then missing+=(fuse); fi
 if ! installed redis-server && ! command -v redis-server >/dev/null 2>&1; then missing+=(redis-server); fi
 # scripts/build-fuse-native.js patches fuse-native and compiles its addon with node-gyp.
-for tool in patch make g++ python3; do
+# The end-to-end suites drive git, rsync and tar through a mount, and run their POSIX
+# cases in python3 under setpriv (util-linux, always there on Debian).
+for tool in patch make g++ python3 git rsync tar; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 
@@ -64,7 +66,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   done
   "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${packages[@]}"
 else
-  say "system packages present (libfuse2, fuse, redis-server, patch, make, g++, python3)"
+  say "system packages present (libfuse2, fuse, redis-server, patch, make, g++, python3, git, rsync, tar)"
 fi
 
 if [ ! -e /dev/fuse ]; then
