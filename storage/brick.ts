@@ -16,10 +16,10 @@
  *
  * Identity (DESIGN.md, The brick): what a local file system cannot keep the same on every
  * node lives in one extended attribute per inode, `trusted.dfs.meta`: the cluster-wide
- * inode number (the sequence ID of the op that created the inode, so it is unique and
- * never reused; the root is 1) and the access, modification and change times in
- * milliseconds, set from ops exactly where POSIX says they change and never by a local
- * read. Hard links share a local inode and so its attribute. The real mtime and atime are
+ * inode number (one more than the sequence ID of the op that created the inode, so it is
+ * unique, never reused, and never the root's 1) and the access, modification and change
+ * times in milliseconds, set from ops exactly where POSIX says they change and never by a
+ * local read. Hard links share a local inode and so its attribute. The real mtime and atime are
  * mirrored onto the files as well, so a brick reads sensibly with ordinary tools.
  * `trusted.*` attributes need root (the node needs it for chown anyway), and unlike
  * `user.*` ones they may be set on symlinks.
@@ -43,6 +43,12 @@ export interface ApplyResult {
 
 export const META_XATTR = 'trusted.dfs.meta';
 export const ROOT_INO = 1;
+
+/** The inode number of what the op at `seq` creates: sequence IDs start at 1, which is the
+ * root's inode number, so every other inode is one past its op. */
+export function inoOfSeq(seq: number): number {
+  return seq + ROOT_INO;
+}
 
 /** The identity of an inode that every node keeps the same (see the header). `kind` is a
  * file type the brick does not hold for real (a FIFO, socket or device is stored as an
@@ -262,7 +268,7 @@ export class Brick {
         fs.mkdirSync(abs, op.mode);
         fs.lchownSync(abs, op.uid, own.gid);
         fs.chmodSync(abs, op.mode | own.modeBits); // after chown, which may clear setgid
-        this.born(abs, seq, t);
+        this.born(abs, inoOfSeq(seq), t);
         this.dirChanged(abs, t);
         return { attr: this.attrAt(abs) };
       }
@@ -285,7 +291,7 @@ export class Brick {
         } finally {
           fs.closeSync(fd);
         }
-        this.born(abs, seq, t);
+        this.born(abs, inoOfSeq(seq), t);
         this.dirChanged(abs, t);
         return { attr: this.attrAt(abs) };
       }
@@ -345,7 +351,7 @@ export class Brick {
         const abs = this.resolveSync(op.path);
         fs.symlinkSync(op.target, abs);
         fs.lchownSync(abs, op.uid, this.inherit(abs, op.gid, false).gid);
-        this.born(abs, seq, t);
+        this.born(abs, inoOfSeq(seq), t);
         this.dirChanged(abs, t);
         return { attr: this.attrAt(abs) };
       }
@@ -391,7 +397,7 @@ export class Brick {
           fs.closeSync(fd);
         }
         const special = kind !== 0o100000;
-        this.born(abs, seq, t, special ? kind : 0, special ? op.rdev : 0);
+        this.born(abs, inoOfSeq(seq), t, special ? kind : 0, special ? op.rdev : 0);
         this.dirChanged(abs, t);
         return { attr: this.attrAt(abs) };
       }

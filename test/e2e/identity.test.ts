@@ -100,6 +100,7 @@ test('the names of a hard link share one inode number; a new file gets a new one
   assert.is(a, b);
   assert.is.not(a, c);
   assert.is(statSync(join(m1, 'a')).ino, a, 'the same number through either mount');
+  assert.is.not(a, statSync(m2).ino, 'no file shares the root directory\'s inode number');
 });
 
 test('a FIFO made on dfs passes data from a writer to a reader', async () => {

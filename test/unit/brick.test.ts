@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Brick, ROOT_INO } from '../../storage/brick';
+import { Brick, inoOfSeq, ROOT_INO } from '../../storage/brick';
 import { DfsError } from '../../common/errors';
 import { tempDir } from '../helpers/temp';
 
@@ -95,17 +95,20 @@ test('directory listings carry attributes, without . and ..', () =>
     assert.ok(entries.every((e) => (e.attr.mode & 0o170000) === 0o100000));
   }));
 
-test('inode numbers are the creating op\'s sequence ID, shared by hard links, kept by rename', () =>
+test('inode numbers come from the creating op\'s sequence ID, never the root\'s, shared by hard links, kept by rename', () =>
   withBrick(async (b) => {
     assert.is((await b.attr('/')).ino, ROOT_INO);
+    // The first op of a cluster has sequence ID 1: what it creates must not look like the root.
+    const first = b.apply({ type: 'create', path: '/first', mode: 0o644, uid: 0, gid: 0, exclusive: true }, none, T, 1);
+    assert.is.not(first.attr!.ino, ROOT_INO);
     const f = b.apply({ type: 'create', path: '/f', mode: 0o644, uid: 0, gid: 0, exclusive: true }, none, T, 1000);
-    assert.is(f.attr!.ino, 1000);
-    assert.is(b.apply({ type: 'mkdir', path: '/d', mode: 0o755, uid: 0, gid: 0 }, none, T, 1001).attr!.ino, 1001);
-    assert.is(b.apply({ type: 'symlink', path: '/l', target: 'f', uid: 0, gid: 0 }, none, T, 1002).attr!.ino, 1002);
-    assert.is(b.apply({ type: 'link', from: '/f', to: '/d/h' }, none, T, 1003).attr!.ino, 1000);
-    assert.is(b.apply({ type: 'rename', from: '/f', to: '/g' }, none, T, 1004).attr!.ino, 1000);
-    assert.is((await b.attr('/d/h')).ino, 1000);
-    assert.is((await b.attr('/l')).ino, 1002);
+    assert.is(f.attr!.ino, inoOfSeq(1000));
+    assert.is(b.apply({ type: 'mkdir', path: '/d', mode: 0o755, uid: 0, gid: 0 }, none, T, 1001).attr!.ino, inoOfSeq(1001));
+    assert.is(b.apply({ type: 'symlink', path: '/l', target: 'f', uid: 0, gid: 0 }, none, T, 1002).attr!.ino, inoOfSeq(1002));
+    assert.is(b.apply({ type: 'link', from: '/f', to: '/d/h' }, none, T, 1003).attr!.ino, inoOfSeq(1000));
+    assert.is(b.apply({ type: 'rename', from: '/f', to: '/g' }, none, T, 1004).attr!.ino, inoOfSeq(1000));
+    assert.is((await b.attr('/d/h')).ino, inoOfSeq(1000));
+    assert.is((await b.attr('/l')).ino, inoOfSeq(1002));
   }));
 
 test('times change exactly where POSIX says, from the op, never from a read', () =>
