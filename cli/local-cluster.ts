@@ -735,19 +735,8 @@ function makeCluster(
     },
 
     async mount(mountpoint, mountOptions = {}) {
-      const target = resolve(mountpoint);
-      const id = `m${description.mounts.length + 1}`;
-      const running = await startMount({
-        id,
-        mountpoint: target,
-        proxyUrls: description.proxyUrls,
-        logFile: join(description.dataDir, 'logs', `mount-${id}.log`),
-        detached: context.detached,
-        env: context.env,
-        ...mountOptions,
-      });
+      const running = await mountFor(description, mountpoint, { detached: context.detached, env: context.env, ...mountOptions });
       runnings.push(running);
-      description.mounts.push({ mountpoint: target, processId: id, proxyUrls: description.proxyUrls });
       save();
       return running.record;
     },
@@ -776,6 +765,26 @@ export interface StartMountOptions extends MountOptions {
   logFile: string;
   detached?: boolean;
   env?: NodeJS.ProcessEnv;
+}
+
+/** Mounts the cluster `description` records at `mountpoint`, under the next mount ID, with
+ * every proxy, and records the mount in the description (the caller saves it). */
+async function mountFor(
+  description: ClusterFile,
+  mountpoint: string,
+  options: Omit<StartMountOptions, 'id' | 'mountpoint' | 'proxyUrls' | 'logFile'>,
+): Promise<Running> {
+  const target = resolve(mountpoint);
+  const id = `m${description.mounts.length + 1}`;
+  const running = await startMount({
+    ...options,
+    id,
+    mountpoint: target,
+    proxyUrls: description.proxyUrls,
+    logFile: join(description.dataDir, 'logs', `mount-${id}.log`),
+  });
+  description.mounts.push({ mountpoint: target, processId: id, proxyUrls: description.proxyUrls });
+  return running;
 }
 
 /**
@@ -816,19 +825,12 @@ async function startMount(options: StartMountOptions): Promise<Running> {
 export async function mountRecorded(dataDir: string, mountpoint: string, options: MountOptions & { detached?: boolean } = {}): Promise<ProcessRecord> {
   const description = readClusterFile(dataDir);
   if (description === null) throw new DfsError('BAD_REQUEST', `no cluster is recorded in ${resolve(dataDir)}`);
-  const target = resolve(mountpoint);
-  const id = `m${description.mounts.length + 1}`;
-  const running = await startMount({
-    id,
-    mountpoint: target,
-    proxyUrls: description.proxyUrls,
-    logFile: join(description.dataDir, 'logs', `mount-${id}.log`),
+  const running = await mountFor(description, mountpoint, {
     detached: options.detached ?? true,
     ...(options.args ? { args: options.args } : {}),
     ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
   });
   description.processes.push(running.record);
-  description.mounts.push({ mountpoint: target, processId: id, proxyUrls: description.proxyUrls });
   writeClusterFile(description);
   return running.record;
 }

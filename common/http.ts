@@ -53,3 +53,8 @@ export function queryInt(c: Context, name: string, min: number, max: number, dfl
   if (!Number.isSafeInteger(n) || n < min || n > max) throw new DfsError('BAD_REQUEST', `${name} must be between ${min} and ${max}`);
   return n;
 }
+
+/** A 200 answer carrying raw bytes (file data, an attribute's value). */
+export function octets(c: Context, data: Buffer): Response {
+  return c.body(new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.length), 200, { 'content-type': 'application/octet-stream' });
+}

@@ -291,10 +291,10 @@ export class DfsFileSystem {
    * for it and its parent once the op is done, whatever the outcome (an answer fetched
    * meanwhile may predate the op, and the generation check refuses it), then caches the
    * attributes the op reports. */
-  private async mutate(op: Op, d: Deadline, p?: string): Promise<OpResult> {
+  private async mutate(op: Op, d: Deadline, p?: string, data?: Buffer): Promise<OpResult> {
     let r: OpResult;
     try {
-      r = await this.client.op(op, undefined, d);
+      r = await this.client.op(op, data, d);
     } finally {
       if (p !== undefined) this.attrs.invalidate(p);
     }
@@ -435,7 +435,7 @@ export class DfsFileSystem {
     if (!name.startsWith(XATTR_USER_PREFIX)) throw new DfsError('FS_ERROR', 'only user.* attributes are supported', 'EOPNOTSUPP');
     const f = flags & (XATTR_CREATE | XATTR_REPLACE);
     if (f === (XATTR_CREATE | XATTR_REPLACE)) throw new DfsError('FS_ERROR', 'XATTR_CREATE and XATTR_REPLACE together', 'EINVAL');
-    await this.mutateWithData({ type: 'setxattr', path: p, name, flags: f as 0 | 1 | 2 }, value, d, p);
+    await this.mutate({ type: 'setxattr', path: p, name, flags: f as 0 | 1 | 2 }, d, p, value);
   }
 
   private async getxattr(path: string, name: string, d: Deadline): Promise<Buffer> {
@@ -459,15 +459,6 @@ export class DfsFileSystem {
     const p = checkPath(path);
     if (!name.startsWith(XATTR_USER_PREFIX)) throw new DfsError('FS_ERROR', 'only user.* attributes are supported', 'EOPNOTSUPP');
     await this.mutate({ type: 'removexattr', path: p, name }, d, p);
-  }
-
-  private async mutateWithData(op: Op, data: Buffer, d: Deadline, p: string): Promise<void> {
-    try {
-      const r = await this.client.op(op, data, d);
-      if (r.attr) this.attrs.set(p, r.attr);
-    } finally {
-      if (!this.attrs.get(p)) this.attrs.invalidate(p);
-    }
   }
 
   private async create(path: string, mode: number, flags: number, owner: Owner, d: Deadline): Promise<number> {

@@ -16,7 +16,7 @@ import type { Dispatcher } from 'undici';
 import { HEADER_READ_NODE, HEADER_SERVED_BY, type Membership, type OpResult, type StatFs } from '../common/api';
 import { DfsError, errorFromBody } from '../common/errors';
 import { decodeOneFrame, encodeFrame } from '../common/frame';
-import { installErrorHandler, queryInt, queryPath, readBody } from '../common/http';
+import { installErrorHandler, octets, queryInt, queryPath, readBody } from '../common/http';
 import { OP_BODY_BYTES_MAX, READ_BYTES_MAX } from '../common/limits';
 import type { Logger } from '../common/log';
 import { parseClientOpHeader, validateOp, validateXattrName, type SequencedOpHeader } from '../common/ops';
@@ -162,10 +162,7 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
       }
       if (res.statusCode === 200) {
         c.header(HEADER_SERVED_BY, id);
-        if (raw) {
-          const data = Buffer.from(await res.body.arrayBuffer());
-          return c.body(new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.length), 200, { 'content-type': 'application/octet-stream' });
-        }
+        if (raw) return octets(c, Buffer.from(await res.body.arrayBuffer()));
         return c.json(await res.body.json());
       }
       const err = errorFromBody(res.statusCode, await jsonOf(res));

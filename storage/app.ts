@@ -5,7 +5,7 @@
  * reads carry a barrier and are answered once this node applied up to it.
  */
 import { Hono, type Context } from 'hono';
-import { installErrorHandler, queryInt, queryPath, readBody } from '../common/http';
+import { installErrorHandler, octets, queryInt, queryPath, readBody } from '../common/http';
 import { decodeFrames, decodeOneFrame } from '../common/frame';
 import { parseSequencedOpHeader, validateOp } from '../common/ops';
 import { OP_BODY_BYTES_MAX, READ_BYTES_MAX, REPLICATE_BODY_BYTES_MAX } from '../common/limits';
@@ -72,7 +72,7 @@ export function createStorageApp({ replica, brick, logger, refreshMembership }: 
     const size = queryInt(c, 'size', 0, READ_BYTES_MAX);
     await barrier(c);
     const data = await brick.read(path, offset, size);
-    return c.body(new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.length), 200, { 'content-type': 'application/octet-stream' });
+    return octets(c, data);
   });
   app.get('/node/v1/link', async (c) => {
     const path = queryPath(c);
@@ -84,7 +84,7 @@ export function createStorageApp({ replica, brick, logger, refreshMembership }: 
     const name = c.req.query('name') ?? '';
     await barrier(c);
     const value = await brick.xattr(path, name);
-    return c.body(new Uint8Array(value.buffer as ArrayBuffer, value.byteOffset, value.length), 200, { 'content-type': 'application/octet-stream' });
+    return octets(c, value);
   });
   app.get('/node/v1/xattrs', async (c) => {
     const path = queryPath(c);

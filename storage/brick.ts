@@ -173,10 +173,6 @@ export class Brick {
     return this.local(path);
   }
 
-  private async resolve(path: string): Promise<string> {
-    return this.resolveSync(path);
-  }
-
   /**
    * No symlink among a path's directories: the kernel would have resolved it, so such a
    * request did not come from a mount; refuse rather than follow it anywhere. realpath
@@ -434,12 +430,12 @@ export class Brick {
   // ---- reads: never mutate, never follow the last component ----
 
   async attr(path: string): Promise<Attr> {
-    return this.mapFs(async () => this.attrAt(await this.resolve(path)));
+    return this.mapFs(async () => this.attrAt(this.resolveSync(path)));
   }
 
   async dir(path: string): Promise<DirEntry[]> {
     return this.mapFs(async () => {
-      const abs = await this.resolve(path);
+      const abs = this.resolveSync(path);
       // readdir follows a symlink; a listing is only ever of a real directory in the brick.
       if ((await fsp.lstat(abs)).isSymbolicLink()) throw fsError('ELOOP', 'path is a symlink');
       const names = await fsp.readdir(abs);
@@ -460,7 +456,7 @@ export class Brick {
   async read(path: string, offset: number, size: number): Promise<Buffer> {
     if (size > READ_BYTES_MAX) throw new DfsError('TOO_LARGE', `a read asks for at most ${READ_BYTES_MAX} bytes`);
     return this.mapFs(async () => {
-      const abs = await this.resolve(path);
+      const abs = this.resolveSync(path);
       this.refuseSpecial(abs);
       const fh = await fsp.open(abs, C.O_RDONLY | C.O_NOFOLLOW);
       try {
@@ -481,7 +477,7 @@ export class Brick {
   /** One `user.*` attribute's value; ENODATA when it has none of that name. */
   async xattr(path: string, name: string): Promise<Buffer> {
     return this.mapFs(async () => {
-      const abs = await this.resolve(path);
+      const abs = this.resolveSync(path);
       fs.lstatSync(abs);
       const v = xattrGet(abs, name);
       if (!v) throw fsError('ENODATA');
@@ -492,7 +488,7 @@ export class Brick {
   /** The names of a file's `user.*` attributes (the cluster's own are not listed). */
   async xattrNames(path: string): Promise<string[]> {
     return this.mapFs(async () => {
-      const abs = await this.resolve(path);
+      const abs = this.resolveSync(path);
       fs.lstatSync(abs);
       return xattrList(abs).filter((n) => n.startsWith('user.'));
     });
@@ -542,7 +538,7 @@ export class Brick {
   }
 
   async readlink(path: string): Promise<string> {
-    return this.mapFs(async () => fsp.readlink(await this.resolve(path)));
+    return this.mapFs(async () => fsp.readlink(this.resolveSync(path)));
   }
 
   async statfs(): Promise<StatFs> {

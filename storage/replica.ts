@@ -157,7 +157,7 @@ export class Replica {
     if (this.role === 'primary') {
       // With the current in-sync set, everything this node has durably may now be committed
       // (a single-node cluster commits on its own log alone).
-      this.commitSeq = Math.max(this.commitSeq, Math.min(this.durableSeq, ...this.peerAcks()));
+      this.advancePrimaryCommit();
       this.pumpPeers();
       this.pumpApply();
     }
@@ -353,10 +353,6 @@ export class Replica {
         process.exit(70);
       },
     );
-  }
-
-  private *peerAcks(): Iterable<number> {
-    for (const p of this.peers.values()) yield p.ackedSeq;
   }
 
   private advancePrimaryCommit(): void {
