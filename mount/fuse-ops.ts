@@ -41,6 +41,7 @@ import { AttrCache } from './attr-cache';
 import { Deadline, raceDeadline } from './deadline';
 import { EIO, errnoOfError, errnoOfLostWrite } from './errno';
 import { childPath, HandleTable } from './handles';
+import { inRenameSyscall, isReservedPath, ORPHANS_DIR, orphanOwner, orphanPrefix, OrphanTable } from './orphans';
 import type { ProxyClient } from './proxy-client';
 import { ReadAhead, READ_AHEAD_WINDOW_BYTES } from './read-ahead';
 import { WriteBuffer, WRITE_BUFFER_DEFAULTS, type WriteBufferLimits } from './write-buffer';
@@ -96,6 +97,11 @@ interface OpenFile {
 export class DfsFileSystem {
   readonly attrs: AttrCache;
   readonly handles = new HandleTable<OpenFile>();
+  readonly orphans = new OrphanTable(orphanPrefix(process.pid));
+  /** Who made the call being served (fuse-native's context(), set once the mount exists);
+   * valid only synchronously, at the start of a handler. */
+  callerOf: () => Fuse.Caller | null = () => null;
+  private orphansDirMade = false;
   private readonly client: ClusterClient;
   private readonly logger: Logger;
   private readonly config: MountConfig;
@@ -115,35 +121,39 @@ export class DfsFileSystem {
   handlers(): Fuse.Handlers {
     return {
       init: (cb) => cb(0),
-      getattr: (path, cb) => this.serve('getattr', path, (d) => this.getattr(path, d), (code, attr) => cb(code, attr && toStat(attr))),
-      fgetattr: (path, _fd, cb) => this.serve('getattr', path, (d) => this.getattr(path, d), (code, attr) => cb(code, attr && toStat(attr))),
-      access: (path, _mode, cb) => this.serve('access', path, (d) => this.getattr(path, d), (code) => cb(code)),
+      getattr: (path, cb) => this.serve('getattr', path, (d) => this.getattr(this.fromKernel(path), d), (code, attr) => cb(code, attr && toStat(attr))),
+      fgetattr: (path, fd, cb) => this.serve('getattr', path, (d) => this.getattr(this.handles.get(fd)?.path ?? this.fromKernel(path), d), (code, attr) => cb(code, attr && toStat(attr))),
+      access: (path, _mode, cb) => this.serve('access', path, (d) => this.getattr(this.fromKernel(path), d), (code) => cb(code)),
       statfs: (path, cb) => this.serve('statfs', path, (d) => this.statfs(d), (code, st) => cb(code, st)),
-      readdir: (path, cb) => this.serve('readdir', path, (d) => this.readdir(path, d), (code, r) => (r ? cb(code, r.names, r.stats) : cb(code))),
-      readlink: (path, cb) => this.serve('readlink', path, (d) => this.client.link(checkPath(path), d), (code, target) => cb(code, target)),
-      mkdir: (path, mode, cb, caller) => this.serve('mkdir', path, (d) => this.mkdir(path, mode, ownerOf(caller), d), cb),
-      rmdir: (path, cb) => this.serve('rmdir', path, (d) => this.rmdir(path, d), cb),
-      unlink: (path, cb) => this.serve('unlink', path, (d) => this.unlink(path, d), cb),
-      rename: (from, to, cb) => this.serve('rename', from, (d) => this.rename(from, to, d), cb),
-      link: (from, to, cb) => this.serve('link', from, (d) => this.link(from, to, d), cb),
-      symlink: (target, path, cb, caller) => this.serve('symlink', path, (d) => this.symlink(target, path, ownerOf(caller), d), cb),
-      chmod: (path, mode, cb) => this.serve('chmod', path, (d) => this.chmod(path, mode, d), cb),
-      chown: (path, uid, gid, cb) => this.serve('chown', path, (d) => this.chown(path, uid, gid, d), cb),
-      utimens: (path, atime, mtime, cb) => this.serve('utimens', path, (d) => this.utimens(path, atime, mtime, d), cb),
-      truncate: (path, size, cb) => this.serve('truncate', path, (d) => this.truncate(path, size, d), cb),
+      readdir: (path, cb) => this.serve('readdir', path, (d) => this.readdir(this.fromKernel(path), d), (code, r) => (r ? cb(code, r.names, r.stats) : cb(code))),
+      readlink: (path, cb) => this.serve('readlink', path, (d) => this.client.link(checkPath(this.fromKernel(path)), d), (code, target) => cb(code, target)),
+      mkdir: (path, mode, cb, caller) => this.serve('mkdir', path, (d) => this.mkdir(this.fromKernel(path, 'new'), mode, ownerOf(caller), d), cb),
+      rmdir: (path, cb) => this.serve('rmdir', path, (d) => this.rmdir(this.fromKernel(path), d), cb),
+      unlink: (path, cb) => this.serve('unlink', path, (d) => this.unlinkFromKernel(path, d), cb),
+      rename: (from, to, cb) => {
+        // Synchronously, while the caller's thread is still in its system call.
+        const caller = this.callerOf();
+        this.serve('rename', from, (d) => this.renameFromKernel(from, to, caller, d), cb);
+      },
+      link: (from, to, cb) => this.serve('link', from, (d) => this.link(this.fromKernel(from), this.fromKernel(to, 'new'), d), cb),
+      symlink: (target, path, cb, caller) => this.serve('symlink', path, (d) => this.symlink(target, this.fromKernel(path, 'new'), ownerOf(caller), d), cb),
+      chmod: (path, mode, cb) => this.serve('chmod', path, (d) => this.chmod(this.fromKernel(path), mode, d), cb),
+      chown: (path, uid, gid, cb) => this.serve('chown', path, (d) => this.chown(this.fromKernel(path), uid, gid, d), cb),
+      utimens: (path, atime, mtime, cb) => this.serve('utimens', path, (d) => this.utimens(this.fromKernel(path), atime, mtime, d), cb),
+      truncate: (path, size, cb) => this.serve('truncate', path, (d) => this.truncate(this.fromKernel(path), size, d), cb),
       ftruncate: (path, fd, size, cb) => this.serve('ftruncate', path, (d) => this.ftruncate(fd, size, d), cb),
-      mknod: (path, mode, dev, cb, caller) => this.serve('mknod', path, (d) => this.mknod(path, mode, dev, ownerOf(caller), d), cb),
+      mknod: (path, mode, dev, cb, caller) => this.serve('mknod', path, (d) => this.mknod(this.fromKernel(path, 'new'), mode, dev, ownerOf(caller), d), cb),
       setxattr: (path, name, value, _position, flags, cb) => {
         // fuse-native hands over the kernel's buffer, detached once this call returns.
         const copy = Buffer.from(value);
-        this.serve('setxattr', path, (d) => this.setxattr(path, name, copy, flags, d), cb);
+        this.serve('setxattr', path, (d) => this.setxattr(this.fromKernel(path), name, copy, flags, d), cb);
       },
-      getxattr: (path, name, _position, cb) => this.serve('getxattr', path, (d) => this.getxattr(path, name, d), (code, value) => cb(code, value)),
-      listxattr: (path, cb) => this.serve('listxattr', path, (d) => this.listxattr(path, d), (code, names) => cb(code, names)),
-      removexattr: (path, name, cb) => this.serve('removexattr', path, (d) => this.removexattr(path, name, d), cb),
+      getxattr: (path, name, _position, cb) => this.serve('getxattr', path, (d) => this.getxattr(this.fromKernel(path), name, d), (code, value) => cb(code, value)),
+      listxattr: (path, cb) => this.serve('listxattr', path, (d) => this.listxattr(this.fromKernel(path), d), (code, names) => cb(code, names)),
+      removexattr: (path, name, cb) => this.serve('removexattr', path, (d) => this.removexattr(this.fromKernel(path), name, d), cb),
       create: (path, mode, cb, caller, flags) =>
-        this.serve('create', path, (d) => this.create(path, mode, flags, ownerOf(caller), d), (code, fh) => cb(code, fh)),
-      open: (path, flags, cb) => this.serve('open', path, (d) => this.open(path, flags, d), (code, fh) => cb(code, fh)),
+        this.serve('create', path, (d) => this.create(this.fromKernel(path, 'new'), mode, flags, ownerOf(caller), d), (code, fh) => cb(code, fh)),
+      open: (path, flags, cb) => this.serve('open', path, (d) => this.open(this.fromKernel(path), flags, d), (code, fh) => cb(code, fh)),
       read: (path, fd, buf, len, pos, cb) =>
         this.serve(
           'read',
@@ -216,12 +226,27 @@ export class DfsFileSystem {
     return true;
   }
 
+  // ---- Paths from the kernel -------------------------------------------------------
+
+  /** The cluster path a kernel path stands for: a name libfuse made up to hide an open file
+   * is its orphan (mount/orphans.ts), and the orphan directory itself is not there for the
+   * kernel (nor can it be created). */
+  private fromKernel(path: string, role: 'existing' | 'new' = 'existing'): string {
+    if (isReservedPath(path)) {
+      throw role === 'new'
+        ? new DfsError('FS_ERROR', `${ORPHANS_DIR} is reserved for open files that were unlinked`, 'EPERM')
+        : new DfsError('FS_ERROR', 'no such file', 'ENOENT');
+    }
+    return this.orphans.resolve(path);
+  }
+
   // ---- Attributes ----------------------------------------------------------------
 
   private async getattr(path: string, d: Deadline): Promise<Attr> {
     const p = checkPath(path);
-    const attr = this.attrs.get(p) ?? (await this.fetchAttr(p, d));
-    return this.withBufferedSize(p, attr);
+    const attr = this.withBufferedSize(p, this.attrs.get(p) ?? (await this.fetchAttr(p, d)));
+    // The orphan's own name is not one the application made.
+    return this.orphans.isOrphan(p) ? { ...attr, nlink: Math.max(0, attr.nlink - 1) } : attr;
   }
 
   /** Asks the cluster, bypassing the cache, and caches the answer. */
@@ -277,6 +302,7 @@ export class DfsFileSystem {
     const dirStub = (a: Attr | undefined): Fuse.Stat => (a ? toStat(a) : toStat(stubDirAttr()));
     const stats = [dirStub(this.attrs.get(p)), dirStub(this.attrs.get(parentOf(p)))];
     for (const e of entries) {
+      if (p === '/' && `/${e.name}` === ORPHANS_DIR) continue;
       const child = childPath(p, e.name);
       this.attrs.setIfUnchanged(child, e.attr, generation);
       names.push(e.name);
@@ -317,6 +343,21 @@ export class DfsFileSystem {
     }
   }
 
+  /** unlink from the kernel: libfuse unlinks a hidden name after the last close of its file,
+   * which the mount has usually done already (release). */
+  private async unlinkFromKernel(path: string, d: Deadline): Promise<void> {
+    if (OrphanTable.isHiddenName(path)) {
+      if (this.orphans.takeRetired(path)) return;
+      const orphan = this.orphans.resolve(path);
+      if (orphan !== path) {
+        this.orphans.retire(orphan);
+        this.orphans.takeRetired(path);
+        return this.unlink(orphan, d);
+      }
+    }
+    return this.unlink(this.fromKernel(path), d);
+  }
+
   private async unlink(path: string, d: Deadline): Promise<void> {
     const p = checkEntryPath(path);
     const multi = this.mayHaveOtherNames(p);
@@ -326,6 +367,73 @@ export class DfsFileSystem {
       // The other names of the inode changed too: their link count.
       this.dropAttrs(p, multi);
     }
+  }
+
+  /** rename from the kernel: either libfuse hiding an open file, or a rename. */
+  private async renameFromKernel(from: string, to: string, caller: Fuse.Caller | null, d: Deadline): Promise<void> {
+    if (OrphanTable.isHiddenName(to) && this.orphans.resolve(to) === to && !isReservedPath(from)) {
+      return this.hide(this.orphans.resolve(from), to, caller, d);
+    }
+    return this.rename(this.fromKernel(from), this.fromKernel(to, 'new'), d);
+  }
+
+  /** libfuse hides the open file `p` under `hiddenPath` because the caller unlinks it or
+   * renames another file over it: keep it as an orphan (mount/orphans.ts). */
+  private async hide(p: string, hiddenPath: string, caller: Fuse.Caller | null, d: Deadline): Promise<void> {
+    checkEntryPath(p);
+    const orphan = this.orphans.nextPath();
+    const ino = this.attrs.get(p)?.ino;
+    const open = this.handles.all().filter((h) => h.path === p);
+    await this.flushAll(open, d);
+    await this.makeOrphansDir(d);
+    const multi = this.mayHaveOtherNames(p);
+    // A rename over the open file: the name must stay until that rename replaces it.
+    const keepName = caller !== null && inRenameSyscall(caller.pid) === true;
+    try {
+      await this.mutate(keepName ? { type: 'link', from: p, to: orphan } : { type: 'rename', from: p, to: orphan }, d);
+    } finally {
+      this.dropAttrs(p, multi || keepName, ino);
+    }
+    this.orphans.add(hiddenPath, orphan);
+    for (const h of open) h.path = orphan;
+  }
+
+  private async makeOrphansDir(d: Deadline): Promise<void> {
+    if (this.orphansDirMade) return;
+    try {
+      // Only the mount itself reaches it (the kernel never sees it), as root.
+      await this.client.op({ type: 'mkdir', path: ORPHANS_DIR, mode: 0o700, uid: 0, gid: 0 }, undefined, d);
+    } catch (err) {
+      if (!(err instanceof DfsError && err.errno === 'EEXIST')) throw err;
+    }
+    this.orphansDirMade = true;
+  }
+
+  /** Removes the orphans that mounts on this host left behind when they died (best effort:
+   * a failure is logged and the orphans wait for the next mount). */
+  async removeStaleOrphans(): Promise<number> {
+    const d = new Deadline(this.config.deadlineMs);
+    let removed = 0;
+    try {
+      let entries: Array<{ name: string }>;
+      try {
+        entries = await this.client.dir(ORPHANS_DIR, d);
+      } catch (err) {
+        if (err instanceof DfsError && err.errno === 'ENOENT') return 0;
+        throw err;
+      }
+      for (const e of entries) {
+        const pid = orphanOwner(e.name);
+        if (pid === null || pid === process.pid || processExists(pid)) continue;
+        await this.client.op({ type: 'unlink', path: `${ORPHANS_DIR}/${e.name}` }, undefined, d);
+        removed++;
+      }
+    } catch (err) {
+      this.logger.warn({ err, removed }, 'could not remove the orphans of dead mounts');
+    } finally {
+      d.dispose();
+    }
+    return removed;
   }
 
   private async rename(from: string, to: string, d: Deadline): Promise<void> {
@@ -564,6 +672,11 @@ export class DfsFileSystem {
     } finally {
       this.handles.delete(fd);
     }
+    if (this.orphans.isOrphan(h.path) && !this.handles.all().some((o) => o.path === h.path)) {
+      // The last descriptor of an unlinked file: it goes now.
+      this.orphans.retire(h.path);
+      await this.unlink(h.path, d).catch((err: unknown) => this.logger.warn({ err, path: h.path }, 'could not remove an orphan'));
+    }
   }
 
   /** Whether a change to `p` may show under names we cannot find by inode number: a file
@@ -647,6 +760,15 @@ function lostWrite(err: unknown): never {
   if (err instanceof DfsError && errnoOfLostWrite(err) !== EIO) throw err;
   const why = err instanceof Error ? err.message : String(err);
   throw new DfsError('UNAVAILABLE', `buffered write lost: ${why}`);
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function stubDirAttr(): Attr {

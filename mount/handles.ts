@@ -4,8 +4,8 @@
  * start at 1). A handle remembers its path because the cluster API is path-based: a rename
  * made through this mount moves the paths of the handles open on the renamed file or below
  * the renamed directory (`renamePath`), so their buffered writes and reads follow the file.
- * libfuse also routes "unlink while open" through a rename to `.fuse_hidden…` and unlinks
- * that name at the last close, which keeps open-but-unlinked files working the same way.
+ * An open file that is unlinked or renamed over moves to an orphan name the same way
+ * (mount/orphans.ts).
  */
 import { isWithin } from '../common/paths';
 

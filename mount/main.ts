@@ -60,6 +60,7 @@ async function serve(cli: Cli): Promise<void> {
 
   const fs = new DfsFileSystem({ client, logger, config });
   const fuse = new DfsFuse(cli.mountpoint, fs.handlers(), { allowOther: cli.allowOther, debug: cli.debugFuse });
+  fs.callerOf = () => fuse.context();
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
@@ -76,6 +77,9 @@ async function serve(cli: Cli): Promise<void> {
     clearTimeout(timer);
   }
   logger.info({ proxies: cli.proxies, attrTimeoutMs: config.attrTimeoutMs, deadlineMs: config.deadlineMs }, 'mounted');
+  void fs.removeStaleOrphans().then((removed) => {
+    if (removed > 0) logger.info({ removed }, 'removed the open-but-unlinked files of mounts that died');
+  });
 
   let stopping = false;
   const stop = async (why: string, unmount: boolean): Promise<void> => {

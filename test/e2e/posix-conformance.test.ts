@@ -179,7 +179,6 @@ const KNOWN_GAPS: Record<string, string> = {
   'times-atime-read': 'reads never move atime (no relatime)',
   'setid-cleared-on-write [user]': 'FUSE without handle_killpriv clears setgid on a write only with group-exec set',
   'xattr-trusted [root]': 'trusted.* is refused: the cluster keeps its own identity there',
-  'unlinked-open-file-name-gone': 'libfuse 2 keeps an open, unlinked file as a visible .fuse_hidden* name',
   'names-any-byte': 'fuse-native passes paths to JavaScript as UTF-8 strings',
   'deep-tree-via-chdir': "libfuse's path-based API builds the whole path: 4095 bytes is the limit",
   'two-mounts-stat-without-open': 'attributes are cached for --attr-timeout-ms (1 s), as documented',
