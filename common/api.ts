@@ -16,6 +16,12 @@ export interface Attr {
   atimeMs: number;
   mtimeMs: number;
   ctimeMs: number;
+  /** The nanoseconds within each time's millisecond (0 to 999,999), so that a time set to
+   * the nanosecond comes back exactly: the whole time is `xtimeMs` (an integer then) plus
+   * `xtimeNsec` ns. Absent means 0. */
+  atimeNsec?: number;
+  mtimeNsec?: number;
+  ctimeNsec?: number;
 }
 
 export interface DirEntry {

@@ -15,6 +15,7 @@ const path = z.string();
 const mode = z.number().int().min(0).max(0o7777);
 const id = z.number().int().min(0).max(0xffffffff);
 const timeMs = z.number().finite();
+const nsec = z.number().int().min(0).max(999_999);
 
 export const OpSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('mkdir'), path, mode, uid: id, gid: id }),
@@ -30,8 +31,19 @@ export const OpSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('chmod'), path, mode }),
   z.object({ type: z.literal('chown'), path, uid: id, gid: id }),
   // Each time: ms since the epoch, 'now' (the op's own time: UTIME_NOW) or null (left as it
-  // is: UTIME_OMIT).
-  z.object({ type: z.literal('utimens'), path, atimeMs: z.union([timeMs, z.literal('now'), z.null()]), mtimeMs: z.union([timeMs, z.literal('now'), z.null()]) }),
+  // is: UTIME_OMIT); a time in ms may add nanoseconds within its millisecond (xtimeNsec), so
+  // that utimensat(2)'s nanoseconds are kept exactly.
+  z.object({
+    type: z.literal('utimens'),
+    path,
+    atimeMs: z.union([timeMs, z.literal('now'), z.null()]),
+    mtimeMs: z.union([timeMs, z.literal('now'), z.null()]),
+    atimeNsec: nsec.optional(),
+    mtimeNsec: nsec.optional(),
+  }),
+  // The file was read (or the directory listed): atime moves to the op's time if relatime
+  // says so (relatimeDue); nothing else changes, not even ctime.
+  z.object({ type: z.literal('atime'), path }),
   // `mode` includes the file type (S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK or S_IFREG).
   z.object({ type: z.literal('mknod'), path, mode: z.number().int().min(0).max(0o177777), rdev: z.number().int().min(0).max(0xffffffff), uid: id, gid: id }),
   // The value travels as the frame's data. `flags`: 0, XATTR_CREATE (1) or XATTR_REPLACE (2).
@@ -42,6 +54,15 @@ export const OpSchema = z.discriminatedUnion('type', [
 ]);
 
 export type Op = z.infer<typeof OpSchema>;
+
+/** How old an atime may get before a read moves it even when it is after mtime and ctime. */
+export const RELATIME_INTERVAL_MS = 24 * 60 * 60 * 1000;
+
+/** Whether a read at `nowMs` moves atime, as Linux's relatime (the default mount option)
+ * decides: when atime is not after mtime or ctime, or is a day old. */
+export function relatimeDue(times: { atimeMs: number; mtimeMs: number; ctimeMs: number }, nowMs: number): boolean {
+  return times.atimeMs <= times.mtimeMs || times.atimeMs <= times.ctimeMs || nowMs - times.atimeMs >= RELATIME_INTERVAL_MS;
+}
 export type OpType = Op['type'];
 
 /** What a client sends: the op and its request ID (exactly-once retries). */
@@ -66,13 +87,22 @@ export type SequencedOpHeader = z.infer<typeof SequencedOpHeaderSchema>;
 export const S_IFMT = 0o170000;
 export const MKNOD_TYPES = new Set([0o100000, 0o010000, 0o020000, 0o060000, 0o140000]);
 
-/** Extended attribute names clients may use: the `user.` namespace, as an ordinary
- * user on a local disk; the others hold the cluster's own metadata or need privileges a
- * client of the cluster does not have on the storage nodes. */
+/** The extended attribute namespaces the cluster stores: `user.` for everyone, `trusted.`
+ * for root (the kernel lets only CAP_SYS_ADMIN reach it, before the mount sees the call).
+ * `security.` and `system.` (ACLs) are not stored. */
+export const XATTR_NAMESPACES = ['user.', 'trusted.'] as const;
+
+/** The namespace of an attribute name the cluster stores, or null. */
+export function xattrNamespaceOf(name: string): (typeof XATTR_NAMESPACES)[number] | null {
+  for (const ns of XATTR_NAMESPACES) if (name.startsWith(ns) && name.length > ns.length) return ns;
+  return null;
+}
+
+/** Extended attribute names clients may use (XATTR_NAMESPACES). */
 export function validateXattrName(name: string): void {
   if (name.length === 0 || name.includes('\0')) throw new DfsError('BAD_REQUEST', 'attribute name is empty or has NUL');
   if (Buffer.byteLength(name) > XATTR_NAME_BYTES_MAX) throw new DfsError('FS_ERROR', 'attribute name is too long', 'ERANGE');
-  if (!name.startsWith('user.') || name === 'user.') throw new DfsError('FS_ERROR', 'only user.* attributes are supported', 'EOPNOTSUPP');
+  if (xattrNamespaceOf(name) === null) throw new DfsError('FS_ERROR', 'only user.* and trusted.* attributes are supported', 'EOPNOTSUPP');
 }
 
 export function validateOp(op: Op, dataBytes: number): void {
@@ -97,6 +127,7 @@ export function validateOp(op: Op, dataBytes: number): void {
     case 'chmod':
     case 'chown':
     case 'utimens':
+    case 'atime':
       validatePath(op.path); // the root's attributes may change
       return;
     case 'mknod':

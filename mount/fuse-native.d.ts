@@ -26,6 +26,11 @@ declare module 'fuse-native' {
       atime: number | Date;
       mtime: number | Date;
       ctime: number | Date;
+      /** The nanoseconds within the millisecond (dfs patch), exact; else the fraction of the
+       * milliseconds counts. */
+      atimeNsec?: number;
+      mtimeNsec?: number;
+      ctimeNsec?: number;
     }
 
     interface StatFs {
@@ -53,9 +58,9 @@ declare module 'fuse-native' {
       umask: number;
     }
 
-    /** A time given to utimens: milliseconds since the epoch (the fraction keeps what is
-     * below the millisecond), 'now' for UTIME_NOW, or null for UTIME_OMIT (leave it). */
-    type TimeArg = number | 'now' | null;
+    /** A time given to utimens: whole milliseconds since the epoch and the nanoseconds
+     * within the millisecond, 'now' for UTIME_NOW, or null for UTIME_OMIT (leave it). */
+    type TimeArg = { ms: number; nsec: number } | 'now' | null;
 
     interface Handlers {
       init?(cb: Done): void;

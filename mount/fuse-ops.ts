@@ -30,12 +30,12 @@
  * create knows whether O_EXCL was asked, and utimens gets both times, each possibly "now"
  * (UTIME_NOW) or "leave it" (UTIME_OMIT).
  */
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, readFileSync } from 'node:fs';
 import type Fuse from 'fuse-native';
 import type { Attr, OpResult } from '../common/api';
 import { DfsError } from '../common/errors';
 import type { Logger } from '../common/log';
-import type { Op } from '../common/ops';
+import { relatimeDue, xattrNamespaceOf, type Op } from '../common/ops';
 import { parentOf, validateEntryPath, validatePath } from '../common/paths';
 import { AttrCache } from './attr-cache';
 import { Deadline, raceDeadline } from './deadline';
@@ -56,26 +56,31 @@ export interface MountConfig {
   attrTimeoutMs: number;
   writeLimits: WriteBufferLimits;
   readAheadBytes: number;
+  /** Whether reads move atime (as the relatime mount option does) or never (noatime). */
+  atime: 'relatime' | 'noatime';
 }
 
 export const MOUNT_CONFIG_DEFAULTS: MountConfig = {
   deadlineMs: 10_000,
-  attrTimeoutMs: 1_000,
+  attrTimeoutMs: 0,
   writeLimits: WRITE_BUFFER_DEFAULTS,
   readAheadBytes: READ_AHEAD_WINDOW_BYTES,
+  atime: 'relatime',
 };
 
 /** st_blksize: applications size their I/O by it; 128 KiB is what one FUSE request holds. */
 const BLOCK_SIZE_PREFERRED = 128 * 1024;
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
-const XATTR_USER_PREFIX = 'user.';
-/** The namespaces Linux knows besides user.*: never stored here, so never found. */
-const KNOWN_XATTR_NAMESPACES = ['security.', 'system.', 'trusted.'];
+/** The namespaces Linux knows besides the stored ones (XATTR_NAMESPACES): never stored
+ * here, so never found. */
+const KNOWN_XATTR_NAMESPACES = ['security.', 'system.'];
 /** setxattr(2) flags. */
 const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
 const S_IFDIR = 0o040000;
+const S_ISGID = 0o2000;
+const S_IXGRP = 0o0010;
 const O_ACCMODE = 3;
 /** chown(2) passes (uid_t)-1 for "leave unchanged". */
 const ID_UNCHANGED = 0xffffffff;
@@ -90,6 +95,10 @@ interface OpenFile {
   /** The file had several names when opened: a change must drop every cached attribute. */
   multiLink: boolean;
   writable: boolean;
+  /** A write through it has checked for a set-group-ID bit to clear (dropSetgidOnWrite). */
+  privilegesChecked: boolean;
+  /** The attributes it was opened with, until its first read decides about atime. */
+  atimeFrom: Attr | null;
   writes: WriteBuffer | null;
   readAhead: ReadAhead | null;
 }
@@ -102,6 +111,8 @@ export class DfsFileSystem {
    * valid only synchronously, at the start of a handler. */
   callerOf: () => Fuse.Caller | null = () => null;
   private orphansDirMade = false;
+  /** atime ops in flight, by path (readAccess). */
+  private readonly atimeUpdates = new Map<string, Promise<void>>();
   private readonly client: ClusterClient;
   private readonly logger: Logger;
   private readonly config: MountConfig;
@@ -140,8 +151,14 @@ export class DfsFileSystem {
       chmod: (path, mode, cb) => this.serve('chmod', path, (d) => this.chmod(this.fromKernel(path), mode, d), cb),
       chown: (path, uid, gid, cb) => this.serve('chown', path, (d) => this.chown(this.fromKernel(path), uid, gid, d), cb),
       utimens: (path, atime, mtime, cb) => this.serve('utimens', path, (d) => this.utimens(this.fromKernel(path), atime, mtime, d), cb),
-      truncate: (path, size, cb) => this.serve('truncate', path, (d) => this.truncate(this.fromKernel(path), size, d), cb),
-      ftruncate: (path, fd, size, cb) => this.serve('ftruncate', path, (d) => this.ftruncate(fd, size, d), cb),
+      truncate: (path, size, cb) => {
+        const caller = this.callerOf();
+        this.serve('truncate', path, (d) => this.truncate(this.fromKernel(path), size, caller, d), cb);
+      },
+      ftruncate: (path, fd, size, cb) => {
+        const caller = this.callerOf();
+        this.serve('ftruncate', path, (d) => this.ftruncate(fd, size, caller, d), cb);
+      },
       mknod: (path, mode, dev, cb, caller) => this.serve('mknod', path, (d) => this.mknod(this.fromKernel(path, 'new'), mode, dev, ownerOf(caller), d), cb),
       setxattr: (path, name, value, _position, flags, cb) => {
         // fuse-native hands over the kernel's buffer, detached once this call returns.
@@ -149,7 +166,10 @@ export class DfsFileSystem {
         this.serve('setxattr', path, (d) => this.setxattr(this.fromKernel(path), name, copy, flags, d), cb);
       },
       getxattr: (path, name, _position, cb) => this.serve('getxattr', path, (d) => this.getxattr(this.fromKernel(path), name, d), (code, value) => cb(code, value)),
-      listxattr: (path, cb) => this.serve('listxattr', path, (d) => this.listxattr(this.fromKernel(path), d), (code, names) => cb(code, names)),
+      listxattr: (path, cb) => {
+        const caller = this.callerOf();
+        this.serve('listxattr', path, (d) => this.listxattr(this.fromKernel(path), caller, d), (code, names) => cb(code, names));
+      },
       removexattr: (path, name, cb) => this.serve('removexattr', path, (d) => this.removexattr(this.fromKernel(path), name, d), cb),
       create: (path, mode, cb, caller, flags) =>
         this.serve('create', path, (d) => this.create(this.fromKernel(path, 'new'), mode, flags, ownerOf(caller), d), (code, fh) => cb(code, fh)),
@@ -163,8 +183,10 @@ export class DfsFileSystem {
           // after a deadline the buffer belongs to libfuse again.
           (code, data) => cb(code < 0 ? code : data ? data.copy(buf, 0, 0, Math.min(len, data.length)) : 0),
         ),
-      write: (path, fd, buf, len, pos, cb) =>
-        this.serve('write', path, (d) => this.write(fd, buf, len, pos, d), (code) => cb(code < 0 ? code : len)),
+      write: (path, fd, buf, len, pos, cb) => {
+        const caller = this.callerOf();
+        this.serve('write', path, (d) => this.write(fd, buf, len, pos, caller, d), (code) => cb(code < 0 ? code : len));
+      },
       flush: (path, fd, cb) => this.serve('flush', path, (d) => this.flushHandle(fd, d), cb),
       fsync: (path, _datasync, fd, cb) => this.serve('fsync', path, (d) => this.flushHandle(fd, d), cb),
       release: (path, fd, cb) => this.serve('release', path, (d) => this.release(fd, d), cb),
@@ -244,6 +266,8 @@ export class DfsFileSystem {
 
   private async getattr(path: string, d: Deadline): Promise<Attr> {
     const p = checkPath(path);
+    const atime = this.atimeUpdates.get(p);
+    if (atime) await raceDeadline(atime, d);
     const attr = this.withBufferedSize(p, this.attrs.get(p) ?? (await this.fetchAttr(p, d)));
     // The orphan's own name is not one the application made.
     return this.orphans.isOrphan(p) ? { ...attr, nlink: Math.max(0, attr.nlink - 1) } : attr;
@@ -298,6 +322,7 @@ export class DfsFileSystem {
     const p = checkPath(path);
     const generation = this.attrs.generation;
     const entries = await this.client.dir(p, d);
+    if (this.config.atime === 'relatime') this.readAccess(p, this.attrs.get(p) ?? (await this.fetchAttr(p, d)));
     const names = ['.', '..'];
     const dirStub = (a: Attr | undefined): Fuse.Stat => (a ? toStat(a) : toStat(stubDirAttr()));
     const stats = [dirStub(this.attrs.get(p)), dirStub(this.attrs.get(parentOf(p)))];
@@ -309,6 +334,27 @@ export class DfsFileSystem {
       stats.push(toStat(this.withBufferedSize(child, e.attr)));
     }
     return { names, stats };
+  }
+
+  /**
+   * A file was read or a directory listed: atime moves as relatime says (relatimeDue), by an
+   * `atime` op that the storage nodes decide on again with the cluster's time. The read does
+   * not wait for it; a stat through this mount does (getattr), so the change is there to
+   * see as on a local disk. Most reads need none: only the first after a change, or a day.
+   */
+  private readAccess(p: string, attr: Attr): void {
+    if (this.config.atime !== 'relatime' || !relatimeDue(attr, Date.now()) || this.atimeUpdates.has(p)) return;
+    const d = new Deadline(this.config.deadlineMs);
+    const done = this.mutate({ type: 'atime', path: p }, d, p)
+      .then(
+        () => undefined,
+        (err: unknown) => this.logger.debug({ err, path: p }, 'atime not updated'),
+      )
+      .finally(() => {
+        d.dispose();
+        this.atimeUpdates.delete(p);
+      });
+    this.atimeUpdates.set(p, done);
   }
 
   // ---- Namespace ops -------------------------------------------------------------
@@ -512,17 +558,38 @@ export class DfsFileSystem {
     // 'now' is stamped with the op's time by the proxy that sequences it and null leaves a
     // time as the cluster has it, so no clock but the cluster's is used and no time is
     // read here and written back over a change another mount made meanwhile.
-    await this.setattr(p, { type: 'utimens', path: p, atimeMs: atime, mtimeMs: mtime }, d);
+    const ms = (t: Fuse.TimeArg) => (t === null || t === 'now' ? t : t.ms);
+    const op: Op = { type: 'utimens', path: p, atimeMs: ms(atime), mtimeMs: ms(mtime) };
+    if (atime !== null && atime !== 'now' && atime.nsec !== 0) op.atimeNsec = atime.nsec;
+    if (mtime !== null && mtime !== 'now' && mtime.nsec !== 0) op.mtimeNsec = mtime.nsec;
+    await this.setattr(p, op, d);
   }
 
-  private async truncate(path: string, size: number, d: Deadline): Promise<void> {
+  private async truncate(path: string, size: number, caller: Fuse.Caller | null, d: Deadline): Promise<void> {
     const p = checkEntryPath(path);
+    await this.dropSetgidOnWrite(p, caller, d);
     await this.setattr(p, { type: 'truncate', path: p, size }, d);
   }
 
-  private async ftruncate(fd: number, size: number, d: Deadline): Promise<void> {
+  private async ftruncate(fd: number, size: number, caller: Fuse.Caller | null, d: Deadline): Promise<void> {
     const h = this.handle(fd);
+    await this.dropSetgidOnWrite(h.path, caller, d);
     await this.setattr(h.path, { type: 'truncate', path: h.path, size }, d, h.ino);
+  }
+
+  /**
+   * A write or truncate by anyone but root clears setuid, and setgid where it marks the
+   * file as executable by its group (the kernel asks for those as a chmod), and since
+   * Linux 6.2 also a setgid without group-exec when the writer is not in the file's group:
+   * that last one FUSE leaves to the file system (fuse_setattr only clears the first two
+   * without handle_killpriv), so the mount clears it itself, before the data lands.
+   */
+  private async dropSetgidOnWrite(p: string, caller: Fuse.Caller | null, d: Deadline): Promise<void> {
+    if (!caller || caller.uid === 0) return;
+    const attr = this.attrs.get(p) ?? (await this.fetchAttr(p, d));
+    if ((attr.mode & S_ISGID) === 0 || (attr.mode & S_IXGRP) !== 0 || (attr.mode & S_IFMT) !== S_IFREG) return;
+    if (callerInGroup(caller, attr.gid)) return;
+    await this.setattr(p, { type: 'chmod', path: p, mode: attr.mode & 0o7777 & ~S_ISGID }, d, attr.ino);
   }
 
   // ---- Files ---------------------------------------------------------------------
@@ -540,7 +607,8 @@ export class DfsFileSystem {
 
   private async setxattr(path: string, name: string, value: Buffer, flags: number, d: Deadline): Promise<void> {
     const p = checkPath(path);
-    if (!name.startsWith(XATTR_USER_PREFIX)) throw new DfsError('FS_ERROR', 'only user.* attributes are supported', 'EOPNOTSUPP');
+    // The kernel has already let only CAP_SYS_ADMIN through to trusted.* (xattr(7)).
+    if (xattrNamespaceOf(name) === null) throw new DfsError('FS_ERROR', 'only user.* and trusted.* attributes are supported', 'EOPNOTSUPP');
     const f = flags & (XATTR_CREATE | XATTR_REPLACE);
     if (f === (XATTR_CREATE | XATTR_REPLACE)) throw new DfsError('FS_ERROR', 'XATTR_CREATE and XATTR_REPLACE together', 'EINVAL');
     await this.mutate({ type: 'setxattr', path: p, name, flags: f as 0 | 1 | 2 }, d, p, value);
@@ -551,7 +619,7 @@ export class DfsFileSystem {
     // The kernel asks for security.capability before every write and for other namespaces
     // on ls -l: none is ever stored, so the answer needs no round trip. A namespace Linux
     // does not know is EOPNOTSUPP, as on a local disk.
-    if (!name.startsWith(XATTR_USER_PREFIX)) {
+    if (xattrNamespaceOf(name) === null) {
       throw KNOWN_XATTR_NAMESPACES.some((ns) => name.startsWith(ns))
         ? new DfsError('FS_ERROR', 'no such attribute', 'ENODATA')
         : new DfsError('FS_ERROR', 'unknown attribute namespace', 'EOPNOTSUPP');
@@ -559,13 +627,16 @@ export class DfsFileSystem {
     return this.client.xattr(p, name, d);
   }
 
-  private async listxattr(path: string, d: Deadline): Promise<string[]> {
-    return this.client.xattrs(checkPath(path), d);
+  /** listxattr(2) lists trusted.* only to a caller with CAP_SYS_ADMIN, which the mount
+   * takes to be root (uid 0), as ext4 does. */
+  private async listxattr(path: string, caller: Fuse.Caller | null, d: Deadline): Promise<string[]> {
+    const names = await this.client.xattrs(checkPath(path), d);
+    return caller?.uid === 0 ? names : names.filter((n) => xattrNamespaceOf(n) !== 'trusted.');
   }
 
   private async removexattr(path: string, name: string, d: Deadline): Promise<void> {
     const p = checkPath(path);
-    if (!name.startsWith(XATTR_USER_PREFIX)) throw new DfsError('FS_ERROR', 'only user.* attributes are supported', 'EOPNOTSUPP');
+    if (xattrNamespaceOf(name) === null) throw new DfsError('FS_ERROR', 'only user.* and trusted.* attributes are supported', 'EOPNOTSUPP');
     await this.mutate({ type: 'removexattr', path: p, name }, d, p);
   }
 
@@ -596,11 +667,12 @@ export class DfsFileSystem {
     if (writable && flags & fsConstants.O_TRUNC && attr.size > 0) {
       await this.setattr(p, { type: 'truncate', path: p, size: 0 }, d);
     }
-    return this.openHandle(p, attr.ino, attr.nlink > 1, writable);
+    const readable = (flags & O_ACCMODE) !== fsConstants.O_WRONLY;
+    return this.openHandle(p, attr.ino, attr.nlink > 1, writable, readable ? attr : null);
   }
 
-  private openHandle(p: string, ino: number, multiLink: boolean, writable: boolean): number {
-    const h = this.handles.add((fh) => ({ fh, path: p, ino, multiLink, writable, writes: null, readAhead: null }));
+  private openHandle(p: string, ino: number, multiLink: boolean, writable: boolean, atimeFrom: Attr | null = null): number {
+    const h = this.handles.add((fh) => ({ fh, path: p, ino, multiLink, writable, privilegesChecked: false, atimeFrom, writes: null, readAhead: null }));
     if (!h) throw new DfsError('FS_ERROR', 'too many open files', 'ENFILE');
     return h.fh;
   }
@@ -613,6 +685,10 @@ export class DfsFileSystem {
 
   private async read(fd: number, len: number, pos: number, d: Deadline): Promise<Buffer> {
     const h = this.handle(fd);
+    if (h.atimeFrom) {
+      this.readAccess(h.path, h.atimeFrom);
+      h.atimeFrom = null;
+    }
     // Reads see what this mount wrote, even if it is still buffered.
     await this.flushAll(this.handles.related(h.path, h.ino), d);
     h.readAhead ??= new ReadAhead((offset, size) => this.fetchData(h, offset, size), this.config.readAheadBytes);
@@ -630,9 +706,13 @@ export class DfsFileSystem {
     }
   }
 
-  private async write(fd: number, buf: Buffer, len: number, pos: number, _d: Deadline): Promise<void> {
+  private async write(fd: number, buf: Buffer, len: number, pos: number, caller: Fuse.Caller | null, d: Deadline): Promise<void> {
     const h = this.handle(fd);
     if (!h.writable) throw new DfsError('FS_ERROR', 'handle is read-only', 'EBADF');
+    if (!h.privilegesChecked) {
+      h.privilegesChecked = true;
+      await this.dropSetgidOnWrite(h.path, caller, d);
+    }
     h.writes ??= new WriteBuffer((offset, data) => this.sendChunk(h, offset, data), this.config.writeLimits);
     this.invalidateReads(h.path, h.ino);
     // Each handle coalesces its own writes, so bytes another handle of this file wrote
@@ -750,6 +830,9 @@ export function toStat(a: Attr): Fuse.Stat {
     atime: a.atimeMs,
     mtime: a.mtimeMs,
     ctime: a.ctimeMs,
+    atimeNsec: a.atimeNsec,
+    mtimeNsec: a.mtimeNsec,
+    ctimeNsec: a.ctimeNsec,
   };
 }
 
@@ -760,6 +843,19 @@ function lostWrite(err: unknown): never {
   if (err instanceof DfsError && errnoOfLostWrite(err) !== EIO) throw err;
   const why = err instanceof Error ? err.message : String(err);
   throw new DfsError('UNAVAILABLE', `buffered write lost: ${why}`);
+}
+
+/** Whether the calling thread has `gid` as its fsgid or a supplementary group
+ * (/proc/<tid>/status, proc(5)); a thread that is gone counts as not a member. */
+function callerInGroup(caller: Fuse.Caller, gid: number): boolean {
+  if (caller.gid === gid) return true;
+  try {
+    const status = readFileSync(`/proc/${caller.pid}/status`, 'latin1');
+    const line = /^Groups:(.*)$/m.exec(status);
+    return line !== null && line[1]!.trim().split(/\s+/).map(Number).includes(gid);
+  } catch {
+    return false;
+  }
 }
 
 function processExists(pid: number): boolean {

@@ -17,6 +17,8 @@ export const USAGE = `usage: dfs-mount MOUNTPOINT [--proxy URL[,URL...]] [-f] [-
   --deadline-ms N       bound on every file system call (default ${MOUNT_CONFIG_DEFAULTS.deadlineMs})
   --allow-other         let other users use the mount (needs user_allow_other for non-root)
   --read-node ID        serve every read from this storage node (it must be in sync)
+  --noatime             reads never move atime (default: as relatime, at most one
+                        small op after a change or once a day per file)
   --debug-fuse          log every FUSE request (libfuse's debug option)
 `;
 
@@ -30,6 +32,7 @@ export interface Cli {
   /** Pin reads to one storage node (the dfs-read-node header); undefined: any. */
   readNode: string | undefined;
   debugFuse: boolean;
+  noatime: boolean;
 }
 
 export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): Cli | 'help' {
@@ -44,6 +47,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
       'allow-other': { type: 'boolean' },
       'read-node': { type: 'string' },
       'debug-fuse': { type: 'boolean' },
+      noatime: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -72,6 +76,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
     allowOther: values['allow-other'] ?? false,
     readNode: values['read-node'],
     debugFuse: values['debug-fuse'] ?? false,
+    noatime: values.noatime ?? false,
   };
 }
 

@@ -19,7 +19,7 @@ import { decodeOneFrame, encodeFrame } from '../common/frame';
 import { installErrorHandler, octets, queryInt, queryPath, readBody } from '../common/http';
 import { OP_BODY_BYTES_MAX, READ_BYTES_MAX } from '../common/limits';
 import type { Logger } from '../common/log';
-import { parseClientOpHeader, validateOp, validateXattrName, type SequencedOpHeader } from '../common/ops';
+import { parseClientOpHeader, validateOp, validateXattrName, xattrNamespaceOf, type SequencedOpHeader } from '../common/ops';
 import type { NodePool } from './node-pool';
 import type { Sequencer } from './sequencer';
 import { verifyCluster } from './verify';
@@ -199,7 +199,7 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
     const name = c.req.query('name') ?? '';
     // Other namespaces are never stored, so reading one finds nothing, as on a local
     // disk without, say, SELinux labels.
-    if (!name.startsWith('user.')) throw new DfsError('FS_ERROR', 'no such attribute', 'ENODATA');
+    if (xattrNamespaceOf(name) === null) throw new DfsError('FS_ERROR', 'no such attribute', 'ENODATA');
     validateXattrName(name);
     return read(c, 'xattr', { path, name }, true);
   });

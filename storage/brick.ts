@@ -23,6 +23,10 @@
  * mirrored onto the files as well, so a brick reads sensibly with ordinary tools.
  * `trusted.*` attributes need root (the node needs it for chown anyway), and unlike
  * `user.*` ones they may be set on symlinks.
+ *
+ * Clients' extended attributes: `user.X` is stored as itself; a client's `trusted.X` as
+ * `trusted.dfs.t.X` (brickXattrName), so that no client, root included, can see or touch
+ * the cluster's own `trusted.dfs.meta`.
  */
 import { createHash } from 'node:crypto';
 import fs, { constants as C, promises as fsp } from 'node:fs';
@@ -31,7 +35,7 @@ import nodePath from 'node:path';
 import type { Attr, DirEntry, ManifestEntry, StatFs } from '../common/api';
 import { fsError, isErrnoException } from '../common/errors';
 import { parentOf } from '../common/paths';
-import { S_IFMT, type Op } from '../common/ops';
+import { relatimeDue, S_IFMT, xattrNamespaceOf, type Op } from '../common/ops';
 import { READ_BYTES_MAX, XATTR_INODE_BYTES_MAX } from '../common/limits';
 import { DfsError } from '../common/errors';
 import { xattrGet, xattrList, xattrRemove, xattrSet } from './xattr';
@@ -61,24 +65,37 @@ export interface Meta {
   ctimeMs: number;
   kind: number;
   rdev: number;
+  /** The nanoseconds within the millisecond of each time (utimensat sets them). */
+  atimeNsec: number;
+  mtimeNsec: number;
+  ctimeNsec: number;
 }
 
-const META_BYTES = 48;
+/** Six float64s (ino, atimeMs, mtimeMs, ctimeMs, kind, rdev) and three uint32s (atimeNsec,
+ * mtimeNsec, ctimeNsec), little-endian. Older layouts are read with what they lack as 0. */
+const META_BYTES = 60;
+const META_BYTES_V2 = 48; // before nanoseconds
 const META_BYTES_V1 = 32; // before special files: no kind and rdev
 
 function readMeta(abs: string): Meta | null {
   const buf = xattrGet(abs, META_XATTR);
   if (!buf) return null;
   // A damaged attribute would make nodes disagree silently: refuse to go on instead.
-  if (buf.length !== META_BYTES && buf.length !== META_BYTES_V1) throw new Error(`${abs}: ${META_XATTR} has ${buf.length} bytes, not ${META_BYTES}`);
-  const long = buf.length === META_BYTES;
+  if (buf.length !== META_BYTES && buf.length !== META_BYTES_V2 && buf.length !== META_BYTES_V1) {
+    throw new Error(`${abs}: ${META_XATTR} has ${buf.length} bytes, not ${META_BYTES}`);
+  }
+  const special = buf.length >= META_BYTES_V2;
+  const nsec = buf.length >= META_BYTES;
   return {
     ino: buf.readDoubleLE(0),
     atimeMs: buf.readDoubleLE(8),
     mtimeMs: buf.readDoubleLE(16),
     ctimeMs: buf.readDoubleLE(24),
-    kind: long ? buf.readDoubleLE(32) : 0,
-    rdev: long ? buf.readDoubleLE(40) : 0,
+    kind: special ? buf.readDoubleLE(32) : 0,
+    rdev: special ? buf.readDoubleLE(40) : 0,
+    atimeNsec: nsec ? buf.readUInt32LE(48) : 0,
+    mtimeNsec: nsec ? buf.readUInt32LE(52) : 0,
+    ctimeNsec: nsec ? buf.readUInt32LE(56) : 0,
   };
 }
 
@@ -90,6 +107,9 @@ function writeMeta(abs: string, m: Meta): void {
   buf.writeDoubleLE(m.ctimeMs, 24);
   buf.writeDoubleLE(m.kind, 32);
   buf.writeDoubleLE(m.rdev, 40);
+  buf.writeUInt32LE(m.atimeNsec, 48);
+  buf.writeUInt32LE(m.mtimeNsec, 52);
+  buf.writeUInt32LE(m.ctimeNsec, 56);
   xattrSet(abs, META_XATTR, buf);
 }
 
@@ -107,16 +127,40 @@ export function attrOf(st: Stats, meta: Meta | null): Attr {
     atimeMs: meta?.atimeMs ?? st.atimeMs,
     mtimeMs: meta?.mtimeMs ?? st.mtimeMs,
     ctimeMs: meta?.ctimeMs ?? st.ctimeMs,
+    atimeNsec: meta?.atimeNsec ?? 0,
+    mtimeNsec: meta?.mtimeNsec ?? 0,
+    ctimeNsec: meta?.ctimeNsec ?? 0,
   };
 }
 
-/** What one extended attribute takes in ext4's attribute block (see XATTR_INODE_BYTES_MAX). */
-function xattrEntryBytes(name: string, valueBytes: number): number {
-  const round4 = (n: number) => (n + 3) & ~3;
-  return 16 + round4(Buffer.byteLength(name) - 'user.'.length) + round4(valueBytes);
+/** Where the brick keeps the client's `trusted.*` attributes. */
+const CLIENT_TRUSTED_PREFIX = 'trusted.dfs.t.';
+
+/** The brick's name for a client's attribute name (validated by validateXattrName). */
+export function brickXattrName(name: string): string {
+  return name.startsWith('trusted.') ? CLIENT_TRUSTED_PREFIX + name.slice('trusted.'.length) : name;
 }
 
-type TimeChange = Partial<Pick<Meta, 'atimeMs' | 'mtimeMs' | 'ctimeMs'>>;
+/** The client's name for a brick attribute, or null for the cluster's own. */
+export function clientXattrName(brickName: string): string | null {
+  if (brickName.startsWith(CLIENT_TRUSTED_PREFIX)) return 'trusted.' + brickName.slice(CLIENT_TRUSTED_PREFIX.length);
+  return xattrNamespaceOf(brickName) === 'user.' ? brickName : null;
+}
+
+/** The client attribute names of a brick file. */
+function clientXattrNames(abs: string): string[] {
+  return xattrList(abs).flatMap((n) => clientXattrName(n) ?? []);
+}
+
+/** What one extended attribute (a client name) takes in ext4's attribute block, which keeps
+ * the namespace as a number (see XATTR_INODE_BYTES_MAX). */
+function xattrEntryBytes(name: string, valueBytes: number): number {
+  const round4 = (n: number) => (n + 3) & ~3;
+  return 16 + round4(Buffer.byteLength(name) - (xattrNamespaceOf(name)?.length ?? 0)) + round4(valueBytes);
+}
+
+/** Times to set; a time set without its nanoseconds has none. */
+type TimeChange = Partial<Pick<Meta, 'atimeMs' | 'mtimeMs' | 'ctimeMs' | 'atimeNsec' | 'mtimeNsec'>>;
 
 /** A long listing yields to the event loop every so many entries. */
 const DIR_ENTRIES_PER_YIELD = 256;
@@ -147,7 +191,7 @@ export class Brick {
     try {
       // Every node starts from the same root: inode 1, times 0, until ops change them.
       if (!readMeta(root)) {
-        writeMeta(root, { ino: ROOT_INO, atimeMs: 0, mtimeMs: 0, ctimeMs: 0, kind: 0, rdev: 0 });
+        writeMeta(root, { ino: ROOT_INO, atimeMs: 0, mtimeMs: 0, ctimeMs: 0, kind: 0, rdev: 0, atimeNsec: 0, mtimeNsec: 0, ctimeNsec: 0 });
         fs.lutimesSync(root, 0, 0);
       }
     } catch (e) {
@@ -211,15 +255,18 @@ export class Brick {
 
   /** A new inode: its identity, and its real times mirrored. */
   private born(abs: string, ino: number, timeMs: number, kind = 0, rdev = 0): void {
-    writeMeta(abs, { ino, atimeMs: timeMs, mtimeMs: timeMs, ctimeMs: timeMs, kind, rdev });
+    writeMeta(abs, { ino, atimeMs: timeMs, mtimeMs: timeMs, ctimeMs: timeMs, kind, rdev, atimeNsec: 0, mtimeNsec: 0, ctimeNsec: 0 });
     fs.lutimesSync(abs, timeMs / 1000, timeMs / 1000);
   }
 
   /** Changes some of an inode's times (and mirrors atime and mtime onto the real file). */
   private stamp(abs: string, change: TimeChange): void {
     const st = fs.lstatSync(abs);
-    const m = readMeta(abs) ?? { ino: st.ino, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, kind: 0, rdev: 0 };
+    const m = readMeta(abs) ?? { ino: st.ino, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, kind: 0, rdev: 0, atimeNsec: 0, mtimeNsec: 0, ctimeNsec: 0 };
     const next = { ...m, ...change };
+    if (change.atimeMs !== undefined) next.atimeNsec = change.atimeNsec ?? 0;
+    if (change.mtimeMs !== undefined) next.mtimeNsec = change.mtimeNsec ?? 0;
+    if (change.ctimeMs !== undefined) next.ctimeNsec = 0;
     writeMeta(abs, next);
     if (change.atimeMs !== undefined || change.mtimeMs !== undefined) fs.lutimesSync(abs, next.atimeMs / 1000, next.mtimeMs / 1000);
   }
@@ -375,11 +422,16 @@ export class Brick {
       }
       case 'utimens': {
         const abs = this.resolveSync(op.path);
-        const time = (v: number | 'now' | null) => (v === 'now' ? { v: t } : v === null ? null : { v });
-        const a = time(op.atimeMs);
-        const m = time(op.mtimeMs);
+        const time = (v: number | 'now' | null, ns: number | undefined) => (v === 'now' ? { v: t, ns: 0 } : v === null ? null : { v, ns: ns ?? 0 });
+        const a = time(op.atimeMs, op.atimeNsec);
+        const m = time(op.mtimeMs, op.mtimeNsec);
         if (!a && !m) return { attr: this.attrAt(abs) }; // both left alone: nothing changes
-        this.stamp(abs, { ...(a ? { atimeMs: a.v } : {}), ...(m ? { mtimeMs: m.v } : {}), ctimeMs: t });
+        this.stamp(abs, { ...(a ? { atimeMs: a.v, atimeNsec: a.ns } : {}), ...(m ? { mtimeMs: m.v, mtimeNsec: m.ns } : {}), ctimeMs: t });
+        return { attr: this.attrAt(abs) };
+      }
+      case 'atime': {
+        const abs = this.resolveSync(op.path);
+        if (relatimeDue(this.attrAt(abs), t)) this.stamp(abs, { atimeMs: t });
         return { attr: this.attrAt(abs) };
       }
       case 'mknod': {
@@ -400,22 +452,22 @@ export class Brick {
       case 'setxattr': {
         const abs = this.resolveSync(op.path);
         fs.lstatSync(abs); // ENOENT before anything else, as getxattr(2) on a missing path
-        const exists = xattrGet(abs, op.name) !== null;
+        const exists = xattrGet(abs, brickXattrName(op.name)) !== null;
         if (op.flags === 1 && exists) throw fsError('EEXIST');
         if (op.flags === 2 && !exists) throw fsError('ENODATA');
         let room = XATTR_INODE_BYTES_MAX - xattrEntryBytes(op.name, data.length);
-        for (const name of xattrList(abs)) {
-          if (name.startsWith('user.') && name !== op.name) room -= xattrEntryBytes(name, xattrGet(abs, name)?.length ?? 0);
+        for (const name of clientXattrNames(abs)) {
+          if (name !== op.name) room -= xattrEntryBytes(name, xattrGet(abs, brickXattrName(name))?.length ?? 0);
         }
         if (room < 0) throw fsError('ENOSPC', 'no room for more extended attributes on this inode');
-        xattrSet(abs, op.name, data);
+        xattrSet(abs, brickXattrName(op.name), data);
         this.stamp(abs, { ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
       case 'removexattr': {
         const abs = this.resolveSync(op.path);
         fs.lstatSync(abs);
-        xattrRemove(abs, op.name);
+        xattrRemove(abs, brickXattrName(op.name));
         this.stamp(abs, { ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
@@ -474,23 +526,23 @@ export class Brick {
     });
   }
 
-  /** One `user.*` attribute's value; ENODATA when it has none of that name. */
+  /** One client attribute's value; ENODATA when it has none of that name. */
   async xattr(path: string, name: string): Promise<Buffer> {
     return this.mapFs(async () => {
       const abs = this.resolveSync(path);
       fs.lstatSync(abs);
-      const v = xattrGet(abs, name);
+      const v = xattrNamespaceOf(name) === null ? null : xattrGet(abs, brickXattrName(name));
       if (!v) throw fsError('ENODATA');
       return v;
     });
   }
 
-  /** The names of a file's `user.*` attributes (the cluster's own are not listed). */
+  /** The names of a file's client attributes (the cluster's own are not listed). */
   async xattrNames(path: string): Promise<string[]> {
     return this.mapFs(async () => {
       const abs = this.resolveSync(path);
       fs.lstatSync(abs);
-      return xattrList(abs).filter((n) => n.startsWith('user.'));
+      return clientXattrNames(abs);
     });
   }
 
@@ -530,10 +582,9 @@ export class Brick {
       }
       e.sha256 = hash.digest('hex');
     }
-    if (kind !== 0o120000) {
-      const names = xattrList(abs).filter((n) => n.startsWith('user.')).sort();
-      if (names.length > 0) e.xattrs = Object.fromEntries(names.map((n) => [n, createHash('sha256').update(xattrGet(abs, n) ?? Buffer.alloc(0)).digest('hex')]));
-    }
+    // A symlink may carry trusted.* ones.
+    const names = clientXattrNames(abs).sort();
+    if (names.length > 0) e.xattrs = Object.fromEntries(names.map((n) => [n, createHash('sha256').update(xattrGet(abs, brickXattrName(n)) ?? Buffer.alloc(0)).digest('hex')]));
     return e;
   }
 

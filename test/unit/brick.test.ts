@@ -194,6 +194,42 @@ test('user extended attributes: create, replace, read, list, remove, with the lo
     assert.is((await b.xattr('/f', 'user.big')).length, 3800);
   }));
 
+test('trusted.* attributes are kept apart from the cluster\'s own: listed, set and removed without touching the identity', () =>
+  withBrick(async (b, root) => {
+    const r = b.apply({ type: 'create', path: '/f', mode: 0o644, uid: 0, gid: 0, exclusive: true }, none, T, 1);
+    const ino = r.attr!.ino;
+    b.apply({ type: 'symlink', path: '/l', target: 'f', uid: 0, gid: 0 }, none, T, 2);
+    assert.is(b.apply({ type: 'setxattr', path: '/f', name: 'trusted.t', flags: 0 }, Buffer.from('T'), T, 3).errno, undefined);
+    assert.is(b.apply({ type: 'setxattr', path: '/f', name: 'trusted.dfs.meta', flags: 0 }, Buffer.from('garbage'), T, 4).errno, undefined, "a client's trusted.dfs.meta is its own attribute");
+    assert.is((await b.xattr('/f', 'trusted.dfs.meta')).toString(), 'garbage');
+    assert.is((await b.attr('/f')).ino, ino, 'the identity is untouched');
+    assert.equal((await b.xattrNames('/f')).sort(), ['trusted.dfs.meta', 'trusted.t']);
+    assert.is(b.apply({ type: 'removexattr', path: '/f', name: 'trusted.dfs.meta' }, none, T, 5).errno, undefined);
+    assert.is((await b.attr('/f')).ino, ino, 'still untouched after the remove');
+    assert.equal(await b.xattrNames('/f'), ['trusted.t']);
+    assert.is(b.apply({ type: 'setxattr', path: '/l', name: 'trusted.s', flags: 0 }, Buffer.from('S'), T, 6).errno, undefined, 'trusted.* on a symlink, as Linux');
+    assert.equal(await b.xattrNames('/l'), ['trusted.s']);
+    const manifest = await b.manifest();
+    assert.equal(Object.keys(manifest.find((e) => e.path === '/l')!.xattrs ?? {}), ['trusted.s'], 'verify compares them too');
+    assert.ok(root.length > 0);
+  }));
+
+test('an atime op moves atime as relatime does and nothing else', () =>
+  withBrick(async (b) => {
+    const at = async (p: string) => {
+      const a = await b.attr(p);
+      return [a.atimeMs, a.mtimeMs, a.ctimeMs];
+    };
+    b.apply({ type: 'create', path: '/f', mode: 0o644, uid: 0, gid: 0, exclusive: true }, none, T, 1);
+    assert.is(b.apply({ type: 'atime', path: '/f' }, none, T + 10, 2).errno, undefined);
+    assert.equal(await at('/f'), [T + 10, T, T], 'atime was not after mtime: it moves, ctime does not');
+    b.apply({ type: 'atime', path: '/f' }, none, T + 20, 3);
+    assert.equal(await at('/f'), [T + 10, T, T], 'atime is after mtime and recent: it stays');
+    b.apply({ type: 'atime', path: '/f' }, none, T + 10 + 24 * 3600 * 1000, 4);
+    assert.equal(await at('/f'), [T + 10 + 24 * 3600 * 1000, T, T], 'a day old: it moves');
+    assert.is(b.apply({ type: 'atime', path: '/none' }, none, T, 5).errno, 'ENOENT');
+  }));
+
 test('a setgid directory gives new entries its group, and new subdirectories its setgid bit', () =>
   withBrick(async (b) => {
     b.apply({ type: 'mkdir', path: '/shared', mode: 0o2775, uid: 0, gid: 50 }, none, T, 1);

@@ -78,7 +78,8 @@ test('mknod types and extended attribute names are checked before sequencing', (
   assert.is(errnoOf(() => validateOp({ type: 'mknod', path: '/p', mode: 0o010644, rdev: 0, uid: 0, gid: 0 }, 0)), null);
   assert.is(errnoOf(() => validateOp({ type: 'mknod', path: '/p', mode: 0o040755, rdev: 0, uid: 0, gid: 0 }, 0)), 'EINVAL', 'mknod of a directory');
   assert.is(errnoOf(() => validateOp({ type: 'setxattr', path: '/p', name: 'user.x', flags: 0 }, 10)), null);
-  assert.is(errnoOf(() => validateOp({ type: 'setxattr', path: '/p', name: 'trusted.dfs.meta', flags: 0 }, 10)), 'EOPNOTSUPP');
+  assert.is(errnoOf(() => validateOp({ type: 'setxattr', path: '/p', name: 'trusted.', flags: 0 }, 10)), 'EOPNOTSUPP');
+  assert.is(errnoOf(() => validateOp({ type: 'setxattr', path: '/p', name: 'trusted.x', flags: 0 }, 10)), null, "root's trusted.* is stored");
   assert.is(errnoOf(() => validateOp({ type: 'setxattr', path: '/p', name: 'user.' + 'n'.repeat(251), flags: 0 }, 10)), 'ERANGE');
   assert.is(errnoOf(() => validateOp({ type: 'setxattr', path: '/p', name: 'user.x', flags: 0 }, 64 * 1024 + 1)), 'E2BIG');
   assert.is(errnoOf(() => validateOp({ type: 'removexattr', path: '/p', name: 'security.selinux' }, 0)), 'EOPNOTSUPP');
