@@ -1,15 +1,17 @@
 /*
  * The `dfs` command: runs a whole cluster on one machine and reports on a cluster.
  *
- *   dfs local up     [--data DIR] [--nodes 3] [--proxies 2] [--mount DIR]
+ *   dfs local up     [--data DIR] [--nodes 3] [--proxies 2] [--mount DIR] [--no-supervise]
  *   dfs local status [--data DIR] [--json]
  *   dfs local down   [--data DIR]
+ *   dfs local supervise [--data DIR]     (started by `up`; by hand only to replace a dead one)
  *   dfs status       [--proxy URL[,URL…] | --data DIR] [--json]
  *   dfs verify       [--proxy URL[,URL…] | --data DIR] [--json]   (exit 1 on divergence)
  *
  * `local up` starts Redis, the storage nodes and the proxies as detached processes (they
- * outlive this command), records them in DIR/cluster.json, and optionally mounts the
- * cluster with dfs-mount. `local down` stops exactly what that file records. The data
+ * outlive this command), records them in DIR/cluster.json, optionally mounts the cluster
+ * with dfs-mount, and starts a supervisor (supervisor.ts) that restarts whatever of that
+ * dies. `local down` stops exactly what that file records, the supervisor first. The data
  * directory defaults to $DFS_DATA, else ~/.dfs/local. Expected failures print one line
  * and exit non-zero; only a bug prints a stack trace.
  */
@@ -30,22 +32,28 @@ import {
   startCluster,
   stopRecorded,
   clusterFilePath,
+  STOP_ORDER,
   type ClusterFile,
 } from './local-cluster';
 import { isFuseMounted } from './mounts';
 import { isSameProcess } from './processes';
+import { supervise } from './supervisor';
 import { rmSync } from 'node:fs';
 
 const USAGE = `usage:
-  dfs local up     [--data DIR] [--nodes N] [--proxies N] [--mount DIR]
+  dfs local up     [--data DIR] [--nodes N] [--proxies N] [--mount DIR] [--no-supervise]
   dfs local status [--data DIR] [--json]
   dfs local down   [--data DIR]
+  dfs local supervise [--data DIR]
   dfs status       [--proxy URL[,URL...] | --data DIR] [--json]
   dfs verify       [--proxy URL[,URL...] | --data DIR] [--json]
 
   --data DIR   where the local cluster keeps its data and cluster.json
                (default: $DFS_DATA, else ~/.dfs/local)
   --proxy URL  a proxy to ask (default: $DFS_PROXY, else the local cluster's proxies)
+  --no-supervise  \`up\` starts no supervisor: a process that dies stays down
+               (\`dfs local supervise\` is that supervisor; \`up\` starts it, and
+               run by hand it replaces one that died)
 `;
 
 /** A mistake in the command line: printed with the usage, exit code 2. */
@@ -93,6 +101,8 @@ async function localUp(args: string[]): Promise<number> {
     nodes: { type: 'string' },
     proxies: { type: 'string' },
     mount: { type: 'string' },
+    // Node 20's parseArgs has no negated booleans (allowNegative is Node 22).
+    'no-supervise': { type: 'boolean' },
   });
   noPositionals(positionals);
   const dataDir = resolve(values.data ?? defaultDataDir());
@@ -119,7 +129,8 @@ async function localUp(args: string[]): Promise<number> {
   }
 
   out(`starting a local cluster in ${dataDir} (${nodes} storage nodes, ${proxies} proxies)...`);
-  const cluster = await startCluster({ dataDir, nodes, proxies, detached: true, redisPersistent: true });
+  const supervised = values['no-supervise'] !== true;
+  const cluster = await startCluster({ dataDir, nodes, proxies, detached: true, redisPersistent: true, supervise: supervised });
   if (values.mount !== undefined) {
     try {
       await mountRecorded(dataDir, values.mount, { detached: true });
@@ -138,7 +149,18 @@ async function localUp(args: string[]): Promise<number> {
   if (values.mount === undefined) {
     out(`mount it with: dfs-mount MOUNTPOINT --proxy ${description.proxyUrls.join(',')}`);
   }
+  out(supervised ? 'a process that dies is restarted (log: logs/supervisor.log)' : 'not supervised: a process that dies stays down');
   out(`stop it with:  dfs local down --data ${dataDir}`);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// dfs local supervise
+
+async function localSupervise(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { data: { type: 'string' } });
+  noPositionals(positionals);
+  await supervise(resolve(values.data ?? defaultDataDir()));
   return 0;
 }
 
@@ -150,6 +172,8 @@ interface StatusProcess {
   id: string;
   pid: number;
   alive: boolean;
+  /** How often the supervisor restarted it. */
+  restarts: number;
   url: string | null;
   brickDir?: string;
   mountpoint?: string;
@@ -169,6 +193,7 @@ function describeProcesses(description: ClusterFile): { processes: StatusProcess
     id: record.id,
     pid: record.pid,
     alive: isSameProcess(record),
+    restarts: record.restartCount ?? 0,
     url: record.url,
     ...(record.brickDir !== undefined ? { brickDir: record.brickDir } : {}),
     ...(record.mountpoint !== undefined ? { mountpoint: record.mountpoint } : {}),
@@ -188,14 +213,14 @@ function describeProcesses(description: ClusterFile): { processes: StatusProcess
 
 function printProcesses(description: ClusterFile): void {
   const { processes, mounts } = describeProcesses(description);
-  const rows = [['KIND', 'ID', 'PID', 'STATE', 'URL', 'BRICK / MOUNT POINT']];
+  const rows = [['KIND', 'ID', 'PID', 'STATE', 'RESTARTS', 'URL', 'BRICK / MOUNT POINT']];
   for (const entry of processes) {
     let where = entry.brickDir ?? '';
     if (entry.mountpoint !== undefined) {
       const mount = mounts.find((candidate) => candidate.mountpoint === entry.mountpoint);
       where = `${entry.mountpoint} (${mount?.mounted ? 'mounted' : 'not mounted'})`;
     }
-    rows.push([entry.kind, entry.id, String(entry.pid), entry.alive ? 'running' : 'stopped', entry.url ?? '-', where]);
+    rows.push([entry.kind, entry.id, String(entry.pid), entry.alive ? 'running' : 'stopped', String(entry.restarts), entry.url ?? '-', where]);
   }
   for (const line of table(rows)) out('  ' + line);
 }
@@ -254,8 +279,7 @@ async function localDown(args: string[]): Promise<number> {
     out(`no local cluster recorded in ${dataDir}; nothing to stop`);
     return 0;
   }
-  const stopOrder = ['mount', 'proxy', 'storage', 'redis'];
-  const live = liveProcesses(description).sort((a, b) => stopOrder.indexOf(a.kind) - stopOrder.indexOf(b.kind));
+  const live = liveProcesses(description).sort((a, b) => STOP_ORDER.indexOf(a.kind) - STOP_ORDER.indexOf(b.kind));
   const mounted = description.mounts.filter((mount) => isFuseMounted(mount.mountpoint));
   await stopRecorded(description);
   rmSync(clusterFilePath(dataDir), { force: true });
@@ -353,7 +377,8 @@ async function main(argv: string[]): Promise<number> {
     if (action === 'up') return localUp(args);
     if (action === 'status') return localStatus(args);
     if (action === 'down') return localDown(args);
-    throw new UsageError(action === undefined ? 'dfs local wants up, status or down' : `unknown action ${JSON.stringify(action)} for dfs local`);
+    if (action === 'supervise') return localSupervise(args);
+    throw new UsageError(action === undefined ? 'dfs local wants up, status, down or supervise' : `unknown action ${JSON.stringify(action)} for dfs local`);
   }
   throw new UsageError(`unknown command ${JSON.stringify(command)}`);
 }

@@ -9,13 +9,19 @@
  *   2. start `redis-server` in the foreground (we own its pid) and wait for PONG;
  *   3. start the storage nodes and the proxies, stdout and stderr into <dataDir>/logs/<id>.log,
  *      and record every process in <dataDir>/cluster.json (pid, start time, URL, brick);
- *   4. poll until every proxy's /readyz is 200 and /v1/cluster shows all N nodes in sync.
+ *   4. poll until every proxy's /readyz is 200 and /v1/cluster shows all N nodes in sync;
+ *   5. with `supervise` (on for `dfs local up`), start `dfs local supervise` (supervisor.ts),
+ *      recorded like the others, which from then on restarts any recorded process that dies.
  * A process that exits or does not become ready before the deadline fails the start: what
  * was started is stopped and the error names the process and quotes the end of its log.
  *
- * cluster.json is how another process (`dfs local status`, `dfs local down`) finds the
- * processes later. A stop signals only recorded pids that still carry the recorded start
- * time and command line (processes.ts), so a reused pid is never killed.
+ * cluster.json is how another process (`dfs local status`, `dfs local down`, the
+ * supervisor) finds the processes later. Once a supervisor may be writing it too, every
+ * change is a read-modify-write under <dataDir>/cluster.json.lock (updateClusterFile), and
+ * each writer changes only the records it owns, so that no writer puts back a pid another
+ * has replaced. A stop signals only recorded pids that still carry the recorded start
+ * time and command line (processes.ts), so a reused pid is never killed; it stops the
+ * supervisor first, so that nothing it stops is started again behind its back.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync, fstatSync } from 'node:fs';
@@ -28,12 +34,15 @@ import { h2cClientOptions } from '../common/h2c';
 import { nodeAliveKey } from '../common/redis-keys';
 import { findMount, isFuseMounted, unmountFuse } from './mounts';
 import { STOP_GRACE_MS, isSameProcess, pollUntil, processStartTime, signalProcess, stopProcesses, type ProcessIdentity } from './processes';
+import { RESTART_BACKOFF_MS_MAX } from './restart-backoff';
 
 /** The repository root: this file runs as dist/cli/local-cluster.js. */
 export const REPO_ROOT = resolve(__dirname, '..', '..');
 export const STORAGE_MAIN = join(REPO_ROOT, 'dist', 'storage', 'main.js');
 export const PROXY_MAIN = join(REPO_ROOT, 'dist', 'proxy', 'main.js');
 export const MOUNT_BIN = join(REPO_ROOT, 'bin', 'dfs-mount');
+/** The `dfs` command itself, which runs the supervisor (`dfs local supervise`). */
+export const DFS_MAIN = join(REPO_ROOT, 'dist', 'cli', 'dfs.js');
 export const CLUSTER_FILE_NAME = 'cluster.json';
 
 /** How long a start may take before it is declared failed. */
@@ -53,8 +62,18 @@ export const LOG_TAIL_LINES = 25;
 /** Bounds on what a local cluster may be asked to run. */
 export const NODE_COUNT_MAX = 16;
 export const PROXY_COUNT_MAX = 16;
+/** How long a writer of cluster.json waits for another's lock before it gives up. Writers
+ * hold it for one read, a spawn and one write, so this is very long. */
+export const CLUSTER_LOCK_WAIT_MS = 10_000;
+const CLUSTER_LOCK_POLL_MS = 10;
+/** How long `restartProcess` of a supervised cluster waits for the supervisor to restart
+ * the process: the longest backoff, plus a start and a few of the supervisor's polls. */
+export const SUPERVISED_RESTART_WAIT_MS = RESTART_BACKOFF_MS_MAX + 10_000;
 
-export type ProcessKind = 'redis' | 'proxy' | 'storage' | 'mount';
+export type ProcessKind = 'supervisor' | 'redis' | 'proxy' | 'storage' | 'mount';
+/** The order in which a cluster is stopped: the supervisor first, so that it restarts none
+ * of the others; the mounts next, then each process before what it depends on. */
+export const STOP_ORDER: readonly ProcessKind[] = ['supervisor', 'mount', 'proxy', 'storage', 'redis'];
 
 /** One process of a local cluster, as recorded in cluster.json. */
 export interface ProcessRecord extends ProcessIdentity {
@@ -70,6 +89,9 @@ export interface ProcessRecord extends ProcessIdentity {
   brickDir?: string;
   /** Mounts: where the file system is mounted. */
   mountpoint?: string;
+  /** How often the supervisor has restarted this process (absent: never), and when last. */
+  restartCount?: number;
+  restartedAt?: string;
 }
 
 export interface MountRecord {
@@ -98,11 +120,20 @@ export interface ClusterOptions {
   logDir?: string;
   /** Children outlive this process (`dfs local up`); otherwise they are killed when it exits. */
   detached?: boolean;
-  /** Keep Redis's data in <dataDir>/redis across restarts (append-only file). */
+  /** Keep Redis's data in <dataDir>/redis across restarts (append-only file); default: on
+   * when supervised, since a Redis restarted empty has lost the cluster's sequence and
+   * membership. */
   redisPersistent?: boolean;
   readyTimeoutMs?: number;
   /** Extra environment for every child (for example DFS_LOG_LEVEL). */
   env?: Record<string, string>;
+  /**
+   * Start a supervisor that restarts any process that dies (`dfs local up` does; default
+   * off, so that a test that kills a process decides itself when it comes back). In a
+   * supervised cluster, killProcess kills and the supervisor restarts; restartProcess
+   * waits for that restart.
+   */
+  supervise?: boolean;
 }
 
 export interface NodeHandle {
@@ -130,6 +161,8 @@ export interface MountOptions {
 export interface Cluster {
   dataDir: string;
   clusterFile: string;
+  /** A supervisor restarts what dies (ClusterOptions.supervise). */
+  supervised: boolean;
   redisUrl: string;
   proxyUrls: string[];
   nodes: NodeHandle[];
@@ -141,7 +174,8 @@ export interface Cluster {
   stop(): Promise<void>;
   /** Sends a signal to one process (SIGKILL by default): `killProcess('storage', 'n2')`. */
   killProcess(kind: ProcessKind, id: string, signal?: NodeJS.Signals): void;
-  /** Starts a stopped or killed process again, same arguments and port. */
+  /** Starts a stopped or killed process again, same arguments and port; in a supervised
+   * cluster, waits until the supervisor has done so. */
   restartProcess(kind: ProcessKind, id: string): Promise<void>;
   isRunning(kind: ProcessKind, id: string): boolean;
   logTail(kind: ProcessKind, id: string): string;
@@ -189,6 +223,69 @@ export function writeClusterFile(description: ClusterFile): void {
   const temp = `${file}.${process.pid}.tmp`;
   writeFileSync(temp, JSON.stringify(description, null, 2) + '\n');
   renameSync(temp, file);
+}
+
+/**
+ * Runs `critical` holding <dataDir>/cluster.json.lock, a file created with O_EXCL that
+ * names its holder (pid and start time). A lock whose holder no longer runs (it crashed
+ * holding it) is broken; one held longer than CLUSTER_LOCK_WAIT_MS by a live process is
+ * an error, not a wait without end. (Two writers breaking the same dead holder's lock at
+ * once could both go on; that needs a crash inside a critical section of milliseconds
+ * first, and a local cluster has at most a few writers.)
+ */
+export async function withClusterLock<T>(dataDir: string, critical: () => T | Promise<T>): Promise<T> {
+  const lockFile = `${clusterFilePath(dataDir)}.lock`;
+  const holder = `${process.pid} ${processStartTime(process.pid)}`;
+  let other = '';
+  const acquired = await pollUntil(() => {
+    try {
+      writeFileSync(lockFile, holder, { flag: 'wx' });
+      return true;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    try {
+      other = readFileSync(lockFile, 'utf8');
+    } catch {
+      return undefined; // released meanwhile
+    }
+    // An empty file is a holder between its create and its write: it runs.
+    const [pid, startTime] = other.split(' ');
+    if (pid !== undefined && /^\d+$/.test(pid) && startTime !== undefined && processStartTime(Number(pid)) !== startTime) {
+      rmSync(lockFile, { force: true });
+    }
+    return undefined;
+  }, CLUSTER_LOCK_WAIT_MS, CLUSTER_LOCK_POLL_MS);
+  if (!acquired) {
+    throw new DfsError('TIMEOUT', `${lockFile} is held by pid ${other.split(' ')[0] || '?'} for more than ${CLUSTER_LOCK_WAIT_MS} ms`);
+  }
+  try {
+    return await critical();
+  } finally {
+    rmSync(lockFile, { force: true });
+  }
+}
+
+/**
+ * Read-modify-write of cluster.json under the lock: `change` edits the description as it
+ * is on disk now, which is then written back. Resolves with the new description, or null
+ * (and calls nothing) when there is no cluster.json any more.
+ */
+export async function updateClusterFile(dataDir: string, change: (description: ClusterFile) => void): Promise<ClusterFile | null> {
+  return withClusterLock(dataDir, () => {
+    const description = readClusterFile(dataDir);
+    if (description === null) return null;
+    change(description);
+    writeClusterFile(description);
+    return description;
+  });
+}
+
+/** Puts `record` in place of the recorded process of the same kind and ID, or adds it. */
+export function upsertRecord(description: ClusterFile, record: ProcessRecord): void {
+  const index = description.processes.findIndex((candidate) => candidate.kind === record.kind && candidate.id === record.id);
+  if (index === -1) description.processes.push(record);
+  else description.processes[index] = record;
 }
 
 /** The recorded processes that are still running as recorded. */
@@ -346,7 +443,7 @@ export async function fetchNodeState(url: string, timeoutMs = PROBE_TIMEOUT_MS):
 // ---------------------------------------------------------------------------------------
 // spawning
 
-interface Running {
+export interface Running {
   record: ProcessRecord;
   child: ChildProcess | null;
   exit: { code: number | null; signal: NodeJS.Signals | null } | null;
@@ -373,7 +470,7 @@ function failure(running: Running, what: string): DfsError {
 }
 
 /** Spawns one process with stdout and stderr appended to its log and records its identity. */
-async function spawnRecorded(
+export async function spawnRecorded(
   record: Omit<ProcessRecord, 'pid' | 'startTime'>,
   detached: boolean,
   env: NodeJS.ProcessEnv,
@@ -416,8 +513,12 @@ async function spawnRecorded(
 // stopping
 
 /**
- * Stops what a cluster description records: the mounts first, then proxies, storage nodes
- * and Redis (so that nothing logs a storm of errors about a dependency that went first).
+ * Stops what a cluster description records: the supervisor first (so that it restarts
+ * nothing of what follows), then the mounts, the proxies, the storage nodes and Redis (so
+ * that nothing logs a storm of errors about a dependency that went first).
+ *
+ * Once the supervisor is gone, cluster.json is read again: a process the supervisor
+ * restarted after `description` was read is recorded there, and is stopped too.
  *
  * A mount is asked to stop with SIGTERM, on which dfs-mount commits its buffered writes,
  * unmounts and exits. A mount still there afterwards (busy, or its process died) is
@@ -426,15 +527,30 @@ async function spawnRecorded(
  */
 export async function stopRecorded(description: ClusterFile): Promise<void> {
   const problems: string[] = [];
-  const order: ProcessKind[] = ['mount', 'proxy', 'storage', 'redis'];
-  for (const kind of order) {
-    const records = description.processes.filter((record) => record.kind === kind);
-    if (records.length > 0) {
-      const outcome = await stopProcesses(records, kind === 'mount' ? MOUNT_STOP_GRACE_MS : STOP_GRACE_MS);
+  let records = description.processes;
+  let mounts = description.mounts;
+  for (const kind of STOP_ORDER) {
+    if (kind === 'mount') {
+      // The supervisor is stopped: what cluster.json records now is final.
+      let current: ClusterFile | null = null;
+      try {
+        current = readClusterFile(description.dataDir);
+      } catch {
+        // A corrupt file: stop what the caller knows of.
+      }
+      if (current !== null) {
+        const known = (record: ProcessRecord) => records.some((other) => other.pid === record.pid && other.startTime === record.startTime);
+        records = [...records, ...current.processes.filter((record) => !known(record))];
+        mounts = [...mounts, ...current.mounts.filter((mount) => !mounts.some((other) => other.mountpoint === mount.mountpoint))];
+      }
+    }
+    const ofKind = records.filter((record) => record.kind === kind);
+    if (ofKind.length > 0) {
+      const outcome = await stopProcesses(ofKind, kind === 'mount' ? MOUNT_STOP_GRACE_MS : STOP_GRACE_MS);
       for (const pid of outcome.stuck) problems.push(`${kind} pid ${pid} did not exit after SIGKILL`);
     }
     if (kind !== 'mount') continue;
-    for (const mount of description.mounts) {
+    for (const mount of mounts) {
       try {
         if (isFuseMounted(mount.mountpoint)) await unmountFuse(mount.mountpoint);
       } catch (error) {
@@ -448,12 +564,20 @@ export async function stopRecorded(description: ClusterFile): Promise<void> {
 // ---------------------------------------------------------------------------------------
 // readiness
 
-async function probeReady(runnings: Running[], nodeIds: string[], timeoutMs: number): Promise<void> {
+/**
+ * Polls until every proxy is ready and every node in sync. A process that is gone fails
+ * the wait at once, unless a supervisor restarts it: then `refresh` (which takes over the
+ * supervisor's records) runs before each look, and a process down is only not ready yet.
+ */
+async function probeReady(runnings: Running[], nodeIds: string[], timeoutMs: number, supervised?: { refresh: () => void }): Promise<void> {
   let problem: { running: Running | null; what: string } = { running: null, what: 'not ready' };
   const ready = await pollUntil(async () => {
+    supervised?.refresh();
     for (const running of runnings) {
       if (running.exit !== null || !isSameProcess(running.record)) {
-        throw failure(running, `${describeExit(running)} while the cluster was starting`);
+        if (supervised === undefined) throw failure(running, `${describeExit(running)} while the cluster was starting`);
+        problem = { running, what: 'is down (the supervisor restarts it)' };
+        return undefined;
       }
     }
     const proxies = runnings.filter((running) => running.record.kind === 'proxy');
@@ -507,6 +631,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const proxyCount = options.proxies ?? 2;
   const host = options.host ?? '127.0.0.1';
   const detached = options.detached ?? false;
+  const supervise = options.supervise ?? false;
   const readyTimeoutMs = options.readyTimeoutMs ?? READY_TIMEOUT_MS;
   if (!Number.isInteger(nodeCount) || nodeCount < 1 || nodeCount > NODE_COUNT_MAX) {
     throw new DfsError('BAD_REQUEST', `nodes must be an integer from 1 to ${NODE_COUNT_MAX}, not ${nodeCount}`);
@@ -516,6 +641,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   }
   assertBuilt(STORAGE_MAIN);
   assertBuilt(PROXY_MAIN);
+  if (supervise) assertBuilt(DFS_MAIN);
 
   const dataDir = resolve(options.dataDir);
   const logDir = resolve(options.logDir ?? join(dataDir, 'logs'));
@@ -541,18 +667,31 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     mounts: [],
   };
   const runnings: Running[] = [];
-  const save = () => {
-    description.processes = runnings.map((running) => running.record);
-    writeClusterFile(description);
-  };
+  // Until the supervisor runs, this is the only writer; the lock is for the supervisor's
+  // first look (`dfs local supervise` records itself when it does not find itself).
+  const save = () =>
+    withClusterLock(dataDir, () => {
+      description.processes = runnings.map((running) => running.record);
+      writeClusterFile(description);
+    });
 
   // Children of an attached cluster die with this process, even when a test forgets to
-  // stop it or crashes: 'exit' handlers run synchronously, and kill() is synchronous.
+  // stop it or crashes: 'exit' handlers run synchronously, and kill() is synchronous. The
+  // supervisor goes first, and what it restarted is in cluster.json, not in `runnings`.
   const killOnExit = () => {
-    for (const running of runnings) {
-      if (running.exit === null && isSameProcess(running.record)) {
+    const records = runnings.map((running) => running.record);
+    if (supervise) {
+      try {
+        records.push(...(readClusterFile(dataDir)?.processes ?? []));
+      } catch {
+        // A corrupt file: kill what we know of.
+      }
+    }
+    records.sort((a, b) => STOP_ORDER.indexOf(a.kind) - STOP_ORDER.indexOf(b.kind));
+    for (const record of records) {
+      if (isSameProcess(record)) {
         try {
-          process.kill(running.record.pid, 'SIGKILL');
+          process.kill(record.pid, 'SIGKILL');
         } catch {
           // Gone already.
         }
@@ -564,7 +703,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const start = async (record: Omit<ProcessRecord, 'pid' | 'startTime'>): Promise<Running> => {
     const running = await spawnRecorded(record, detached, env);
     runnings.push(running);
-    save();
+    await save();
     return running;
   };
 
@@ -576,7 +715,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       '--dir', redisDir,
       '--daemonize', 'no',
       '--save', '',
-      '--appendonly', options.redisPersistent ? 'yes' : 'no',
+      '--appendonly', (options.redisPersistent ?? supervise) ? 'yes' : 'no',
     ];
     const redis = await start({
       kind: 'redis', id: 'redis', url: redisUrl, port: redisPort!, logFile: join(logDir, 'redis.log'),
@@ -634,9 +773,12 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       });
     }
     description.proxyUrls = runnings.filter((running) => running.record.kind === 'proxy').map((running) => running.record.url!);
-    save();
+    await save();
 
     await probeReady(runnings, nodeIds, readyTimeoutMs);
+    // The supervisor starts last: a process that fails during the start fails the start,
+    // rather than being restarted into the same failure.
+    if (supervise) await start(supervisorTemplate(dataDir, logDir));
   } catch (error) {
     await stopRecorded(description).catch(() => undefined);
     if (!detached) process.off('exit', killOnExit);
@@ -644,24 +786,27 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     throw error;
   }
 
-  return makeCluster(description, runnings, { detached, env, killOnExit, nodeIds: runnings.filter((r) => r.record.kind === 'storage').map((r) => r.record.id) });
+  return makeCluster(description, runnings, { detached, supervised: supervise, env, killOnExit, nodeIds: runnings.filter((r) => r.record.kind === 'storage').map((r) => r.record.id) });
+}
+
+/** The supervisor's record, less what spawning adds. (`dfs local supervise` run by hand
+ * records itself with its own command line instead: supervisor.ts.) */
+export function supervisorTemplate(dataDir: string, logDir = join(dataDir, 'logs')): Omit<ProcessRecord, 'pid' | 'startTime'> {
+  const data = resolve(dataDir);
+  return {
+    kind: 'supervisor', id: 'supervisor', url: null, port: null, logFile: join(logDir, 'supervisor.log'),
+    argv: [process.execPath, DFS_MAIN, 'local', 'supervise', '--data', data],
+    markers: [DFS_MAIN, 'local supervise', `--data ${data}`],
+  };
 }
 
 function makeCluster(
   description: ClusterFile,
   runnings: Running[],
-  context: { detached: boolean; env: NodeJS.ProcessEnv; killOnExit: () => void; nodeIds: string[] },
+  context: { detached: boolean; supervised: boolean; env: NodeJS.ProcessEnv; killOnExit: () => void; nodeIds: string[] },
 ): Cluster {
-  const find = (kind: ProcessKind, id: string): Running => {
-    const running = runnings.find((candidate) => candidate.record.kind === kind && candidate.record.id === id);
-    if (running === undefined) throw new DfsError('BAD_REQUEST', `no ${kind} process ${id} in this cluster`);
-    return running;
-  };
-  const save = () => {
-    description.processes = runnings.map((running) => running.record);
-    writeClusterFile(description);
-  };
-  const redisRunning = find('redis', 'redis');
+  const dataDir = description.dataDir;
+  const redisRunning = runnings.find((running) => running.record.kind === 'redis')!;
   const nodes: NodeHandle[] = runnings
     .filter((running) => running.record.kind === 'storage')
     .map((running) => ({
@@ -672,17 +817,58 @@ function makeCluster(
     .filter((running) => running.record.kind === 'proxy')
     .map((running) => ({ id: running.record.id, url: running.record.url!, port: running.record.port!, pid: running.record.pid }));
   const redis = { pid: redisRunning.record.pid, url: description.redisUrl, port: redisRunning.record.port! };
+  /** In a supervised cluster, the pid killProcess killed, until restartProcess saw it replaced. */
+  const killed = new Map<string, ProcessIdentity>();
   let stopped = false;
 
+  const adopt = (running: Running, record: ProcessRecord) => {
+    running.record = record;
+    const handle = record.kind === 'storage' ? nodes.find((node) => node.id === record.id) : record.kind === 'proxy' ? proxies.find((proxy) => proxy.id === record.id) : undefined;
+    if (handle) handle.pid = record.pid;
+    if (record.kind === 'redis') redis.pid = record.pid;
+    description.processes = runnings.map((candidate) => candidate.record);
+  };
+  /** The supervisor replaces the records of what it restarts: take them over from
+   * cluster.json before looking at one. */
+  const refresh = () => {
+    if (!context.supervised || stopped) return;
+    let current: ClusterFile | null = null;
+    try {
+      current = readClusterFile(dataDir);
+    } catch {
+      return; // a corrupt file: keep what we know
+    }
+    for (const running of runnings) {
+      const recorded = current?.processes.find((candidate) => candidate.kind === running.record.kind && candidate.id === running.record.id);
+      if (recorded === undefined) continue;
+      if (recorded.pid !== running.record.pid || recorded.startTime !== running.record.startTime) {
+        // Not our child any more: its exit is not ours to report.
+        running.child = null;
+        running.exit = null;
+      }
+      adopt(running, recorded);
+    }
+  };
+  const find = (kind: ProcessKind, id: string): Running => {
+    refresh();
+    const running = runnings.find((candidate) => candidate.record.kind === kind && candidate.record.id === id);
+    if (running === undefined) throw new DfsError('BAD_REQUEST', `no ${kind} process ${id} in this cluster`);
+    return running;
+  };
+
   const cluster: Cluster = {
-    dataDir: description.dataDir,
-    clusterFile: clusterFilePath(description.dataDir),
+    dataDir,
+    clusterFile: clusterFilePath(dataDir),
+    supervised: context.supervised,
     redisUrl: description.redisUrl,
     proxyUrls: description.proxyUrls,
     nodes,
     proxies,
     redis,
-    records: () => runnings.map((running) => running.record),
+    records: () => {
+      refresh();
+      return runnings.map((running) => running.record);
+    },
 
     async stop() {
       if (stopped) return;
@@ -691,34 +877,50 @@ function makeCluster(
         await stopRecorded(description);
       } finally {
         if (!context.detached) process.off('exit', context.killOnExit);
-        rmSync(clusterFilePath(description.dataDir), { force: true });
+        rmSync(clusterFilePath(dataDir), { force: true });
       }
     },
 
     killProcess(kind, id, signal = 'SIGKILL') {
       const running = find(kind, id);
+      const { pid, startTime, markers } = running.record;
       if (!signalProcess(running.record, signal)) {
-        throw new DfsError('BAD_REQUEST', `${kind} ${id} (pid ${running.record.pid}) is not running`);
+        throw new DfsError('BAD_REQUEST', `${kind} ${id} (pid ${pid}) is not running`);
       }
+      if (context.supervised) killed.set(`${kind}/${id}`, { pid, startTime, markers });
     },
 
     async restartProcess(kind, id) {
       const running = find(kind, id);
+      if (context.supervised) {
+        // The supervisor restarts it; starting it here as well would race it for the port.
+        const key = `${kind}/${id}`;
+        const gone = killed.get(key) ?? (isSameProcess(running.record) ? null : running.record);
+        if (gone === null) throw new DfsError('BAD_REQUEST', `${kind} ${id} (pid ${running.record.pid}) is still running; kill it first`);
+        const back = await pollUntil(() => {
+          const current = find(kind, id).record;
+          return current.pid !== gone.pid && isSameProcess(current) ? true : undefined;
+        }, SUPERVISED_RESTART_WAIT_MS);
+        if (!back) {
+          const supervisor = runnings.find((candidate) => candidate.record.kind === 'supervisor');
+          const log = supervisor === undefined ? '(no supervisor)' : readLogTail(supervisor.record.logFile);
+          throw new DfsError('TIMEOUT', `the supervisor did not restart ${kind} ${id} within ${SUPERVISED_RESTART_WAIT_MS} ms; end of its log:\n${log}`);
+        }
+        killed.delete(key);
+        return;
+      }
       if (isSameProcess(running.record)) {
         throw new DfsError('BAD_REQUEST', `${kind} ${id} (pid ${running.record.pid}) is still running; kill it first`);
       }
       const { pid: _pid, startTime: _startTime, ...template } = running.record;
       const fresh = await spawnRecorded(template, context.detached, context.env);
-      running.record = fresh.record;
       running.child = fresh.child;
       running.exit = null;
       fresh.child?.on('exit', (code, signal) => {
         if (running.child === fresh.child) running.exit = { code, signal };
       });
-      const handle = [...nodes, ...proxies].find((candidate) => candidate.id === id);
-      if (handle) handle.pid = fresh.record.pid;
-      if (kind === 'redis') redis.pid = fresh.record.pid;
-      save();
+      adopt(running, fresh.record);
+      await updateClusterFile(dataDir, (current) => upsertRecord(current, fresh.record));
     },
 
     isRunning(kind, id) {
@@ -730,14 +932,19 @@ function makeCluster(
     },
 
     async waitReady(timeoutMs = READY_TIMEOUT_MS) {
-      const serving = runnings.filter((running) => running.record.kind !== 'mount');
-      await probeReady(serving, context.nodeIds, timeoutMs);
+      const serving = runnings.filter((running) => running.record.kind !== 'mount' && running.record.kind !== 'supervisor');
+      await probeReady(serving, context.nodeIds, timeoutMs, context.supervised ? { refresh } : undefined);
     },
 
     async mount(mountpoint, mountOptions = {}) {
-      const running = await mountFor(description, mountpoint, { detached: context.detached, env: context.env, ...mountOptions });
+      const { running, mount } = await mountFor(description, mountpoint, { detached: context.detached, env: context.env, ...mountOptions });
       runnings.push(running);
-      save();
+      description.processes = runnings.map((candidate) => candidate.record);
+      description.mounts.push(mount);
+      await updateClusterFile(dataDir, (current) => {
+        upsertRecord(current, running.record);
+        current.mounts.push(mount);
+      });
       return running.record;
     },
 
@@ -745,11 +952,15 @@ function makeCluster(
       const target = resolve(mountpoint);
       const mount = description.mounts.find((candidate) => candidate.mountpoint === target);
       if (mount === undefined) throw new DfsError('BAD_REQUEST', `${target} is not a mount of this cluster`);
+      // Unlisted first: the supervisor restarts only listed mounts, and must not restart
+      // this one while it is being stopped.
+      description.mounts = description.mounts.filter((candidate) => candidate !== mount);
+      await updateClusterFile(dataDir, (current) => {
+        current.mounts = current.mounts.filter((candidate) => candidate.mountpoint !== target);
+      });
       const running = find('mount', mount.processId);
       await stopProcesses([running.record], MOUNT_STOP_GRACE_MS);
       if (isFuseMounted(target)) await unmountFuse(target);
-      description.mounts = description.mounts.filter((candidate) => candidate !== mount);
-      save();
     },
   };
   return cluster;
@@ -767,15 +978,25 @@ export interface StartMountOptions extends MountOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+/** The ID of the next mount: one past the highest recorded, so that a mount made after an
+ * unmount does not take the ID (and the record) of the one before. */
+function nextMountId(description: ClusterFile): string {
+  const numbers = description.processes
+    .filter((record) => record.kind === 'mount')
+    .map((record) => Number(record.id.slice(1)))
+    .filter((n) => Number.isSafeInteger(n));
+  return `m${Math.max(0, ...numbers) + 1}`;
+}
+
 /** Mounts the cluster `description` records at `mountpoint`, under the next mount ID, with
- * every proxy, and records the mount in the description (the caller saves it). */
+ * every proxy; the caller records the process and the mount. */
 async function mountFor(
   description: ClusterFile,
   mountpoint: string,
   options: Omit<StartMountOptions, 'id' | 'mountpoint' | 'proxyUrls' | 'logFile'>,
-): Promise<Running> {
+): Promise<{ running: Running; mount: MountRecord }> {
   const target = resolve(mountpoint);
-  const id = `m${description.mounts.length + 1}`;
+  const id = nextMountId(description);
   const running = await startMount({
     ...options,
     id,
@@ -783,8 +1004,7 @@ async function mountFor(
     proxyUrls: description.proxyUrls,
     logFile: join(description.dataDir, 'logs', `mount-${id}.log`),
   });
-  description.mounts.push({ mountpoint: target, processId: id, proxyUrls: description.proxyUrls });
-  return running;
+  return { running, mount: { mountpoint: target, processId: id, proxyUrls: description.proxyUrls } };
 }
 
 /**
@@ -825,12 +1045,14 @@ async function startMount(options: StartMountOptions): Promise<Running> {
 export async function mountRecorded(dataDir: string, mountpoint: string, options: MountOptions & { detached?: boolean } = {}): Promise<ProcessRecord> {
   const description = readClusterFile(dataDir);
   if (description === null) throw new DfsError('BAD_REQUEST', `no cluster is recorded in ${resolve(dataDir)}`);
-  const running = await mountFor(description, mountpoint, {
+  const { running, mount } = await mountFor(description, mountpoint, {
     detached: options.detached ?? true,
     ...(options.args ? { args: options.args } : {}),
     ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
   });
-  description.processes.push(running.record);
-  writeClusterFile(description);
+  await updateClusterFile(dataDir, (current) => {
+    upsertRecord(current, running.record);
+    current.mounts.push(mount);
+  });
   return running.record;
 }

@@ -113,7 +113,9 @@ test('dfs local up, status --json, dfs status, a refused second up, down, and do
   const dataDir = tempDir();
   stopLeftovers(dataDir);
 
-  const up = await runCli(['local', 'up', '--data', dataDir, '--nodes', '3', '--proxies', '2']);
+  // Unsupervised, so that the process killed below stays down and status can report it;
+  // supervision has its own suite (local-supervise.test.ts).
+  const up = await runCli(['local', 'up', '--data', dataDir, '--nodes', '3', '--proxies', '2', '--no-supervise']);
   assert.is(up.code, 0, `dfs local up failed:\n${up.stdout}\n${up.stderr}`);
   assert.match(up.stdout, /the cluster is up/);
 
