@@ -6,6 +6,7 @@
 import type { Context, Hono } from 'hono';
 import { DfsError, httpStatusOf } from './errors';
 import { validatePath } from './paths';
+import { queryValue } from './names';
 import type { Logger } from './log';
 
 export function installErrorHandler(app: Hono, logger: Logger): void {
@@ -38,8 +39,10 @@ export async function readBody(c: Context, bytesMax: number): Promise<Buffer> {
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
 }
 
+/** A path from the query string, decoded as bytes (common/names.ts: a name need not be
+ * UTF-8, so the usual decoding, which replaces what is not, would change it). */
 export function queryPath(c: Context, name = 'path'): string {
-  return validatePath(c.req.query(name), name);
+  return validatePath(queryValue(c.req.url, name), name);
 }
 
 export function queryInt(c: Context, name: string, min: number, max: number, dflt?: number): number {

@@ -8,6 +8,7 @@
  */
 import { z } from 'zod';
 import { DfsError } from './errors';
+import { isWireString, wireByteLength } from './names';
 import { validateEntryPath, validatePath } from './paths';
 import { SYMLINK_TARGET_BYTES_MAX, WRITE_BYTES_MAX, XATTR_NAME_BYTES_MAX, XATTR_VALUE_BYTES_MAX } from './limits';
 
@@ -44,6 +45,8 @@ export const OpSchema = z.discriminatedUnion('type', [
   // The file was read (or the directory listed): atime moves to the op's time if relatime
   // says so (relatimeDue); nothing else changes, not even ctime.
   z.object({ type: z.literal('atime'), path }),
+  // Only ctime moves to the op's time: chown(f, -1, -1), which POSIX says marks it.
+  z.object({ type: z.literal('ctime'), path }),
   // `mode` includes the file type (S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK or S_IFREG).
   z.object({ type: z.literal('mknod'), path, mode: z.number().int().min(0).max(0o177777), rdev: z.number().int().min(0).max(0xffffffff), uid: id, gid: id }),
   // The value travels as the frame's data. `flags`: 0, XATTR_CREATE (1) or XATTR_REPLACE (2).
@@ -118,7 +121,8 @@ export function validateOp(op: Op, dataBytes: number): void {
     case 'symlink':
       validateEntryPath(op.path);
       if (op.target.length === 0 || op.target.includes('\0')) throw new DfsError('BAD_PATH', 'symlink target is empty or has NUL');
-      if (Buffer.byteLength(op.target) > SYMLINK_TARGET_BYTES_MAX) throw new DfsError('NAME_TOO_LONG', 'symlink target is too long');
+      if (!isWireString(op.target)) throw new DfsError('BAD_PATH', 'symlink target has a lone surrogate that stands for no byte');
+      if (wireByteLength(op.target) > SYMLINK_TARGET_BYTES_MAX) throw new DfsError('NAME_TOO_LONG', 'symlink target is too long');
       return;
     case 'write':
       validateEntryPath(op.path);
@@ -128,6 +132,7 @@ export function validateOp(op: Op, dataBytes: number): void {
     case 'chown':
     case 'utimens':
     case 'atime':
+    case 'ctime':
       validatePath(op.path); // the root's attributes may change
       return;
     case 'mknod':

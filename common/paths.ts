@@ -3,16 +3,20 @@
  * Security). A valid path is absolute, has no empty, `.` or `..` component, no NUL, no
  * component over NAME_BYTES_MAX bytes and is at most PATH_BYTES_MAX bytes long. Anything
  * else is refused before it reaches a sequencer or a disk; storage/brick.ts additionally
- * keeps every resolved path inside the brick.
+ * keeps every resolved path inside the brick. Lengths count the bytes the path stands for
+ * (a name is any bytes but '/' and NUL: common/names.ts); a string that stands for no byte
+ * string is refused.
  */
 import { DfsError } from './errors';
 import { NAME_BYTES_MAX, PATH_BYTES_MAX } from './limits';
+import { isWireString, wireByteLength } from './names';
 
 export function validatePath(path: unknown, what = 'path'): string {
   if (typeof path !== 'string' || path.length === 0) throw new DfsError('BAD_PATH', `${what} is missing`);
   if (path.includes('\0')) throw new DfsError('BAD_PATH', `${what} contains NUL`);
   if (!path.startsWith('/')) throw new DfsError('BAD_PATH', `${what} must be absolute`);
-  if (Buffer.byteLength(path) > PATH_BYTES_MAX) {
+  if (!isWireString(path)) throw new DfsError('BAD_PATH', `${what} has a lone surrogate that stands for no byte`);
+  if (wireByteLength(path) > PATH_BYTES_MAX) {
     throw new DfsError('NAME_TOO_LONG', `${what} is longer than ${PATH_BYTES_MAX} bytes`);
   }
   if (path === '/') return path;
@@ -21,7 +25,7 @@ export function validatePath(path: unknown, what = 'path'): string {
     if (part === '' || part === '.' || part === '..') {
       throw new DfsError('BAD_PATH', `${what} has an empty, '.' or '..' component`);
     }
-    if (Buffer.byteLength(part) > NAME_BYTES_MAX) {
+    if (wireByteLength(part) > NAME_BYTES_MAX) {
       throw new DfsError('NAME_TOO_LONG', `${what} has a component longer than ${NAME_BYTES_MAX} bytes`);
     }
   }

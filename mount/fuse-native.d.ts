@@ -56,6 +56,9 @@ declare module 'fuse-native' {
       gid: number;
       pid: number;
       umask: number;
+      /** The call is libfuse answering a kernel SETATTR that changes only ctime
+       * (chown(f, -1, -1)): the file system should move ctime (dfs patch). */
+      ctimeOnly?: boolean;
     }
 
     /** A time given to utimens: whole milliseconds since the epoch and the nanoseconds
@@ -124,6 +127,8 @@ declare module 'fuse-native' {
     static unmount(mnt: string, cb: (err: Error | null) => void): void;
     /** Set by the dfs patch (undefined in an unpatched fuse-native). */
     static readonly DFS_PATCH_LEVEL: number | undefined;
+    /** Whether the last mount hooked libfuse's setattr for ctime-only changes (dfs patch). */
+    static ctimeOnlySetattrHooked(): boolean;
     static readonly [errno: string]: unknown;
   }
 

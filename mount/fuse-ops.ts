@@ -41,6 +41,7 @@ import { AttrCache } from './attr-cache';
 import { Deadline, raceDeadline } from './deadline';
 import { EIO, errnoOfError, errnoOfLostWrite } from './errno';
 import { childPath, HandleTable } from './handles';
+import { kernelToWire, wireToKernel } from '../common/names';
 import { inRenameSyscall, isReservedPath, ORPHANS_DIR, orphanOwner, orphanPrefix, OrphanTable } from './orphans';
 import type { ProxyClient } from './proxy-client';
 import { ReadAhead, READ_AHEAD_WINDOW_BYTES } from './read-ahead';
@@ -132,22 +133,30 @@ export class DfsFileSystem {
   handlers(): Fuse.Handlers {
     return {
       init: (cb) => cb(0),
-      getattr: (path, cb) => this.serve('getattr', path, (d) => this.getattr(this.fromKernel(path), d), (code, attr) => cb(code, attr && toStat(attr))),
-      fgetattr: (path, fd, cb) => this.serve('getattr', path, (d) => this.getattr(this.handles.get(fd)?.path ?? this.fromKernel(path), d), (code, attr) => cb(code, attr && toStat(attr))),
+      getattr: (path, cb) => {
+        const ctimeOnly = this.callerOf()?.ctimeOnly === true;
+        this.serve('getattr', path, (d) => this.getattr(this.fromKernel(path), d, ctimeOnly), (code, attr) => cb(code, attr && toStat(attr)));
+      },
+      fgetattr: (path, fd, cb) => {
+        const ctimeOnly = this.callerOf()?.ctimeOnly === true;
+        this.serve('getattr', path, (d) => this.getattr(this.handles.get(fd)?.path ?? this.fromKernel(path), d, ctimeOnly), (code, attr) => cb(code, attr && toStat(attr)));
+      },
       access: (path, _mode, cb) => this.serve('access', path, (d) => this.getattr(this.fromKernel(path), d), (code) => cb(code)),
       statfs: (path, cb) => this.serve('statfs', path, (d) => this.statfs(d), (code, st) => cb(code, st)),
-      readdir: (path, cb) => this.serve('readdir', path, (d) => this.readdir(this.fromKernel(path), d), (code, r) => (r ? cb(code, r.names, r.stats) : cb(code))),
-      readlink: (path, cb) => this.serve('readlink', path, (d) => this.client.link(checkPath(this.fromKernel(path)), d), (code, target) => cb(code, target)),
+      readdir: (path, cb) =>
+        this.serve('readdir', path, (d) => this.readdir(this.fromKernel(path), d), (code, r) => (r ? cb(code, r.names.map(wireToKernel), r.stats) : cb(code))),
+      readlink: (path, cb) =>
+        this.serve('readlink', path, (d) => this.client.link(checkPath(this.fromKernel(path)), d), (code, target) => cb(code, target === undefined ? target : wireToKernel(target))),
       mkdir: (path, mode, cb, caller) => this.serve('mkdir', path, (d) => this.mkdir(this.fromKernel(path, 'new'), mode, ownerOf(caller), d), cb),
       rmdir: (path, cb) => this.serve('rmdir', path, (d) => this.rmdir(this.fromKernel(path), d), cb),
-      unlink: (path, cb) => this.serve('unlink', path, (d) => this.unlinkFromKernel(path, d), cb),
+      unlink: (path, cb) => this.serve('unlink', path, (d) => this.unlinkFromKernel(kernelToWire(path), d), cb),
       rename: (from, to, cb) => {
         // Synchronously, while the caller's thread is still in its system call.
         const caller = this.callerOf();
-        this.serve('rename', from, (d) => this.renameFromKernel(from, to, caller, d), cb);
+        this.serve('rename', from, (d) => this.renameFromKernel(kernelToWire(from), kernelToWire(to), caller, d), cb);
       },
       link: (from, to, cb) => this.serve('link', from, (d) => this.link(this.fromKernel(from), this.fromKernel(to, 'new'), d), cb),
-      symlink: (target, path, cb, caller) => this.serve('symlink', path, (d) => this.symlink(target, this.fromKernel(path, 'new'), ownerOf(caller), d), cb),
+      symlink: (target, path, cb, caller) => this.serve('symlink', path, (d) => this.symlink(kernelToWire(target), this.fromKernel(path, 'new'), ownerOf(caller), d), cb),
       chmod: (path, mode, cb) => this.serve('chmod', path, (d) => this.chmod(this.fromKernel(path), mode, d), cb),
       chown: (path, uid, gid, cb) => this.serve('chown', path, (d) => this.chown(this.fromKernel(path), uid, gid, d), cb),
       utimens: (path, atime, mtime, cb) => this.serve('utimens', path, (d) => this.utimens(this.fromKernel(path), atime, mtime, d), cb),
@@ -250,10 +259,16 @@ export class DfsFileSystem {
 
   // ---- Paths from the kernel -------------------------------------------------------
 
-  /** The cluster path a kernel path stands for: a name libfuse made up to hide an open file
-   * is its orphan (mount/orphans.ts), and the orphan directory itself is not there for the
-   * kernel (nor can it be created). */
-  private fromKernel(path: string, role: 'existing' | 'new' = 'existing'): string {
+  /** The cluster path a kernel path stands for: the kernel's bytes (one latin1 char each,
+   * from the patched fuse-native) as a wire string (common/names.ts); a name libfuse made up
+   * to hide an open file is its orphan (mount/orphans.ts); and the orphan directory itself is
+   * not there for the kernel (nor can it be created). */
+  private fromKernel(kernelPath: string, role: 'existing' | 'new' = 'existing'): string {
+    return this.resolveWire(kernelToWire(kernelPath), role);
+  }
+
+  /** fromKernel for a path already converted to a wire string. */
+  private resolveWire(path: string, role: 'existing' | 'new' = 'existing'): string {
     if (isReservedPath(path)) {
       throw role === 'new'
         ? new DfsError('FS_ERROR', `${ORPHANS_DIR} is reserved for open files that were unlinked`, 'EPERM')
@@ -264,8 +279,11 @@ export class DfsFileSystem {
 
   // ---- Attributes ----------------------------------------------------------------
 
-  private async getattr(path: string, d: Deadline): Promise<Attr> {
+  /** `ctimeOnly`: libfuse is answering a kernel SETATTR that changes nothing but ctime
+   * (chown(f, -1, -1); the dfs patch flags it), so ctime moves first. */
+  private async getattr(path: string, d: Deadline, ctimeOnly = false): Promise<Attr> {
     const p = checkPath(path);
+    if (ctimeOnly) await this.setattr(p, { type: 'ctime', path: p }, d);
     const atime = this.atimeUpdates.get(p);
     if (atime) await raceDeadline(atime, d);
     const attr = this.withBufferedSize(p, this.attrs.get(p) ?? (await this.fetchAttr(p, d)));
@@ -401,7 +419,7 @@ export class DfsFileSystem {
         return this.unlink(orphan, d);
       }
     }
-    return this.unlink(this.fromKernel(path), d);
+    return this.unlink(this.resolveWire(path), d);
   }
 
   private async unlink(path: string, d: Deadline): Promise<void> {
@@ -420,7 +438,7 @@ export class DfsFileSystem {
     if (OrphanTable.isHiddenName(to) && this.orphans.resolve(to) === to && !isReservedPath(from)) {
       return this.hide(this.orphans.resolve(from), to, caller, d);
     }
-    return this.rename(this.fromKernel(from), this.fromKernel(to, 'new'), d);
+    return this.rename(this.resolveWire(from), this.resolveWire(to, 'new'), d);
   }
 
   /** libfuse hides the open file `p` under `hiddenPath` because the caller unlinks it or

@@ -78,6 +78,9 @@ async function serve(cli: Cli): Promise<void> {
     clearTimeout(timer);
   }
   logger.info({ proxies: cli.proxies, attrTimeoutMs: config.attrTimeoutMs, deadlineMs: config.deadlineMs }, 'mounted');
+  if (!DfsFuse.ctimeOnlySetattrHooked()) {
+    logger.warn('libfuse is not the 2.9 this mount knows: chown(f, -1, -1) will not move ctime');
+  }
   void fs.removeStaleOrphans().then((removed) => {
     if (removed > 0) logger.info({ removed }, 'removed the open-but-unlinked files of mounts that died');
   });

@@ -22,6 +22,7 @@ import { DfsError, errorFromBody, fsError } from '../common/errors';
 import { encodeFrame } from '../common/frame';
 import { READ_BYTES_MAX } from '../common/limits';
 import type { Logger } from '../common/log';
+import { encodeQueryValue } from '../common/names';
 import type { Op } from '../common/ops';
 import { Deadline, sleepWithin } from './deadline';
 
@@ -121,13 +122,13 @@ export class ProxyClient {
   }
 
   async attr(path: string, deadline: Deadline): Promise<Attr> {
-    const attr = parseJSON(await this.request('GET', `/v1/attr?path=${encodeURIComponent(path)}`, null, deadline, 'attr')) as Attr;
+    const attr = parseJSON(await this.request('GET', `/v1/attr?path=${encodeQueryValue(path)}`, null, deadline, 'attr')) as Attr;
     checkAttr(attr);
     return attr;
   }
 
   async dir(path: string, deadline: Deadline): Promise<DirEntry[]> {
-    const listing = parseJSON(await this.request('GET', `/v1/dir?path=${encodeURIComponent(path)}`, null, deadline, 'dir')) as {
+    const listing = parseJSON(await this.request('GET', `/v1/dir?path=${encodeQueryValue(path)}`, null, deadline, 'dir')) as {
       entries?: DirEntry[];
     };
     if (!listing || !Array.isArray(listing.entries)) throw new DfsError('INTERNAL', 'malformed directory listing');
@@ -137,14 +138,14 @@ export class ProxyClient {
 
   async data(path: string, offset: number, size: number, deadline: Deadline): Promise<Buffer> {
     if (size > READ_BYTES_MAX) throw new Error(`read of ${size} bytes is over READ_BYTES_MAX`);
-    const q = `path=${encodeURIComponent(path)}&offset=${offset}&size=${size}`;
+    const q = `path=${encodeQueryValue(path)}&offset=${offset}&size=${size}`;
     const data = await this.request('GET', `/v1/data?${q}`, null, deadline, 'data');
     if (data.length > size) throw new DfsError('INTERNAL', `read returned ${data.length} bytes for ${size} asked`);
     return data;
   }
 
   async link(path: string, deadline: Deadline): Promise<string> {
-    const r = parseJSON(await this.request('GET', `/v1/link?path=${encodeURIComponent(path)}`, null, deadline, 'link')) as {
+    const r = parseJSON(await this.request('GET', `/v1/link?path=${encodeQueryValue(path)}`, null, deadline, 'link')) as {
       target?: unknown;
     };
     if (!r || typeof r.target !== 'string') throw new DfsError('INTERNAL', 'malformed link answer');
@@ -153,12 +154,12 @@ export class ProxyClient {
 
   /** One user.* attribute's value (FS_ERROR ENODATA when absent). */
   async xattr(path: string, name: string, deadline: Deadline): Promise<Buffer> {
-    const q = `path=${encodeURIComponent(path)}&name=${encodeURIComponent(name)}`;
+    const q = `path=${encodeQueryValue(path)}&name=${encodeURIComponent(name)}`;
     return this.request('GET', `/v1/xattr?${q}`, null, deadline, 'xattr');
   }
 
   async xattrs(path: string, deadline: Deadline): Promise<string[]> {
-    const r = parseJSON(await this.request('GET', `/v1/xattrs?path=${encodeURIComponent(path)}`, null, deadline, 'xattrs')) as { names?: unknown };
+    const r = parseJSON(await this.request('GET', `/v1/xattrs?path=${encodeQueryValue(path)}`, null, deadline, 'xattrs')) as { names?: unknown };
     if (!r || !Array.isArray(r.names) || !r.names.every((n) => typeof n === 'string')) throw new DfsError('INTERNAL', 'malformed attribute list');
     return r.names as string[];
   }

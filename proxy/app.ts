@@ -20,6 +20,7 @@ import { installErrorHandler, octets, queryInt, queryPath, readBody } from '../c
 import { OP_BODY_BYTES_MAX, READ_BYTES_MAX } from '../common/limits';
 import type { Logger } from '../common/log';
 import { parseClientOpHeader, validateOp, validateXattrName, xattrNamespaceOf, type SequencedOpHeader } from '../common/ops';
+import { buildQuery } from '../common/names';
 import type { NodePool } from './node-pool';
 import type { Sequencer } from './sequencer';
 import { verifyCluster } from './verify';
@@ -144,7 +145,7 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
     }
     const m = deps.membership() ?? (await deps.refreshMembership());
     if (!m) throw new DfsError('UNAVAILABLE', 'the cluster has no membership yet');
-    const qs = new URLSearchParams({ ...query, barrier: String(barrier) }).toString();
+    const qs = buildQuery({ ...query, barrier: String(barrier) });
     let lastError: DfsError = new DfsError('UNAVAILABLE', 'no in-sync node');
     // A client may pin its reads to one node (tests compare nodes this way; an operator
     // may read from a chosen replica). It must be in sync; there is no fallback.

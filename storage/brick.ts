@@ -38,7 +38,14 @@ import { parentOf } from '../common/paths';
 import { relatimeDue, S_IFMT, xattrNamespaceOf, type Op } from '../common/ops';
 import { READ_BYTES_MAX, XATTR_INODE_BYTES_MAX } from '../common/limits';
 import { DfsError } from '../common/errors';
-import { xattrGet, xattrList, xattrRemove, xattrSet } from './xattr';
+import { useXattrScratchDir, xattrGet, xattrList, xattrRemove, xattrSet } from './xattr';
+import { bytesToWire, isPlainText, wireToBytes } from '../common/names';
+
+/** A brick path (a wire string: common/names.ts) as the file system takes it: the string
+ * itself when it is plain text, else its bytes. */
+function P(path: string): string | Buffer {
+  return isPlainText(path) ? path : wireToBytes(path);
+}
 
 export interface ApplyResult {
   errno?: string;
@@ -188,6 +195,7 @@ export class Brick {
   static async open(dir: string, opts: { relativeToCwd?: boolean } = {}): Promise<Brick> {
     await fsp.mkdir(dir, { recursive: true, mode: 0o755 });
     const root = await fsp.realpath(dir);
+    useXattrScratchDir(`${root}.xattr-scratch`);
     try {
       // Every node starts from the same root: inode 1, times 0, until ops change them.
       if (!readMeta(root)) {
@@ -226,13 +234,13 @@ export class Brick {
   private checkParents(dir: string): void {
     let real: string;
     try {
-      real = fs.realpathSync.native(this.local(dir));
+      real = bytesToWire(fs.realpathSync.native(P(this.local(dir)), { encoding: 'buffer' }));
     } catch (e) {
       if (!isErrnoException(e) || e.code !== 'ENAMETOOLONG') throw e;
       let prefix = '';
       for (const part of dir.slice(1).split('/')) {
         prefix += '/' + part;
-        if (fs.lstatSync(this.local(prefix)).isSymbolicLink()) throw fsError('ELOOP', 'path crosses a symlink');
+        if (fs.lstatSync(P(this.local(prefix))).isSymbolicLink()) throw fsError('ELOOP', 'path crosses a symlink');
       }
       return;
     }
@@ -240,7 +248,7 @@ export class Brick {
   }
 
   private attrAt(abs: string): Attr {
-    return attrOf(fs.lstatSync(abs), readMeta(abs));
+    return attrOf(fs.lstatSync(P(abs)), readMeta(abs));
   }
 
   /**
@@ -248,7 +256,7 @@ export class Brick {
    * directory's group, and a new subdirectory keeps the setgid bit (Linux inode_init_owner).
    */
   private inherit(abs: string, gid: number, isDir: boolean): { gid: number; modeBits: number } {
-    const parent = fs.lstatSync(nodePath.dirname(abs));
+    const parent = fs.lstatSync(P(nodePath.dirname(abs)));
     if (!(parent.mode & 0o2000)) return { gid, modeBits: 0 };
     return { gid: parent.gid, modeBits: isDir ? 0o2000 : 0 };
   }
@@ -256,19 +264,19 @@ export class Brick {
   /** A new inode: its identity, and its real times mirrored. */
   private born(abs: string, ino: number, timeMs: number, kind = 0, rdev = 0): void {
     writeMeta(abs, { ino, atimeMs: timeMs, mtimeMs: timeMs, ctimeMs: timeMs, kind, rdev, atimeNsec: 0, mtimeNsec: 0, ctimeNsec: 0 });
-    fs.lutimesSync(abs, timeMs / 1000, timeMs / 1000);
+    fs.lutimesSync(P(abs), timeMs / 1000, timeMs / 1000);
   }
 
   /** Changes some of an inode's times (and mirrors atime and mtime onto the real file). */
   private stamp(abs: string, change: TimeChange): void {
-    const st = fs.lstatSync(abs);
+    const st = fs.lstatSync(P(abs));
     const m = readMeta(abs) ?? { ino: st.ino, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, kind: 0, rdev: 0, atimeNsec: 0, mtimeNsec: 0, ctimeNsec: 0 };
     const next = { ...m, ...change };
     if (change.atimeMs !== undefined) next.atimeNsec = change.atimeNsec ?? 0;
     if (change.mtimeMs !== undefined) next.mtimeNsec = change.mtimeNsec ?? 0;
     if (change.ctimeMs !== undefined) next.ctimeNsec = 0;
     writeMeta(abs, next);
-    if (change.atimeMs !== undefined || change.mtimeMs !== undefined) fs.lutimesSync(abs, next.atimeMs / 1000, next.mtimeMs / 1000);
+    if (change.atimeMs !== undefined || change.mtimeMs !== undefined) fs.lutimesSync(P(abs), next.atimeMs / 1000, next.mtimeMs / 1000);
   }
 
   /** An entry was added to or removed from the directory holding `abs` (POSIX: the
@@ -293,7 +301,7 @@ export class Brick {
   }
 
   private withFd<T>(abs: string, flags: number, fn: (fd: number) => T): T {
-    const fd = fs.openSync(abs, flags);
+    const fd = fs.openSync(P(abs), flags);
     try {
       return fn(fd);
     } finally {
@@ -308,9 +316,9 @@ export class Brick {
       case 'mkdir': {
         const abs = this.resolveSync(op.path);
         const own = this.inherit(abs, op.gid, true);
-        fs.mkdirSync(abs, op.mode);
-        fs.lchownSync(abs, op.uid, own.gid);
-        fs.chmodSync(abs, op.mode | own.modeBits); // after chown, which may clear setgid
+        fs.mkdirSync(P(abs), op.mode);
+        fs.lchownSync(P(abs), op.uid, own.gid);
+        fs.chmodSync(P(abs), op.mode | own.modeBits); // after chown, which may clear setgid
         this.born(abs, inoOfSeq(seq), t);
         this.dirChanged(abs, t);
         return { attr: this.attrAt(abs) };
@@ -319,11 +327,11 @@ export class Brick {
         const abs = this.resolveSync(op.path);
         let fd: number;
         try {
-          fd = fs.openSync(abs, C.O_CREAT | C.O_EXCL | C.O_WRONLY | C.O_NOFOLLOW, op.mode);
+          fd = fs.openSync(P(abs), C.O_CREAT | C.O_EXCL | C.O_WRONLY | C.O_NOFOLLOW, op.mode);
         } catch (e) {
           if (op.exclusive || !isErrnoException(e) || e.code !== 'EEXIST') throw e;
           // open(O_CREAT) without O_EXCL on an existing file opens it and changes nothing.
-          const st = fs.lstatSync(abs);
+          const st = fs.lstatSync(P(abs));
           if (st.isDirectory()) throw fsError('EISDIR');
           if (st.isSymbolicLink()) throw fsError('ELOOP');
           return { attr: attrOf(st, readMeta(abs)) };
@@ -357,34 +365,34 @@ export class Brick {
       }
       case 'unlink': {
         const abs = this.resolveSync(op.path);
-        const st = fs.lstatSync(abs);
+        const st = fs.lstatSync(P(abs));
         if (st.isDirectory()) throw fsError('EISDIR');
         // The inode's other names see its link count, and so its ctime, change.
         if (st.nlink > 1) this.stamp(abs, { ctimeMs: t });
-        fs.unlinkSync(abs);
+        fs.unlinkSync(P(abs));
         this.dirChanged(abs, t);
         return {};
       }
       case 'rmdir': {
         const abs = this.resolveSync(op.path);
-        fs.rmdirSync(abs);
+        fs.rmdirSync(P(abs));
         this.dirChanged(abs, t);
         return {};
       }
       case 'rename': {
         const from = this.resolveSync(op.from);
         const to = this.resolveSync(op.to);
-        const src = fs.lstatSync(from);
+        const src = fs.lstatSync(P(from));
         let dst: fs.Stats | null = null;
         try {
-          dst = fs.lstatSync(to);
+          dst = fs.lstatSync(P(to));
         } catch (e) {
           if (!isErrnoException(e) || e.code !== 'ENOENT') throw e;
         }
         // POSIX: renaming one name of a file onto another name of the same file does nothing.
         if (dst && dst.ino === src.ino && dst.dev === src.dev) return { attr: attrOf(src, readMeta(from)) };
         if (dst && !dst.isDirectory() && dst.nlink > 1 && !src.isDirectory()) this.stamp(to, { ctimeMs: t });
-        fs.renameSync(from, to);
+        fs.renameSync(P(from), P(to));
         this.stamp(to, { ctimeMs: t }); // Linux changes the moved inode's ctime
         this.dirChanged(from, t);
         this.dirChanged(to, t);
@@ -392,8 +400,8 @@ export class Brick {
       }
       case 'symlink': {
         const abs = this.resolveSync(op.path);
-        fs.symlinkSync(op.target, abs);
-        fs.lchownSync(abs, op.uid, this.inherit(abs, op.gid, false).gid);
+        fs.symlinkSync(P(op.target), P(abs));
+        fs.lchownSync(P(abs), op.uid, this.inherit(abs, op.gid, false).gid);
         this.born(abs, inoOfSeq(seq), t);
         this.dirChanged(abs, t);
         return { attr: this.attrAt(abs) };
@@ -401,22 +409,22 @@ export class Brick {
       case 'link': {
         const from = this.resolveSync(op.from);
         const to = this.resolveSync(op.to);
-        if (fs.lstatSync(from).isDirectory()) throw fsError('EPERM', 'hard links to directories are not allowed');
-        fs.linkSync(from, to);
+        if (fs.lstatSync(P(from)).isDirectory()) throw fsError('EPERM', 'hard links to directories are not allowed');
+        fs.linkSync(P(from), P(to));
         this.stamp(to, { ctimeMs: t });
         this.dirChanged(to, t);
         return { attr: this.attrAt(to) };
       }
       case 'chmod': {
         const abs = this.resolveSync(op.path);
-        if (fs.lstatSync(abs).isSymbolicLink()) throw fsError('EOPNOTSUPP', 'symlinks have no mode of their own');
-        fs.chmodSync(abs, op.mode);
+        if (fs.lstatSync(P(abs)).isSymbolicLink()) throw fsError('EOPNOTSUPP', 'symlinks have no mode of their own');
+        fs.chmodSync(P(abs), op.mode);
         this.stamp(abs, { ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
       case 'chown': {
         const abs = this.resolveSync(op.path);
-        fs.lchownSync(abs, op.uid, op.gid);
+        fs.lchownSync(P(abs), op.uid, op.gid);
         this.stamp(abs, { ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
@@ -429,6 +437,12 @@ export class Brick {
         this.stamp(abs, { ...(a ? { atimeMs: a.v, atimeNsec: a.ns } : {}), ...(m ? { mtimeMs: m.v, mtimeNsec: m.ns } : {}), ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
+      case 'ctime': {
+        const abs = this.resolveSync(op.path);
+        fs.lstatSync(P(abs));
+        this.stamp(abs, { ctimeMs: t });
+        return { attr: this.attrAt(abs) };
+      }
       case 'atime': {
         const abs = this.resolveSync(op.path);
         if (relatimeDue(this.attrAt(abs), t)) this.stamp(abs, { atimeMs: t });
@@ -437,7 +451,7 @@ export class Brick {
       case 'mknod': {
         const abs = this.resolveSync(op.path);
         const kind = op.mode & S_IFMT;
-        const fd = fs.openSync(abs, C.O_CREAT | C.O_EXCL | C.O_WRONLY | C.O_NOFOLLOW, op.mode & 0o7777);
+        const fd = fs.openSync(P(abs), C.O_CREAT | C.O_EXCL | C.O_WRONLY | C.O_NOFOLLOW, op.mode & 0o7777);
         try {
           fs.fchownSync(fd, op.uid, this.inherit(abs, op.gid, false).gid);
           fs.fchmodSync(fd, op.mode & 0o7777);
@@ -451,7 +465,7 @@ export class Brick {
       }
       case 'setxattr': {
         const abs = this.resolveSync(op.path);
-        fs.lstatSync(abs); // ENOENT before anything else, as getxattr(2) on a missing path
+        fs.lstatSync(P(abs)); // ENOENT before anything else, as getxattr(2) on a missing path
         const exists = xattrGet(abs, brickXattrName(op.name)) !== null;
         if (op.flags === 1 && exists) throw fsError('EEXIST');
         if (op.flags === 2 && !exists) throw fsError('ENODATA');
@@ -466,7 +480,7 @@ export class Brick {
       }
       case 'removexattr': {
         const abs = this.resolveSync(op.path);
-        fs.lstatSync(abs);
+        fs.lstatSync(P(abs));
         xattrRemove(abs, brickXattrName(op.name));
         this.stamp(abs, { ctimeMs: t });
         return { attr: this.attrAt(abs) };
@@ -489,8 +503,8 @@ export class Brick {
     return this.mapFs(async () => {
       const abs = this.resolveSync(path);
       // readdir follows a symlink; a listing is only ever of a real directory in the brick.
-      if ((await fsp.lstat(abs)).isSymbolicLink()) throw fsError('ELOOP', 'path is a symlink');
-      const names = await fsp.readdir(abs);
+      if ((await fsp.lstat(P(abs))).isSymbolicLink()) throw fsError('ELOOP', 'path is a symlink');
+      const names = (await fsp.readdir(P(abs), { encoding: 'buffer' })).map(bytesToWire);
       const entries: DirEntry[] = [];
       for (const [i, name] of names.entries()) {
         if (i > 0 && i % DIR_ENTRIES_PER_YIELD === 0) await new Promise((r) => setImmediate(r));
@@ -510,7 +524,7 @@ export class Brick {
     return this.mapFs(async () => {
       const abs = this.resolveSync(path);
       this.refuseSpecial(abs);
-      const fh = await fsp.open(abs, C.O_RDONLY | C.O_NOFOLLOW);
+      const fh = await fsp.open(P(abs), C.O_RDONLY | C.O_NOFOLLOW);
       try {
         const buf = Buffer.allocUnsafe(size);
         let done = 0;
@@ -530,7 +544,7 @@ export class Brick {
   async xattr(path: string, name: string): Promise<Buffer> {
     return this.mapFs(async () => {
       const abs = this.resolveSync(path);
-      fs.lstatSync(abs);
+      fs.lstatSync(P(abs));
       const v = xattrNamespaceOf(name) === null ? null : xattrGet(abs, brickXattrName(name));
       if (!v) throw fsError('ENODATA');
       return v;
@@ -541,8 +555,9 @@ export class Brick {
   async xattrNames(path: string): Promise<string[]> {
     return this.mapFs(async () => {
       const abs = this.resolveSync(path);
-      fs.lstatSync(abs);
-      return clientXattrNames(abs);
+      fs.lstatSync(P(abs));
+      // Sorted: every node answers the same whatever order its file system keeps.
+      return clientXattrNames(abs).sort();
     });
   }
 
@@ -552,13 +567,13 @@ export class Brick {
     const out: ManifestEntry[] = [];
     const walk = async (rel: string): Promise<void> => {
       const abs = this.local(rel === '' ? '/' : rel);
-      const names = (await fsp.readdir(abs)).sort();
+      const names = (await fsp.readdir(P(abs), { encoding: 'buffer' })).map(bytesToWire).sort();
       const entry = await this.manifestEntry(rel === '' ? '/' : rel, abs);
       out.push(entry);
       for (const name of names) {
         const childRel = `${rel}/${name}`;
         const childAbs = nodePath.join(abs, name);
-        if (fs.lstatSync(childAbs).isDirectory()) await walk(childRel);
+        if (fs.lstatSync(P(childAbs)).isDirectory()) await walk(childRel);
         else out.push(await this.manifestEntry(childRel, childAbs));
       }
     };
@@ -571,10 +586,10 @@ export class Brick {
     const kind = attr.mode & S_IFMT;
     if (kind === 0o040000) attr.size = 0; // a directory's size is the local layout's
     const e: ManifestEntry = { path, attr };
-    if (kind === 0o120000) e.target = fs.readlinkSync(abs);
+    if (kind === 0o120000) e.target = bytesToWire(fs.readlinkSync(P(abs), { encoding: 'buffer' }));
     else if (kind === 0o100000) {
       const hash = createHash('sha256');
-      const fh = await fsp.open(abs, C.O_RDONLY | C.O_NOFOLLOW);
+      const fh = await fsp.open(P(abs), C.O_RDONLY | C.O_NOFOLLOW);
       try {
         for await (const chunk of fh.createReadStream({ autoClose: false })) hash.update(chunk as Buffer);
       } finally {
@@ -589,7 +604,7 @@ export class Brick {
   }
 
   async readlink(path: string): Promise<string> {
-    return this.mapFs(async () => fsp.readlink(this.resolveSync(path)));
+    return this.mapFs(async () => bytesToWire(await fsp.readlink(P(this.resolveSync(path)), { encoding: 'buffer' })));
   }
 
   async statfs(): Promise<StatFs> {

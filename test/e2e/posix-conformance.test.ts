@@ -174,8 +174,6 @@ test.after(async () => {
  * a case ID (both identities) or `ID [who]`.
  */
 const KNOWN_GAPS: Record<string, string> = {
-  'times-inode-ops': "chown(f, -1, -1) changes only ctime: libfuse 2's high-level API drops the kernel's ctime-only setattr",
-  'names-any-byte': 'fuse-native passes paths to JavaScript as UTF-8 strings',
 };
 
 /**

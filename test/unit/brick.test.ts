@@ -1,7 +1,7 @@
 /* The brick: ops applied as a local file system would, times from the op, and no way out. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Brick, inoOfSeq, ROOT_INO } from '../../storage/brick';
 import { DfsError } from '../../common/errors';
@@ -228,6 +228,36 @@ test('an atime op moves atime as relatime does and nothing else', () =>
     b.apply({ type: 'atime', path: '/f' }, none, T + 10 + 24 * 3600 * 1000, 4);
     assert.equal(await at('/f'), [T + 10 + 24 * 3600 * 1000, T, T], 'a day old: it moves');
     assert.is(b.apply({ type: 'atime', path: '/none' }, none, T, 5).errno, 'ENOENT');
+  }));
+
+test('names that are not UTF-8 are stored as their bytes, with identity and xattrs, in every kind of inode', () =>
+  withBrick(async (b, root) => {
+    const dir = '/d\udcfe';
+    const file = `${dir}/f\udcff`;
+    const link = `${dir}/l\udc80`;
+    assert.is(b.apply({ type: 'mkdir', path: dir, mode: 0o755, uid: 0, gid: 0 }, none, T, 1).errno, undefined);
+    assert.is(b.apply({ type: 'create', path: file, mode: 0o644, uid: 0, gid: 0, exclusive: true }, none, T, 2).errno, undefined);
+    assert.is(b.apply({ type: 'symlink', path: link, target: 'f\udcff', uid: 0, gid: 0 }, none, T, 3).errno, undefined);
+    assert.ok(lstatSync(Buffer.concat([Buffer.from(root + '/d'), Buffer.of(0xfe), Buffer.from('/f'), Buffer.of(0xff)])).isFile(), 'the bytes themselves on disk');
+    assert.is((await b.attr(file)).ino, 3, 'identity kept');
+    assert.is((await b.attr(dir)).ino, 2);
+    assert.is((await b.attr(link)).ino, 4);
+    assert.is(await b.readlink(link), 'f\udcff', 'the target\'s bytes');
+    assert.equal((await b.dir(dir)).map((e) => e.name).sort(), ['f\udcff', 'l\udc80']);
+    for (const [i, p] of [dir, file].entries()) {
+      assert.is(b.apply({ type: 'setxattr', path: p, name: 'user.k', flags: 0 }, Buffer.from('v'), T, 10 + i).errno, undefined, p);
+      assert.is((await b.xattr(p, 'user.k')).toString(), 'v');
+    }
+    assert.is(b.apply({ type: 'setxattr', path: link, name: 'trusted.k', flags: 0 }, Buffer.from('s'), T, 12).errno, undefined);
+    b.apply({ type: 'utimens', path: file, atimeMs: 1000, mtimeMs: 2000, mtimeNsec: 123 }, none, T + 5, 13);
+    const a = await b.attr(file);
+    assert.equal([a.atimeMs, a.mtimeMs, a.mtimeNsec, a.ctimeMs], [1000, 2000, 123, T + 5], 'times through the identity xattr');
+    const manifest = await b.manifest();
+    assert.ok(manifest.some((e) => e.path === file && e.xattrs?.['user.k']));
+    assert.ok(manifest.some((e) => e.path === link && e.target === 'f\udcff' && e.xattrs?.['trusted.k']));
+    assert.equal(readdirSync(`${root}.xattr-scratch`), [], 'no second names left behind');
+    assert.is(b.apply({ type: 'rename', from: file, to: `${dir}/g\udcff` }, none, T, 14).errno, undefined);
+    assert.is(b.apply({ type: 'unlink', path: `${dir}/g\udcff` }, none, T, 15).errno, undefined);
   }));
 
 test('a setgid directory gives new entries its group, and new subdirectories its setgid bit', () =>
