@@ -7,5 +7,6 @@ export const KEY_LEADER = 'dfs:leader';
 export const KEY_MEMBERSHIP = 'dfs:membership';
 /** Hash: node ID -> JSON { id, url }. */
 export const KEY_NODES = 'dfs:nodes';
-/** String with a TTL per node, refreshed by its heartbeat: JSON { appliedSeq, durableSeq }. */
+/** String with a TTL per node, refreshed by its heartbeat: JSON { appliedSeq, durableSeq,
+ * epoch, membership } (the membership the node holds, or null). */
 export const nodeAliveKey = (id: string): string => `dfs:node:${id}:alive`;

@@ -10,6 +10,15 @@
  * directly only while the cluster has never sequenced an op (it has nothing to catch up);
  * otherwise it waits as "joining" for the sync that a later issue builds. Primary failover
  * is a later issue too.
+ *
+ * Redis that lost its data (restarted empty, DESIGN.md): the membership is gone and
+ * `dfs:seq` starts again at 0, so the IDs it would hand out are ones the nodes already
+ * hold. Proxies take no ID while no membership exists (proxy/sequencer.ts). The leader sees
+ * nodes with a history and no membership, waits RESTORE_GRACE_MS for every running node to
+ * heartbeat again, then in one fenced script puts `dfs:seq` at the highest sequence ID any
+ * node has durably and `dfs:epoch` at the highest epoch any node has seen, and publishes
+ * the newest membership a node holds, under the next epoch. Only then does anyone
+ * sequence again.
  */
 import type { Redis } from 'ioredis';
 import type { Membership } from '../common/api';
@@ -31,7 +40,21 @@ export interface NodeView {
   alive: boolean;
   appliedSeq: number | null;
   durableSeq: number | null;
+  epoch: number | null;
+  /** The membership the node holds (null when it has none). */
+  membership: Membership | null;
 }
+
+/** How long the leader waits, after it finds Redis without its data, for every running
+ * node to heartbeat again (storage nodes heartbeat every second). */
+export const RESTORE_GRACE_MS = 2_500;
+
+// KEYS: leader, seq, epoch; ARGV: proxyId, highest seq, highest epoch. Raises, never lowers.
+const RESTORE_SCRIPT = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[2]) then redis.call('SET', KEYS[2], ARGV[2]) end
+if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[3]) then redis.call('SET', KEYS[3], ARGV[3]) end
+return 1`;
 
 export async function readNodes(redis: Redis): Promise<NodeView[]> {
   const registered = await redis.hgetall(KEY_NODES);
@@ -40,8 +63,16 @@ export async function readNodes(redis: Redis): Promise<NodeView[]> {
   const alive = await redis.mget(ids.map(nodeAliveKey));
   return ids.map((id, i) => {
     const reg = JSON.parse(registered[id]!) as { url: string };
-    const a = alive[i] ? (JSON.parse(alive[i]!) as { appliedSeq: number; durableSeq: number }) : null;
-    return { id, url: reg.url, alive: a !== null, appliedSeq: a?.appliedSeq ?? null, durableSeq: a?.durableSeq ?? null };
+    const a = alive[i] ? (JSON.parse(alive[i]!) as { appliedSeq: number; durableSeq: number; epoch?: number; membership?: Membership | null }) : null;
+    return {
+      id,
+      url: reg.url,
+      alive: a !== null,
+      appliedSeq: a?.appliedSeq ?? null,
+      durableSeq: a?.durableSeq ?? null,
+      epoch: a?.epoch ?? null,
+      membership: a?.membership ?? null,
+    };
   });
 }
 
@@ -53,6 +84,8 @@ export async function readMembership(redis: Redis): Promise<Membership | null> {
 export class LeaderDuty {
   isLeader = false;
   private timer: NodeJS.Timeout | null = null;
+  /** When this leader first saw nodes with a history and Redis without a membership. */
+  private lossSeenAtMs: number | null = null;
   private running = false;
 
   constructor(
@@ -97,6 +130,10 @@ export class LeaderDuty {
     let next: Membership | null = null;
     if (!current) {
       if (live.length === 0) return;
+      if (live.some((n) => (n.durableSeq ?? 0) > 0 || (n.epoch ?? 0) > 0)) {
+        await this.restoreAfterLoss(live);
+        return;
+      }
       next = { epoch: 0, primary: live[0]!.id, inSync: live.map((n) => n.id), nodes: Object.fromEntries(live.map((n) => [n.id, n.url])) };
     } else {
       const fresh = Number((await this.redis.get(KEY_SEQ)) ?? 0) === 0;
@@ -112,5 +149,36 @@ export class LeaderDuty {
     }
     const epoch = await this.redis.eval(PUBLISH_SCRIPT, 3, KEY_LEADER, KEY_EPOCH, KEY_MEMBERSHIP, this.proxyId, JSON.stringify(next));
     if (epoch) this.logger.info({ epoch, primary: next.primary, inSync: next.inSync }, 'published membership');
+  }
+
+  /** Redis lost its data: restore the counter, the epoch and the membership from the nodes
+   * (see the header). */
+  private async restoreAfterLoss(live: NodeView[]): Promise<void> {
+    const now = Date.now();
+    if (this.lossSeenAtMs === null) {
+      this.lossSeenAtMs = now;
+      this.logger.warn({ nodes: live.map((n) => n.id) }, 'Redis has no membership but the nodes have a history: it lost its data; restoring');
+    }
+    if (now - this.lossSeenAtMs < RESTORE_GRACE_MS) return;
+    // Nodes that have not heartbeated again yet are not in `live`; the grace covers them.
+    const fresh = await readNodes(this.redis);
+    const nodes = fresh.filter((n) => n.alive);
+    const highestSeq = Math.max(0, ...nodes.map((n) => n.durableSeq ?? 0));
+    const memberships = nodes.flatMap((n) => (n.membership ? [n.membership] : []));
+    const highestEpoch = Math.max(0, ...nodes.map((n) => n.epoch ?? 0), ...memberships.map((m) => m.epoch));
+    const newest = memberships.sort((a, b) => b.epoch - a.epoch)[0];
+    const next: Membership = newest
+      ? { ...newest, epoch: 0 }
+      : // No node holds one (all restarted meanwhile): the nodes at the highest sequence ID.
+        (() => {
+          const top = nodes.filter((n) => (n.durableSeq ?? 0) === highestSeq);
+          return { epoch: 0, primary: top[0]!.id, inSync: top.map((n) => n.id), nodes: Object.fromEntries(nodes.map((n) => [n.id, n.url])) };
+        })();
+    const ok = await this.redis.eval(RESTORE_SCRIPT, 3, KEY_LEADER, KEY_SEQ, KEY_EPOCH, this.proxyId, String(highestSeq), String(highestEpoch));
+    if (ok !== 1) return;
+    const epoch = await this.redis.eval(PUBLISH_SCRIPT, 3, KEY_LEADER, KEY_EPOCH, KEY_MEMBERSHIP, this.proxyId, JSON.stringify(next));
+    if (!epoch) return;
+    this.lossSeenAtMs = null;
+    this.logger.info({ seq: highestSeq, epoch, primary: next.primary, inSync: next.inSync }, 'restored the sequence counter and membership after Redis lost its data');
   }
 }

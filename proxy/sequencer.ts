@@ -6,7 +6,7 @@
  */
 import type { Redis } from 'ioredis';
 import { DfsError } from '../common/errors';
-import { KEY_SEQ } from '../common/redis-keys';
+import { KEY_MEMBERSHIP, KEY_SEQ } from '../common/redis-keys';
 
 export interface Sequencer {
   /** Takes the next sequence ID; each caller gets a distinct one, increasing. */
@@ -25,15 +25,25 @@ export class MemorySequencer implements Sequencer {
   }
 }
 
+/** INCR the counter only while the membership exists: after Redis lost its data, the
+ * counter restarts at 0 and would hand out IDs the nodes already hold, so nobody sequences
+ * until the leader has put the counter above every node's log and published a membership
+ * again (proxy/leader.ts). */
+const NEXT_SCRIPT = `if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+return redis.call('INCR', KEYS[1])`;
+
 export class RedisSequencer implements Sequencer {
   constructor(private readonly redis: Redis) {}
 
   async next(): Promise<number> {
+    let seq: number;
     try {
-      return await this.redis.incr(KEY_SEQ);
+      seq = Number(await this.redis.eval(NEXT_SCRIPT, 2, KEY_SEQ, KEY_MEMBERSHIP));
     } catch (e) {
       throw new DfsError('UNAVAILABLE', `cannot take a sequence ID from Redis: ${(e as Error).message}`);
     }
+    if (seq < 0) throw new DfsError('UNAVAILABLE', 'Redis holds no membership (it lost its data?): waiting for the leader to restore it');
+    return seq;
   }
 
   async current(): Promise<number> {

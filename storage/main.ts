@@ -121,7 +121,13 @@ runMain(async () => {
     await redis
       .multi()
       .hset(KEY_NODES, id, JSON.stringify({ id, url }))
-      .set(nodeAliveKey(id), JSON.stringify({ appliedSeq: s.appliedSeq, durableSeq: s.durableSeq, epoch: s.epoch }), 'PX', ALIVE_TTL_MS)
+      // The membership the node holds lets a leader rebuild Redis's after Redis lost its data.
+      .set(
+        nodeAliveKey(id),
+        JSON.stringify({ appliedSeq: s.appliedSeq, durableSeq: s.durableSeq, epoch: s.epoch, membership: membershipText ? (JSON.parse(membershipText) as Membership) : null }),
+        'PX',
+        ALIVE_TTL_MS,
+      )
       .exec();
   };
 

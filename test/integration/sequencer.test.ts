@@ -8,6 +8,7 @@ import * as assert from 'uvu/assert';
 import { MemorySequencer, RedisSequencer, type Sequencer } from '../../proxy/sequencer';
 import { startRedis } from '../helpers/redis-server';
 import { tempDir } from '../helpers/temp';
+import { KEY_MEMBERSHIP, KEY_SEQ } from '../../common/redis-keys';
 
 function contract(name: string, make: () => Promise<{ seq: Sequencer; done: () => Promise<void> }>): void {
   const s = suite(`sequencer contract: ${name}`);
@@ -41,6 +42,7 @@ contract('memory', async () => ({ seq: new MemorySequencer(), done: async () => 
 contract('redis', async () => {
   const dir = tempDir('redis');
   const redis = await startRedis(dir.path);
+  await redis.client.set(KEY_MEMBERSHIP, '{}'); // a cluster with a membership sequences
   return {
     seq: new RedisSequencer(redis.client),
     done: async () => {
@@ -50,6 +52,29 @@ contract('redis', async () => {
   };
 });
 
+const lost = suite('sequencer: redis lost its data');
+lost('without a membership nobody sequences: a wiped Redis cannot hand out IDs the nodes hold', async () => {
+  const dir = tempDir('redis');
+  const redis = await startRedis(dir.path);
+  try {
+    const seq = new RedisSequencer(redis.client);
+    let code = '';
+    try {
+      await seq.next();
+    } catch (e) {
+      code = (e as { code: string }).code;
+    }
+    assert.is(code, 'UNAVAILABLE');
+    assert.is(await redis.client.get(KEY_SEQ), null, 'the counter was not touched');
+    await redis.client.set(KEY_MEMBERSHIP, '{}');
+    assert.is(await seq.next(), 1);
+  } finally {
+    await redis.stop();
+    dir.remove();
+  }
+});
+lost.run();
+
 const down = suite('sequencer: redis down');
 down('a Redis that is gone gives UNAVAILABLE in bounded time, not a hang', async () => {
   const dir = tempDir('redis');
@@ -58,6 +83,7 @@ down('a Redis that is gone gives UNAVAILABLE in bounded time, not a hang', async
   const client = new Redis(redis.url, { maxRetriesPerRequest: 1, connectTimeout: 500, commandTimeout: 1000 });
   try {
     const seq = new RedisSequencer(client);
+    await client.set(KEY_MEMBERSHIP, '{}');
     assert.is(await seq.next(), 1);
     await redis.stop();
     const started = Date.now();
