@@ -118,6 +118,9 @@ export interface PeerState {
   retry: 'timer' | 'refresh' | null;
   /** The sequence ID this peer needs and memory no longer holds (reported once). */
   strandedAt: number | null;
+  /** Answers to requests numbered below this were sent before we last asked the peer
+   * afresh where its log ends; what they say about its log is out of date. */
+  answersFrom: number;
 }
 
 export interface ReplicaCoreState {
@@ -376,7 +379,16 @@ function onMembership(s: ReplicaCoreState, fx: ReplicaEffect[], m: Membership): 
 }
 
 function newPeer(id: string, url: string): PeerState {
-  return { id, url, ackedSeq: -1, knownCommit: -1, batch: null, notice: null, retry: null, strandedAt: null };
+  return { id, url, ackedSeq: -1, knownCommit: -1, batch: null, notice: null, retry: null, strandedAt: null, answersFrom: 0 };
+}
+
+/** Forget where the peer's log ends, and ask it again with the next request. An answer to
+ * a request sent before this (the other lane's, delayed) must not set it back: it may name
+ * a log end below what the primary has since committed and applied, and the peer would be
+ * fed from a sequence ID no longer in memory, stalling every commit. */
+function resetPeer(s: ReplicaCoreState, peer: PeerState): void {
+  peer.ackedSeq = -1;
+  peer.answersFrom = s.nextRequestId;
 }
 
 /** The refusal for a request from another epoch, or null when the epoch is ours. */
@@ -579,10 +591,12 @@ function onPeerAnswer(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string, 
   const req = peer[lane]!;
   peer[lane] = null;
   if ('durableSeq' in answer) {
-    if (req.epoch !== s.epoch) {
+    if (requestId < peer.answersFrom) {
+      // Sent before we asked the peer afresh: out of date; the probe's answer will tell.
+    } else if (req.epoch !== s.epoch) {
       // Sent under an older membership: ask the peer where its log ends now, and go on
       // feeding it. Stopping here would strand ops accepted meanwhile.
-      peer.ackedSeq = -1;
+      resetPeer(s, peer);
       peer.knownCommit = -1;
     } else {
       peer.ackedSeq = Math.max(peer.ackedSeq, answer.durableSeq);
@@ -593,11 +607,11 @@ function onPeerAnswer(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string, 
     return;
   }
   const code = answer.code;
-  if (code === 'GAP') peer.ackedSeq = -1; // ask again where its log ends
+  if (code === 'GAP') resetPeer(s, peer); // ask again where its log ends
   if (peer.retry !== null) return;
   if (code === 'STALE_EPOCH') {
     // The peer saw a newer membership first: catch up with it now, not at the next poll.
-    peer.ackedSeq = -1;
+    resetPeer(s, peer);
     peer.retry = 'refresh';
     fx.push({ type: 'refreshMembership', peerId });
     return;

@@ -398,6 +398,31 @@ const CASES: Case[] = [
     after: (s) => assert.is(s.peers.get('n2')!.ackedSeq, -1),
   },
   {
+    // Found by the simulation (seeds 1104 and 4056): a commit notice's answer, delayed
+    // past the batch lane's STALE_EPOCH, set the backup's log end back to before what the
+    // primary had applied, and the backup could never be fed again.
+    name: 'a delayed answer sent before the primary asked afresh does not set the backup back',
+    script: [
+      ...PRIMARY_READY,
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+      [durable(1), []],
+      [acked('n2', 3, 1), []],
+      [acked('n3', 4, 1), ['apply 1', 'send n2 #5 e1 c1 -', 'send n3 #6 e1 c1 -']],
+      [applied(1), ['answer 7 {"seq":1}']],
+      [submit(8, 2), ['append 2..2', 'send n2 #7 e1 c1 2..2', 'send n3 #8 e1 c1 2..2']],
+      [durable(2), []],
+      [acked('n2', 7, 2), []], // n2's notice #5 is still on its way back
+      [acked('n3', 8, 2), ['apply 2']],
+      [applied(2), ['answer 8 {"seq":2}']],
+      [submit(9, 3), ['append 3..3', 'send n2 #9 e1 c2 3..3', 'send n3 #10 e1 c2 3..3']],
+      [failed('n2', 9, 'STALE_EPOCH'), ['refresh n2']],
+      [acked('n2', 5, 1), []], // the notice's answer, late: n2's log ended at 1 back then
+      [membership(THREE, 2), []],
+      [{ type: 'membershipRefreshed', peerId: 'n2' }, ['send n2 #11 e2 c2 -']], // not "stranded n2 2"
+      [acked('n2', 11, 2), ['send n2 #12 e2 c2 3..3']],
+    ],
+  },
+  {
     name: 'unknown, repeated and stale answers from peers change nothing',
     script: [
       ...PRIMARY_READY,
