@@ -636,8 +636,11 @@ class World {
         this.stats.holesClaimed++;
         return;
       case 'peerStranded':
+        // No fault here takes a backup's durable log away or adds a backup that is behind,
+        // so a backup the primary cannot feed from memory is a protocol bug (it stalls
+        // every commit): say so now rather than when the drain times out.
         this.stats.stranded++;
-        return;
+        this.fail(`${n.id} cannot feed ${fx.peerId} from seq ${fx.seq}: memory no longer holds it`);
       case 'roleChanged':
         return;
     }
