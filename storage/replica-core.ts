@@ -1,0 +1,760 @@
+/*
+ * The replication protocol of a storage node as a pure state machine (DESIGN.md, Writes;
+ * STYLE.md, Boundaries): `step(state, event) -> { state, effects }`. It holds no sockets,
+ * files, timers or clocks; storage/replica.ts drives it with the real op log, brick, HTTP/2
+ * peers and timers, and test/sim/ drives it with a seeded fake network, disk and clock.
+ * The same code runs on the primary and on a backup; the role decides which inputs it takes.
+ *
+ * How data flows (every arrow is an event in or an effect out):
+ *
+ *   primary: submit {token, header, data} ─┐                  ┌─> send {peer, entries, commit}
+ *   backup:  replicate {token, batch} ─────┴─> pending ──> ordered ─> append {entries}
+ *                                           (by seq)   (contiguous)   (write + one fdatasync:
+ *                                                           │          group commit)
+ *                                  logDurable {seq} <───────┼──────────────┘
+ *                                  peerAcked {peer, durableSeq} (primary only)
+ *                                                           ▼
+ *            commit = primary: min(own durable, every in-sync backup's acked durable)
+ *                     backup:  min(own durable, the commit the primary told it)
+ *                                                           ▼
+ *             apply {entry} ──> (the driver applies it to the brick) ──> applied {seq, result}
+ *                one at a time, in sequence order, up to min(commit, hold)
+ *                                                           ▼
+ *       answer {token} to the submitter (primary), to barrier reads and to a waiting hold
+ *
+ * Events in (ReplicaEvent): membership, submit, replicate, logDurable, applied, peerAcked,
+ * peerFailed, membershipRefreshed, timer, barrierRead, hold, release, close.
+ * Effects out (ReplicaEffect): append, send, apply, answer, refuse, setTimer, clearTimer,
+ * refreshMembership, and three notes for the driver's log (roleChanged, holeClaimed,
+ * peerStranded). The driver performs effects in the order given, and reports each
+ * completion as an event: an `append` as `logDurable`, an `apply` as `applied`, a `send` as
+ * `peerAcked` or `peerFailed`, a `setTimer` as `timer`, a `refreshMembership` as
+ * `membershipRefreshed`. Requests that expect an answer (submit, replicate, barrierRead,
+ * hold) carry a token the driver chose; exactly one `answer` or `refuse` names it, maybe
+ * in a later step.
+ *
+ * Rules kept here, each as the node has always behaved:
+ * - Sequence slots are written once: an op for a slot that already holds one (ordered or
+ *   pending) is refused with SLOT_TAKEN, and the proxy sequences it again.
+ * - A request from another epoch is refused with STALE_EPOCH (the sender, or this node,
+ *   refreshes the membership), a request for the wrong role with NOT_PRIMARY.
+ * - One batch in flight per backup, so its log grows in order; a batch that does not
+ *   continue a backup's log is refused with GAP, and the primary asks again where it ends
+ *   (an empty batch). A commit-only notice travels in its own lane and never holds up ops.
+ * - A backup answers a batch only once it holds it durably.
+ * - A slot the primary waited for `holeTimeoutMs` (a proxy took the ID and died) is claimed
+ *   as a no-op. A barrier read or hold naming a sequence ID tells the primary it exists, so
+ *   a hole at the tail is filled too.
+ * - Apply answers a request ID it has applied before with the first answer (with the new
+ *   slot's seq) instead of applying it again; the table evicts in apply order, identically
+ *   on every node.
+ * - `hold` stops apply at one sequence ID until `release` (dfs verify reads the brick as it
+ *   stands there).
+ *
+ * The state is updated in place and returned: entries can be large, and the state belongs
+ * to one driver. Anything the driver must remember across restarts (epoch, applied
+ * sequence ID, the log) it keeps itself and hands to `createReplicaState`.
+ *
+ * Where later work fits (issue 4 and after): catch-up from a peer's log answers
+ * `peerStranded` with entries read from the log instead of from `entries` (a new event
+ * carrying them, fed to the same `send` path); full sync and failover arrive as new events
+ * (`syncFinished`, a membership naming a new primary whose first duty is to bring the
+ * others up to its log); a persisted dedup table and commit point arrive through
+ * `createReplicaState` (`commitSeq` is already there). Each is a new branch of `step`
+ * with its own table tests and simulation faults; nothing here reads a clock or a socket.
+ */
+import assert from 'node:assert/strict';
+import type { Membership, OpResult } from '../common/api';
+import type { ErrorCode } from '../common/errors';
+import type { ApplyResult } from './brick';
+import type { LogEntry } from './op-log';
+
+export interface ReplicaConfig {
+  /** How long the primary waits for a missing sequence ID before claiming it as a no-op. */
+  holeTimeoutMs: number;
+  /** How long a read waits for its barrier before answering BARRIER_TIMEOUT. */
+  barrierTimeoutMs: number;
+  /** Ops received and not yet applied, beyond which new submissions get UNAVAILABLE. */
+  pendingOpsMax: number;
+  /** Bytes of op data in one replication batch (and one log append). */
+  replicateBatchBytesMax: number;
+  /** Request IDs remembered for exactly-once retries. */
+  dedupEntriesMax: number;
+  /** Backoff before a failed replication request to a peer is tried again. */
+  peerRetryMs: number;
+}
+
+/** Checks a configuration once, at start-up (STYLE.md, Limits). */
+export function validateReplicaConfig(c: ReplicaConfig): void {
+  for (const [name, value] of Object.entries(c)) {
+    if (!Number.isSafeInteger(value) || value < 0) throw new Error(`replica config ${name} must be a non-negative integer, not ${value}`);
+  }
+  if (c.pendingOpsMax < 1) throw new Error('replica config pendingOpsMax must be at least 1');
+  if (c.replicateBatchBytesMax < 1) throw new Error('replica config replicateBatchBytesMax must be at least 1');
+  if (c.dedupEntriesMax < 1) throw new Error('replica config dedupEntriesMax must be at least 1');
+}
+
+export type Role = 'primary' | 'backup' | 'none';
+
+/** A request in flight to a peer: what it promised, so that its answer can be judged. */
+export interface PeerRequest {
+  requestId: number;
+  epoch: number;
+  commitSeq: number;
+}
+
+export interface PeerState {
+  id: string;
+  url: string;
+  /** The end of the peer's durable log as it last told us; -1 until it has told us. */
+  ackedSeq: number;
+  /** The highest commit point the peer has confirmed hearing. */
+  knownCommit: number;
+  /** A batch of ops in flight (at most one, so a peer's log grows in order). */
+  batch: PeerRequest | null;
+  /** A commit-only notice in flight; it never holds up the next batch. */
+  notice: PeerRequest | null;
+  /** Waiting before the next request: on a timer, or on a membership refresh. */
+  retry: 'timer' | 'refresh' | null;
+  /** The sequence ID this peer needs and memory no longer holds (reported once). */
+  strandedAt: number | null;
+  /** Answers to requests numbered below this were sent before we last asked the peer
+   * afresh where its log ends; what they say about its log is out of date. */
+  answersFrom: number;
+}
+
+export interface ReplicaCoreState {
+  readonly id: string;
+  readonly config: ReplicaConfig;
+  epoch: number;
+  role: Role;
+  /** The end of the log on disk (fsynced). */
+  durableSeq: number;
+  /** The end of the contiguous run received (logged, or being logged). */
+  orderedSeq: number;
+  commitSeq: number;
+  appliedSeq: number;
+  /** The highest sequence ID known to exist (received, or named by a read). */
+  highestSeenSeq: number;
+  /** Received, not yet contiguous. */
+  pending: Map<number, LogEntry>;
+  /** Contiguous and not yet applied. */
+  entries: Map<number, LogEntry>;
+  /** The last sequence ID of the log append in flight. */
+  appendingSeq: number | null;
+  /** The sequence ID the brick is applying. */
+  applyingSeq: number | null;
+  /** Submitted ops waiting for their apply: seq -> token. */
+  submitters: Map<number, number>;
+  /** Batches answered once the log holds them: token -> what to do then. */
+  replicateWaiters: Map<number, { lastSeq: number; commitSeq: number }>;
+  /** Reads waiting for their barrier: token -> seq. */
+  barrierWaiters: Map<number, number>;
+  /** Apply stops at `seq` while set; `token` is the hold request still waiting to get there. */
+  hold: { seq: number; token: number | null } | null;
+  /** Request ID -> the first answer, in apply order (Map keeps insertion order). */
+  dedup: Map<string, OpResult>;
+  peers: Map<string, PeerState>;
+  nextRequestId: number;
+  /** The sequence ID the armed hole timer is for. */
+  holeTimerSeq: number | null;
+  closed: boolean;
+}
+
+/** What a node knows when it starts: its state file and its recovered log. */
+export interface ReplicaInit {
+  id: string;
+  config: ReplicaConfig;
+  epoch: number;
+  appliedSeq: number;
+  /** Known committed (at least appliedSeq): the ops up to it apply without waiting for a
+   * primary. The real node passes its applied sequence ID; the simulation, rebuilding a
+   * brick from the log, passes the point it had applied before. */
+  commitSeq?: number;
+  /** The last sequence ID in the log on disk (0 for an empty log). */
+  logLastSeq: number;
+  /** The log's entries after `appliedSeq`, in order. */
+  recovered: LogEntry[];
+}
+
+export function createReplicaState(init: ReplicaInit): ReplicaCoreState {
+  validateReplicaConfig(init.config);
+  const durableSeq = Math.max(init.logLastSeq, init.appliedSeq);
+  const commitSeq = init.commitSeq ?? init.appliedSeq;
+  assert.ok(commitSeq >= init.appliedSeq && commitSeq <= durableSeq, `commit ${commitSeq} outside applied ${init.appliedSeq}..durable ${durableSeq}`);
+  const entries = new Map<number, LogEntry>();
+  let expect = init.appliedSeq + 1;
+  for (const e of init.recovered) {
+    assert.equal(e.header.seq, expect, 'recovered log does not continue the applied state');
+    entries.set(e.header.seq, e);
+    expect++;
+  }
+  assert.ok(init.recovered.length === 0 || expect - 1 === durableSeq, 'recovered entries do not reach the end of the log');
+  return {
+    id: init.id,
+    config: init.config,
+    epoch: init.epoch,
+    role: 'none',
+    durableSeq,
+    orderedSeq: durableSeq,
+    commitSeq,
+    appliedSeq: init.appliedSeq,
+    highestSeenSeq: durableSeq,
+    pending: new Map(),
+    entries,
+    appendingSeq: null,
+    applyingSeq: null,
+    submitters: new Map(),
+    replicateWaiters: new Map(),
+    barrierWaiters: new Map(),
+    hold: null,
+    dedup: new Map(),
+    peers: new Map(),
+    nextRequestId: 1,
+    holeTimerSeq: null,
+    closed: false,
+  };
+}
+
+/** A backup's answer to a batch. */
+export interface ReplicateAck {
+  durableSeq: number;
+}
+
+export type TimerKey = 'hole' | 'hold' | `peer:${string}` | `barrier:${number}`;
+
+export type ReplicaEvent =
+  /** The leader's membership (already persisted by the driver when its epoch is newer). */
+  | { type: 'membership'; membership: Membership }
+  /** Primary: an op from a proxy. Answered with an OpResult once applied. */
+  | { type: 'submit'; token: number; header: LogEntry['header']; data: Buffer }
+  /** Backup: a batch (maybe empty: a commit notice, or a question where the log ends). */
+  | { type: 'replicate'; token: number; epoch: number; commitSeq: number; entries: LogEntry[] }
+  /** The `append` in flight is on disk, fsynced, through `seq`. */
+  | { type: 'logDurable'; seq: number }
+  /** The brick applied `seq` (the `apply` in flight) with this outcome. */
+  | { type: 'applied'; seq: number; result: ApplyResult }
+  | { type: 'peerAcked'; peerId: string; requestId: number; durableSeq: number }
+  | { type: 'peerFailed'; peerId: string; requestId: number; code: ErrorCode }
+  /** The refresh asked for by `refreshMembership` is over (whatever it found). */
+  | { type: 'membershipRefreshed'; peerId: string }
+  | { type: 'timer'; key: TimerKey }
+  /** A read: answered once every op up to `seq` is applied, or BARRIER_TIMEOUT. */
+  | { type: 'barrierRead'; token: number; seq: number }
+  /** dfs verify: apply up to exactly `seq`, then hold there until `release`. */
+  | { type: 'hold'; token: number; seq: number; timeoutMs: number }
+  | { type: 'release' }
+  /** The node is shutting down: every waiting request is refused. */
+  | { type: 'close' };
+
+export type ReplicaEffect =
+  /** Write these entries after the log's end and fdatasync once; then `logDurable`. */
+  | { type: 'append'; entries: LogEntry[] }
+  /** Replicate to a peer (entries may be empty: a notice or a probe); then `peerAcked` or `peerFailed`. */
+  | { type: 'send'; peerId: string; url: string; requestId: number; epoch: number; commitSeq: number; entries: LogEntry[] }
+  /** Apply this committed op to the brick; then `applied`. */
+  | { type: 'apply'; entry: LogEntry }
+  | { type: 'answer'; token: number; value: OpResult | ReplicateAck | null }
+  | { type: 'refuse'; token: number; code: ErrorCode; message: string }
+  /** (Re)arm a timer; a timer armed again under the same key replaces the old one. */
+  | { type: 'setTimer'; key: TimerKey; delayMs: number }
+  | { type: 'clearTimer'; key: TimerKey }
+  /** A peer said our epoch is old: ask for the newest membership, then `membershipRefreshed`. */
+  | { type: 'refreshMembership'; peerId: string }
+  /** Notes for the driver's log. */
+  | { type: 'roleChanged'; role: Role; epoch: number }
+  | { type: 'holeClaimed'; seq: number; epoch: number }
+  | { type: 'peerStranded'; peerId: string; seq: number };
+
+export interface StepResult {
+  state: ReplicaCoreState;
+  effects: ReplicaEffect[];
+}
+
+/** One event in, the effects out. Throws (an assertion) only on a driver's mistake or a
+ * broken invariant; everything a peer or a proxy may send is answered. */
+export function step(state: ReplicaCoreState, event: ReplicaEvent): StepResult {
+  const fx: ReplicaEffect[] = [];
+  const s = state;
+  if (s.closed) {
+    // A request that races the shutdown still gets an answer; everything else is moot.
+    const token = 'token' in event ? event.token : null;
+    if (token !== null) fx.push({ type: 'refuse', token, code: 'UNAVAILABLE', message: 'node is shutting down' });
+    return { state: s, effects: fx };
+  }
+  switch (event.type) {
+    case 'membership':
+      onMembership(s, fx, event.membership);
+      break;
+    case 'submit':
+      onSubmit(s, fx, event.token, event.header, event.data);
+      break;
+    case 'replicate':
+      onReplicate(s, fx, event.token, event.epoch, event.commitSeq, event.entries);
+      break;
+    case 'logDurable':
+      onLogDurable(s, fx, event.seq);
+      break;
+    case 'applied':
+      onApplied(s, fx, event.seq, event.result);
+      break;
+    case 'peerAcked':
+      onPeerAnswer(s, fx, event.peerId, event.requestId, { durableSeq: event.durableSeq });
+      break;
+    case 'peerFailed':
+      onPeerAnswer(s, fx, event.peerId, event.requestId, { code: event.code });
+      break;
+    case 'membershipRefreshed': {
+      const peer = s.peers.get(event.peerId);
+      if (peer && peer.retry === 'refresh') {
+        peer.retry = null;
+        pumpPeer(s, fx, peer);
+      }
+      break;
+    }
+    case 'timer':
+      onTimer(s, fx, event.key);
+      break;
+    case 'barrierRead':
+      if (s.appliedSeq >= event.seq) {
+        fx.push({ type: 'answer', token: event.token, value: null });
+        break;
+      }
+      noteSeqExists(s, fx, event.seq);
+      s.barrierWaiters.set(event.token, event.seq);
+      fx.push({ type: 'setTimer', key: `barrier:${event.token}`, delayMs: s.config.barrierTimeoutMs });
+      break;
+    case 'hold':
+      onHold(s, fx, event.token, event.seq, event.timeoutMs);
+      break;
+    case 'release':
+      if (s.hold !== null && s.hold.token !== null) {
+        fx.push({ type: 'clearTimer', key: 'hold' });
+        fx.push({ type: 'refuse', token: s.hold.token, code: 'UNAVAILABLE', message: 'hold released before it was reached' });
+      }
+      s.hold = null;
+      pumpApply(s, fx);
+      break;
+    case 'close':
+      onClose(s, fx);
+      break;
+    default: {
+      const never: never = event;
+      throw new Error(`unknown replica event ${JSON.stringify(never)}`);
+    }
+  }
+  return { state: s, effects: fx };
+}
+
+// ---- membership and epochs ----
+
+function onMembership(s: ReplicaCoreState, fx: ReplicaEffect[], m: Membership): void {
+  if (m.epoch < s.epoch) return; // fencing: an older leader's view is ignored
+  const roleBefore = s.role;
+  s.epoch = m.epoch;
+  s.role = m.primary === s.id ? 'primary' : m.inSync.includes(s.id) ? 'backup' : 'none';
+  const next = new Map<string, PeerState>();
+  if (s.role === 'primary') {
+    for (const id of m.inSync) {
+      if (id === s.id) continue;
+      const url = m.nodes[id];
+      assert.ok(url, `membership names ${id} without a URL`);
+      const old = s.peers.get(id);
+      next.set(id, old && old.url === url ? old : newPeer(id, url));
+    }
+  }
+  for (const [id, p] of s.peers) {
+    if (next.get(id) !== p && p.retry === 'timer') fx.push({ type: 'clearTimer', key: `peer:${id}` });
+  }
+  s.peers = next;
+  if (roleBefore !== s.role) fx.push({ type: 'roleChanged', role: s.role, epoch: s.epoch });
+  armHoleTimer(s, fx);
+  if (s.role === 'primary') {
+    // With the current in-sync set, everything this node has durably may now be committed
+    // (a single-node cluster commits on its own log alone).
+    advancePrimaryCommit(s, fx);
+    pumpPeers(s, fx);
+  }
+  pumpApply(s, fx);
+}
+
+function newPeer(id: string, url: string): PeerState {
+  return { id, url, ackedSeq: -1, knownCommit: -1, batch: null, notice: null, retry: null, strandedAt: null, answersFrom: 0 };
+}
+
+/** Forget where the peer's log ends, and ask it again with the next request. An answer to
+ * a request sent before this (the other lane's, delayed) must not set it back: it may name
+ * a log end below what the primary has since committed and applied, and the peer would be
+ * fed from a sequence ID no longer in memory, stalling every commit. */
+function resetPeer(s: ReplicaCoreState, peer: PeerState): void {
+  peer.ackedSeq = -1;
+  peer.answersFrom = s.nextRequestId;
+}
+
+/** The refusal for a request from another epoch, or null when the epoch is ours. */
+function epochRefusal(s: ReplicaCoreState, epoch: number): string | null {
+  if (epoch < s.epoch) return `epoch ${epoch} is older than ${s.epoch}`;
+  if (epoch > s.epoch) return `epoch ${epoch} is newer than this node's ${s.epoch}; retry after it refreshes`;
+  return null;
+}
+
+// ---- primary: ops from proxies ----
+
+function onSubmit(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, header: LogEntry['header'], data: Buffer): void {
+  const refuse = (code: ErrorCode, message: string) => fx.push({ type: 'refuse', token, code, message });
+  const stale = epochRefusal(s, header.epoch);
+  if (stale) return void refuse('STALE_EPOCH', stale);
+  if (s.role !== 'primary') return void refuse('NOT_PRIMARY', `${s.id} is not the primary of epoch ${s.epoch}`);
+  const seq = header.seq;
+  if (seq <= s.orderedSeq || s.pending.has(seq)) return void refuse('SLOT_TAKEN', `sequence ID ${seq} is taken`);
+  if (s.pending.size + s.entries.size >= s.config.pendingOpsMax) {
+    return void refuse('UNAVAILABLE', `more than ${s.config.pendingOpsMax} ops in flight`);
+  }
+  s.submitters.set(seq, token);
+  accept(s, fx, [{ header, data }]);
+}
+
+/** A sequence ID exists (a read or hold named it): a slot below it that never arrives is
+ * a hole the primary must fill. */
+function noteSeqExists(s: ReplicaCoreState, fx: ReplicaEffect[], seq: number): void {
+  if (s.role !== 'primary' || seq <= s.highestSeenSeq) return;
+  s.highestSeenSeq = seq;
+  armHoleTimer(s, fx);
+}
+
+// ---- backup: batches from the primary ----
+
+function onReplicate(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, epoch: number, primaryCommit: number, batch: LogEntry[]): void {
+  const refuse = (code: ErrorCode, message: string) => fx.push({ type: 'refuse', token, code, message });
+  const stale = epochRefusal(s, epoch);
+  if (stale) return void refuse('STALE_EPOCH', stale);
+  if (s.role !== 'backup') return void refuse('NOT_PRIMARY', `${s.id} is not a backup in epoch ${s.epoch}`);
+  for (let i = 1; i < batch.length; i++) {
+    if (batch[i]!.header.seq !== batch[i - 1]!.header.seq + 1) {
+      return void refuse('BAD_REQUEST', `batch is not a contiguous run: ${batch[i - 1]!.header.seq} then ${batch[i]!.header.seq}`);
+    }
+  }
+  const fresh: LogEntry[] = [];
+  for (const e of batch) {
+    const seq = e.header.seq;
+    if (seq <= s.orderedSeq) {
+      const mine = s.entries.get(seq);
+      // Invariant: a sequence ID holds the same op on every node that has it.
+      if (mine) assert.equal(mine.header.reqId, e.header.reqId, `seq ${seq} differs from the primary's`);
+      continue;
+    }
+    fresh.push(e);
+  }
+  if (fresh.length > 0 && fresh[0]!.header.seq !== s.orderedSeq + 1) {
+    return void refuse('GAP', `batch starts at ${fresh[0]!.header.seq}, log ends at ${s.orderedSeq}`);
+  }
+  if (fresh.length > 0) accept(s, fx, fresh);
+  const lastSeq = batch.length > 0 ? batch[batch.length - 1]!.header.seq : 0;
+  if (lastSeq > s.durableSeq) {
+    s.replicateWaiters.set(token, { lastSeq, commitSeq: primaryCommit });
+    return;
+  }
+  advanceBackupCommit(s, fx, primaryCommit);
+  fx.push({ type: 'answer', token, value: { durableSeq: s.durableSeq } });
+}
+
+function advanceBackupCommit(s: ReplicaCoreState, fx: ReplicaEffect[], primaryCommit: number): void {
+  const commit = Math.min(primaryCommit, s.durableSeq);
+  if (commit > s.commitSeq) {
+    s.commitSeq = commit;
+    pumpApply(s, fx);
+  }
+}
+
+// ---- the pipeline: order, log, replicate, commit, apply ----
+
+function accept(s: ReplicaCoreState, fx: ReplicaEffect[], batch: LogEntry[]): void {
+  for (const e of batch) {
+    s.pending.set(e.header.seq, e);
+    s.highestSeenSeq = Math.max(s.highestSeenSeq, e.header.seq);
+  }
+  while (s.pending.has(s.orderedSeq + 1)) {
+    const seq = s.orderedSeq + 1;
+    s.entries.set(seq, s.pending.get(seq)!);
+    s.pending.delete(seq);
+    s.orderedSeq = seq;
+  }
+  armHoleTimer(s, fx);
+  pumpLog(s, fx);
+  pumpPeers(s, fx);
+}
+
+function armHoleTimer(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
+  const waiting = s.highestSeenSeq > s.orderedSeq;
+  if (!waiting || s.role !== 'primary') {
+    if (s.holeTimerSeq !== null) fx.push({ type: 'clearTimer', key: 'hole' });
+    s.holeTimerSeq = null;
+    return;
+  }
+  if (s.holeTimerSeq !== null) return;
+  s.holeTimerSeq = s.orderedSeq + 1;
+  fx.push({ type: 'setTimer', key: 'hole', delayMs: s.config.holeTimeoutMs });
+}
+
+function onHoleTimer(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
+  const missing = s.holeTimerSeq;
+  if (missing === null) return; // cleared after it fired
+  s.holeTimerSeq = null;
+  if (s.role !== 'primary' || s.orderedSeq + 1 !== missing || s.pending.has(missing)) {
+    armHoleTimer(s, fx); // the slot arrived meanwhile: wait afresh for the next one, if any
+    return;
+  }
+  fx.push({ type: 'holeClaimed', seq: missing, epoch: s.epoch });
+  accept(s, fx, [{ header: { epoch: s.epoch, seq: missing, reqId: '', timeMs: 0, op: { type: 'noop' } }, data: Buffer.alloc(0) }]);
+}
+
+function pumpLog(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
+  if (s.appendingSeq !== null || s.orderedSeq <= s.durableSeq) return;
+  const batch: LogEntry[] = [];
+  let bytes = 0;
+  for (let seq = s.durableSeq + 1; seq <= s.orderedSeq && bytes < s.config.replicateBatchBytesMax; seq++) {
+    const e = s.entries.get(seq)!;
+    batch.push(e);
+    bytes += e.data.length;
+  }
+  s.appendingSeq = batch[batch.length - 1]!.header.seq;
+  fx.push({ type: 'append', entries: batch });
+}
+
+function onLogDurable(s: ReplicaCoreState, fx: ReplicaEffect[], seq: number): void {
+  assert.equal(seq, s.appendingSeq, `logDurable ${seq} does not end the append in flight (${s.appendingSeq})`);
+  s.appendingSeq = null;
+  s.durableSeq = seq;
+  for (const [token, w] of s.replicateWaiters) {
+    if (w.lastSeq > seq) continue;
+    s.replicateWaiters.delete(token);
+    advanceBackupCommit(s, fx, w.commitSeq);
+    fx.push({ type: 'answer', token, value: { durableSeq: s.durableSeq } });
+  }
+  if (s.role === 'primary') advancePrimaryCommit(s, fx);
+  pumpLog(s, fx);
+}
+
+function advancePrimaryCommit(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
+  let commit = s.durableSeq;
+  for (const p of s.peers.values()) commit = Math.min(commit, p.ackedSeq);
+  if (commit > s.commitSeq) {
+    s.commitSeq = commit;
+    pumpApply(s, fx);
+    pumpPeers(s, fx); // tell the backups
+  }
+}
+
+function pumpPeers(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
+  if (s.role !== 'primary') return;
+  for (const peer of s.peers.values()) pumpPeer(s, fx, peer);
+}
+
+function pumpPeer(s: ReplicaCoreState, fx: ReplicaEffect[], peer: PeerState): void {
+  if (peer.retry !== null) return;
+  const known = peer.ackedSeq >= 0;
+  const hasNew = known && peer.ackedSeq < s.orderedSeq;
+  if (peer.batch === null && (!known || hasNew)) {
+    const batch: LogEntry[] = [];
+    let bytes = 0;
+    for (let seq = peer.ackedSeq + 1; known && seq <= s.orderedSeq && bytes < s.config.replicateBatchBytesMax; seq++) {
+      const e = s.entries.get(seq);
+      if (!e) {
+        // Not in memory any more: the peer needs catch-up from the log, a later issue.
+        if (peer.strandedAt !== seq) fx.push({ type: 'peerStranded', peerId: peer.id, seq });
+        peer.strandedAt = seq;
+        return;
+      }
+      batch.push(e);
+      bytes += e.data.length;
+    }
+    peer.strandedAt = null;
+    peer.batch = send(s, fx, peer, batch);
+  } else if (known && peer.notice === null && peer.knownCommit < s.commitSeq) {
+    peer.notice = send(s, fx, peer, []);
+  }
+}
+
+function send(s: ReplicaCoreState, fx: ReplicaEffect[], peer: PeerState, entries: LogEntry[]): PeerRequest {
+  const req: PeerRequest = { requestId: s.nextRequestId++, epoch: s.epoch, commitSeq: s.commitSeq };
+  fx.push({ type: 'send', peerId: peer.id, url: peer.url, requestId: req.requestId, epoch: req.epoch, commitSeq: req.commitSeq, entries });
+  return req;
+}
+
+function onPeerAnswer(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string, requestId: number, answer: { durableSeq: number } | { code: ErrorCode }): void {
+  const peer = s.peers.get(peerId);
+  // An answer to a request this membership no longer waits for (the peer left the in-sync
+  // set, or this node stopped being primary) changes nothing.
+  if (!peer) return;
+  const lane = peer.batch?.requestId === requestId ? 'batch' : peer.notice?.requestId === requestId ? 'notice' : null;
+  if (lane === null) return;
+  const req = peer[lane]!;
+  peer[lane] = null;
+  if ('durableSeq' in answer) {
+    if (requestId < peer.answersFrom) {
+      // Sent before we asked the peer afresh: out of date; the probe's answer will tell.
+    } else if (req.epoch !== s.epoch) {
+      // Sent under an older membership: ask the peer where its log ends now, and go on
+      // feeding it. Stopping here would strand ops accepted meanwhile.
+      resetPeer(s, peer);
+      peer.knownCommit = -1;
+    } else {
+      peer.ackedSeq = Math.max(peer.ackedSeq, answer.durableSeq);
+      peer.knownCommit = Math.max(peer.knownCommit, req.commitSeq);
+      advancePrimaryCommit(s, fx);
+    }
+    pumpPeer(s, fx, peer);
+    return;
+  }
+  const code = answer.code;
+  if (code === 'GAP') resetPeer(s, peer); // ask again where its log ends
+  if (peer.retry !== null) return;
+  if (code === 'STALE_EPOCH') {
+    // The peer saw a newer membership first: catch up with it now, not at the next poll.
+    resetPeer(s, peer);
+    peer.retry = 'refresh';
+    fx.push({ type: 'refreshMembership', peerId });
+    return;
+  }
+  peer.retry = 'timer';
+  fx.push({ type: 'setTimer', key: `peer:${peerId}`, delayMs: code === 'GAP' ? 0 : s.config.peerRetryMs });
+}
+
+function onTimer(s: ReplicaCoreState, fx: ReplicaEffect[], key: TimerKey): void {
+  if (key === 'hole') return onHoleTimer(s, fx);
+  if (key === 'hold') {
+    const hold = s.hold;
+    if (hold === null || hold.token === null) return;
+    fx.push({ type: 'refuse', token: hold.token, code: 'BARRIER_TIMEOUT', message: `${s.id} applied ${s.appliedSeq}, hold needs ${hold.seq}` });
+    s.hold = null;
+    pumpApply(s, fx);
+    return;
+  }
+  if (key.startsWith('peer:')) {
+    const peer = s.peers.get(key.slice('peer:'.length));
+    if (!peer || peer.retry !== 'timer') return;
+    peer.retry = null;
+    pumpPeer(s, fx, peer);
+    return;
+  }
+  if (key.startsWith('barrier:')) {
+    const token = Number(key.slice('barrier:'.length));
+    const seq = s.barrierWaiters.get(token);
+    if (seq === undefined) return;
+    s.barrierWaiters.delete(token);
+    fx.push({ type: 'refuse', token, code: 'BARRIER_TIMEOUT', message: `${s.id} applied ${s.appliedSeq}, read needs ${seq}` });
+    return;
+  }
+  throw new Error(`unknown timer ${key}`);
+}
+
+function applyLimit(s: ReplicaCoreState): number {
+  return s.hold === null ? s.commitSeq : Math.min(s.commitSeq, s.hold.seq);
+}
+
+function pumpApply(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
+  while (s.applyingSeq === null && s.appliedSeq < applyLimit(s)) {
+    const seq = s.appliedSeq + 1;
+    const e = s.entries.get(seq);
+    assert.ok(e, `committed op ${seq} is not in memory`);
+    const reqId = e.header.reqId;
+    const first = reqId === '' ? undefined : s.dedup.get(reqId);
+    if (first) {
+      // A retry of an op applied before: the first answer, and the brick stays as it is.
+      finishApply(s, fx, seq, { ...first, seq });
+      continue;
+    }
+    s.applyingSeq = seq;
+    fx.push({ type: 'apply', entry: e });
+  }
+}
+
+function onApplied(s: ReplicaCoreState, fx: ReplicaEffect[], seq: number, r: ApplyResult): void {
+  assert.equal(seq, s.applyingSeq, `applied ${seq} is not the apply in flight (${s.applyingSeq})`);
+  s.applyingSeq = null;
+  const e = s.entries.get(seq)!;
+  const result: OpResult = { seq, ...r };
+  const reqId = e.header.reqId;
+  if (reqId !== '') {
+    s.dedup.set(reqId, result);
+    // Evict in apply order, which is the same on every node.
+    if (s.dedup.size > s.config.dedupEntriesMax) s.dedup.delete(s.dedup.keys().next().value!);
+  }
+  finishApply(s, fx, seq, result);
+  pumpApply(s, fx);
+}
+
+function finishApply(s: ReplicaCoreState, fx: ReplicaEffect[], seq: number, result: OpResult): void {
+  s.entries.delete(seq);
+  s.appliedSeq = seq;
+  const token = s.submitters.get(seq);
+  if (token !== undefined) {
+    s.submitters.delete(seq);
+    fx.push({ type: 'answer', token, value: result });
+  }
+  for (const [t, barrier] of s.barrierWaiters) {
+    if (barrier > seq) continue;
+    s.barrierWaiters.delete(t);
+    fx.push({ type: 'clearTimer', key: `barrier:${t}` });
+    fx.push({ type: 'answer', token: t, value: null });
+  }
+  if (s.hold !== null && s.hold.token !== null && s.hold.seq <= seq) {
+    fx.push({ type: 'clearTimer', key: 'hold' });
+    fx.push({ type: 'answer', token: s.hold.token, value: null });
+    s.hold.token = null;
+  }
+}
+
+// ---- holding the brick still (dfs verify) ----
+
+function onHold(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, seq: number, timeoutMs: number): void {
+  if (s.hold !== null) return void fx.push({ type: 'refuse', token, code: 'UNAVAILABLE', message: `${s.id} is already held at ${s.hold.seq}` });
+  if (s.appliedSeq > seq) return void fx.push({ type: 'refuse', token, code: 'SLOT_TAKEN', message: `${s.id} applied ${s.appliedSeq}, past ${seq}` });
+  if (s.appliedSeq === seq) {
+    s.hold = { seq, token: null };
+    fx.push({ type: 'answer', token, value: null });
+    return;
+  }
+  s.hold = { seq, token };
+  noteSeqExists(s, fx, seq);
+  fx.push({ type: 'setTimer', key: 'hold', delayMs: timeoutMs });
+}
+
+// ---- shutting down ----
+
+function onClose(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
+  s.closed = true;
+  const down = (token: number) => fx.push({ type: 'refuse', token, code: 'UNAVAILABLE', message: 'node is shutting down' });
+  if (s.holeTimerSeq !== null) fx.push({ type: 'clearTimer', key: 'hole' });
+  s.holeTimerSeq = null;
+  for (const p of s.peers.values()) if (p.retry === 'timer') fx.push({ type: 'clearTimer', key: `peer:${p.id}` });
+  for (const token of s.submitters.values()) down(token);
+  s.submitters.clear();
+  for (const token of s.replicateWaiters.keys()) down(token);
+  s.replicateWaiters.clear();
+  for (const token of s.barrierWaiters.keys()) {
+    fx.push({ type: 'clearTimer', key: `barrier:${token}` });
+    down(token);
+  }
+  s.barrierWaiters.clear();
+  if (s.hold?.token != null) {
+    fx.push({ type: 'clearTimer', key: 'hold' });
+    down(s.hold.token);
+  }
+  s.hold = null;
+}
+
+/** A summary for status endpoints and heartbeats. */
+export interface ReplicaState {
+  id: string;
+  epoch: number;
+  role: Role;
+  durableSeq: number;
+  orderedSeq: number;
+  commitSeq: number;
+  appliedSeq: number;
+}
+
+export function summarize(s: ReplicaCoreState): ReplicaState {
+  return { id: s.id, epoch: s.epoch, role: s.role, durableSeq: s.durableSeq, orderedSeq: s.orderedSeq, commitSeq: s.commitSeq, appliedSeq: s.appliedSeq };
+}

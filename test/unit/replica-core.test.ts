@@ -1,0 +1,576 @@
+/*
+ * The pure replication core (storage/replica-core.ts), driven by event scripts: each case
+ * is a table of events, and after each event the exact effects it produced, written as one
+ * short line per effect (see `show`), in the manner of raft's testdata scripts. Invalid
+ * input comes in two kinds: what a proxy or a peer may send (refused with a code), and
+ * what only a broken driver would report (an assertion).
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { Membership } from '../../common/api';
+import type { LogEntry } from '../../storage/op-log';
+import {
+  createReplicaState,
+  step,
+  type ReplicaConfig,
+  type ReplicaCoreState,
+  type ReplicaEffect,
+  type ReplicaEvent,
+  type ReplicaInit,
+} from '../../storage/replica-core';
+
+const CONFIG: ReplicaConfig = {
+  holeTimeoutMs: 1000,
+  barrierTimeoutMs: 3000,
+  pendingOpsMax: 8,
+  replicateBatchBytesMax: 1000,
+  dedupEntriesMax: 100,
+  peerRetryMs: 200,
+};
+
+const NODES = { n1: 'http://n1', n2: 'http://n2', n3: 'http://n3' };
+const ALONE: Membership = { epoch: 1, primary: 'n1', inSync: ['n1'], nodes: NODES };
+const THREE: Membership = { epoch: 1, primary: 'n1', inSync: ['n1', 'n2', 'n3'], nodes: NODES };
+const AS_BACKUP: Membership = { epoch: 1, primary: 'n2', inSync: ['n1', 'n2', 'n3'], nodes: NODES };
+
+function entry(seq: number, reqId = `r${seq}`, bytes = 10, epoch = 1): LogEntry {
+  return { header: { epoch, seq, reqId, timeMs: 1000 + seq, op: { type: 'write', path: '/f', offset: 0 } }, data: Buffer.alloc(bytes, seq) };
+}
+
+// Event shorthands, so that a script reads as a line per event.
+const membership = (m: Membership, epoch = m.epoch): ReplicaEvent => ({ type: 'membership', membership: { ...m, epoch } });
+const submit = (token: number, seq: number, o: { reqId?: string; epoch?: number; bytes?: number } = {}): ReplicaEvent => {
+  const e = entry(seq, o.reqId ?? `r${seq}`, o.bytes ?? 10, o.epoch ?? 1);
+  return { type: 'submit', token, header: e.header, data: e.data };
+};
+const replicate = (token: number, seqs: number[], commitSeq = 0, epoch = 1, reqIds: Record<number, string> = {}): ReplicaEvent => ({
+  type: 'replicate',
+  token,
+  epoch,
+  commitSeq,
+  entries: seqs.map((s) => entry(s, reqIds[s] ?? `r${s}`)),
+});
+const durable = (seq: number): ReplicaEvent => ({ type: 'logDurable', seq });
+const applied = (seq: number, result: { errno?: string } = {}): ReplicaEvent => ({ type: 'applied', seq, result });
+const acked = (peerId: string, requestId: number, durableSeq: number): ReplicaEvent => ({ type: 'peerAcked', peerId, requestId, durableSeq });
+const failed = (peerId: string, requestId: number, code: 'GAP' | 'UNAVAILABLE' | 'STALE_EPOCH' | 'NOT_PRIMARY'): ReplicaEvent => ({ type: 'peerFailed', peerId, requestId, code });
+const timer = (key: 'hole' | 'hold' | `peer:${string}` | `barrier:${number}`): ReplicaEvent => ({ type: 'timer', key });
+const read = (token: number, seq: number): ReplicaEvent => ({ type: 'barrierRead', token, seq });
+const hold = (token: number, seq: number, timeoutMs = 5000): ReplicaEvent => ({ type: 'hold', token, seq, timeoutMs });
+
+function range(entries: LogEntry[]): string {
+  return entries.length === 0 ? '-' : `${entries[0]!.header.seq}..${entries[entries.length - 1]!.header.seq}`;
+}
+
+/** One effect as one line. */
+function show(fx: ReplicaEffect): string {
+  switch (fx.type) {
+    case 'append':
+      return `append ${range(fx.entries)}`;
+    case 'send':
+      return `send ${fx.peerId} #${fx.requestId} e${fx.epoch} c${fx.commitSeq} ${range(fx.entries)}`;
+    case 'apply':
+      return `apply ${fx.entry.header.seq}`;
+    case 'answer':
+      return `answer ${fx.token} ${JSON.stringify(fx.value)}`;
+    case 'refuse':
+      return `refuse ${fx.token} ${fx.code}`;
+    case 'setTimer':
+      return `set ${fx.key} ${fx.delayMs}`;
+    case 'clearTimer':
+      return `clear ${fx.key}`;
+    case 'refreshMembership':
+      return `refresh ${fx.peerId}`;
+    case 'roleChanged':
+      return `role ${fx.role} e${fx.epoch}`;
+    case 'holeClaimed':
+      return `hole ${fx.seq}`;
+    case 'peerStranded':
+      return `stranded ${fx.peerId} ${fx.seq}`;
+  }
+}
+
+type Line = [ReplicaEvent, string[]] | [ReplicaEvent, { throws: RegExp }];
+
+interface Case {
+  name: string;
+  init?: Partial<ReplicaInit>;
+  script: Line[];
+  /** Checked after the script. */
+  after?: (s: ReplicaCoreState) => void;
+}
+
+function init(over: Partial<ReplicaInit> = {}): ReplicaCoreState {
+  return createReplicaState({ id: 'n1', config: CONFIG, epoch: 1, appliedSeq: 0, logLastSeq: 0, recovered: [], ...over });
+}
+
+function run(c: Case): void {
+  const s = init(c.init);
+  c.script.forEach(([event, want], i) => {
+    const where = `${c.name}, line ${i + 1} (${event.type})`;
+    if (!Array.isArray(want)) {
+      assert.throws(() => step(s, event), want.throws, where);
+      return;
+    }
+    const got = step(s, event).effects.map(show);
+    assert.equal(got, want, where);
+  });
+  c.after?.(s);
+}
+
+/** A primary of three nodes whose backups have both said where their logs end (at 0). */
+const PRIMARY_READY: Line[] = [
+  [membership(THREE), ['role primary e1', 'send n2 #1 e1 c0 -', 'send n3 #2 e1 c0 -']],
+  [acked('n2', 1, 0), []],
+  [acked('n3', 2, 0), []],
+];
+
+const CASES: Case[] = [
+  // ---- the primary's pipeline ----
+  {
+    name: 'a single-node primary commits on its own log, then answers the submitter',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [submit(7, 1), ['append 1..1']],
+      [durable(1), ['apply 1']],
+      [applied(1, { errno: 'EEXIST' }), ['answer 7 {"seq":1,"errno":"EEXIST"}']],
+    ],
+    after: (s) => assert.equal([s.durableSeq, s.commitSeq, s.appliedSeq, s.entries.size], [1, 1, 1, 0]),
+  },
+  {
+    name: 'with backups, commit waits for the slowest in-sync backup, and each learns it after',
+    script: [
+      ...PRIMARY_READY,
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+      [durable(1), []],
+      [acked('n2', 3, 1), []],
+      [acked('n3', 4, 1), ['apply 1', 'send n2 #5 e1 c1 -', 'send n3 #6 e1 c1 -']],
+      [applied(1), ['answer 7 {"seq":1}']],
+      [acked('n2', 5, 1), []],
+    ],
+    after: (s) => {
+      assert.is(s.peers.get('n2')!.knownCommit, 1);
+      assert.is(s.peers.get('n3')!.notice?.requestId, 6);
+    },
+  },
+  {
+    name: 'commit is the primary\'s own durable point when the backups are ahead of it',
+    script: [
+      ...PRIMARY_READY,
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+      [acked('n2', 3, 1), []],
+      [acked('n3', 4, 1), []],
+      [durable(1), ['apply 1', 'send n2 #5 e1 c1 -', 'send n3 #6 e1 c1 -']],
+    ],
+  },
+  {
+    name: 'one batch in flight per backup; ops that arrive meanwhile go in the next one (group commit on disk too)',
+    script: [
+      ...PRIMARY_READY,
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+      [submit(8, 2), []],
+      [submit(9, 3), []],
+      [durable(1), ['append 2..3']],
+      [acked('n2', 3, 1), ['send n2 #5 e1 c0 2..3']],
+    ],
+  },
+  {
+    name: 'a batch and an append stop at the byte limit',
+    init: { config: { ...CONFIG, replicateBatchBytesMax: 15 } },
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [submit(1, 2), ['set hole 1000']],
+      [submit(2, 3), []],
+      [submit(3, 1), ['clear hole', 'append 1..2']],
+      [durable(2), ['apply 1', 'append 3..3']],
+    ],
+  },
+  {
+    name: 'ops submitted out of order wait in pending until the run is contiguous',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [submit(1, 2), ['set hole 1000']],
+      [submit(2, 1), ['clear hole', 'append 1..2']],
+      [durable(2), ['apply 1']],
+      [applied(1), ['answer 2 {"seq":1}', 'apply 2']],
+      [applied(2), ['answer 1 {"seq":2}']],
+    ],
+  },
+
+  // ---- refusals: what a proxy may send ----
+  {
+    name: 'a slot that holds an op, ordered or pending, is SLOT_TAKEN',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [submit(1, 1), ['append 1..1']],
+      [submit(2, 1, { reqId: 'other' }), ['refuse 2 SLOT_TAKEN']],
+      [submit(3, 3), ['set hole 1000']],
+      [submit(4, 3), ['refuse 4 SLOT_TAKEN']],
+    ],
+  },
+  {
+    name: 'an older or a newer epoch is STALE_EPOCH; a node that is not primary says NOT_PRIMARY',
+    script: [
+      [membership(ALONE, 2), ['role primary e2']],
+      [submit(1, 1, { epoch: 1 }), ['refuse 1 STALE_EPOCH']],
+      [submit(2, 1, { epoch: 3 }), ['refuse 2 STALE_EPOCH']],
+      [membership(AS_BACKUP, 3), ['role backup e3']],
+      [submit(3, 1, { epoch: 3 }), ['refuse 3 NOT_PRIMARY']],
+      [membership(ALONE, 2), []], // an older leader's view changes nothing
+    ],
+    after: (s) => assert.equal([s.epoch, s.role], [3, 'backup']),
+  },
+  {
+    name: 'a node with no membership yet refuses everything',
+    script: [
+      [submit(1, 1), ['refuse 1 NOT_PRIMARY']],
+      [replicate(2, [1]), ['refuse 2 NOT_PRIMARY']],
+    ],
+  },
+  {
+    name: 'past pendingOpsMax ops in flight a submission is UNAVAILABLE',
+    init: { config: { ...CONFIG, pendingOpsMax: 2 } },
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [submit(1, 1), ['append 1..1']],
+      [submit(2, 3), ['set hole 1000']],
+      [submit(3, 2), ['refuse 3 UNAVAILABLE']],
+    ],
+  },
+
+  // ---- holes ----
+  {
+    name: 'a hole is claimed as a no-op after holeTimeoutMs; the late op is SLOT_TAKEN',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [submit(1, 2), ['set hole 1000']],
+      [timer('hole'), ['hole 1', 'append 1..2']],
+      [durable(2), ['apply 1']],
+      [applied(1), ['apply 2']],
+      [applied(2), ['answer 1 {"seq":2}']],
+      [submit(2, 1), ['refuse 2 SLOT_TAKEN']],
+    ],
+    after: (s) => assert.is(s.holeTimerSeq, null),
+  },
+  {
+    name: 'a hole that arrives before its timer leaves the timer for the next hole, which gets a fresh wait',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [submit(1, 2), ['set hole 1000']],
+      [submit(2, 4), []],
+      [submit(3, 1), ['append 1..2']],
+      [timer('hole'), ['set hole 1000']],
+      [timer('hole'), ['hole 3']],
+    ],
+    after: (s) => assert.is(s.orderedSeq, 4),
+  },
+  {
+    name: 'a barrier read names a sequence ID the primary never saw: the tail hole is filled',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [read(5, 1), ['set hole 1000', 'set barrier:5 3000']],
+      [timer('hole'), ['hole 1', 'append 1..1']],
+      [durable(1), ['apply 1']],
+      [applied(1), ['clear barrier:5', 'answer 5 null']],
+    ],
+  },
+  {
+    name: 'a backup does not fill holes; its barrier read times out',
+    script: [
+      [membership(AS_BACKUP), ['role backup e1']],
+      [read(5, 1), ['set barrier:5 3000']],
+      [read(6, 0), ['answer 6 null']],
+      [timer('barrier:5'), ['refuse 5 BARRIER_TIMEOUT']],
+      [timer('barrier:5'), []],
+    ],
+  },
+  {
+    name: 'losing the primary role clears the hole timer',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [submit(1, 2), ['set hole 1000']],
+      [membership(AS_BACKUP, 2), ['role backup e2', 'clear hole']],
+      [timer('hole'), []],
+    ],
+  },
+
+  // ---- the backup ----
+  {
+    name: 'a backup answers a batch once it is durable, and applies what the primary says committed',
+    script: [
+      [membership(AS_BACKUP), ['role backup e1']],
+      [replicate(1, [1, 2]), ['append 1..2']],
+      [durable(2), ['answer 1 {"durableSeq":2}']],
+      [replicate(2, [], 2), ['apply 1', 'answer 2 {"durableSeq":2}']],
+      [applied(1), ['apply 2']],
+      [applied(2), []],
+    ],
+  },
+  {
+    name: 'a backup never commits past its own durable log, whatever the primary says',
+    script: [
+      [membership(AS_BACKUP), ['role backup e1']],
+      [replicate(1, [1]), ['append 1..1']],
+      [replicate(2, [2], 2), []], // waits: the append of 1 is in flight
+      [durable(1), ['answer 1 {"durableSeq":1}', 'append 2..2']],
+    ],
+    after: (s) => assert.equal([s.commitSeq, s.durableSeq, s.replicateWaiters.size], [0, 1, 1]),
+  },
+  {
+    name: 'a batch that skips ahead is a GAP; one that is not a run is BAD_REQUEST',
+    script: [
+      [membership(AS_BACKUP), ['role backup e1']],
+      [replicate(1, [2, 3]), ['refuse 1 GAP']],
+      [replicate(2, [1, 3]), ['refuse 2 BAD_REQUEST']],
+      [replicate(3, [2, 1]), ['refuse 3 BAD_REQUEST']],
+    ],
+    after: (s) => assert.is(s.pending.size, 0),
+  },
+  {
+    name: 'a repeated or overlapping batch keeps only what is new',
+    script: [
+      [membership(AS_BACKUP), ['role backup e1']],
+      [replicate(1, [1, 2]), ['append 1..2']],
+      [durable(2), ['answer 1 {"durableSeq":2}']],
+      [replicate(2, [1, 2]), ['answer 2 {"durableSeq":2}']],
+      [replicate(3, [2, 3]), ['append 3..3']],
+      [durable(3), ['answer 3 {"durableSeq":3}']],
+    ],
+  },
+  {
+    name: 'a backup refuses a batch from another epoch',
+    script: [
+      [membership(AS_BACKUP, 2), ['role backup e2']],
+      [replicate(1, [1], 0, 1), ['refuse 1 STALE_EPOCH']],
+      [replicate(2, [1], 0, 3), ['refuse 2 STALE_EPOCH']],
+    ],
+  },
+  {
+    name: 'a slot that holds a different op than the primary sends is a broken invariant',
+    script: [
+      [membership(AS_BACKUP), ['role backup e1']],
+      [replicate(1, [1]), ['append 1..1']],
+      [replicate(2, [1], 0, 1, { 1: 'someone-else' }), { throws: /differs from the primary/ }],
+    ],
+  },
+
+  // ---- peers failing ----
+  {
+    name: 'a GAP from a backup: ask where its log ends at once, then feed it from there',
+    script: [
+      ...PRIMARY_READY,
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+      [failed('n2', 3, 'GAP'), ['set peer:n2 0']],
+      [timer('peer:n2'), ['send n2 #5 e1 c0 -']],
+      [acked('n2', 5, 0), ['send n2 #6 e1 c0 1..1']],
+    ],
+  },
+  {
+    name: 'an unreachable backup is retried after peerRetryMs with the same ops',
+    script: [
+      ...PRIMARY_READY,
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+      [failed('n2', 3, 'UNAVAILABLE'), ['set peer:n2 200']],
+      [submit(8, 2), [] /* the log, n3 have 1 in flight; n2 waits for its timer */],
+      [timer('peer:n2'), ['send n2 #5 e1 c0 1..2']],
+    ],
+  },
+  {
+    name: 'a backup with a newer epoch: refresh the membership first, then ask where its log ends',
+    script: [
+      ...PRIMARY_READY,
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+      [failed('n2', 3, 'STALE_EPOCH'), ['refresh n2']],
+      [membership(THREE, 2), []],
+      [timer('peer:n2'), []], // not waiting on a timer
+      [{ type: 'membershipRefreshed', peerId: 'n2' }, ['send n2 #5 e2 c0 -']],
+      [{ type: 'membershipRefreshed', peerId: 'n2' }, []],
+    ],
+  },
+  {
+    name: 'an answer to a request sent in an older epoch only tells us to ask the backup again',
+    script: [
+      ...PRIMARY_READY,
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+      [membership(THREE, 2), []],
+      [acked('n2', 3, 1), ['send n2 #5 e2 c0 -']],
+    ],
+    after: (s) => assert.is(s.peers.get('n2')!.ackedSeq, -1),
+  },
+  {
+    // Found by the simulation (seeds 1104 and 4056): a commit notice's answer, delayed
+    // past the batch lane's STALE_EPOCH, set the backup's log end back to before what the
+    // primary had applied, and the backup could never be fed again.
+    name: 'a delayed answer sent before the primary asked afresh does not set the backup back',
+    script: [
+      ...PRIMARY_READY,
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+      [durable(1), []],
+      [acked('n2', 3, 1), []],
+      [acked('n3', 4, 1), ['apply 1', 'send n2 #5 e1 c1 -', 'send n3 #6 e1 c1 -']],
+      [applied(1), ['answer 7 {"seq":1}']],
+      [submit(8, 2), ['append 2..2', 'send n2 #7 e1 c1 2..2', 'send n3 #8 e1 c1 2..2']],
+      [durable(2), []],
+      [acked('n2', 7, 2), []], // n2's notice #5 is still on its way back
+      [acked('n3', 8, 2), ['apply 2']],
+      [applied(2), ['answer 8 {"seq":2}']],
+      [submit(9, 3), ['append 3..3', 'send n2 #9 e1 c2 3..3', 'send n3 #10 e1 c2 3..3']],
+      [failed('n2', 9, 'STALE_EPOCH'), ['refresh n2']],
+      [acked('n2', 5, 1), []], // the notice's answer, late: n2's log ended at 1 back then
+      [membership(THREE, 2), []],
+      [{ type: 'membershipRefreshed', peerId: 'n2' }, ['send n2 #11 e2 c2 -']], // not "stranded n2 2"
+      [acked('n2', 11, 2), ['send n2 #12 e2 c2 3..3']],
+    ],
+  },
+  {
+    name: 'unknown, repeated and stale answers from peers change nothing',
+    script: [
+      ...PRIMARY_READY,
+      [acked('n2', 1, 0), []],
+      [acked('n2', 99, 5), []],
+      [failed('n3', 99, 'GAP'), []],
+      [acked('n9', 1, 0), []],
+    ],
+    after: (s) => assert.equal([s.peers.get('n2')!.ackedSeq, s.peers.get('n3')!.ackedSeq], [0, 0]),
+  },
+  {
+    name: 'a backup removed from the in-sync set no longer holds up commits, and its retry timer goes',
+    script: [
+      ...PRIMARY_READY,
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+      [failed('n3', 4, 'UNAVAILABLE'), ['set peer:n3 200']],
+      [durable(1), []],
+      [acked('n2', 3, 1), []],
+      [membership({ ...THREE, inSync: ['n1', 'n2'] }, 2), ['clear peer:n3', 'apply 1', 'send n2 #5 e2 c1 -']],
+      [timer('peer:n3'), []],
+      [acked('n3', 4, 1), []],
+    ],
+  },
+  {
+    name: 'a backup behind what memory holds is reported once, not fed',
+    init: { appliedSeq: 5, logLastSeq: 5 },
+    script: [
+      [membership(THREE), ['role primary e1', 'send n2 #1 e1 c5 -', 'send n3 #2 e1 c5 -']],
+      [acked('n3', 2, 5), []],
+      [acked('n2', 1, 2), ['stranded n2 3']],
+      [submit(7, 6), ['append 6..6', 'send n3 #3 e1 c5 6..6']],
+    ],
+  },
+
+  // ---- apply, dedup, hold ----
+  {
+    name: 'a retried request ID gets the first answer in its new slot and is not applied again',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [submit(1, 1, { reqId: 'x' }), ['append 1..1']],
+      [submit(2, 2, { reqId: 'x' }), []],
+      [durable(1), ['apply 1', 'append 2..2']],
+      [applied(1, { errno: 'ENOENT' }), ['answer 1 {"seq":1,"errno":"ENOENT"}']],
+      [durable(2), ['answer 2 {"seq":2,"errno":"ENOENT"}']],
+    ],
+    after: (s) => assert.is(s.appliedSeq, 2),
+  },
+  {
+    name: 'the request-ID table forgets its oldest entry past dedupEntriesMax',
+    init: { config: { ...CONFIG, dedupEntriesMax: 1 } },
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [submit(1, 1, { reqId: 'a' }), ['append 1..1']],
+      [durable(1), ['apply 1']],
+      [applied(1), ['answer 1 {"seq":1}']],
+      [submit(2, 2, { reqId: 'b' }), ['append 2..2']],
+      [durable(2), ['apply 2']],
+      [applied(2), ['answer 2 {"seq":2}']],
+      [submit(3, 3, { reqId: 'a' }), ['append 3..3']],
+      [durable(3), ['apply 3']],
+    ],
+    after: (s) => assert.equal([...s.dedup.keys()], ['b']),
+  },
+  {
+    name: 'a hold applies up to its sequence ID and stops there until release',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [submit(1, 1), ['append 1..1']],
+      [submit(2, 2), []],
+      [hold(9, 1), ['set hold 5000']],
+      [hold(10, 1), ['refuse 10 UNAVAILABLE']],
+      [durable(1), ['apply 1', 'append 2..2']],
+      [applied(1), ['answer 1 {"seq":1}', 'clear hold', 'answer 9 null']],
+      [durable(2), []],
+      [{ type: 'release' }, ['apply 2']],
+      [hold(11, 0), ['refuse 11 SLOT_TAKEN']],
+    ],
+  },
+  {
+    name: 'a hold already reached answers at once; one that times out lets apply go on',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [hold(1, 0), ['answer 1 null']],
+      [{ type: 'release' }, []],
+      [hold(2, 1), ['set hole 1000', 'set hold 5000']],
+      [timer('hold'), ['refuse 2 BARRIER_TIMEOUT']],
+      [timer('hold'), []],
+    ],
+    after: (s) => assert.is(s.hold, null),
+  },
+
+  // ---- recovery and shutdown ----
+  {
+    name: 'recovered entries wait for the commit point, then apply in order',
+    init: { appliedSeq: 2, logLastSeq: 4, recovered: [entry(3), entry(4)] },
+    script: [[membership(ALONE), ['role primary e1', 'apply 3']], [applied(3), ['apply 4']], [submit(1, 4), ['refuse 1 SLOT_TAKEN']]],
+  },
+  {
+    name: 'a known commit point from recovery applies as soon as the node has a role',
+    init: { appliedSeq: 0, commitSeq: 1, logLastSeq: 2, recovered: [entry(1), entry(2)] },
+    script: [[membership(AS_BACKUP), ['role backup e1', 'apply 1']], [applied(1), []]],
+  },
+  {
+    name: 'close refuses everything waiting and anything that comes after',
+    script: [
+      ...PRIMARY_READY,
+      [submit(1, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+      [failed('n2', 3, 'UNAVAILABLE'), ['set peer:n2 200']],
+      [read(2, 1), ['set barrier:2 3000']],
+      [{ type: 'close' }, ['clear peer:n2', 'refuse 1 UNAVAILABLE', 'clear barrier:2', 'refuse 2 UNAVAILABLE']],
+      [submit(3, 2), ['refuse 3 UNAVAILABLE']],
+      [durable(1), []],
+    ],
+  },
+
+  // ---- a driver's mistakes ----
+  {
+    name: 'a driver that reports what the core never asked for trips an assertion',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [durable(1), { throws: /does not end the append in flight/ }],
+      [applied(1), { throws: /is not the apply in flight/ }],
+      [timer('bogus' as 'hole'), { throws: /unknown timer/ }],
+    ],
+  },
+];
+
+for (const c of CASES) test(c.name, () => run(c));
+
+test('a recovered log must continue the applied state and reach the log end', () => {
+  assert.throws(() => init({ appliedSeq: 1, logLastSeq: 3, recovered: [entry(3)] }), /does not continue/);
+  assert.throws(() => init({ appliedSeq: 0, logLastSeq: 3, recovered: [entry(1), entry(2)] }), /do not reach the end/);
+  assert.throws(() => init({ appliedSeq: 0, commitSeq: 4, logLastSeq: 3, recovered: [entry(1), entry(2), entry(3)] }), /outside applied/);
+  assert.is(init({ appliedSeq: 7, logLastSeq: 3 }).durableSeq, 7);
+});
+
+test('an impossible configuration is refused at start-up', () => {
+  assert.throws(() => init({ config: { ...CONFIG, pendingOpsMax: 0 } }), /pendingOpsMax/);
+  assert.throws(() => init({ config: { ...CONFIG, holeTimeoutMs: -1 } }), /holeTimeoutMs/);
+  assert.throws(() => init({ config: { ...CONFIG, peerRetryMs: 1.5 } }), /peerRetryMs/);
+});
+
+test('the same script gives the same effects every time (no hidden clock or randomness)', () => {
+  const once = () => {
+    const s = init();
+    return [membership(THREE), acked('n2', 1, 0), acked('n3', 2, 0), submit(1, 2), submit(2, 1), timer('hole'), durable(2)].flatMap((e) => step(s, e).effects.map(show));
+  };
+  assert.equal(once(), once());
+});
+
+test.run();
