@@ -388,7 +388,7 @@ export class DfsFileSystem {
     } finally {
       if (p !== undefined) this.attrs.invalidate(p);
     }
-    if (p !== undefined && r.attr) this.attrs.set(p, r.attr);
+    if (p !== undefined && r.attr) this.attrs.setOwn(p, r.attr);
     return r;
   }
 
@@ -550,7 +550,7 @@ export class DfsFileSystem {
       this.dropAttrs(p, multi, ino);
       this.invalidateReads(p, ino);
     }
-    if (r.attr) this.attrs.set(p, r.attr);
+    if (r.attr) this.attrs.setOwn(p, r.attr);
   }
 
   private async chmod(path: string, mode: number, d: Deadline): Promise<void> {

@@ -105,10 +105,24 @@ test('attributes expire after the TTL', () => {
   assert.is(c.get('/a'), undefined);
 });
 
-test('a TTL of 0 caches nothing', () => {
-  const c = new AttrCache(0);
+test('a TTL of 0 keeps nothing the cluster answered, and what this mount\'s own ops returned only briefly', () => {
+  let now = 1000;
+  const c = new AttrCache(0, 100, () => now, 200);
   c.set('/a', attr(1));
-  assert.is(c.get('/a'), undefined);
+  assert.is(c.get('/a'), undefined, 'a fetched answer is not kept');
+  c.setOwn('/b', attr(2));
+  assert.is(c.get('/b')?.ino, 2, "the kernel's getattr right after the op is answered here");
+  now += 199;
+  assert.ok(c.get('/b'));
+  now += 1;
+  assert.is(c.get('/b'), undefined, 'gone after the own-change TTL');
+  c.setOwn('/b', attr(2));
+  c.invalidate('/b');
+  assert.is(c.get('/b'), undefined, 'invalidated like any entry');
+  const longer = new AttrCache(1000, 100, () => now, 200);
+  longer.setOwn('/c', attr(3));
+  now += 999;
+  assert.ok(longer.get('/c'), 'a longer --attr-timeout-ms wins');
 });
 
 test('invalidate drops the path, its parent and every name of the same inode', () => {
