@@ -97,7 +97,16 @@ export interface ClusterStatus {
   epoch: number;
   seq: number;
   membership: Membership | null;
-  nodes: Array<{ id: string; url: string; alive: boolean; role: 'primary' | 'backup' | 'joining'; appliedSeq: number | null }>;
+  nodes: Array<{
+    id: string;
+    url: string;
+    alive: boolean;
+    role: 'primary' | 'backup' | 'joining';
+    appliedSeq: number | null;
+    /** Reads the answering proxy sent to the node, and whether it now sends it none. */
+    reads?: number;
+    slow?: boolean;
+  }>;
 }
 
 /** Request header: serve this read from the named in-sync node only. */

@@ -21,7 +21,7 @@ import { OP_BODY_BYTES_MAX, READ_BYTES_MAX } from '../common/limits';
 import type { Logger } from '../common/log';
 import { parseClientOpHeader, validateOp, validateXattrName, xattrNamespaceOf, type SequencedOpHeader } from '../common/ops';
 import { buildQuery } from '../common/names';
-import type { NodePool } from './node-pool';
+import { READ_HEDGE_MS, type NodePool } from './node-pool';
 import type { Sequencer } from './sequencer';
 import { verifyCluster } from './verify';
 
@@ -153,10 +153,13 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
     if (pinned !== undefined && !m.inSync.includes(pinned)) {
       throw new DfsError('UNAVAILABLE', `node ${JSON.stringify(pinned)} is not an in-sync node`);
     }
-    for (const id of pinned !== undefined ? [pinned] : nodes.rank(m.inSync)) {
+    const candidates = pinned !== undefined ? [pinned] : nodes.rank(m.inSync);
+    for (const [i, id] of candidates.entries()) {
       let res: Dispatcher.ResponseData;
       try {
-        res = await nodes.request(id, m.nodes[id]!, { method: 'GET', path: `/node/v1/${endpoint}?${qs}` });
+        // Every node but the last gets READ_HEDGE_MS to answer before the next is tried.
+        const hedgeMs = i < candidates.length - 1 ? READ_HEDGE_MS : null;
+        res = await nodes.read(id, m.nodes[id]!, { method: 'GET', path: `/node/v1/${endpoint}?${qs}` }, hedgeMs);
       } catch (e) {
         lastError = new DfsError('UNAVAILABLE', `node ${id}: ${(e as Error).message}`);
         continue;

@@ -43,7 +43,7 @@ runMain(async () => {
   const redis = new Redis(values.redis!, { maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000 });
   redis.on('error', (err) => logger.debug({ err: err.message }, 'redis error'));
   const sequencer = new RedisSequencer(redis);
-  const nodes = new NodePool(nodeTimeoutMs);
+  const nodes = new NodePool(nodeTimeoutMs, logger);
   const leader = new LeaderDuty(redis, id, leaseMs, logger);
 
   let membership: Membership | null = null;
@@ -61,6 +61,7 @@ runMain(async () => {
       readMembership(redis),
       readNodes(redis),
     ]);
+    const loads = new Map(nodes.loads().map((l) => [l.id, l]));
     return {
       leader: leaderId,
       epoch: Number(epoch ?? 0),
@@ -72,6 +73,9 @@ runMain(async () => {
         alive: v.alive,
         role: m?.primary === v.id ? 'primary' : m?.inSync.includes(v.id) ? 'backup' : 'joining',
         appliedSeq: v.appliedSeq,
+        // As this proxy sees it: reads it sent there, and whether it holds reads back.
+        reads: loads.get(v.id)?.reads ?? 0,
+        slow: loads.get(v.id)?.slow ?? false,
       })),
     };
   };
