@@ -88,8 +88,9 @@ export class AttrCache {
   }
 
   private put(path: string, attr: Attr, ttlMs: number): void {
+    // A newer answer replaces what was kept, even when it is not to be kept itself.
+    this.delete(path); // (and re-inserting keeps Map order oldest-first)
     if (ttlMs <= 0) return;
-    this.delete(path); // re-insert so that Map order stays oldest-first
     this.entries.set(path, { attr, expiresAtMs: this.now() + ttlMs });
     let names = this.pathsByIno.get(attr.ino);
     if (!names) this.pathsByIno.set(attr.ino, (names = new Set()));

@@ -36,7 +36,7 @@ async function serve(cli: Cli): Promise<void> {
     ...MOUNT_CONFIG_DEFAULTS,
     attrTimeoutMs: cli.attrTimeoutMs,
     deadlineMs: cli.deadlineMs,
-    atime: cli.noatime ? 'noatime' : 'relatime',
+    atime: cli.atime,
   };
   if (config.writeLimits.chunkBytesMax > WRITE_BYTES_MAX) throw new Error('write chunk is over WRITE_BYTES_MAX');
   const client = new ProxyClient({

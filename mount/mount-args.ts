@@ -17,8 +17,9 @@ export const USAGE = `usage: dfs-mount MOUNTPOINT [--proxy URL[,URL...]] [-f] [-
   --deadline-ms N       bound on every file system call (default ${MOUNT_CONFIG_DEFAULTS.deadlineMs})
   --allow-other         let other users use the mount (needs user_allow_other for non-root)
   --read-node ID        serve every read from this storage node (it must be in sync)
-  --noatime             reads never move atime (default: as relatime, at most one
-                        small op after a change or once a day per file)
+  --atime MODE          noatime (default): reads never move atime; relatime: as a local
+                        disk mounted relatime, at the cost of one small op on the first
+                        read of a file after each change (or a day)
   --debug-fuse          log every FUSE request (libfuse's debug option)
 `;
 
@@ -32,7 +33,7 @@ export interface Cli {
   /** Pin reads to one storage node (the dfs-read-node header); undefined: any. */
   readNode: string | undefined;
   debugFuse: boolean;
-  noatime: boolean;
+  atime: 'relatime' | 'noatime';
 }
 
 export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): Cli | 'help' {
@@ -47,7 +48,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
       'allow-other': { type: 'boolean' },
       'read-node': { type: 'string' },
       'debug-fuse': { type: 'boolean' },
-      noatime: { type: 'boolean' },
+      atime: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -76,8 +77,14 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
     allowOther: values['allow-other'] ?? false,
     readNode: values['read-node'],
     debugFuse: values['debug-fuse'] ?? false,
-    noatime: values.noatime ?? false,
+    atime: atimeMode(values.atime),
   };
+}
+
+function atimeMode(v: string | undefined): 'relatime' | 'noatime' {
+  if (v === undefined) return MOUNT_CONFIG_DEFAULTS.atime;
+  if (v === 'relatime' || v === 'noatime') return v;
+  throw new Error(`--atime must be relatime or noatime, not ${JSON.stringify(v)}`);
 }
 
 /** True when /proc/mounts lists a FUSE mount at `mountpoint` (proc(5); fields are octal-escaped). */

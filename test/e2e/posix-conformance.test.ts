@@ -32,7 +32,8 @@ import { CASES, PRELUDE, type CaseStep, type PosixCase } from '../helpers/posix-
 
 const PYTHON = '/usr/bin/python3';
 const STEP_TIMEOUT_MS = 120_000;
-const MOUNT_ARGS = ['--allow-other'];
+// relatime, as the local disk it is compared with is mounted (dfs-mount's default is noatime).
+const MOUNT_ARGS = ['--allow-other', '--atime', 'relatime'];
 
 interface Identity {
   uid: number;

@@ -119,6 +119,9 @@ test('a TTL of 0 keeps nothing the cluster answered, and what this mount\'s own 
   c.setOwn('/b', attr(2));
   c.invalidate('/b');
   assert.is(c.get('/b'), undefined, 'invalidated like any entry');
+  c.setOwn('/b', attr(2));
+  c.set('/b', attr(5));
+  assert.is(c.get('/b'), undefined, 'a fresher answer from the cluster replaces it, kept or not');
   const longer = new AttrCache(1000, 100, () => now, 200);
   longer.setOwn('/c', attr(3));
   now += 999;
