@@ -10,7 +10,7 @@
  *                     opens, so the bytes come from the cluster
  *   create/stat/unlink FILES empty files in one directory, one phase each
  *
- *   npm run bench [-- --size-mib 256 --files 1000 --nodes 3 --proxies 2]
+ *   npm run bench [-- --size-mib 256 --files 1000 --nodes 3 --proxies 2 --mount-args='--attr-timeout-ms 1000']
  *
  * Every phase has a time budget; one that runs over stops early and reports what it did,
  * so the benchmark ends in bounded time even on a slow machine.
@@ -119,6 +119,7 @@ async function main(): Promise<void> {
       files: { type: 'string' },
       nodes: { type: 'string' },
       proxies: { type: 'string' },
+      'mount-args': { type: 'string' },
     },
     strict: true,
   });
@@ -126,6 +127,8 @@ async function main(): Promise<void> {
   const fileCount = intOption(values.files, 'files', 1000, 1, 1_000_000);
   const nodes = intOption(values.nodes, 'nodes', 3, 1, 16);
   const proxies = intOption(values.proxies, 'proxies', 2, 1, 16);
+  // Extra dfs-mount arguments, to compare settings (e.g. --attr-timeout-ms 1000).
+  const mountArgs = (values['mount-args'] ?? '').split(/\s+/).filter((a) => a !== '');
 
   const root = mkdtempSync(join(tmpdir(), 'dfs-bench-'));
   let cluster: Cluster | null = null;
@@ -148,8 +151,8 @@ async function main(): Promise<void> {
     cluster = await startCluster({ dataDir: join(root, 'cluster'), nodes, proxies });
     const mountpoint = join(root, 'mnt');
     mkdirSync(mountpoint);
-    await cluster.mount(mountpoint);
-    process.stdout.write(`mounted at ${mountpoint}; writing ${sizeMib} MiB, then ${fileCount} small files\n`);
+    await cluster.mount(mountpoint, { args: mountArgs });
+    process.stdout.write(`mounted at ${mountpoint}${mountArgs.length > 0 ? ` (${mountArgs.join(' ')})` : ''}; writing ${sizeMib} MiB, then ${fileCount} small files\n`);
 
     const rows: Row[] = [];
     const big = join(mountpoint, 'big.bin');
