@@ -117,6 +117,11 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
         continue;
       }
       const body = await jsonOf(res);
+      if (res.statusCode === 200 && (body === null || typeof (body as OpResult).seq !== 'number')) {
+        // The primary died while it answered: the op may hold its slot. Ask again.
+        lastError = new DfsError('UNAVAILABLE', `primary ${m.primary}: the answer was cut short`);
+        continue;
+      }
       if (res.statusCode === 200) {
         const result = body as OpResult;
         knownSeq = Math.max(knownSeq, result.seq);

@@ -53,6 +53,8 @@ export interface ApplyResult {
 }
 
 export const META_XATTR = 'trusted.dfs.meta';
+/** On the brick's root: the last sequence ID applied (Brick.appliedSeqMark). */
+const APPLIED_XATTR = 'trusted.dfs.applied';
 export const ROOT_INO = 1;
 
 /** The inode number of what the op at `seq` creates: sequence IDs start at 1, which is the
@@ -291,13 +293,35 @@ export class Brick {
    * propagates, and the node crashes rather than diverge silently.
    */
   apply(op: Op, data: Buffer, timeMs: number, seq: number): ApplyResult {
+    let result: ApplyResult;
     try {
-      return this.applyOrThrow(op, data, timeMs, seq);
+      result = this.applyOrThrow(op, data, timeMs, seq);
     } catch (e) {
-      if (e instanceof DfsError && e.code === 'FS_ERROR') return { errno: e.errno! };
-      if (isErrnoException(e) && e.code !== 'EIO' && e.code !== 'ENOSPC' && e.code !== 'EROFS') return { errno: e.code };
-      throw e;
+      if (e instanceof DfsError && e.code === 'FS_ERROR') result = { errno: e.errno! };
+      else if (isErrnoException(e) && e.code !== 'EIO' && e.code !== 'ENOSPC' && e.code !== 'EROFS') result = { errno: e.code };
+      else throw e;
     }
+    this.markApplied(seq);
+    return result;
+  }
+
+  /**
+   * The last sequence ID applied to this brick, kept in an extended attribute of its root
+   * and set after every op, in the same synchronous step: a node killed between an op and
+   * the next save of its state file (which is asynchronous) would otherwise replay ops its
+   * brick already holds, and a run of ops is not idempotent (rename a b, then create a:
+   * replayed, the new a would be renamed over b). One op replayed is: its outcome on the
+   * brick is the same the second time. 0 when the brick never applied one.
+   */
+  appliedSeqMark(): number {
+    const buf = xattrGet(this.base, APPLIED_XATTR);
+    return buf && buf.length === 8 ? Number(buf.readBigUInt64LE(0)) : 0;
+  }
+
+  private markApplied(seq: number): void {
+    const buf = Buffer.allocUnsafe(8);
+    buf.writeBigUInt64LE(BigInt(seq), 0);
+    xattrSet(this.base, APPLIED_XATTR, buf);
   }
 
   private withFd<T>(abs: string, flags: number, fn: (fd: number) => T): T {

@@ -59,7 +59,9 @@ runMain(async () => {
   const stateFile = new NodeStateFile(nodePath.join(dataDir, 'state.json'));
   // The process works in its brick from here on: every path below is absolute already.
   const brick = await Brick.open(nodePath.join(dataDir, 'brick'), { relativeToCwd: true });
-  const state = await stateFile.load(id);
+  const saved = await stateFile.load(id);
+  // The brick's own mark is exact; the state file is saved after the fact and may lag.
+  const state = { ...saved, appliedSeq: Math.max(saved.appliedSeq, brick.appliedSeqMark()) };
   const { log, entries } = await OpLog.open(nodePath.join(dataDir, 'wal'), { segmentBytesMax: 64 * 1024 * 1024, keepOps }, state.appliedSeq);
   const transport = new HTTP2PeerTransport(5000);
 

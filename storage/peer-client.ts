@@ -37,9 +37,13 @@ export class HTTP2PeerTransport implements PeerTransport {
     } catch (e) {
       throw new DfsError('UNAVAILABLE', `peer ${url}: ${(e as Error).message}`);
     }
-    const json = await res.body.json().catch(() => null);
+    const json = (await res.body.json().catch(() => null)) as { durableSeq?: unknown } | null;
     if (res.statusCode !== 200) throw errorFromBody(res.statusCode, json);
-    return json as { durableSeq: number };
+    // A peer killed while it answered leaves a 200 with no body: not an acknowledgement.
+    if (json === null || typeof json.durableSeq !== 'number' || !Number.isSafeInteger(json.durableSeq)) {
+      throw new DfsError('UNAVAILABLE', `peer ${url}: the answer to a replication batch was cut short`);
+    }
+    return { durableSeq: json.durableSeq };
   }
 
   async close(): Promise<void> {

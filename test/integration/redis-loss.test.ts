@@ -96,6 +96,7 @@ s('acknowledged appends survive a wiped Redis exactly once, the counter and epoc
     writer(p2, files[1]!, () => after++ < APPENDS_AFTER * 2),
   ]);
   cluster.killProcess('redis', 'redis');
+  await pollUntil('redis to be gone', 10_000, async () => !cluster.isRunning('redis', 'redis'));
   await cluster.restartProcess('redis', 'redis'); // not persistent: it comes back empty
   phase = 'after';
   await running;

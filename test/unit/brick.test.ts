@@ -260,6 +260,19 @@ test('names that are not UTF-8 are stored as their bytes, with identity and xatt
     assert.is(b.apply({ type: 'unlink', path: `${dir}/g\udcff` }, none, T, 15).errno, undefined);
   }));
 
+test('the brick marks every applied sequence ID itself, failed ops too, and keeps it across a reopen', () =>
+  withBrick(async (b, root) => {
+    assert.is(b.appliedSeqMark(), 0, 'a new brick has applied nothing');
+    b.apply({ type: 'mkdir', path: '/m', mode: 0o755, uid: 0, gid: 0 }, none, T, 7);
+    assert.is(b.appliedSeqMark(), 7);
+    assert.is(b.apply({ type: 'mkdir', path: '/m', mode: 0o755, uid: 0, gid: 0 }, none, T, 8).errno, 'EEXIST');
+    assert.is(b.appliedSeqMark(), 8, 'an op that failed was applied too');
+    b.apply({ type: 'noop' }, none, T, 9);
+    const again = await Brick.open(root);
+    assert.is(again.appliedSeqMark(), 9, 'what a restarted node recovers from');
+    assert.equal(await again.xattrNames('/'), [], 'not a client attribute');
+  }));
+
 test('a setgid directory gives new entries its group, and new subdirectories its setgid bit', () =>
   withBrick(async (b) => {
     b.apply({ type: 'mkdir', path: '/shared', mode: 0o2775, uid: 0, gid: 50 }, none, T, 1);
