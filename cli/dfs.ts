@@ -233,9 +233,11 @@ function printClusterView(proxyUrl: string, status: ClusterStatus): void {
   } else {
     out(`  primary ${membership.primary || 'none'}, in sync [${membership.inSync.join(', ')}], membership epoch ${membership.epoch}`);
   }
-  const rows = [['NODE', 'ROLE', 'ALIVE', 'APPLIED', 'URL']];
+  const rows = [['NODE', 'ROLE', 'STATE', 'APPLIED', 'LAG', 'READS', 'URL']];
   for (const node of status.nodes ?? []) {
-    rows.push([node.id, node.role, node.alive ? 'yes' : 'no', node.appliedSeq === null ? '-' : String(node.appliedSeq), node.url]);
+    const state = node.state ?? (node.alive ? 'in-sync' : 'down');
+    const reads = node.reads === undefined ? '-' : `${node.reads}${node.slow ? ' (slow)' : ''}`;
+    rows.push([node.id, node.role, state, node.appliedSeq === null ? '-' : String(node.appliedSeq), node.lag === null || node.lag === undefined ? '-' : String(node.lag), reads, node.url]);
   }
   for (const line of table(rows)) out('  ' + line);
 }

@@ -102,7 +102,12 @@ export interface ClusterStatus {
     url: string;
     alive: boolean;
     role: 'primary' | 'backup' | 'joining';
+    /** down: no heartbeat; in-sync: a member of the in-sync set; joining: neither (no
+     * syncing state yet: full sync is still to come). */
+    state: 'in-sync' | 'joining' | 'down';
     appliedSeq: number | null;
+    /** How many sequence IDs it is behind the counter (null when unknown). */
+    lag: number | null;
     /** Reads the answering proxy sent to the node, and whether it now sends it none. */
     reads?: number;
     slow?: boolean;

@@ -90,7 +90,10 @@ reads('every node serves a share of the reads; a SIGSTOPped node gets none, and 
   }
   const counted = await status(p);
   for (const n of cluster.nodes) {
-    assert.ok((counted.nodes.find((x) => x.id === n.id)?.reads ?? 0) >= (served.get(n.id) ?? 0), 'the proxy counts what it sent');
+    const view = counted.nodes.find((x) => x.id === n.id)!;
+    assert.ok((view.reads ?? 0) >= (served.get(n.id) ?? 0), 'the proxy counts what it sent');
+    assert.is(view.state, 'in-sync');
+    assert.ok(typeof view.lag === 'number' && view.lag >= 0, `lag of ${n.id}: ${view.lag}`);
   }
 
   // n2 stops answering. Reads keep succeeding; the proxy marks it slow and sends it nothing.
@@ -101,6 +104,8 @@ reads('every node serves a share of the reads; a SIGSTOPped node gets none, and 
     return (await status(p)).nodes.find((x) => x.id === 'n2')?.slow === true;
   });
   const before = (await status(p)).nodes.find((x) => x.id === 'n2')!.reads!;
+  // Its heartbeat stops too: status calls it down once its alive key expires.
+  await pollUntil('n2 to show as down', 15_000, async () => (await status(p)).nodes.find((x) => x.id === 'n2')?.state === 'down');
   served.clear();
   await readMany(100);
   assert.is(served.get('n2'), undefined, 'a stopped node serves nothing');
