@@ -47,6 +47,29 @@ export class TestClient {
   }
 }
 
+/**
+ * Sends an op until it is committed (200), with one request ID throughout, as the mount
+ * does: a retry is applied at most once. Throws after `retryMs`. `attempts` counts tries.
+ */
+export async function commitOp(client: TestClient, op: Op, data?: Buffer, retryMs = 30_000): Promise<{ answer: Answer; attempts: number }> {
+  const reqId = randomUUID();
+  const deadline = Date.now() + retryMs;
+  let attempts = 0;
+  let last = '';
+  for (;;) {
+    attempts++;
+    try {
+      const a = await client.op(op, data, reqId);
+      if (a.status === 200) return { answer: a, attempts };
+      last = `${a.status} ${JSON.stringify(a.json)}`;
+    } catch (e) {
+      last = String(e);
+    }
+    if (Date.now() > deadline) throw new Error(`${op.type} ${JSON.stringify(op)} not committed in ${retryMs} ms: ${last}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** Polls `fn` until it returns a truthy value or the deadline passes. */
 export async function pollUntil<T>(what: string, timeoutMs: number, fn: () => Promise<T | null | undefined | false>, intervalMs = 50): Promise<T> {
   const deadline = Date.now() + timeoutMs;

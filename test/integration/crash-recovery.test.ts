@@ -8,11 +8,10 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { startCluster, type Cluster } from '../../cli/local-cluster';
 import type { Op } from '../../common/ops';
-import { pollUntil, TestClient, type Answer } from '../helpers/client';
+import { commitOp, pollUntil, TestClient, type Answer } from '../helpers/client';
 import { runDfs } from '../helpers/dfs-cli';
 import { tempDir } from '../helpers/temp';
 
@@ -33,22 +32,7 @@ s.after(async () => {
   ctx.dir?.remove();
 });
 
-async function commit(client: TestClient, op: Op, data?: Buffer): Promise<Answer> {
-  const reqId = randomUUID();
-  const deadline = Date.now() + 30_000;
-  let last = '';
-  for (;;) {
-    try {
-      const a = await client.op(op, data, reqId);
-      if (a.status === 200) return a;
-      last = `${a.status} ${JSON.stringify(a.json)}`;
-    } catch (e) {
-      last = String(e);
-    }
-    if (Date.now() > deadline) throw new Error(`${op.type} not committed: ${last}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const commit = async (client: TestClient, op: Op, data?: Buffer): Promise<Answer> => (await commitOp(client, op, data)).answer;
 
 s('a backup killed again and again mid-workload comes back to the same brick', async () => {
   const { cluster, p } = ctx as Required<typeof ctx>;

@@ -5,12 +5,12 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { startCluster, type Cluster } from '../../cli/local-cluster';
 import { HEADER_SERVED_BY, type ClusterStatus } from '../../common/api';
 import type { Op } from '../../common/ops';
-import { pollUntil, TestClient, type Answer } from '../helpers/client';
+import { commitOp, pollUntil, TestClient } from '../helpers/client';
 import { runDfs } from '../helpers/dfs-cli';
 import { tempDir } from '../helpers/temp';
 
@@ -20,24 +20,7 @@ const LEASE_MS = 3_000;
 /** A follower tries for the lease every quarter lease; allow for that and a loaded machine. */
 const LEADER_TAKEOVER_SLACK_MS = 2_000;
 
-async function commit(client: TestClient, op: Op, data?: Buffer, retryMs = 20_000): Promise<{ answer: Answer; attempts: number }> {
-  const reqId = randomUUID();
-  const deadline = Date.now() + retryMs;
-  let attempts = 0;
-  let last = '';
-  for (;;) {
-    attempts++;
-    try {
-      const a = await client.op(op, data, reqId);
-      if (a.status === 200) return { answer: a, attempts };
-      last = `${a.status} ${JSON.stringify(a.json)}`;
-    } catch (e) {
-      last = String(e);
-    }
-    if (Date.now() > deadline) throw new Error(`${op.type} not committed in ${retryMs} ms: ${last}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const commit = (client: TestClient, op: Op, data?: Buffer) => commitOp(client, op, data, 20_000);
 
 async function status(client: TestClient): Promise<ClusterStatus> {
   const a = await client.get('/v1/cluster');

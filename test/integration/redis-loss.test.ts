@@ -12,13 +12,12 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
-import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startCluster, type Cluster } from '../../cli/local-cluster';
 import type { Op } from '../../common/ops';
 import { KEY_EPOCH, KEY_SEQ } from '../../common/redis-keys';
-import { pollUntil, TestClient, type Answer } from '../helpers/client';
+import { commitOp, pollUntil, TestClient, type Answer } from '../helpers/client';
 import { runDfs } from '../helpers/dfs-cli';
 import { tempDir } from '../helpers/temp';
 
@@ -42,25 +41,22 @@ s.after(async () => {
   ctx.dir?.remove();
 });
 
-/** Sends an op until it is committed, with one request ID throughout. */
-async function commit(client: TestClient, op: Op, data?: Buffer): Promise<Answer> {
-  const reqId = randomUUID();
-  const deadline = Date.now() + OP_RETRY_MS;
-  let last = '';
-  for (;;) {
-    try {
-      const a = await client.op(op, data, reqId);
-      if (a.status === 200) return a;
-      last = `${a.status} ${JSON.stringify(a.json)}`;
-    } catch (e) {
-      last = String(e);
-    }
-    if (Date.now() > deadline) throw new Error(`${op.type} ${JSON.stringify(op)} not committed in ${OP_RETRY_MS} ms: ${last}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const commit = async (client: TestClient, op: Op, data?: Buffer): Promise<Answer> => (await commitOp(client, op, data, OP_RETRY_MS)).answer;
 
 s('acknowledged appends survive a wiped Redis exactly once, the counter and epoch are restored, writes go on', async () => {
+  const { cluster } = ctx as Required<typeof ctx>;
+  try {
+    await workload();
+  } catch (e) {
+    // What the proxies and Redis said, for the failure to be looked into.
+    for (const [kind, id] of [['proxy', 'p1'], ['proxy', 'p2'], ['redis', 'redis']] as const) {
+      process.stderr.write(`--- ${id}\n${cluster.logTail(kind, id)}\n`);
+    }
+    throw e;
+  }
+});
+
+async function workload(): Promise<void> {
   const { cluster, clients } = ctx as Required<typeof ctx>;
   const [p1, p2] = clients as [TestClient, TestClient];
   await commit(p1, { type: 'mkdir', path: '/w', mode: 0o755, ...own });
@@ -84,30 +80,34 @@ s('acknowledged appends survive a wiped Redis exactly once, the counter and epoc
   // Before the loss: some history in the nodes, and the epoch they hold.
   let before = 0;
   await Promise.all([writer(p1, files[0]!, () => before++ < APPENDS_BEFORE), writer(p2, files[1]!, () => before++ < APPENDS_BEFORE)]);
-  const admin = new Redis(cluster.redisUrl, { maxRetriesPerRequest: 1, lazyConnect: true, enableOfflineQueue: false });
-  const seqBefore = Number(await withRedis(admin, (r) => r.get(KEY_SEQ)));
-  const epochBefore = Number(await withRedis(admin, (r) => r.get(KEY_EPOCH)));
-  assert.ok(seqBefore >= APPENDS_BEFORE, `the cluster sequenced ops (${seqBefore})`);
+  const admin = new Redis(cluster.redisUrl, { maxRetriesPerRequest: 1, lazyConnect: true, enableOfflineQueue: false, commandTimeout: 2_000 });
+  admin.on('error', () => undefined); // it is down on purpose for a while
+  try {
+    const seqBefore = Number(await withRedis(admin, (r) => r.get(KEY_SEQ)));
+    const epochBefore = Number(await withRedis(admin, (r) => r.get(KEY_EPOCH)));
+    assert.ok(seqBefore >= APPENDS_BEFORE, `the cluster sequenced ops (${seqBefore})`);
 
-  // The loss, while both writers keep going.
-  let after = 0;
-  const running = Promise.all([
-    writer(p1, files[0]!, () => after++ < APPENDS_AFTER * 2),
-    writer(p2, files[1]!, () => after++ < APPENDS_AFTER * 2),
-  ]);
-  cluster.killProcess('redis', 'redis');
-  await pollUntil('redis to be gone', 10_000, async () => !cluster.isRunning('redis', 'redis'));
-  await cluster.restartProcess('redis', 'redis'); // not persistent: it comes back empty
-  phase = 'after';
-  await running;
-  assert.ok(appendsAfter > 0, 'appends were acknowledged after Redis came back');
+    // The loss, while both writers keep going.
+    let after = 0;
+    const running = Promise.all([
+      writer(p1, files[0]!, () => after++ < APPENDS_AFTER * 2),
+      writer(p2, files[1]!, () => after++ < APPENDS_AFTER * 2),
+    ]);
+    cluster.killProcess('redis', 'redis');
+    await pollUntil('redis to be gone', 10_000, async () => !cluster.isRunning('redis', 'redis'));
+    await cluster.restartProcess('redis', 'redis'); // not persistent: it comes back empty
+    phase = 'after';
+    await running;
+    assert.ok(appendsAfter > 0, 'appends were acknowledged after Redis came back');
 
-  // Restored: the counter is above every ID the nodes held, the epoch above every one seen.
-  const seqAfter = Number(await withRedis(admin, (r) => r.get(KEY_SEQ)));
-  const epochAfter = Number(await withRedis(admin, (r) => r.get(KEY_EPOCH)));
-  assert.ok(seqAfter > seqBefore, `dfs:seq ${seqAfter} is past ${seqBefore}`);
-  assert.ok(epochAfter > epochBefore, `dfs:epoch ${epochAfter} is past ${epochBefore}`);
-  admin.disconnect();
+    // Restored: the counter is above every ID the nodes held, the epoch above every one seen.
+    const seqAfter = Number(await withRedis(admin, (r) => r.get(KEY_SEQ)));
+    const epochAfter = Number(await withRedis(admin, (r) => r.get(KEY_EPOCH)));
+    assert.ok(seqAfter > seqBefore, `dfs:seq ${seqAfter} is past ${seqBefore}`);
+    assert.ok(epochAfter > epochBefore, `dfs:epoch ${epochAfter} is past ${epochBefore}`);
+  } finally {
+    admin.disconnect();
+  }
 
   // Every acknowledged byte, once, on every node.
   for (const node of cluster.nodes) {
@@ -124,7 +124,7 @@ s('acknowledged appends survive a wiped Redis exactly once, the counter and epoc
   const v = await runDfs(['verify', '--proxy', cluster.proxyUrls.join(','), '--json']);
   assert.is(v.code, 0, v.stdout + v.stderr);
   assert.ok(JSON.parse(v.stdout).ok);
-});
+}
 
 async function withRedis<T>(r: Redis, fn: (r: Redis) => Promise<T>): Promise<T> {
   if (r.status === 'wait') await r.connect();
