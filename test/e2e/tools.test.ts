@@ -79,7 +79,9 @@ function rsyncItemize(from: string, to: string, extra: string[] = []): string {
 
 test.before(async () => {
   local = tempDir('tools');
-  env = await startMountedCluster({ prefix: 'tools', mounts: ['m'] });
+  // One mount and bulk work: the attribute cache a user would turn on for it (README,
+  // dfs-mount); the strict default is the conformance suite's.
+  env = await startMountedCluster({ prefix: 'tools', mounts: ['m'], mountArgs: ['--attr-timeout-ms', '1000'] });
 });
 
 test.after(async () => {
