@@ -167,7 +167,7 @@ async function localSupervise(args: string[]): Promise<number> {
 // ---------------------------------------------------------------------------------------
 // dfs local status
 
-interface StatusProcess {
+export interface StatusProcess {
   kind: string;
   id: string;
   pid: number;

@@ -365,8 +365,8 @@ export class DfsFileSystem {
   private readAccess(p: string, attr: Attr): void {
     if (this.config.atime !== 'relatime' || !relatimeDue(attr, Date.now()) || this.atimeUpdates.has(p)) return;
     const d = new Deadline(this.config.deadlineMs);
-    // Its result is not kept (mutate without a path): it runs in the background, and may
-    // come back after a fresher answer than its own.
+    // Its result is not kept: it runs in the background, and may come back after a fresher
+    // answer than its own.
     const done = this.client
       .op({ type: 'atime', path: p }, undefined, d)
       .then(
@@ -420,8 +420,7 @@ export class DfsFileSystem {
       if (this.orphans.takeRetired(path)) return;
       const orphan = this.orphans.resolve(path);
       if (orphan !== path) {
-        this.orphans.retire(orphan);
-        this.orphans.takeRetired(path);
+        this.orphans.forget(orphan);
         return this.unlink(orphan, d);
       }
     }

@@ -131,6 +131,11 @@ export class OrphanTable {
     return isWithin(path, ORPHANS_DIR);
   }
 
+  /** Forgets an orphan's hidden name outright (libfuse is unlinking that name now). */
+  forget(orphan: string): void {
+    for (const [name, o] of this.byHidden) if (o === orphan) this.byHidden.delete(name);
+  }
+
   /** The hidden name of an orphan is done with: its file was removed at the last close. */
   retire(orphan: string): void {
     for (const [name, o] of this.byHidden) {

@@ -159,10 +159,10 @@ export class LeaderDuty {
       this.lossSeenAtMs = now;
       this.logger.warn({ nodes: live.map((n) => n.id) }, 'Redis has no membership but the nodes have a history: it lost its data; restoring');
     }
+    // Nodes that have not heartbeated again yet are not in `live`; the grace covers them
+    // (`live` is this round's reading, taken after the grace when we go on).
     if (now - this.lossSeenAtMs < RESTORE_GRACE_MS) return;
-    // Nodes that have not heartbeated again yet are not in `live`; the grace covers them.
-    const fresh = await readNodes(this.redis);
-    const nodes = fresh.filter((n) => n.alive);
+    const nodes = live;
     const highestSeq = Math.max(0, ...nodes.map((n) => n.durableSeq ?? 0));
     const memberships = nodes.flatMap((n) => (n.membership ? [n.membership] : []));
     const highestEpoch = Math.max(0, ...nodes.map((n) => n.epoch ?? 0), ...memberships.map((m) => m.epoch));

@@ -745,15 +745,7 @@ function onClose(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
 }
 
 /** A summary for status endpoints and heartbeats. */
-export interface ReplicaState {
-  id: string;
-  epoch: number;
-  role: Role;
-  durableSeq: number;
-  orderedSeq: number;
-  commitSeq: number;
-  appliedSeq: number;
-}
+export type ReplicaState = Pick<ReplicaCoreState, 'id' | 'epoch' | 'role' | 'durableSeq' | 'orderedSeq' | 'commitSeq' | 'appliedSeq'>;
 
 export function summarize(s: ReplicaCoreState): ReplicaState {
   return { id: s.id, epoch: s.epoch, role: s.role, durableSeq: s.durableSeq, orderedSeq: s.orderedSeq, commitSeq: s.commitSeq, appliedSeq: s.appliedSeq };

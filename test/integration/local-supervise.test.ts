@@ -12,6 +12,7 @@
  *
  *   node dist/test/integration/local-supervise.test.js
  */
+import type { StatusProcess } from '../../cli/dfs';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -34,14 +35,8 @@ const SERVE_DEADLINE_MS = 30_000;
 
 const cleanups = cleanupsFor(test);
 
-interface StatusEntry {
-  kind: string;
-  id: string;
-  pid: number;
-  alive: boolean;
-  restarts: number;
-  url: string | null;
-}
+/** A process as `dfs local status --json` lists it. */
+type StatusEntry = Pick<StatusProcess, 'kind' | 'id' | 'pid' | 'alive' | 'restarts' | 'url'>;
 
 function tempDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'dfs-local-supervise-'));
