@@ -83,3 +83,74 @@ export function decodeFrames(buf: Buffer): Frame[] {
   }
   return frames;
 }
+
+/**
+ * Frames back to back from a stream that arrives in pieces of any size (a response body
+ * read chunk by chunk). A frame is decoded once all of its bytes are in, so what is held
+ * is at most one frame (FRAME_HEADER_BYTES_MAX + WRITE_BYTES_MAX and its prefix) beside the
+ * last piece pushed: a frame that claims more is refused from its prefix alone, before its
+ * bytes are waited for.
+ */
+export class FrameStreamDecoder {
+  private parts: Buffer[] = [];
+  private bytes = 0;
+
+  /** The frames that the bytes pushed so far complete, in order. */
+  push(chunk: Buffer): Frame[] {
+    if (chunk.length > 0) {
+      this.parts.push(chunk);
+      this.bytes += chunk.length;
+    }
+    const frames: Frame[] = [];
+    while (this.bytes >= FRAME_PREFIX_BYTES) {
+      const prefix = this.peek(FRAME_PREFIX_BYTES);
+      const headerBytes = prefix.readUInt32BE(0);
+      const dataBytes = prefix.readUInt32BE(4);
+      if (headerBytes > FRAME_HEADER_BYTES_MAX || dataBytes > WRITE_BYTES_MAX) {
+        throw new DfsError('BAD_REQUEST', `bad frame in stream: a ${headerBytes}-byte header and ${dataBytes} bytes of data are over the limits`);
+      }
+      const total = FRAME_PREFIX_BYTES + headerBytes + dataBytes;
+      if (this.bytes < total) break;
+      const r = decodeFrameAt(this.take(total), 0);
+      // All `total` bytes are there, so the frame cannot be incomplete.
+      if (!('frame' in r)) throw new DfsError('BAD_REQUEST', `bad frame in stream: ${'corrupt' in r ? r.corrupt : 'incomplete'}`);
+      frames.push(r.frame);
+    }
+    return frames;
+  }
+
+  /** The stream ended: anything left over is a frame cut short. */
+  end(): void {
+    if (this.bytes > 0) throw new DfsError('BAD_REQUEST', `truncated frame at the end of the stream (${this.bytes} bytes left over)`);
+  }
+
+  /** The first `n` buffered bytes, without consuming them (n <= this.bytes). */
+  private peek(n: number): Buffer {
+    const first = this.parts[0]!;
+    if (first.length >= n) return first.subarray(0, n);
+    const out = Buffer.allocUnsafe(n);
+    let at = 0;
+    for (let i = 0; at < n; i++) at += this.parts[i]!.copy(out, at, 0, n - at);
+    return out;
+  }
+
+  /** Consumes the first `n` buffered bytes (n <= this.bytes), copying only when they span
+   * pieces, and then only those pieces. */
+  private take(n: number): Buffer {
+    let whole = 0; // pieces consumed entirely
+    let at = 0;
+    while (at + this.parts[whole]!.length <= n) {
+      at += this.parts[whole]!.length;
+      whole++;
+      if (at === n) break;
+    }
+    const taken = this.parts.splice(0, whole);
+    if (at < n) {
+      const first = this.parts[0]!;
+      taken.push(first.subarray(0, n - at));
+      this.parts[0] = first.subarray(n - at);
+    }
+    this.bytes -= n;
+    return taken.length === 1 ? taken[0]! : Buffer.concat(taken, n);
+  }
+}
