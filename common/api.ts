@@ -101,10 +101,14 @@ export interface ClusterStatus {
     id: string;
     url: string;
     alive: boolean;
+    /** joining: registered, not yet in the in-sync set (a learner, or not yet a member). */
     role: 'primary' | 'backup' | 'joining';
-    /** down: no heartbeat; in-sync: a member of the in-sync set; joining: neither (no
-     * syncing state yet: full sync is still to come). */
-    state: 'in-sync' | 'joining' | 'down';
+    /** down: no heartbeat; syncing: copying a brick from a peer (full sync); in-sync: a
+     * member of the in-sync set; joining: catching up from the primary's memory or log. */
+    state: 'in-sync' | 'joining' | 'syncing' | 'down';
+    /** The full sync under way: its source, the sequence ID it copies at, entries and
+     * bytes received so far. */
+    sync?: { source: string; seq: number | null; entries: number; bytes: number } | null;
     appliedSeq: number | null;
     /** How many sequence IDs it is behind the counter (null when unknown). */
     lag: number | null;

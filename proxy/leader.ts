@@ -5,11 +5,23 @@
  * bumps `dfs:epoch` and is written only while the writer still holds the lease (one Lua
  * script checks and writes), so a leader that lost its lease cannot publish.
  *
- * What this first version decides: the first membership is every live registered node,
- * with the lowest node ID as primary. A node that registers later joins the in-sync set
- * directly only while the cluster has never sequenced an op (it has nothing to catch up);
- * otherwise it waits as "joining" for the sync that a later issue builds. Primary failover
- * is a later issue too.
+ * What it decides: the first membership is every live registered node, with the lowest
+ * node ID as primary. Then, each round (every quarter lease), at most one change:
+ * - a node that registers later becomes a member, first as a learner (in `nodes`, not in
+ *   `inSync`): the primary feeds it from memory, its log or, when the log no longer
+ *   reaches back, by telling it to full-sync; while the cluster never sequenced an op it
+ *   joins the in-sync set at once (it has nothing to catch up);
+ * - a learner that is alive, not syncing, holds this epoch and whose durable log is within
+ *   JOIN_LAG_OPS of the primary's is promoted to the in-sync set (from then on commits
+ *   wait for it, so it must be close);
+ * - a backup whose heartbeat lapsed, or that says it is copying a brick, leaves the
+ *   in-sync set, so the primary commits without it once it holds the new membership
+ *   (fenced by the epoch: it never commits without it before); it stays a learner and
+ *   rejoins by catching up;
+ * - a node an operator asked to remove (`dfs node remove`, KEY_REMOVING) leaves the
+ *   in-sync set first, so reads stop going to it, and after REMOVE_DRAIN_MS the
+ *   membership; the primary cannot be removed (there is no failover yet).
+ * Primary failover is a later issue.
  *
  * Redis that lost its data (restarted empty, DESIGN.md): the membership is gone and
  * `dfs:seq` starts again at 0, so the IDs it would hand out are ones the nodes already
@@ -23,7 +35,12 @@
 import type { Redis } from 'ioredis';
 import type { Membership } from '../common/api';
 import type { Logger } from '../common/log';
-import { KEY_EPOCH, KEY_LEADER, KEY_MEMBERSHIP, KEY_NODES, KEY_SEQ, nodeAliveKey } from '../common/redis-keys';
+import { KEY_EPOCH, KEY_LEADER, KEY_MEMBERSHIP, KEY_NODES, KEY_REMOVING, KEY_SEQ, nodeAliveKey } from '../common/redis-keys';
+
+/** A learner is promoted once its durable log is this close to the primary's. */
+export const JOIN_LAG_OPS = 256;
+/** How long a node being removed is out of the in-sync set (no new reads) before it leaves. */
+export const REMOVE_DRAIN_MS = 2000;
 
 const RENEW_SCRIPT = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
 // KEYS: leader, epoch, membership; ARGV: proxyId, membership JSON with epoch placeholder
@@ -43,6 +60,10 @@ export interface NodeView {
   epoch: number | null;
   /** The membership the node holds (null when it has none). */
   membership: Membership | null;
+  role: string | null;
+  /** Copying a brick from a peer (storage/full-sync.ts). */
+  syncing: boolean;
+  sync: { source: string; seq: number | null; entries: number; bytes: number } | null;
 }
 
 /** How long the leader waits, after it finds Redis without its data, for every running
@@ -63,7 +84,9 @@ export async function readNodes(redis: Redis): Promise<NodeView[]> {
   const alive = await redis.mget(ids.map(nodeAliveKey));
   return ids.map((id, i) => {
     const reg = JSON.parse(registered[id]!) as { url: string };
-    const a = alive[i] ? (JSON.parse(alive[i]!) as { appliedSeq: number; durableSeq: number; epoch?: number; membership?: Membership | null }) : null;
+    const a = alive[i]
+      ? (JSON.parse(alive[i]!) as { appliedSeq: number; durableSeq: number; epoch?: number; role?: string; syncing?: boolean; sync?: NodeView['sync']; membership?: Membership | null })
+      : null;
     return {
       id,
       url: reg.url,
@@ -72,6 +95,9 @@ export async function readNodes(redis: Redis): Promise<NodeView[]> {
       durableSeq: a?.durableSeq ?? null,
       epoch: a?.epoch ?? null,
       membership: a?.membership ?? null,
+      role: a?.role ?? null,
+      syncing: a?.syncing === true,
+      sync: a?.sync ?? null,
     };
   });
 }
@@ -136,19 +162,71 @@ export class LeaderDuty {
       }
       next = { epoch: 0, primary: live[0]!.id, inSync: live.map((n) => n.id), nodes: Object.fromEntries(live.map((n) => [n.id, n.url])) };
     } else {
-      const fresh = Number((await this.redis.get(KEY_SEQ)) ?? 0) === 0;
-      const joiners = live.filter((n) => !current.inSync.includes(n.id) && fresh && n.durableSeq === 0);
-      const moved = live.filter((n) => current.nodes[n.id] !== undefined && current.nodes[n.id] !== n.url);
-      if (joiners.length === 0 && moved.length === 0) return;
-      next = {
-        epoch: 0,
-        primary: current.primary,
-        inSync: [...current.inSync, ...joiners.map((n) => n.id)].sort(),
-        nodes: { ...current.nodes, ...Object.fromEntries([...joiners, ...moved].map((n) => [n.id, n.url])) },
-      };
+      const change = await this.nextChange(current, nodes);
+      if (!change) return;
+      next = { ...change.next, epoch: 0 };
+      this.logger.info({ why: change.why }, 'changing membership');
     }
     const epoch = await this.redis.eval(PUBLISH_SCRIPT, 3, KEY_LEADER, KEY_EPOCH, KEY_MEMBERSHIP, this.proxyId, JSON.stringify(next));
-    if (epoch) this.logger.info({ epoch, primary: next.primary, inSync: next.inSync }, 'published membership');
+    if (epoch) this.logger.info({ epoch, primary: next.primary, inSync: next.inSync, nodes: Object.keys(next.nodes) }, 'published membership');
+  }
+
+  /** The one membership change this round makes, if any (see the header). */
+  private async nextChange(m: Membership, nodes: NodeView[]): Promise<{ next: Membership; why: string } | null> {
+    const byId = new Map(nodes.map((n) => [n.id, n]));
+    const removing = await this.redis.hgetall(KEY_REMOVING);
+    const fresh = Number((await this.redis.get(KEY_SEQ)) ?? 0) === 0;
+    const without = (list: string[], id: string) => list.filter((x) => x !== id);
+    // Removals asked for by an operator: drain (out of in-sync), then leave.
+    for (const [id, text] of Object.entries(removing)) {
+      if (m.nodes[id] === undefined) continue;
+      if (id === m.primary) {
+        this.logger.warn({ nodeId: id }, 'the primary cannot be removed (no failover yet); ignoring the request');
+        continue;
+      }
+      const req = JSON.parse(text) as { requestedAtMs: number; drainedAtMs?: number };
+      if (m.inSync.includes(id)) {
+        await this.redis.hset(KEY_REMOVING, id, JSON.stringify({ ...req, drainedAtMs: Date.now() }));
+        return { next: { ...m, inSync: without(m.inSync, id) }, why: `draining ${id}, which is being removed` };
+      }
+      if (Date.now() - (req.drainedAtMs ?? 0) < REMOVE_DRAIN_MS) continue;
+      const rest = { ...m.nodes };
+      delete rest[id];
+      await this.redis.hdel(KEY_NODES, id);
+      return { next: { ...m, nodes: rest }, why: `removing ${id}` };
+    }
+    // Backups that stopped heartbeating or are copying a brick.
+    for (const id of m.inSync) {
+      if (id === m.primary) continue;
+      const n = byId.get(id);
+      if (!n || !n.alive) return { next: { ...m, inSync: without(m.inSync, id) }, why: `${id} stopped heartbeating` };
+      if (n.syncing) return { next: { ...m, inSync: without(m.inSync, id) }, why: `${id} is copying its brick from a peer` };
+    }
+    // New nodes and moved ones.
+    for (const n of nodes) {
+      if (!n.alive || removing[n.id] !== undefined) continue;
+      if (m.nodes[n.id] === undefined) {
+        const joinNow = fresh && n.durableSeq === 0 && !n.syncing;
+        return {
+          next: { ...m, inSync: joinNow ? [...m.inSync, n.id].sort() : m.inSync, nodes: { ...m.nodes, [n.id]: n.url } },
+          why: joinNow ? `${n.id} joins an empty cluster` : `${n.id} joins as a learner`,
+        };
+      }
+      if (m.nodes[n.id] !== n.url) return { next: { ...m, nodes: { ...m.nodes, [n.id]: n.url } }, why: `${n.id} moved to ${n.url}` };
+    }
+    // Learners close enough to the primary.
+    const primary = byId.get(m.primary);
+    if (primary?.alive && primary.durableSeq !== null) {
+      for (const id of Object.keys(m.nodes).sort()) {
+        if (m.inSync.includes(id) || removing[id] !== undefined) continue;
+        const n = byId.get(id);
+        if (!n || !n.alive || n.syncing || n.epoch !== m.epoch || n.role !== 'learner' || n.durableSeq === null) continue;
+        if (n.durableSeq >= primary.durableSeq - JOIN_LAG_OPS) {
+          return { next: { ...m, inSync: [...m.inSync, id].sort() }, why: `${id} caught up (durable ${n.durableSeq}, primary ${primary.durableSeq})` };
+        }
+      }
+    }
+    return null;
   }
 
   /** Redis lost its data: restore the counter, the epoch and the membership from the nodes

@@ -72,7 +72,8 @@ runMain(async () => {
         url: v.url,
         alive: v.alive,
         role: m?.primary === v.id ? 'primary' : m?.inSync.includes(v.id) ? 'backup' : 'joining',
-        state: !v.alive ? 'down' : m?.inSync.includes(v.id) ? 'in-sync' : 'joining',
+        state: !v.alive ? 'down' : v.syncing ? 'syncing' : m?.inSync.includes(v.id) ? 'in-sync' : 'joining',
+        sync: v.sync,
         appliedSeq: v.appliedSeq,
         lag: v.appliedSeq === null ? null : Math.max(0, Number(seq ?? 0) - v.appliedSeq),
         // As this proxy sees it: reads it sent there, and whether it holds reads back.

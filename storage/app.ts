@@ -6,15 +6,23 @@
  */
 import { Hono, type Context } from 'hono';
 import { installErrorHandler, octets, queryInt, queryPath, readBody } from '../common/http';
-import { decodeFrames, decodeOneFrame } from '../common/frame';
+import { decodeFrames, decodeOneFrame, encodeFrame } from '../common/frame';
+import { DfsError } from '../common/errors';
 import { parseSequencedOpHeader, validateOp } from '../common/ops';
 import { OP_BODY_BYTES_MAX, READ_BYTES_MAX, REPLICATE_BODY_BYTES_MAX } from '../common/limits';
 import type { Logger } from '../common/log';
 import type { Brick } from './brick';
 import type { Replica } from './replica';
+import { SNAPSHOT_DEDUP_FRAME_BYTES, type SnapshotControl } from './full-sync';
+import { brickSnapshotFrames } from './snapshot';
 
 /** How long a node may take to reach the sequence ID a verify holds it at. */
 const MANIFEST_HOLD_TIMEOUT_MS = 10_000;
+/** A snapshot's source holds its brick still at most this long (the log keeps growing
+ * meanwhile, in memory too); a copy that takes longer is cut off and tried again. */
+const SNAPSHOT_TIME_MAX_MS = 30 * 60_000;
+/** Frames a snapshot stream computes ahead of the receiver. */
+const SNAPSHOT_FRAMES_AHEAD = 4;
 
 export interface StorageAppDeps {
   replica: Replica;
@@ -22,9 +30,11 @@ export interface StorageAppDeps {
   logger: Logger;
   /** Asks Redis for the newest membership (a request from a newer epoch prompts it). */
   refreshMembership: () => Promise<void>;
+  /** The primary says its log no longer holds what this node needs: start a full sync. */
+  startFullSync: (reason: string) => void;
 }
 
-export function createStorageApp({ replica, brick, logger, refreshMembership }: StorageAppDeps): Hono {
+export function createStorageApp({ replica, brick, logger, refreshMembership, startFullSync }: StorageAppDeps): Hono {
   const app = new Hono();
   installErrorHandler(app, logger);
 
@@ -52,7 +62,91 @@ export function createStorageApp({ replica, brick, logger, refreshMembership }: 
     return c.json(await replica.replicate(epoch, commit, batch));
   });
 
+  // storage/full-sync.ts: the primary tells a peer behind its log to copy a brick.
+  app.post('/node/v1/sync-required', async (c) => {
+    const epoch = queryInt(c, 'epoch', 0, Number.MAX_SAFE_INTEGER);
+    const seq = queryInt(c, 'seq', 0, Number.MAX_SAFE_INTEGER);
+    if (epoch > replica.epoch) await refreshMembership();
+    if (epoch !== replica.epoch) throw new DfsError('STALE_EPOCH', `epoch ${epoch}, this node's is ${replica.epoch}`);
+    const role = replica.state().role;
+    if (role === 'primary') throw new DfsError('NOT_PRIMARY', 'the primary does not copy its brick from a peer');
+    startFullSync(`the primary's log no longer holds seq ${seq}`);
+    return c.json({ syncing: true });
+  });
+
+  // storage/full-sync.ts: this brick, held still where it stands, as a stream of frames.
+  app.get('/node/v1/snapshot', async (c) => {
+    const epoch = queryInt(c, 'epoch', 0, Number.MAX_SAFE_INTEGER);
+    if (epoch !== replica.epoch) throw new DfsError('STALE_EPOCH', `epoch ${epoch}, this node's is ${replica.epoch}`);
+    const { role } = replica.state();
+    if (replica.syncing || (role !== 'primary' && role !== 'backup')) throw new DfsError('UNAVAILABLE', `${replica.id} is not in sync`);
+    const seq = await replica.holdHere(MANIFEST_HOLD_TIMEOUT_MS);
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      clearTimeout(deadline);
+      replica.release();
+    };
+    const deadline = setTimeout(release, SNAPSHOT_TIME_MAX_MS);
+    const dedup = replica.dedupEntries();
+    const frames = (async function* (): AsyncGenerator<Buffer> {
+      const control = (h: SnapshotControl) => encodeFrame(h);
+      yield control({ sync: 'begin', seq, nodeId: replica.id });
+      // The request-ID table in frames whose headers stay well under FRAME_HEADER_BYTES_MAX.
+      let batch: typeof dedup = [];
+      let bytes = 0;
+      for (const e of dedup) {
+        const size = JSON.stringify(e).length + 1;
+        if (batch.length > 0 && bytes + size > SNAPSHOT_DEDUP_FRAME_BYTES) {
+          yield control({ sync: 'dedup', entries: batch });
+          batch = [];
+          bytes = 0;
+        }
+        batch.push(e);
+        bytes += size;
+      }
+      if (batch.length > 0) yield control({ sync: 'dedup', entries: batch });
+      let entries = 0;
+      for await (const e of brickSnapshotFrames(brick.root)) {
+        // Past the deadline the brick moves again: cut the stream rather than send a blend.
+        if (released) throw new Error('snapshot took longer than its limit');
+        yield encodeFrame(e.header, e.data);
+        entries++;
+      }
+      yield control({ sync: 'end', seq, entries });
+    })();
+    logger.info({ seq, dedup: dedup.length }, 'snapshot: streaming this brick to a peer');
+    const stream = new ReadableStream<Uint8Array>(
+      {
+        async pull(ctrl) {
+          try {
+            const r = await frames.next();
+            if (r.done) {
+              release();
+              ctrl.close();
+            } else ctrl.enqueue(r.value);
+          } catch (err) {
+            release();
+            logger.warn({ err: String(err) }, 'snapshot stream failed');
+            ctrl.error(err);
+          }
+        },
+        cancel() {
+          release();
+          void frames.return(undefined);
+        },
+      },
+      { highWaterMark: SNAPSHOT_FRAMES_AHEAD },
+    );
+    // A receiver that goes away may leave the stream unread rather than cancelled: the
+    // response's close releases the hold in every case.
+    (c.env as { outgoing?: NodeJS.EventEmitter } | undefined)?.outgoing?.once('close', release);
+    return c.body(stream, 200, { 'content-type': 'application/octet-stream' });
+  });
+
   const barrier = async (c: Context) => {
+    if (replica.syncing) throw new DfsError('UNAVAILABLE', `${replica.id} is copying its brick from a peer`);
     await replica.waitApplied(queryInt(c, 'barrier', 0, Number.MAX_SAFE_INTEGER, 0));
   };
 

@@ -211,6 +211,17 @@ export class Brick {
     return new Brick(root, opts.relativeToCwd === true);
   }
 
+  /**
+   * After a full sync renamed a copied brick onto this one's path (storage/full-sync.ts):
+   * the process's working directory is still the old directory, so move into the new one.
+   */
+  async reattach(): Promise<void> {
+    const root = await fsp.realpath(this.root);
+    if (root !== this.root) throw new Error(`the brick moved: ${root}, was ${this.root}`);
+    if (!readMeta(root)) throw new Error(`the brick ${root} has no ${META_XATTR}`);
+    if (this.relative) process.chdir(root);
+  }
+
   /** The brick path of a validated cluster path. */
   private local(path: string): string {
     if (path === '/') return this.base;

@@ -4,6 +4,7 @@
  * leader proxy publishes there (docs/cluster.md).
  *
  *   node dist/storage/main.js --id n1 --data DIR --port 7501 [--host 127.0.0.1] --redis URL
+ *        [--log-keep-ops N] [--log-segment-bytes N] [--hole-timeout-ms N] [--barrier-timeout-ms N]
  */
 import http2 from 'node:http2';
 import nodePath from 'node:path';
@@ -17,6 +18,7 @@ import { createLogger } from '../common/log';
 import { KEY_MEMBERSHIP, KEY_NODES, nodeAliveKey } from '../common/redis-keys';
 import { createStorageApp } from './app';
 import { Brick } from './brick';
+import { discardInterruptedSync, FullSync } from './full-sync';
 import { NodeStateFile } from './node-state';
 import { OpLog } from './op-log';
 import { HTTP2PeerTransport } from './peer-client';
@@ -37,6 +39,7 @@ runMain(async () => {
       url: { type: 'string' },
       redis: { type: 'string', default: process.env.DFS_REDIS ?? 'redis://127.0.0.1:6379' },
       'log-keep-ops': { type: 'string' },
+      'log-segment-bytes': { type: 'string' },
       'hole-timeout-ms': { type: 'string' },
       'barrier-timeout-ms': { type: 'string' },
     },
@@ -49,6 +52,7 @@ runMain(async () => {
   const host = values.host!;
   const url = values.url ?? `http://${host}:${port}`;
   const keepOps = intOption(values['log-keep-ops'], 'log-keep-ops', 10_000, 1);
+  const segmentBytesMax = intOption(values['log-segment-bytes'], 'log-segment-bytes', 64 * 1024 * 1024, 4096);
   const holeTimeoutMs = intOption(values['hole-timeout-ms'], 'hole-timeout-ms', 1000, 10);
   const barrierTimeoutMs = intOption(values['barrier-timeout-ms'], 'barrier-timeout-ms', 3000, 10);
 
@@ -56,13 +60,15 @@ runMain(async () => {
   process.umask(0);
   const logger = createLogger('storage', { nodeId: id });
 
+  // A full sync that a crash interrupted left a brick nobody may serve: start from nothing.
+  const interruptedSync = await discardInterruptedSync(dataDir);
   const stateFile = new NodeStateFile(nodePath.join(dataDir, 'state.json'));
   // The process works in its brick from here on: every path below is absolute already.
   const brick = await Brick.open(nodePath.join(dataDir, 'brick'), { relativeToCwd: true });
   const saved = await stateFile.load(id);
   // The brick's own mark is exact; the state file is saved after the fact and may lag.
   const state = { ...saved, appliedSeq: Math.max(saved.appliedSeq, brick.appliedSeqMark()) };
-  const { log, entries } = await OpLog.open(nodePath.join(dataDir, 'wal'), { segmentBytesMax: 64 * 1024 * 1024, keepOps }, state.appliedSeq);
+  const { log, entries } = await OpLog.open(nodePath.join(dataDir, 'wal'), { segmentBytesMax, keepOps }, state.appliedSeq);
   const transport = new HTTP2PeerTransport(5000);
 
   let saving = false;
@@ -92,7 +98,7 @@ runMain(async () => {
     log,
     brick,
     transport,
-    { holeTimeoutMs, barrierTimeoutMs, pendingOpsMax: 4096, replicateBatchBytesMax: 16 * 1024 * 1024, dedupEntriesMax: 100_000, peerRetryMs: 200 },
+    { holeTimeoutMs, barrierTimeoutMs, pendingOpsMax: 4096, replicateBatchBytesMax: 16 * 1024 * 1024, dedupEntriesMax: 100_000, peerRetryMs: 200, syncRetryMs: 200 },
     logger,
     state,
     entries,
@@ -126,14 +132,34 @@ runMain(async () => {
       // The membership the node holds lets a leader rebuild Redis's after Redis lost its data.
       .set(
         nodeAliveKey(id),
-        JSON.stringify({ appliedSeq: s.appliedSeq, durableSeq: s.durableSeq, epoch: s.epoch, membership: membershipText ? (JSON.parse(membershipText) as Membership) : null }),
+        JSON.stringify({
+          appliedSeq: s.appliedSeq,
+          durableSeq: s.durableSeq,
+          epoch: s.epoch,
+          role: s.role,
+          // A node copying a brick is not in sync, whatever the membership says yet.
+          syncing: s.syncing || fullSync.active,
+          sync: fullSync.progress,
+          membership: membershipText ? (JSON.parse(membershipText) as Membership) : null,
+        }),
         'PX',
         ALIVE_TTL_MS,
       )
       .exec();
   };
 
-  const app = createStorageApp({ replica, brick, logger, refreshMembership });
+  const fullSync = new FullSync({
+    nodeId: id,
+    dataDir,
+    brick,
+    log,
+    stateFile,
+    replica,
+    transport,
+    logger,
+    membership: () => (membershipText ? (JSON.parse(membershipText) as Membership) : null),
+  });
+  const app = createStorageApp({ replica, brick, logger, refreshMembership, startFullSync: (reason) => fullSync.start(reason) });
   const server = serve({
     fetch: app.fetch,
     port,
@@ -157,6 +183,7 @@ runMain(async () => {
     setInterval(() => heartbeat().catch((err: Error) => logger.warn({ err: err.message }, 'heartbeat failed')), HEARTBEAT_MS),
     setInterval(() => refreshMembership().catch((err: Error) => logger.debug({ err: err.message }, 'membership refresh failed')), MEMBERSHIP_POLL_MS),
   ];
+  if (interruptedSync) fullSync.start('a full sync was interrupted (the node stopped in the middle of it)');
   await heartbeat().catch((err: Error) => logger.warn({ err: err.message }, 'first heartbeat failed'));
   await refreshMembership().catch(() => undefined);
 
@@ -166,6 +193,7 @@ runMain(async () => {
     stopping = true;
     logger.info({ signal }, 'stopping');
     timers.forEach(clearInterval);
+    fullSync.stop();
     replica.close();
     const done = setTimeout(() => process.exit(0), 2000);
     done.unref();

@@ -8,6 +8,11 @@
  * `segmentBytesMax`. Segments are deleted once every op in them is applied and older than
  * the newest `keepOps`, the window a lagging peer can catch up from (DESIGN.md, Gaps).
  *
+ * Catch-up (`read`) serves a lagging peer from the log: a sparse index, one entry every
+ * INDEX_EVERY_OPS frames (built on append and on recovery), says where in which segment to
+ * start reading, so a read costs what it returns, not the segment's size. A full sync
+ * (`reset`) empties the log: the brick it came with starts where the log begins again.
+ *
  * Recovery reads the segments in order. A torn tail (a frame cut short by a crash) is the
  * end of the log and is truncated away; a checksum mismatch anywhere else is damage, and
  * the node refuses to start rather than serve a wrong history.
@@ -36,6 +41,16 @@ export interface OpLogConfig {
 }
 
 const SEGMENT_SUFFIX = '.wal';
+/** One index point every this many frames. */
+const INDEX_EVERY_OPS = 64;
+/** Bytes read from a segment at a time by `read`. */
+const READ_CHUNK_BYTES = 1024 * 1024;
+
+interface IndexPoint {
+  seq: number;
+  segment: number;
+  offset: number;
+}
 
 function segmentName(firstSeq: number): string {
   return String(firstSeq).padStart(20, '0') + SEGMENT_SUFFIX;
@@ -45,7 +60,10 @@ export class OpLog {
   private segments: number[] = []; // first sequence ID of each segment, ascending
   private fh: fsp.FileHandle | null = null;
   private segmentBytes = 0;
+  private currentSegment = 0;
   private appending = false;
+  /** Ascending by seq: where frame `seq` starts. */
+  private index: IndexPoint[] = [];
   lastSeq = 0;
 
   private constructor(
@@ -70,6 +88,7 @@ export class OpLog {
         const header = parseSequencedOpHeader(r.frame.header);
         assert.ok(log.lastSeq === 0 || header.seq === log.lastSeq + 1, `op log gap: ${log.lastSeq} then ${header.seq}`);
         log.lastSeq = header.seq;
+        log.noteFrame(header.seq, Number(name.slice(0, -SEGMENT_SUFFIX.length)), offset);
         // Copy: the entry outlives the segment buffer we read it from.
         if (header.seq > fromSeq) entries.push({ header, data: Buffer.from(r.frame.data) });
         offset += r.bytes;
@@ -80,6 +99,8 @@ export class OpLog {
       }
       log.segments.push(Number(name.slice(0, -SEGMENT_SUFFIX.length)));
     }
+    // An empty log (new, or emptied by a full sync) ends where the applied state does.
+    if (log.segments.length === 0) log.lastSeq = fromSeq;
     return { log, entries };
   }
 
@@ -98,10 +119,16 @@ export class OpLog {
       }
       if (!this.fh || this.segmentBytes >= this.config.segmentBytesMax) await this.roll(entries[0]!.header.seq);
       const fh = this.fh!;
+      const segment = this.currentSegment;
       let bytes = 0;
       for (const f of frames) bytes += f.length;
       await fh.writev(frames);
       await fh.datasync();
+      let offset = this.segmentBytes;
+      for (const [i, e] of entries.entries()) {
+        this.noteFrame(e.header.seq, segment, offset);
+        offset += frames[i]!.length;
+      }
       this.segmentBytes += bytes;
       this.lastSeq = seq;
     } finally {
@@ -116,6 +143,7 @@ export class OpLog {
     // Reopen the newest segment after a restart instead of starting a tiny new one.
     const seg = !this.fh && last !== undefined ? last : firstSeq;
     this.fh = await fsp.open(nodePath.join(this.dir, segmentName(seg)), 'a');
+    this.currentSegment = seg;
     this.segmentBytes = (await this.fh.stat()).size;
     if (seg === firstSeq && isNew) {
       this.segments.push(firstSeq);
@@ -128,12 +156,107 @@ export class OpLog {
     }
   }
 
+  private noteFrame(seq: number, segment: number, offset: number): void {
+    const last = this.index[this.index.length - 1];
+    if (last === undefined || last.segment !== segment || seq - last.seq >= INDEX_EVERY_OPS) this.index.push({ seq, segment, offset });
+  }
+
+  /** The first sequence ID the log still holds (lastSeq + 1 when it holds none). */
+  get firstSeq(): number {
+    return this.index[0]?.seq ?? this.lastSeq + 1;
+  }
+
+  /**
+   * Entries from `fromSeq` on, durable ones only, up to about `bytesMax` of op data (at
+   * least one entry), or null when the log no longer reaches back to `fromSeq` (the peer
+   * needs a full sync). Reads run beside appends: a frame being written is past `lastSeq`.
+   */
+  async read(fromSeq: number, bytesMax: number): Promise<LogEntry[] | null> {
+    const upTo = this.lastSeq;
+    if (fromSeq < this.firstSeq || fromSeq > upTo) return fromSeq > upTo ? [] : null;
+    // The last index point at or before fromSeq.
+    let lo = 0;
+    let hi = this.index.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.index[mid]!.seq <= fromSeq) lo = mid;
+      else hi = mid - 1;
+    }
+    const start = this.index[lo]!;
+    const out: LogEntry[] = [];
+    let bytes = 0;
+    // Segments by name, not by position: a trim may shift the list while this reads.
+    let segment: number | undefined = start.segment;
+    let offset = start.offset;
+    let expect = start.seq;
+    while (segment !== undefined && expect <= upTo && bytes < bytesMax) {
+      let fh: fsp.FileHandle;
+      try {
+        fh = await fsp.open(nodePath.join(this.dir, segmentName(segment)), 'r');
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return out.length > 0 ? out : null; // trimmed meanwhile
+        throw e;
+      }
+      try {
+        let buf = Buffer.alloc(0);
+        for (;;) {
+          const chunk = Buffer.allocUnsafe(READ_CHUNK_BYTES);
+          const { bytesRead } = await fh.read(chunk, 0, chunk.length, offset);
+          if (bytesRead === 0) break;
+          offset += bytesRead;
+          buf = buf.length === 0 ? chunk.subarray(0, bytesRead) : Buffer.concat([buf, chunk.subarray(0, bytesRead)]);
+          let at = 0;
+          for (;;) {
+            const r = decodeFrameAt(buf, at);
+            if ('incomplete' in r) break;
+            if ('corrupt' in r) throw new Error(`op log segment ${segment} is damaged: ${r.corrupt}`);
+            const header = parseSequencedOpHeader(r.frame.header);
+            assert.equal(header.seq, expect, `op log read: expected ${expect}, found ${header.seq}`);
+            at += r.bytes;
+            expect++;
+            if (header.seq >= fromSeq) {
+              out.push({ header, data: Buffer.from(r.frame.data) });
+              bytes += r.frame.data.length;
+            }
+            if (header.seq >= upTo || bytes >= bytesMax) return out;
+          }
+          buf = buf.subarray(at);
+        }
+      } finally {
+        await fh.close();
+      }
+      const current: number = segment;
+      segment = this.segments.find((first) => first > current);
+      if (segment !== undefined && segment !== expect) return out; // not contiguous: trimmed or reset meanwhile
+      offset = 0;
+    }
+    return out;
+  }
+
   /** Deletes segments whose ops are all applied and outside the catch-up window. */
   async trim(appliedSeq: number): Promise<void> {
     const keepFrom = appliedSeq - this.config.keepOps;
     while (this.segments.length > 1 && this.segments[1]! - 1 <= keepFrom) {
       const first = this.segments.shift()!;
+      this.index = this.index.filter((p) => p.segment !== first);
       await fsp.rm(nodePath.join(this.dir, segmentName(first)), { force: true });
+    }
+  }
+
+  /** Full sync: every segment goes; the next append, of `seq + 1`, starts a new one. */
+  async reset(seq: number): Promise<void> {
+    assert.ok(!this.appending, 'reset during an append');
+    await this.close();
+    for (const first of this.segments) await fsp.rm(nodePath.join(this.dir, segmentName(first)), { force: true });
+    this.segments = [];
+    this.index = [];
+    this.segmentBytes = 0;
+    this.lastSeq = seq;
+    const dirFh = await fsp.open(this.dir, 'r');
+    try {
+      await dirFh.sync();
+    } finally {
+      await dirFh.close();
     }
   }
 

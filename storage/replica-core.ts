@@ -82,6 +82,8 @@ export interface ReplicaConfig {
   dedupEntriesMax: number;
   /** Backoff before a failed replication request to a peer is tried again. */
   peerRetryMs: number;
+  /** How long the primary leaves a peer alone after telling it to full-sync. */
+  syncRetryMs: number;
 }
 
 /** Checks a configuration once, at start-up (STYLE.md, Limits). */
@@ -94,7 +96,10 @@ export function validateReplicaConfig(c: ReplicaConfig): void {
   if (c.dedupEntriesMax < 1) throw new Error('replica config dedupEntriesMax must be at least 1');
 }
 
-export type Role = 'primary' | 'backup' | 'none';
+/** primary: orders and replicates; backup: in the in-sync set, counted for commit;
+ * learner: a member being brought up to date (fed like a backup, not counted for commit,
+ * given no reads); none: not in the membership. */
+export type Role = 'primary' | 'backup' | 'learner' | 'none';
 
 /** A request in flight to a peer: what it promised, so that its answer can be judged. */
 export interface PeerRequest {
@@ -106,6 +111,8 @@ export interface PeerRequest {
 export interface PeerState {
   id: string;
   url: string;
+  /** A backup (its durable log counts for commit) rather than a learner. */
+  inSync: boolean;
   /** The end of the peer's durable log as it last told us; -1 until it has told us. */
   ackedSeq: number;
   /** The highest commit point the peer has confirmed hearing. */
@@ -116,7 +123,8 @@ export interface PeerState {
   notice: PeerRequest | null;
   /** Waiting before the next request: on a timer, or on a membership refresh. */
   retry: 'timer' | 'refresh' | null;
-  /** The sequence ID this peer needs and memory no longer holds (reported once). */
+  /** The sequence ID this peer needs and memory no longer holds: the driver was asked to
+   * read it from the log (`peerStranded`), and nothing else is sent to the peer meanwhile. */
   strandedAt: number | null;
   /** Answers to requests numbered below this were sent before we last asked the peer
    * afresh where its log ends; what they say about its log is out of date. */
@@ -158,6 +166,9 @@ export interface ReplicaCoreState {
   nextRequestId: number;
   /** The sequence ID the armed hole timer is for. */
   holeTimerSeq: number | null;
+  /** A full sync is under way: the brick and log are being replaced, so nothing is
+   * appended, applied or answered until `syncFinished`. */
+  syncing: boolean;
   closed: boolean;
 }
 
@@ -212,6 +223,7 @@ export function createReplicaState(init: ReplicaInit): ReplicaCoreState {
     peers: new Map(),
     nextRequestId: 1,
     holeTimerSeq: null,
+    syncing: false,
     closed: false,
   };
 }
@@ -219,6 +231,11 @@ export function createReplicaState(init: ReplicaInit): ReplicaCoreState {
 /** A backup's answer to a batch. */
 export interface ReplicateAck {
   durableSeq: number;
+}
+
+/** What a hold answers: the sequence ID the brick stands at. */
+export interface HeldAt {
+  heldSeq: number;
 }
 
 export type TimerKey = 'hole' | 'hold' | `peer:${string}` | `barrier:${number}`;
@@ -236,6 +253,15 @@ export type ReplicaEvent =
   | { type: 'applied'; seq: number; result: ApplyResult }
   | { type: 'peerAcked'; peerId: string; requestId: number; durableSeq: number }
   | { type: 'peerFailed'; peerId: string; requestId: number; code: ErrorCode }
+  /** The driver's answer to `peerStranded`: the log's entries from `seq` on (a contiguous
+   * run, maybe cut at a byte bound), or `missing` when the log no longer reaches back there. */
+  | { type: 'peerLogRead'; peerId: string; seq: number; entries: LogEntry[]; missing: boolean }
+  /** The driver starts replacing the brick from a peer (this node was told to, or it
+   * restarted in the middle of a sync). Every waiting request is refused. */
+  | { type: 'syncStarted' }
+  /** The brick, now a copy of a peer's at `seq`, and the log (empty, ending at `seq`) are
+   * in place; `dedup` is the peer's request-ID table at that point, in apply order. */
+  | { type: 'syncFinished'; seq: number; dedup: Array<[string, OpResult]> }
   /** The refresh asked for by `refreshMembership` is over (whatever it found). */
   | { type: 'membershipRefreshed'; peerId: string }
   | { type: 'timer'; key: TimerKey }
@@ -254,7 +280,7 @@ export type ReplicaEffect =
   | { type: 'send'; peerId: string; url: string; requestId: number; epoch: number; commitSeq: number; entries: LogEntry[] }
   /** Apply this committed op to the brick; then `applied`. */
   | { type: 'apply'; entry: LogEntry }
-  | { type: 'answer'; token: number; value: OpResult | ReplicateAck | null }
+  | { type: 'answer'; token: number; value: OpResult | ReplicateAck | HeldAt | null }
   | { type: 'refuse'; token: number; code: ErrorCode; message: string }
   /** (Re)arm a timer; a timer armed again under the same key replaces the old one. */
   | { type: 'setTimer'; key: TimerKey; delayMs: number }
@@ -264,6 +290,10 @@ export type ReplicaEffect =
   /** Notes for the driver's log. */
   | { type: 'roleChanged'; role: Role; epoch: number }
   | { type: 'holeClaimed'; seq: number; epoch: number }
+  /** Tell a peer that this node's log no longer reaches back to what it needs: it must
+   * copy a brick (full sync). Fire and forget: the primary asks it again later. */
+  | { type: 'requireSync'; peerId: string; url: string; epoch: number; seq: number }
+  /** Read the log from `seq` for this peer, then `peerLogRead`. */
   | { type: 'peerStranded'; peerId: string; seq: number };
 
 export interface StepResult {
@@ -304,6 +334,15 @@ export function step(state: ReplicaCoreState, event: ReplicaEvent): StepResult {
     case 'peerFailed':
       onPeerAnswer(s, fx, event.peerId, event.requestId, { code: event.code });
       break;
+    case 'peerLogRead':
+      onPeerLogRead(s, fx, event.peerId, event.seq, event.entries, event.missing);
+      break;
+    case 'syncStarted':
+      onSyncStarted(s, fx);
+      break;
+    case 'syncFinished':
+      onSyncFinished(s, fx, event.seq, event.dedup);
+      break;
     case 'membershipRefreshed': {
       const peer = s.peers.get(event.peerId);
       if (peer && peer.retry === 'refresh') {
@@ -316,6 +355,10 @@ export function step(state: ReplicaCoreState, event: ReplicaEvent): StepResult {
       onTimer(s, fx, event.key);
       break;
     case 'barrierRead':
+      if (s.syncing) {
+        fx.push({ type: 'refuse', token: event.token, code: 'UNAVAILABLE', message: `${s.id} is copying its brick from a peer` });
+        break;
+      }
       if (s.appliedSeq >= event.seq) {
         fx.push({ type: 'answer', token: event.token, value: null });
         break;
@@ -352,15 +395,18 @@ function onMembership(s: ReplicaCoreState, fx: ReplicaEffect[], m: Membership): 
   if (m.epoch < s.epoch) return; // fencing: an older leader's view is ignored
   const roleBefore = s.role;
   s.epoch = m.epoch;
-  s.role = m.primary === s.id ? 'primary' : m.inSync.includes(s.id) ? 'backup' : 'none';
+  s.role = m.primary === s.id ? 'primary' : m.inSync.includes(s.id) ? 'backup' : m.nodes[s.id] !== undefined ? 'learner' : 'none';
   const next = new Map<string, PeerState>();
   if (s.role === 'primary') {
-    for (const id of m.inSync) {
+    for (const id of m.inSync) assert.ok(m.nodes[id], `membership names ${id} without a URL`);
+    // Every other member is fed; only the in-sync ones count for commit. A learner keeps
+    // its place (and what we know of its log) when it is promoted.
+    for (const [id, url] of Object.entries(m.nodes)) {
       if (id === s.id) continue;
-      const url = m.nodes[id];
-      assert.ok(url, `membership names ${id} without a URL`);
       const old = s.peers.get(id);
-      next.set(id, old && old.url === url ? old : newPeer(id, url));
+      const peer = old && old.url === url ? old : newPeer(id, url);
+      peer.inSync = m.inSync.includes(id);
+      next.set(id, peer);
     }
   }
   for (const [id, p] of s.peers) {
@@ -379,7 +425,7 @@ function onMembership(s: ReplicaCoreState, fx: ReplicaEffect[], m: Membership): 
 }
 
 function newPeer(id: string, url: string): PeerState {
-  return { id, url, ackedSeq: -1, knownCommit: -1, batch: null, notice: null, retry: null, strandedAt: null, answersFrom: 0 };
+  return { id, url, inSync: false, ackedSeq: -1, knownCommit: -1, batch: null, notice: null, retry: null, strandedAt: null, answersFrom: 0 };
 }
 
 /** Forget where the peer's log ends, and ask it again with the next request. An answer to
@@ -405,6 +451,7 @@ function onSubmit(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, heade
   const stale = epochRefusal(s, header.epoch);
   if (stale) return void refuse('STALE_EPOCH', stale);
   if (s.role !== 'primary') return void refuse('NOT_PRIMARY', `${s.id} is not the primary of epoch ${s.epoch}`);
+  if (s.syncing) return void refuse('UNAVAILABLE', `${s.id} is copying its brick from a peer`);
   const seq = header.seq;
   if (seq <= s.orderedSeq || s.pending.has(seq)) return void refuse('SLOT_TAKEN', `sequence ID ${seq} is taken`);
   if (s.pending.size + s.entries.size >= s.config.pendingOpsMax) {
@@ -428,7 +475,8 @@ function onReplicate(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, ep
   const refuse = (code: ErrorCode, message: string) => fx.push({ type: 'refuse', token, code, message });
   const stale = epochRefusal(s, epoch);
   if (stale) return void refuse('STALE_EPOCH', stale);
-  if (s.role !== 'backup') return void refuse('NOT_PRIMARY', `${s.id} is not a backup in epoch ${s.epoch}`);
+  if (s.role !== 'backup' && s.role !== 'learner') return void refuse('NOT_PRIMARY', `${s.id} is not a backup in epoch ${s.epoch}`);
+  if (s.syncing) return void refuse('UNAVAILABLE', `${s.id} is copying its brick from a peer`);
   for (let i = 1; i < batch.length; i++) {
     if (batch[i]!.header.seq !== batch[i - 1]!.header.seq + 1) {
       return void refuse('BAD_REQUEST', `batch is not a contiguous run: ${batch[i - 1]!.header.seq} then ${batch[i]!.header.seq}`);
@@ -509,7 +557,7 @@ function onHoleTimer(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
 }
 
 function pumpLog(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
-  if (s.appendingSeq !== null || s.orderedSeq <= s.durableSeq) return;
+  if (s.syncing || s.appendingSeq !== null || s.orderedSeq <= s.durableSeq) return;
   const batch: LogEntry[] = [];
   let bytes = 0;
   for (let seq = s.durableSeq + 1; seq <= s.orderedSeq && bytes < s.config.replicateBatchBytesMax; seq++) {
@@ -537,7 +585,7 @@ function onLogDurable(s: ReplicaCoreState, fx: ReplicaEffect[], seq: number): vo
 
 function advancePrimaryCommit(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
   let commit = s.durableSeq;
-  for (const p of s.peers.values()) commit = Math.min(commit, p.ackedSeq);
+  for (const p of s.peers.values()) if (p.inSync) commit = Math.min(commit, p.ackedSeq);
   if (commit > s.commitSeq) {
     s.commitSeq = commit;
     pumpApply(s, fx);
@@ -551,7 +599,7 @@ function pumpPeers(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
 }
 
 function pumpPeer(s: ReplicaCoreState, fx: ReplicaEffect[], peer: PeerState): void {
-  if (peer.retry !== null) return;
+  if (peer.retry !== null || s.syncing) return;
   const known = peer.ackedSeq >= 0;
   const hasNew = known && peer.ackedSeq < s.orderedSeq;
   if (peer.batch === null && (!known || hasNew)) {
@@ -560,7 +608,8 @@ function pumpPeer(s: ReplicaCoreState, fx: ReplicaEffect[], peer: PeerState): vo
     for (let seq = peer.ackedSeq + 1; known && seq <= s.orderedSeq && bytes < s.config.replicateBatchBytesMax; seq++) {
       const e = s.entries.get(seq);
       if (!e) {
-        // Not in memory any more: the peer needs catch-up from the log, a later issue.
+        if (batch.length > 0) break; // send what memory has; the rest comes next
+        // Applied and gone from memory: the driver reads it from the log (peerLogRead).
         if (peer.strandedAt !== seq) fx.push({ type: 'peerStranded', peerId: peer.id, seq });
         peer.strandedAt = seq;
         return;
@@ -620,6 +669,73 @@ function onPeerAnswer(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string, 
   fx.push({ type: 'setTimer', key: `peer:${peerId}`, delayMs: code === 'GAP' ? 0 : s.config.peerRetryMs });
 }
 
+// ---- catch-up from the log, and full sync ----
+
+function onPeerLogRead(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string, seq: number, entries: LogEntry[], missing: boolean): void {
+  const peer = s.peers.get(peerId);
+  // Stale (the peer left, was fed meanwhile, or is waiting out a failure): pumpPeer asks anew.
+  if (s.role !== 'primary' || !peer || peer.strandedAt !== seq || peer.batch !== null || peer.retry !== null) return;
+  peer.strandedAt = null;
+  if (missing) {
+    fx.push({ type: 'requireSync', peerId, url: peer.url, epoch: s.epoch, seq });
+    resetPeer(s, peer);
+    peer.retry = 'timer';
+    fx.push({ type: 'setTimer', key: `peer:${peerId}`, delayMs: s.config.syncRetryMs });
+    return;
+  }
+  const run: LogEntry[] = [];
+  let bytes = 0;
+  for (const e of entries) {
+    const next = seq + run.length;
+    if (e.header.seq !== next || next > s.orderedSeq || bytes >= s.config.replicateBatchBytesMax) break;
+    run.push(e);
+    bytes += e.data.length;
+  }
+  if (run.length === 0) {
+    // Nothing usable (the log does not hold it durably yet): ask the peer afresh, later.
+    resetPeer(s, peer);
+    peer.retry = 'timer';
+    fx.push({ type: 'setTimer', key: `peer:${peerId}`, delayMs: s.config.peerRetryMs });
+    return;
+  }
+  peer.batch = send(s, fx, peer, run);
+}
+
+function onSyncStarted(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
+  if (s.syncing) return;
+  s.syncing = true;
+  const down = (token: number) => fx.push({ type: 'refuse', token, code: 'UNAVAILABLE', message: `${s.id} is copying its brick from a peer` });
+  for (const token of s.submitters.values()) down(token);
+  s.submitters.clear();
+  for (const token of s.replicateWaiters.keys()) down(token);
+  s.replicateWaiters.clear();
+  for (const token of s.barrierWaiters.keys()) {
+    fx.push({ type: 'clearTimer', key: `barrier:${token}` });
+    down(token);
+  }
+  s.barrierWaiters.clear();
+  if (s.hold?.token != null) {
+    fx.push({ type: 'clearTimer', key: 'hold' });
+    down(s.hold.token);
+  }
+  s.hold = null;
+  if (s.holeTimerSeq !== null) fx.push({ type: 'clearTimer', key: 'hole' });
+  s.holeTimerSeq = null;
+}
+
+function onSyncFinished(s: ReplicaCoreState, fx: ReplicaEffect[], seq: number, dedup: Array<[string, OpResult]>): void {
+  assert.ok(s.syncing, 'syncFinished without syncStarted');
+  assert.ok(s.appendingSeq === null && s.applyingSeq === null, 'syncFinished while the log or the brick is busy');
+  s.syncing = false;
+  s.durableSeq = s.orderedSeq = s.commitSeq = s.appliedSeq = s.highestSeenSeq = seq;
+  s.pending.clear();
+  s.entries.clear();
+  s.dedup = new Map(dedup.slice(-s.config.dedupEntriesMax));
+  for (const p of s.peers.values()) resetPeer(s, p);
+  armHoleTimer(s, fx);
+  pumpPeers(s, fx);
+}
+
 function onTimer(s: ReplicaCoreState, fx: ReplicaEffect[], key: TimerKey): void {
   if (key === 'hole') return onHoleTimer(s, fx);
   if (key === 'hold') {
@@ -649,6 +765,7 @@ function onTimer(s: ReplicaCoreState, fx: ReplicaEffect[], key: TimerKey): void 
 }
 
 function applyLimit(s: ReplicaCoreState): number {
+  if (s.syncing) return s.appliedSeq;
   return s.hold === null ? s.commitSeq : Math.min(s.commitSeq, s.hold.seq);
 }
 
@@ -700,7 +817,7 @@ function finishApply(s: ReplicaCoreState, fx: ReplicaEffect[], seq: number, resu
   }
   if (s.hold !== null && s.hold.token !== null && s.hold.seq <= seq) {
     fx.push({ type: 'clearTimer', key: 'hold' });
-    fx.push({ type: 'answer', token: s.hold.token, value: null });
+    fx.push({ type: 'answer', token: s.hold.token, value: { heldSeq: s.hold.seq } });
     s.hold.token = null;
   }
 }
@@ -708,11 +825,14 @@ function finishApply(s: ReplicaCoreState, fx: ReplicaEffect[], seq: number, resu
 // ---- holding the brick still (dfs verify) ----
 
 function onHold(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, seq: number, timeoutMs: number): void {
+  if (s.syncing) return void fx.push({ type: 'refuse', token, code: 'UNAVAILABLE', message: `${s.id} is copying its brick from a peer` });
   if (s.hold !== null) return void fx.push({ type: 'refuse', token, code: 'UNAVAILABLE', message: `${s.id} is already held at ${s.hold.seq}` });
-  if (s.appliedSeq > seq) return void fx.push({ type: 'refuse', token, code: 'SLOT_TAKEN', message: `${s.id} applied ${s.appliedSeq}, past ${seq}` });
+  // An apply in flight lands after this step: it counts as applied already.
+  const reached = s.applyingSeq ?? s.appliedSeq;
+  if (reached > seq) return void fx.push({ type: 'refuse', token, code: 'SLOT_TAKEN', message: `${s.id} applied ${reached}, past ${seq}` });
   if (s.appliedSeq === seq) {
     s.hold = { seq, token: null };
-    fx.push({ type: 'answer', token, value: null });
+    fx.push({ type: 'answer', token, value: { heldSeq: seq } });
     return;
   }
   s.hold = { seq, token };
@@ -745,8 +865,8 @@ function onClose(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
 }
 
 /** A summary for status endpoints and heartbeats. */
-export type ReplicaState = Pick<ReplicaCoreState, 'id' | 'epoch' | 'role' | 'durableSeq' | 'orderedSeq' | 'commitSeq' | 'appliedSeq'>;
+export type ReplicaState = Pick<ReplicaCoreState, 'id' | 'epoch' | 'role' | 'durableSeq' | 'orderedSeq' | 'commitSeq' | 'appliedSeq' | 'syncing'>;
 
 export function summarize(s: ReplicaCoreState): ReplicaState {
-  return { id: s.id, epoch: s.epoch, role: s.role, durableSeq: s.durableSeq, orderedSeq: s.orderedSeq, commitSeq: s.commitSeq, appliedSeq: s.appliedSeq };
+  return { id: s.id, epoch: s.epoch, role: s.role, durableSeq: s.durableSeq, orderedSeq: s.orderedSeq, commitSeq: s.commitSeq, appliedSeq: s.appliedSeq, syncing: s.syncing };
 }

@@ -9,6 +9,8 @@
  *   send              -> PeerTransport.replicate (HTTP/2)        -> peerAcked | peerFailed
  *   setTimer          -> setTimeout                              -> timer
  *   refreshMembership -> onStaleEpoch (Redis)                    -> membershipRefreshed
+ *   peerStranded      -> OpLog.read (catch-up from the log)      -> peerLogRead
+ *   requireSync       -> PeerTransport.requireSync (HTTP/2)         (fire and forget)
  *   answer / refuse   -> resolves or rejects the caller's promise
  *
  * Events are stepped one at a time from a queue, so an effect's completion that arrives
@@ -31,6 +33,7 @@ import {
   type ReplicaCoreState,
   type ReplicaEffect,
   type ReplicaEvent,
+  type HeldAt,
   type ReplicaState,
   type ReplicateAck,
   type TimerKey,
@@ -45,10 +48,16 @@ const APPLY_OPS_PER_YIELD = 64;
 /** How the replica reaches a peer; the real one is HTTP/2 (storage/peer-client.ts). */
 export interface PeerTransport {
   replicate(url: string, epoch: number, commitSeq: number, entries: LogEntry[]): Promise<{ durableSeq: number }>;
+  /** Tells a peer the primary's log no longer holds what it needs (storage/full-sync.ts). */
+  requireSync(url: string, epoch: number, seq: number): Promise<void>;
 }
 
+/** How often beginSync looks whether the log append and brick apply in flight are done. */
+const QUIESCE_POLL_MS = 10;
+const QUIESCE_TIMEOUT_MS = 60_000;
+
 interface Waiter {
-  resolve: (value: OpResult | ReplicateAck | null) => void;
+  resolve: (value: OpResult | ReplicateAck | HeldAt | null) => void;
   reject: (err: Error) => void;
 }
 
@@ -118,6 +127,39 @@ export class Replica {
     await this.request((token) => ({ type: 'hold', token, seq, timeoutMs }));
   }
 
+  /** Holds apply where it stands now (after the apply in flight, if any); resolves with
+   * that sequence ID. For a full sync's source: the brick read is one point of history. */
+  async holdHere(timeoutMs: number): Promise<number> {
+    const seq = this.core.applyingSeq ?? this.core.appliedSeq;
+    const held = (await this.request((token) => ({ type: 'hold', token, seq, timeoutMs }))) as HeldAt;
+    return held.heldSeq;
+  }
+
+  /** The request-ID table, oldest first: a full sync copies it with the brick. */
+  dedupEntries(): Array<[string, OpResult]> {
+    return [...this.core.dedup.entries()];
+  }
+
+  get syncing(): boolean {
+    return this.core.syncing;
+  }
+
+  /** Stops appending and applying for a full sync, refuses what waits, and resolves once
+   * the log append and brick apply in flight are over, so the brick and log may be replaced. */
+  async beginSync(): Promise<void> {
+    this.dispatch({ type: 'syncStarted' });
+    const deadline = Date.now() + QUIESCE_TIMEOUT_MS;
+    while (this.core.appendingSeq !== null || this.core.applyingSeq !== null) {
+      assert.ok(Date.now() < deadline, 'the log append or brick apply in flight never finished');
+      await new Promise((r) => setTimeout(r, QUIESCE_POLL_MS));
+    }
+  }
+
+  /** The brick and an empty log now stand at `seq`: go on from there. */
+  finishSync(seq: number, dedup: Array<[string, OpResult]>): void {
+    this.dispatch({ type: 'syncFinished', seq, dedup });
+  }
+
   release(): void {
     this.dispatch({ type: 'release' });
   }
@@ -128,7 +170,7 @@ export class Replica {
     this.timers.clear();
   }
 
-  private request(make: (token: number) => ReplicaEvent): Promise<OpResult | ReplicateAck | null> {
+  private request(make: (token: number) => ReplicaEvent): Promise<OpResult | ReplicateAck | HeldAt | null> {
     const token = this.nextToken++;
     return new Promise((resolve, reject) => {
       this.waiters.set(token, { resolve, reject });
@@ -234,7 +276,19 @@ export class Replica {
         this.logger.info({ nodeId: this.id, seq: fx.seq, epoch: fx.epoch }, 'filling hole with a no-op');
         return;
       case 'peerStranded':
-        this.logger.error({ nodeId: this.id, peer: fx.peerId, seq: fx.seq }, 'peer is behind the in-memory window; it cannot be fed');
+        this.logger.debug({ nodeId: this.id, peer: fx.peerId, seq: fx.seq }, 'feeding a peer from the log');
+        this.log.read(fx.seq, this.core.config.replicateBatchBytesMax).then(
+          (entries) => this.dispatch({ type: 'peerLogRead', peerId: fx.peerId, seq: fx.seq, entries: entries ?? [], missing: entries === null }),
+          (err: unknown) => {
+            // The log is damaged: this node cannot be trusted to serve its history.
+            this.logger.fatal({ nodeId: this.id, err }, 'op log read failed');
+            process.exit(70);
+          },
+        );
+        return;
+      case 'requireSync':
+        this.logger.warn({ nodeId: this.id, peer: fx.peerId, seq: fx.seq, logFirstSeq: this.log.firstSeq }, 'peer is behind this log; telling it to full-sync');
+        this.transport.requireSync(fx.url, fx.epoch, fx.seq).catch((err: unknown) => this.logger.warn({ nodeId: this.id, peer: fx.peerId, err: String(err) }, 'could not tell the peer to full-sync; will again'));
         return;
       default: {
         const never: never = fx;

@@ -76,6 +76,7 @@ const CONFIG: ReplicaConfig = {
   replicateBatchBytesMax: 200, // small, so batches and appends split
   dedupEntriesMax: 100_000,
   peerRetryMs: 200,
+  syncRetryMs: 1000,
 };
 
 /** The HTTP/2 peer transport's deadline (storage/main.ts). */
@@ -635,12 +636,20 @@ class World {
       case 'holeClaimed':
         this.stats.holesClaimed++;
         return;
-      case 'peerStranded':
-        // No fault here takes a backup's durable log away or adds a backup that is behind,
-        // so a backup the primary cannot feed from memory is a protocol bug (it stalls
-        // every commit): say so now rather than when the drain times out.
+      case 'peerStranded': {
+        // A peer behind what memory holds (a learner: a backup the leader removed) is fed
+        // from the log, which this disk never trims: a few entries, after a read's time.
         this.stats.stranded++;
-        this.fail(`${n.id} cannot feed ${fx.peerId} from seq ${fx.seq}: memory no longer holds it`);
+        const from = fx.seq;
+        this.clock.after(0.1 + this.rng.next() * this.profile.fsyncMsMax, () => {
+          if (!alive()) return;
+          const entries = n.disk.synced.slice(from - 1, from - 1 + 1 + this.rng.int(8)).map(cloneEntry);
+          this.dispatch(n, { type: 'peerLogRead', peerId: fx.peerId, seq: from, entries, missing: entries.length === 0 });
+        });
+        return;
+      }
+      case 'requireSync':
+        this.fail(`${n.id} tells ${fx.peerId} to full-sync from ${fx.seq}, but its log is never trimmed`);
       case 'roleChanged':
         return;
     }
@@ -990,6 +999,11 @@ export function describeEvent(e: ReplicaEvent): string {
       return `barrierRead #${e.token} ${e.seq}`;
     case 'hold':
       return `hold #${e.token} ${e.seq}`;
+    case 'peerLogRead':
+      return `peerLogRead ${e.peerId} ${e.seq} ${e.missing ? 'missing' : range(e.entries)}`;
+    case 'syncFinished':
+      return `syncFinished ${e.seq}`;
+    case 'syncStarted':
     case 'release':
     case 'close':
       return e.type;
@@ -1020,5 +1034,7 @@ export function describeEffect(fx: ReplicaEffect): string {
       return `hole ${fx.seq} claimed as a no-op`;
     case 'peerStranded':
       return `peer ${fx.peerId} stranded at ${fx.seq}`;
+    case 'requireSync':
+      return `peer ${fx.peerId} must full-sync (needs ${fx.seq})`;
   }
 }

@@ -1,4 +1,5 @@
-/* The write-ahead log: appends, recovery from a torn tail, refusal of damage, trimming. */
+/* The write-ahead log: appends, recovery from a torn tail, refusal of damage, trimming,
+ * reads for a lagging peer, and the reset a full sync does. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { appendFileSync, readdirSync, truncateSync, statSync, writeFileSync, readFileSync } from 'node:fs';
@@ -106,6 +107,68 @@ test('an append that skips a sequence ID is a programmer error', async () => {
     assert.ok(threw);
     await log.close();
     appendFileSync(join(dir.path, 'not-a-segment.txt'), 'ignored');
+  } finally {
+    dir.remove();
+  }
+});
+
+test('a peer is fed from any point the log still holds, across segments, before and after a reopen', async () => {
+  const dir = tempDir('wal');
+  try {
+    const config = { segmentBytesMax: 3000, keepOps: 150 };
+    const { log } = await OpLog.open(dir.path, config, 0);
+    for (let seq = 1; seq <= 400; seq += 4) await log.append([entry(seq, 50), entry(seq + 1, 50), entry(seq + 2, 50), entry(seq + 3, 50)]);
+    assert.ok(readdirSync(dir.path).length > 5, 'several segments');
+    const check = async (l: OpLog, from: number, bytesMax: number, want: number[]) => {
+      const got = await l.read(from, bytesMax);
+      assert.equal(got?.map((e) => e.header.seq), want, `read from ${from}`);
+      for (const e of got ?? []) assert.ok(e.data.equals(entry(e.header.seq, 50).data));
+    };
+    await check(log, 1, 200, [1, 2, 3, 4]);
+    await check(log, 63, 150, [63, 64, 65]);
+    await check(log, 130, 50 * 40, Array.from({ length: 40 }, (_, i) => 130 + i));
+    await check(log, 399, 10_000, [399, 400]);
+    await check(log, 401, 10_000, []);
+    await log.trim(400);
+    assert.is(await log.read(1, 100), null, 'trimmed away: a full sync is needed');
+    assert.ok(log.firstSeq > 1 && log.firstSeq <= 250, `first ${log.firstSeq}`);
+    await check(log, 260, 100, [260, 261]);
+    await log.close();
+    const { log: again } = await OpLog.open(dir.path, config, 400);
+    await check(again, 260, 100, [260, 261]);
+    assert.is(await again.read(again.firstSeq - 1, 100), null);
+    await again.close();
+  } finally {
+    dir.remove();
+  }
+});
+
+test('a full sync empties the log; it goes on from the copied point, and after a reopen ends there', async () => {
+  const dir = tempDir('wal');
+  try {
+    const config = { segmentBytesMax: 1 << 20, keepOps: 100 };
+    const { log } = await OpLog.open(dir.path, config, 0);
+    await log.append([entry(1), entry(2)]);
+    await log.reset(50);
+    assert.equal(readdirSync(dir.path), []);
+    assert.is(log.lastSeq, 50);
+    assert.is(await log.read(2, 100), null);
+    let error: unknown = null;
+    await log.append([entry(52)]).catch((e: unknown) => (error = e));
+    assert.match(String(error), /append gap/);
+    await log.append([entry(51)]);
+    await log.close();
+    const { log: again, entries } = await OpLog.open(dir.path, config, 50);
+    assert.equal([again.lastSeq, entries.map((e) => e.header.seq)], [51, [51]]);
+    await again.close();
+    const empty = tempDir('wal-empty');
+    try {
+      const { log: fresh } = await OpLog.open(empty.path, config, 70);
+      assert.equal([fresh.lastSeq, fresh.firstSeq, await fresh.read(70, 100)], [70, 71, null]);
+      await fresh.close();
+    } finally {
+      empty.remove();
+    }
   } finally {
     dir.remove();
   }

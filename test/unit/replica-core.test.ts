@@ -26,10 +26,11 @@ const CONFIG: ReplicaConfig = {
   replicateBatchBytesMax: 1000,
   dedupEntriesMax: 100,
   peerRetryMs: 200,
+  syncRetryMs: 1000,
 };
 
 const NODES = { n1: 'http://n1', n2: 'http://n2', n3: 'http://n3' };
-const ALONE: Membership = { epoch: 1, primary: 'n1', inSync: ['n1'], nodes: NODES };
+const ALONE: Membership = { epoch: 1, primary: 'n1', inSync: ['n1'], nodes: { n1: NODES.n1 } };
 const THREE: Membership = { epoch: 1, primary: 'n1', inSync: ['n1', 'n2', 'n3'], nodes: NODES };
 const AS_BACKUP: Membership = { epoch: 1, primary: 'n2', inSync: ['n1', 'n2', 'n3'], nodes: NODES };
 
@@ -87,6 +88,8 @@ function show(fx: ReplicaEffect): string {
       return `hole ${fx.seq}`;
     case 'peerStranded':
       return `stranded ${fx.peerId} ${fx.seq}`;
+    case 'requireSync':
+      return `requireSync ${fx.peerId} ${fx.seq}`;
   }
 }
 
@@ -434,16 +437,101 @@ const CASES: Case[] = [
     after: (s) => assert.equal([s.peers.get('n2')!.ackedSeq, s.peers.get('n3')!.ackedSeq], [0, 0]),
   },
   {
-    name: 'a backup removed from the in-sync set no longer holds up commits, and its retry timer goes',
+    name: 'a backup removed from the in-sync set no longer holds up commits; it is still fed, as a learner',
     script: [
       ...PRIMARY_READY,
       [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
       [failed('n3', 4, 'UNAVAILABLE'), ['set peer:n3 200']],
       [durable(1), []],
       [acked('n2', 3, 1), []],
-      [membership({ ...THREE, inSync: ['n1', 'n2'] }, 2), ['clear peer:n3', 'apply 1', 'send n2 #5 e2 c1 -']],
-      [timer('peer:n3'), []],
-      [acked('n3', 4, 1), []],
+      [membership({ ...THREE, inSync: ['n1', 'n2'] }, 2), ['apply 1', 'send n2 #5 e2 c1 -']],
+      [acked('n3', 4, 1), []], // its answer came after it failed: ignored
+      [timer('peer:n3'), ['send n3 #6 e2 c1 1..1']],
+      [acked('n3', 6, 1), []], // that batch told it the commit point too
+    ],
+    after: (s) => assert.equal([s.peers.get('n3')!.inSync, s.peers.get('n3')!.ackedSeq, s.commitSeq], [false, 1, 1]),
+  },
+  {
+    name: 'a learner does not hold up commits; promoted, it keeps what the primary knew of its log',
+    script: [
+      [membership({ ...THREE, inSync: ['n1', 'n2'] }), ['role primary e1', 'send n2 #1 e1 c0 -', 'send n3 #2 e1 c0 -']],
+      [acked('n2', 1, 0), []],
+      [acked('n3', 2, 0), []],
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+      [durable(1), []],
+      [acked('n2', 3, 1), ['apply 1', 'send n2 #5 e1 c1 -', 'send n3 #6 e1 c1 -']], // a learner applies too
+      [applied(1), ['answer 7 {"seq":1}']],
+      [membership(THREE, 2), []],
+      [submit(8, 2, { epoch: 2 }), ['append 2..2', 'send n2 #7 e2 c1 2..2']],
+      [durable(2), []],
+      [acked('n3', 4, 1), ['send n3 #8 e2 c1 -']], // sent in epoch 1: the primary asks where n3's log ends
+    ],
+    after: (s) => assert.equal([s.peers.get('n3')!.inSync, s.peers.get('n3')!.ackedSeq], [true, -1]),
+  },
+  {
+    name: 'a learner takes batches like a backup and applies what the primary says is committed',
+    script: [
+      [membership({ ...AS_BACKUP, inSync: ['n2', 'n3'] }), ['role learner e1']],
+      [replicate(1, [1, 2], 1), ['append 1..2']],
+      [durable(2), ['apply 1', 'answer 1 {"durableSeq":2}']],
+    ],
+  },
+  {
+    name: 'a peer behind memory is fed from the log, batch by batch, then from memory again',
+    init: { appliedSeq: 5, logLastSeq: 5 },
+    script: [
+      [membership(THREE), ['role primary e1', 'send n2 #1 e1 c5 -', 'send n3 #2 e1 c5 -']],
+      [acked('n3', 2, 5), []],
+      [acked('n2', 1, 2), ['stranded n2 3']],
+      [submit(7, 6), ['append 6..6', 'send n3 #3 e1 c5 6..6']],
+      [{ type: 'peerLogRead', peerId: 'n2', seq: 4, entries: [entry(4)], missing: false }, []], // not what it asked for
+      [{ type: 'peerLogRead', peerId: 'n2', seq: 3, entries: [entry(3), entry(4)], missing: false }, ['send n2 #4 e1 c5 3..4']],
+      [acked('n2', 4, 4), ['stranded n2 5']],
+      [{ type: 'peerLogRead', peerId: 'n2', seq: 5, entries: [entry(5), entry(6), entry(8)], missing: false }, ['send n2 #5 e1 c5 5..6']],
+      [acked('n2', 5, 6), []],
+    ],
+    after: (s) => assert.is(s.peers.get('n2')!.ackedSeq, 6),
+  },
+  {
+    name: 'a peer behind the log is told to full-sync, left alone a while, then asked afresh',
+    init: { appliedSeq: 5, logLastSeq: 5 },
+    script: [
+      [membership(THREE), ['role primary e1', 'send n2 #1 e1 c5 -', 'send n3 #2 e1 c5 -']],
+      [acked('n2', 1, 2), ['stranded n2 3']],
+      [{ type: 'peerLogRead', peerId: 'n2', seq: 3, entries: [], missing: true }, ['requireSync n2 3', 'set peer:n2 1000']],
+      [timer('peer:n2'), ['send n2 #3 e1 c5 -']],
+      [failed('n2', 3, 'UNAVAILABLE'), ['set peer:n2 200']],
+      [timer('peer:n2'), ['send n2 #4 e1 c5 -']],
+      [acked('n2', 4, 9), []],
+    ],
+  },
+  {
+    name: 'a full sync refuses what waits, stops log and apply, and starts again at the copied point',
+    script: [
+      [membership(AS_BACKUP), ['role backup e1']],
+      [replicate(1, [1, 2], 0), ['append 1..2']],
+      [read(2, 1), ['set barrier:2 3000']],
+      [{ type: 'syncStarted' }, ['refuse 1 UNAVAILABLE', 'clear barrier:2', 'refuse 2 UNAVAILABLE']],
+      [{ type: 'syncFinished', seq: 9, dedup: [] }, { throws: /busy/ }],
+      [durable(2), []],
+      [replicate(3, [3], 2), ['refuse 3 UNAVAILABLE']],
+      [read(4, 1), ['refuse 4 UNAVAILABLE']],
+      [hold(5, 1), ['refuse 5 UNAVAILABLE']],
+      [{ type: 'syncFinished', seq: 9, dedup: [['x', { seq: 7 }]] }, []],
+      [replicate(6, [10], 9), ['append 10..10']],
+      [durable(10), ['answer 6 {"durableSeq":10}']],
+    ],
+    after: (s) => assert.equal([s.appliedSeq, s.commitSeq, s.durableSeq, s.syncing, [...s.dedup.keys()]], [9, 9, 10, false, ['x']]),
+  },
+  {
+    name: 'a hold below the apply in flight is SLOT_TAKEN (that apply lands after it)',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [submit(1, 1), ['append 1..1']],
+      [durable(1), ['apply 1']],
+      [hold(2, 0), ['refuse 2 SLOT_TAKEN']],
+      [hold(3, 1), ['set hold 5000']],
+      [applied(1), ['answer 1 {"seq":1}', 'clear hold', 'answer 3 {"heldSeq":1}']],
     ],
   },
   {
@@ -495,7 +583,7 @@ const CASES: Case[] = [
       [hold(9, 1), ['set hold 5000']],
       [hold(10, 1), ['refuse 10 UNAVAILABLE']],
       [durable(1), ['apply 1', 'append 2..2']],
-      [applied(1), ['answer 1 {"seq":1}', 'clear hold', 'answer 9 null']],
+      [applied(1), ['answer 1 {"seq":1}', 'clear hold', 'answer 9 {"heldSeq":1}']],
       [durable(2), []],
       [{ type: 'release' }, ['apply 2']],
       [hold(11, 0), ['refuse 11 SLOT_TAKEN']],
@@ -505,7 +593,7 @@ const CASES: Case[] = [
     name: 'a hold already reached answers at once; one that times out lets apply go on',
     script: [
       [membership(ALONE), ['role primary e1']],
-      [hold(1, 0), ['answer 1 null']],
+      [hold(1, 0), ['answer 1 {"heldSeq":0}']],
       [{ type: 'release' }, []],
       [hold(2, 1), ['set hole 1000', 'set hold 5000']],
       [timer('hold'), ['refuse 2 BARRIER_TIMEOUT']],
