@@ -5,6 +5,9 @@
  *   dfs local status [--data DIR] [--json]
  *   dfs local down   [--data DIR]
  *   dfs local supervise [--data DIR]     (started by `up`; by hand only to replace a dead one)
+ *   dfs local add-node [--data DIR]
+ *   dfs node start   --id ID --data DIR --port N [--host H] [--redis URL] [storage options]
+ *   dfs node remove  ID [--redis URL | --data DIR]
  *   dfs status       [--proxy URL[,URL…] | --data DIR] [--json]
  *   dfs verify       [--proxy URL[,URL…] | --data DIR] [--json]   (exit 1 on divergence)
  *
@@ -38,6 +41,7 @@ import {
 import { isFuseMounted } from './mounts';
 import { isSameProcess } from './processes';
 import { supervise } from './supervisor';
+import { localAddNode, nodeRemove, nodeStart } from './node-commands';
 import { rmSync } from 'node:fs';
 
 const USAGE = `usage:
@@ -45,6 +49,9 @@ const USAGE = `usage:
   dfs local status [--data DIR] [--json]
   dfs local down   [--data DIR]
   dfs local supervise [--data DIR]
+  dfs local add-node [--data DIR]
+  dfs node start   --id ID --data DIR --port N [--host H] [--redis URL] [storage options]
+  dfs node remove  ID [--redis URL | --data DIR]
   dfs status       [--proxy URL[,URL...] | --data DIR] [--json]
   dfs verify       [--proxy URL[,URL...] | --data DIR] [--json]
 
@@ -225,6 +232,16 @@ function printProcesses(description: ClusterFile): void {
   for (const line of table(rows)) out('  ' + line);
 }
 
+function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+}
+
 function printClusterView(proxyUrl: string, status: ClusterStatus): void {
   const membership = status.membership;
   out(`cluster (as ${proxyUrl} sees it): leader ${status.leader ?? 'none'}, epoch ${status.epoch}, seq ${status.seq}`);
@@ -235,7 +252,8 @@ function printClusterView(proxyUrl: string, status: ClusterStatus): void {
   }
   const rows = [['NODE', 'ROLE', 'STATE', 'APPLIED', 'LAG', 'READS', 'URL']];
   for (const node of status.nodes ?? []) {
-    const state = node.state ?? (node.alive ? 'in-sync' : 'down');
+    let state: string = node.state ?? (node.alive ? 'in-sync' : 'down');
+    if (state === 'syncing' && node.sync) state += ` (${node.sync.entries} entries, ${formatBytes(node.sync.bytes)} from ${node.sync.source})`;
     const reads = node.reads === undefined ? '-' : `${node.reads}${node.slow ? ' (slow)' : ''}`;
     rows.push([node.id, node.role, state, node.appliedSeq === null ? '-' : String(node.appliedSeq), node.lag === null || node.lag === undefined ? '-' : String(node.lag), reads, node.url]);
   }
@@ -380,7 +398,22 @@ async function main(argv: string[]): Promise<number> {
     if (action === 'status') return localStatus(args);
     if (action === 'down') return localDown(args);
     if (action === 'supervise') return localSupervise(args);
-    throw new UsageError(action === undefined ? 'dfs local wants up, status, down or supervise' : `unknown action ${JSON.stringify(action)} for dfs local`);
+    if (action === 'add-node') {
+      const { values, positionals } = parse(args, { data: { type: 'string' } });
+      noPositionals(positionals);
+      return localAddNode(resolve(values.data ?? defaultDataDir()), out);
+    }
+    throw new UsageError(action === undefined ? 'dfs local wants up, status, down, supervise or add-node' : `unknown action ${JSON.stringify(action)} for dfs local`);
+  }
+  if (command === 'node') {
+    const [action, ...args] = rest;
+    if (action === 'start') return nodeStart(args, out);
+    if (action === 'remove') {
+      const { values, positionals } = parse(args, { redis: { type: 'string' }, data: { type: 'string' } });
+      if (positionals.length !== 1) throw new UsageError('dfs node remove wants one node ID');
+      return nodeRemove(positionals[0]!, values, defaultDataDir(), out);
+    }
+    throw new UsageError(action === undefined ? 'dfs node wants start or remove' : `unknown action ${JSON.stringify(action)} for dfs node`);
   }
   throw new UsageError(`unknown command ${JSON.stringify(command)}`);
 }

@@ -26,7 +26,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync, fstatSync } from 'node:fs';
 import { createServer, connect, type Server } from 'node:net';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { Client, request } from 'undici';
 import { DfsError } from '../common/errors';
 import type { ClusterStatus } from '../common/api';
@@ -127,6 +127,9 @@ export interface ClusterOptions {
   readyTimeoutMs?: number;
   /** Extra environment for every child (for example DFS_LOG_LEVEL). */
   env?: Record<string, string>;
+  /** Extra storage-node arguments (for example ['--log-keep-ops', '50']); nodes added later
+   * get the same. */
+  nodeArgs?: string[];
   /**
    * Start a supervisor that restarts any process that dies (`dfs local up` does; default
    * off, so that a test that kills a process decides itself when it comes back). In a
@@ -181,6 +184,8 @@ export interface Cluster {
   logTail(kind: ProcessKind, id: string): string;
   /** Polls until every proxy is ready and every node is in sync. */
   waitReady(timeoutMs?: number): Promise<void>;
+  /** Starts one more storage node (the next free ID) and records it; it joins as a learner. */
+  addNode(): Promise<NodeHandle>;
   /** Mounts the cluster with dfs-mount -f and records the mount; stop() unmounts it. */
   mount(mountpoint: string, options?: MountOptions): Promise<ProcessRecord>;
   /** Unmounts and stops one recorded mount. */
@@ -734,13 +739,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       const nodeDataDir = join(dataDir, 'nodes', id);
       mkdirSync(nodeDataDir, { recursive: true });
       nodeIds.push(id);
-      await start({
-        kind: 'storage', id, url: `http://${host}:${port}`, port, logFile: join(logDir, `${id}.log`),
-        argv: [process.execPath, STORAGE_MAIN, '--id', id, '--data', nodeDataDir, '--port', String(port), '--host', host, '--redis', redisUrl],
-        markers: [STORAGE_MAIN, `--id ${id} `, `--port ${port}`],
-        dataDir: nodeDataDir,
-        brickDir: join(nodeDataDir, 'brick'),
-      });
+      await start(storageTemplate({ id, port, host, dataDir, logDir, redisUrl, nodeArgs: options.nodeArgs ?? [] }));
     }
     // The leader's first membership is the nodes registered when it first looks, so the
     // proxies start only once every node is: the cluster then always starts the same way,
@@ -787,6 +786,45 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   }
 
   return makeCluster(description, runnings, { detached, supervised: supervise, env, killOnExit, nodeIds: runnings.filter((r) => r.record.kind === 'storage').map((r) => r.record.id) });
+}
+
+/** A storage node's record, less what spawning adds. */
+function storageTemplate(o: { id: string; port: number; host: string; dataDir: string; logDir: string; redisUrl: string; nodeArgs: string[] }): Omit<ProcessRecord, 'pid' | 'startTime'> {
+  const nodeDataDir = join(o.dataDir, 'nodes', o.id);
+  mkdirSync(nodeDataDir, { recursive: true });
+  return {
+    kind: 'storage', id: o.id, url: `http://${o.host}:${o.port}`, port: o.port, logFile: join(o.logDir, `${o.id}.log`),
+    argv: [process.execPath, STORAGE_MAIN, '--id', o.id, '--data', nodeDataDir, '--port', String(o.port), '--host', o.host, '--redis', o.redisUrl, ...o.nodeArgs],
+    markers: [STORAGE_MAIN, `--id ${o.id} `, `--port ${o.port}`],
+    dataDir: nodeDataDir,
+    brickDir: join(nodeDataDir, 'brick'),
+  };
+}
+
+/** The template of the next storage node of a recorded cluster: one past the highest node
+ * ID, a free port, the host, Redis and extra arguments of the cluster's first node. */
+async function nextNodeTemplate(description: ClusterFile): Promise<Omit<ProcessRecord, 'pid' | 'startTime'>> {
+  const storage = description.processes.filter((record) => record.kind === 'storage');
+  if (storage.length >= NODE_COUNT_MAX) throw new DfsError('BAD_REQUEST', `a local cluster has at most ${NODE_COUNT_MAX} storage nodes`);
+  const first = storage[0];
+  if (first === undefined) throw new DfsError('BAD_REQUEST', 'the cluster records no storage node to model a new one on');
+  const numbers = storage.map((record) => Number(record.id.slice(1))).filter((n) => Number.isSafeInteger(n));
+  const id = `n${Math.max(0, ...numbers) + 1}`;
+  const argv = first.argv;
+  const host = argv[argv.indexOf('--host') + 1]!;
+  const redisAt = argv.indexOf('--redis');
+  const [port] = await freePorts(1, host);
+  return storageTemplate({ id, port: port!, host, dataDir: description.dataDir, logDir: dirname(first.logFile), redisUrl: argv[redisAt + 1]!, nodeArgs: argv.slice(redisAt + 2) });
+}
+
+/** `dfs local add-node`: starts the next storage node of a running local cluster, detached,
+ * and records it (the supervisor, if any, restarts it like the others). */
+export async function addNodeRecorded(dataDir: string): Promise<ProcessRecord> {
+  const description = readClusterFile(dataDir);
+  if (description === null) throw new DfsError('BAD_REQUEST', `no cluster is recorded in ${resolve(dataDir)}`);
+  const running = await spawnRecorded(await nextNodeTemplate(description), true, process.env);
+  await updateClusterFile(dataDir, (current) => upsertRecord(current, running.record));
+  return running.record;
 }
 
 /** The supervisor's record, less what spawning adds. (`dfs local supervise` run by hand
@@ -934,6 +972,19 @@ function makeCluster(
     async waitReady(timeoutMs = READY_TIMEOUT_MS) {
       const serving = runnings.filter((running) => running.record.kind !== 'mount' && running.record.kind !== 'supervisor');
       await probeReady(serving, context.nodeIds, timeoutMs, context.supervised ? { refresh } : undefined);
+    },
+
+    async addNode() {
+      refresh();
+      const template = await nextNodeTemplate({ ...description, processes: runnings.map((running) => running.record) });
+      const running = await spawnRecorded(template, context.detached, context.env);
+      runnings.push(running);
+      description.processes = runnings.map((candidate) => candidate.record);
+      await updateClusterFile(dataDir, (current) => upsertRecord(current, running.record));
+      const node: NodeHandle = { id: template.id, url: template.url!, port: template.port!, pid: running.record.pid, dataDir: template.dataDir!, brickDir: template.brickDir! };
+      nodes.push(node);
+      context.nodeIds.push(node.id);
+      return node;
     },
 
     async mount(mountpoint, mountOptions = {}) {

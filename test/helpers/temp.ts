@@ -19,5 +19,6 @@ export function removeTree(path: string): void {
 
 export function tempDir(prefix: string): { path: string; remove: () => void } {
   const path = mkdtempSync(join(tmpdir(), `dfs-${prefix}-`));
-  return { path, remove: () => removeTree(path) };
+  // DFS_KEEP_TEMP=1 keeps them, to read the logs of a failed run.
+  return { path, remove: () => (process.env.DFS_KEEP_TEMP ? undefined : removeTree(path)) };
 }

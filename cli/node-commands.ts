@@ -1,0 +1,119 @@
+/*
+ * `dfs node …` and `dfs local add-node`: adding and removing storage nodes while the
+ * cluster runs (docs/cluster.md, Membership changes).
+ *
+ *   dfs node start --id ID --data DIR --port N [--host H] [--redis URL] [storage options]
+ *   dfs node remove ID [--redis URL | --data DIR]
+ *   dfs local add-node [--data DIR]
+ *
+ * `node start` runs a storage node in the foreground (as a container's command would): it
+ * registers, the leader makes it a learner, the primary feeds it (from memory, its log, or
+ * by a full sync) and the leader promotes it to the in-sync set once it is close. A
+ * removal request an earlier `node remove` left for the same ID is withdrawn first.
+ *
+ * `node remove` asks the leader (a field of KEY_REMOVING in Redis) to drain the node: out
+ * of the in-sync set first (no new reads, commits stop waiting for it), then out of the
+ * membership. It waits until the membership no longer names it; with --data (a local
+ * cluster) it then stops the node's process and forgets its record. The primary cannot be
+ * removed while there is no failover.
+ */
+import { spawn } from 'node:child_process';
+import { resolve } from 'node:path';
+import { Redis } from 'ioredis';
+import type { Membership } from '../common/api';
+import { DfsError } from '../common/errors';
+import { KEY_MEMBERSHIP, KEY_NODES, KEY_REMOVING, nodeAliveKey } from '../common/redis-keys';
+import { addNodeRecorded, readClusterFile, STORAGE_MAIN, updateClusterFile } from './local-cluster';
+import { isSameProcess, pollUntil, stopProcesses } from './processes';
+
+/** How long `node remove` waits for the leader to drain the node and drop it. */
+const REMOVE_WAIT_MS = 30_000;
+const REDIS_OPTIONS = { maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000, lazyConnect: true } as const;
+
+type Out = (line: string) => void;
+
+function redisUrlOf(values: { redis?: string; data?: string }, defaultDataDir: string): string {
+  if (values.redis !== undefined && values.data !== undefined) throw new DfsError('BAD_REQUEST', 'give either --redis or --data, not both');
+  if (values.redis !== undefined) return values.redis;
+  if (values.data === undefined && process.env.DFS_REDIS) return process.env.DFS_REDIS;
+  const dataDir = resolve(values.data ?? defaultDataDir);
+  const description = readClusterFile(dataDir);
+  if (description === null) throw new DfsError('BAD_REQUEST', `no local cluster in ${dataDir}; give --redis URL`);
+  return description.redisUrl;
+}
+
+async function withRedis<T>(url: string, fn: (redis: Redis) => Promise<T>): Promise<T> {
+  const redis = new Redis(url, REDIS_OPTIONS);
+  redis.on('error', () => undefined); // each command reports its own failure
+  try {
+    await redis.connect().catch((e: Error) => {
+      throw new DfsError('UNAVAILABLE', `Redis at ${url} does not answer: ${e.message}`);
+    });
+    return await fn(redis);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+async function readMembership(redis: Redis): Promise<Membership | null> {
+  const text = await redis.get(KEY_MEMBERSHIP);
+  return text ? (JSON.parse(text) as Membership) : null;
+}
+
+export async function nodeRemove(id: string, values: { redis?: string; data?: string }, defaultDataDir: string, out: Out): Promise<number> {
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw new DfsError('BAD_REQUEST', `${JSON.stringify(id)} is not a node ID`);
+  const url = redisUrlOf(values, defaultDataDir);
+  await withRedis(url, async (redis) => {
+    const m = await readMembership(redis);
+    if (m === null) throw new DfsError('UNAVAILABLE', 'the cluster has no membership yet');
+    if (m.primary === id) throw new DfsError('BAD_REQUEST', `${id} is the primary; it cannot be removed (there is no primary failover yet)`);
+    if (m.nodes[id] !== undefined) {
+      await redis.hset(KEY_REMOVING, id, JSON.stringify({ requestedAtMs: Date.now() }));
+      out(`draining ${id}: out of the in-sync set, then out of the membership…`);
+      const gone = await pollUntil(async () => {
+        const now = await readMembership(redis);
+        return now !== null && now.nodes[id] === undefined ? true : undefined;
+      }, REMOVE_WAIT_MS, 200);
+      if (!gone) throw new DfsError('TIMEOUT', `the leader did not remove ${id} within ${REMOVE_WAIT_MS} ms (is a proxy running?); the request stays in Redis`);
+    }
+    // A local cluster: stop the node's process, unrecorded first so that no supervisor
+    // restarts it.
+    if (values.redis === undefined) {
+      const dataDir = resolve(values.data ?? defaultDataDir);
+      const record = readClusterFile(dataDir)?.processes.find((r) => r.kind === 'storage' && r.id === id);
+      if (record !== undefined) {
+        await updateClusterFile(dataDir, (current) => {
+          current.processes = current.processes.filter((r) => !(r.kind === 'storage' && r.id === id));
+        });
+        if (isSameProcess(record)) await stopProcesses([record]);
+        out(`stopped storage node ${id} (pid ${record.pid}); its data stays in ${record.dataDir ?? 'its data directory'}`);
+      }
+    }
+    await redis.multi().hdel(KEY_NODES, id).del(nodeAliveKey(id)).hdel(KEY_REMOVING, id).exec();
+    out(`removed ${id} from the cluster`);
+  });
+  return 0;
+}
+
+export async function localAddNode(dataDir: string, out: Out): Promise<number> {
+  const record = await addNodeRecorded(dataDir);
+  out(`started storage node ${record.id} (pid ${record.pid}) at ${record.url}; it joins as a learner and enters the in-sync set once caught up (watch: dfs status)`);
+  return 0;
+}
+
+/** Runs the storage node in the foreground with the given arguments; returns its exit code. */
+export async function nodeStart(args: string[], out: Out): Promise<number> {
+  const at = args.indexOf('--id');
+  const id = at >= 0 ? args[at + 1] : undefined;
+  if (id === undefined) throw new DfsError('BAD_REQUEST', 'dfs node start wants --id ID');
+  const redisAt = args.indexOf('--redis');
+  const url = redisAt >= 0 ? args[redisAt + 1]! : (process.env.DFS_REDIS ?? 'redis://127.0.0.1:6379');
+  await withRedis(url, async (redis) => {
+    if ((await redis.hdel(KEY_REMOVING, id)) > 0) out(`withdrew the earlier request to remove ${id}`);
+  });
+  const child = spawn(process.execPath, [STORAGE_MAIN, ...args], { stdio: 'inherit' });
+  const forward = (signal: NodeJS.Signals) => child.kill(signal);
+  process.on('SIGTERM', forward);
+  process.on('SIGINT', forward);
+  return new Promise((resolveExit) => child.on('exit', (code, signal) => resolveExit(code ?? (signal ? 128 : 1))));
+}
