@@ -77,7 +77,10 @@ export async function nodeRemove(id: string, values: { redis?: string; data?: st
       if (!gone) throw new DfsError('TIMEOUT', `the leader did not remove ${id} within ${REMOVE_WAIT_MS} ms (is a proxy running?); the request stays in Redis`);
     }
     // A local cluster: stop the node's process, unrecorded first so that no supervisor
-    // restarts it.
+    // restarts it. Elsewhere the process is the operator's to stop; until then (and until
+    // `dfs node start` withdraws it) the request stays, so its heartbeats do not bring it
+    // back as a new member.
+    let stopped = false;
     if (values.redis === undefined) {
       const dataDir = resolve(values.data ?? defaultDataDir);
       const record = readClusterFile(dataDir)?.processes.find((r) => r.kind === 'storage' && r.id === id);
@@ -87,10 +90,11 @@ export async function nodeRemove(id: string, values: { redis?: string; data?: st
         });
         if (isSameProcess(record)) await stopProcesses([record]);
         out(`stopped storage node ${id} (pid ${record.pid}); its data stays in ${record.dataDir ?? 'its data directory'}`);
+        stopped = true;
       }
     }
-    await redis.multi().hdel(KEY_NODES, id).del(nodeAliveKey(id)).hdel(KEY_REMOVING, id).exec();
-    out(`removed ${id} from the cluster`);
+    if (stopped) await redis.multi().hdel(KEY_NODES, id).del(nodeAliveKey(id)).hdel(KEY_REMOVING, id).exec();
+    out(stopped ? `removed ${id} from the cluster` : `removed ${id} from the membership; stop its process now (\`dfs node start --id ${id} …\` brings it back)`);
   });
   return 0;
 }

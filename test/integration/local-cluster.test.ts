@@ -149,6 +149,27 @@ test('dfs local up, status --json, dfs status, a refused second up, down, and do
   assert.is(viewHuman.code, 0, viewHuman.stderr);
   assert.match(viewHuman.stdout, /leader/);
 
+  // A node added to the running cluster joins (in sync at once: nothing was written yet),
+  // and a removed one leaves the membership, its process stopped and unrecorded.
+  const added = await runCli(['local', 'add-node', '--data', dataDir]);
+  assert.is(added.code, 0, added.stdout + added.stderr);
+  assert.match(added.stdout, /started storage node n4/);
+  const n4Pid = (JSON.parse((await runCli(['local', 'status', '--data', dataDir, '--json'])).stdout) as typeof parsed).processes.find((e) => e.id === 'n4')!.pid;
+  const deadline = Date.now() + 30_000;
+  let n4State = '';
+  while (Date.now() < deadline && n4State !== 'in-sync') {
+    const v = JSON.parse((await runCli(['status', '--data', dataDir, '--json'])).stdout) as { nodes: Array<{ id: string; state: string }> };
+    n4State = v.nodes.find((n) => n.id === 'n4')?.state ?? '';
+    if (n4State !== 'in-sync') await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.is(n4State, 'in-sync');
+  const removed = await runCli(['node', 'remove', 'n4', '--data', dataDir]);
+  assert.is(removed.code, 0, removed.stdout + removed.stderr);
+  assert.ok(await allExited([n4Pid]), 'n4 was stopped');
+  const afterRemove = JSON.parse((await runCli(['status', '--data', dataDir, '--json'])).stdout) as { membership: { nodes: Record<string, string> }; nodes: Array<{ id: string }> };
+  assert.equal(Object.keys(afterRemove.membership.nodes).sort(), ['n1', 'n2', 'n3']);
+  assert.not.ok(afterRemove.nodes.some((n) => n.id === 'n4'), 'n4 is no longer registered');
+
   const again = await runCli(['local', 'up', '--data', dataDir]);
   assert.is(again.code, 1, 'a second up on a running cluster is refused');
   assert.match(again.stderr, /already up/);
