@@ -20,9 +20,9 @@
 import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { Redis } from 'ioredis';
-import type { Membership } from '../common/api';
 import { DfsError } from '../common/errors';
-import { KEY_MEMBERSHIP, KEY_NODES, KEY_REMOVING, nodeAliveKey } from '../common/redis-keys';
+import { KEY_NODES, KEY_REMOVING, nodeAliveKey } from '../common/redis-keys';
+import { readMembership } from '../proxy/leader';
 import { addNodeRecorded, readClusterFile, STORAGE_MAIN, updateClusterFile } from './local-cluster';
 import { isSameProcess, pollUntil, stopProcesses } from './processes';
 
@@ -53,11 +53,6 @@ async function withRedis<T>(url: string, fn: (redis: Redis) => Promise<T>): Prom
   } finally {
     redis.disconnect();
   }
-}
-
-async function readMembership(redis: Redis): Promise<Membership | null> {
-  const text = await redis.get(KEY_MEMBERSHIP);
-  return text ? (JSON.parse(text) as Membership) : null;
 }
 
 export async function nodeRemove(id: string, values: { redis?: string; data?: string }, defaultDataDir: string, out: Out): Promise<number> {

@@ -110,7 +110,9 @@ runMain(async () => {
   const redis = new Redis(values.redis!, { maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000, lazyConnect: false });
   redis.on('error', (err) => logger.debug({ err: err.message }, 'redis error'));
 
+  // The membership this node holds: its text (to skip an unchanged one cheaply) and parsed.
   let membershipText = '';
+  let membership: Membership | null = null;
   const refreshMembership = async (): Promise<void> => {
     const text = await redis.get(KEY_MEMBERSHIP);
     if (!text || text === membershipText) return;
@@ -121,6 +123,7 @@ runMain(async () => {
       await stateFile.save({ nodeId: id, epoch: m.epoch, appliedSeq: replica.appliedSeq }, true);
     }
     membershipText = text;
+    membership = m;
     replica.setMembership(m);
   };
 
@@ -140,7 +143,7 @@ runMain(async () => {
           // A node copying a brick is not in sync, whatever the membership says yet.
           syncing: s.syncing || fullSync.active,
           sync: fullSync.progress,
-          membership: membershipText ? (JSON.parse(membershipText) as Membership) : null,
+          membership,
         }),
         'PX',
         ALIVE_TTL_MS,
@@ -157,7 +160,7 @@ runMain(async () => {
     replica,
     transport,
     logger,
-    membership: () => (membershipText ? (JSON.parse(membershipText) as Membership) : null),
+    membership: () => membership,
   });
   const app = createStorageApp({ replica, brick, logger, refreshMembership, startFullSync: (reason) => fullSync.start(reason) });
   const server = serve({

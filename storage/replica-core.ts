@@ -704,23 +704,7 @@ function onPeerLogRead(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string,
 function onSyncStarted(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
   if (s.syncing) return;
   s.syncing = true;
-  const down = (token: number) => fx.push({ type: 'refuse', token, code: 'UNAVAILABLE', message: `${s.id} is copying its brick from a peer` });
-  for (const token of s.submitters.values()) down(token);
-  s.submitters.clear();
-  for (const token of s.replicateWaiters.keys()) down(token);
-  s.replicateWaiters.clear();
-  for (const token of s.barrierWaiters.keys()) {
-    fx.push({ type: 'clearTimer', key: `barrier:${token}` });
-    down(token);
-  }
-  s.barrierWaiters.clear();
-  if (s.hold?.token != null) {
-    fx.push({ type: 'clearTimer', key: 'hold' });
-    down(s.hold.token);
-  }
-  s.hold = null;
-  if (s.holeTimerSeq !== null) fx.push({ type: 'clearTimer', key: 'hole' });
-  s.holeTimerSeq = null;
+  refuseWaiting(s, fx, `${s.id} is copying its brick from a peer`);
 }
 
 function onSyncFinished(s: ReplicaCoreState, fx: ReplicaEffect[], seq: number, dedup: Array<[string, OpResult]>): void {
@@ -844,10 +828,16 @@ function onHold(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, seq: nu
 
 function onClose(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
   s.closed = true;
-  const down = (token: number) => fx.push({ type: 'refuse', token, code: 'UNAVAILABLE', message: 'node is shutting down' });
+  for (const p of s.peers.values()) if (p.retry === 'timer') fx.push({ type: 'clearTimer', key: `peer:${p.id}` });
+  refuseWaiting(s, fx, 'node is shutting down');
+}
+
+/** Refuses every request still waiting (UNAVAILABLE) and drops the hold and the hole timer:
+ * the node is closing, or its brick and log are about to be replaced. */
+function refuseWaiting(s: ReplicaCoreState, fx: ReplicaEffect[], message: string): void {
+  const down = (token: number) => fx.push({ type: 'refuse', token, code: 'UNAVAILABLE', message });
   if (s.holeTimerSeq !== null) fx.push({ type: 'clearTimer', key: 'hole' });
   s.holeTimerSeq = null;
-  for (const p of s.peers.values()) if (p.retry === 'timer') fx.push({ type: 'clearTimer', key: `peer:${p.id}` });
   for (const token of s.submitters.values()) down(token);
   s.submitters.clear();
   for (const token of s.replicateWaiters.keys()) down(token);

@@ -130,10 +130,25 @@ function dumpLogs(cluster: Cluster): void {
   for (const p of cluster.proxies) process.stderr.write(`--- ${p.id}\n${cluster.logTail('proxy', p.id)}\n`);
 }
 
-s('a fourth node added under writes full-syncs, catches up, enters the in-sync set and serves reads', async () => {
+/** Runs `body` while a workload writes into `dir` (the logs are printed if it fails), then
+ * checks every acknowledged byte on each of `nodeIds` and that `dfs verify` compares them. */
+async function underWorkload(dir: string, nodeIds: string[], body: (cluster: Cluster, clients: TestClient[], w: Workload) => Promise<void>): Promise<void> {
   const { cluster, clients } = ctx as Required<typeof ctx>;
-  const w = await Workload.start(clients, '/join');
+  const w = await Workload.start(clients, dir);
   try {
+    await body(cluster, clients, w);
+  } catch (e) {
+    dumpLogs(cluster);
+    throw e;
+  } finally {
+    await w.stop();
+  }
+  await checkContents(clients[0]!, w, nodeIds);
+  await verify(cluster, nodeIds.length);
+}
+
+s('a fourth node added under writes full-syncs, catches up, enters the in-sync set and serves reads', () =>
+  underWorkload('/join', ['n1', 'n2', 'n3', 'n4'], async (cluster, clients, w) => {
     await w.progress(250, 'before the new node, so the logs no longer reach back to the start');
     const n4 = await cluster.addNode();
     await pollUntil('n4 to start copying a brick', 30_000, async () => cluster.logTail('storage', n4.id).includes('full sync'), 100);
@@ -149,21 +164,11 @@ s('a fourth node added under writes full-syncs, catches up, enters the in-sync s
       served.set(by, (served.get(by) ?? 0) + 1);
     }
     assert.ok((served.get(n4.id) ?? 0) > 0, `reads by node: ${JSON.stringify([...served])}`);
-  } catch (e) {
-    dumpLogs(cluster);
-    throw e;
-  } finally {
-    await w.stop();
-  }
-  await checkContents(clients[0]!, w, ['n1', 'n2', 'n3', 'n4']);
-  await verify(cluster, 4);
-});
+  }));
 
-s('a node away past every log comes back by full sync; killed in the middle of it, it still ends up whole', async () => {
-  const { cluster, clients } = ctx as Required<typeof ctx>;
-  const w = await Workload.start(clients, '/resync');
-  const n3 = cluster.nodes.find((n) => n.id === 'n3')!;
-  try {
+s('a node away past every log comes back by full sync; killed in the middle of it, it still ends up whole', () =>
+  underWorkload('/resync', ['n1', 'n2', 'n3', 'n4'], async (cluster, clients, w) => {
+    const n3 = cluster.nodes.find((n) => n.id === 'n3')!;
     // A bigger brick, so that a full sync takes long enough to be interrupted.
     for (let i = 0; i < 24; i++) {
       await commitOp(clients[0]!, { type: 'create', path: `/resync/big${i}`, mode: 0o644, ...own, exclusive: true });
@@ -188,20 +193,10 @@ s('a node away past every log comes back by full sync; killed in the middle of i
     assert.match(cluster.logTail('storage', 'n3'), /full sync finished/);
     assert.not.ok(existsSync(marker));
     await w.progress(20, 'with n3 back in sync');
-  } catch (e) {
-    dumpLogs(cluster);
-    throw e;
-  } finally {
-    await w.stop();
-  }
-  await checkContents(clients[0]!, w, ['n1', 'n2', 'n3', 'n4']);
-  await verify(cluster, 4);
-});
+  }));
 
-s('dfs node remove drains a node and takes it out of the membership; writes go on', async () => {
-  const { cluster, clients } = ctx as Required<typeof ctx>;
-  const w = await Workload.start(clients, '/remove');
-  try {
+s('dfs node remove drains a node and takes it out of the membership; writes go on', () =>
+  underWorkload('/remove', ['n1', 'n2', 'n3'], async (cluster, clients, w) => {
     await w.progress(10, 'before the removal');
     const r = await runDfs(['node', 'remove', 'n4', '--data', cluster.dataDir]);
     assert.is(r.code, 0, r.stdout + r.stderr);
@@ -213,11 +208,6 @@ s('dfs node remove drains a node and takes it out of the membership; writes go o
     assert.is(primary.code, 1);
     assert.match(primary.stderr, /primary/);
     await w.progress(10, 'after the removal');
-  } finally {
-    await w.stop();
-  }
-  await checkContents(clients[0]!, w, ['n1', 'n2', 'n3']);
-  await verify(cluster, 3);
-});
+  }));
 
 s.run();
