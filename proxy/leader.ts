@@ -7,6 +7,14 @@
  *
  * What it decides: the first membership is every live registered node, with the lowest
  * node ID as primary. Then, each round (every quarter lease), at most one change:
+ * - failover: a primary whose heartbeat lapsed is replaced by the in-sync node whose log
+ *   reaches furthest (the epoch of its last entry, then its length: docs/cluster.md,
+ *   Failover); the old primary stays a member, as a learner. The new epoch fences the old
+ *   primary out: every node refuses its requests once it holds the new membership. With no
+ *   live in-sync node the cluster waits for the primary to come back;
+ * - a primary that restarted asks for a new epoch (its heartbeat says `primaryFenced`): the
+ *   same membership is published again, so its new entries never share an epoch with
+ *   entries it may have lost in the crash;
  * - a node that registers later becomes a member, first as a learner (in `nodes`, not in
  *   `inSync`): the primary feeds it from memory, its log or, when the log no longer
  *   reaches back, by telling it to full-sync; while the cluster never sequenced an op it
@@ -20,8 +28,7 @@
  *   rejoins by catching up;
  * - a node an operator asked to remove (`dfs node remove`, KEY_REMOVING) leaves the
  *   in-sync set first, so reads stop going to it, and after REMOVE_DRAIN_MS the
- *   membership; the primary cannot be removed (there is no failover yet).
- * Primary failover is a later issue.
+ *   membership; the primary cannot be removed (stop it, and failover replaces it).
  *
  * Redis that lost its data (restarted empty, DESIGN.md): the membership is gone and
  * `dfs:seq` starts again at 0, so the IDs it would hand out are ones the nodes already
@@ -61,6 +68,11 @@ export interface NodeView {
   /** The membership the node holds (null when it has none). */
   membership: Membership | null;
   role: string | null;
+  /** The epoch of the last entry of its durable log (null: unknown). */
+  logEpoch: number | null;
+  commitSeq: number | null;
+  /** Named primary in an epoch it restarted in: waits for a new one. */
+  primaryFenced: boolean;
   /** Copying a brick from a peer (storage/full-sync.ts). */
   syncing: boolean;
   sync: { source: string; seq: number | null; entries: number; bytes: number } | null;
@@ -85,7 +97,18 @@ export async function readNodes(redis: Redis): Promise<NodeView[]> {
   return ids.map((id, i) => {
     const reg = JSON.parse(registered[id]!) as { url: string };
     const a = alive[i]
-      ? (JSON.parse(alive[i]!) as { appliedSeq: number; durableSeq: number; epoch?: number; role?: string; syncing?: boolean; sync?: NodeView['sync']; membership?: Membership | null })
+      ? (JSON.parse(alive[i]!) as {
+          appliedSeq: number;
+          durableSeq: number;
+          commitSeq?: number;
+          epoch?: number;
+          logEpoch?: number | null;
+          role?: string;
+          primaryFenced?: boolean;
+          syncing?: boolean;
+          sync?: NodeView['sync'];
+          membership?: Membership | null;
+        })
       : null;
     return {
       id,
@@ -96,6 +119,9 @@ export async function readNodes(redis: Redis): Promise<NodeView[]> {
       epoch: a?.epoch ?? null,
       membership: a?.membership ?? null,
       role: a?.role ?? null,
+      logEpoch: a?.logEpoch ?? null,
+      commitSeq: a?.commitSeq ?? null,
+      primaryFenced: a?.primaryFenced === true,
       syncing: a?.syncing === true,
       sync: a?.sync ?? null,
     };
@@ -113,6 +139,7 @@ export class LeaderDuty {
   /** When this leader first saw nodes with a history and Redis without a membership. */
   private lossSeenAtMs: number | null = null;
   private running = false;
+  private noSuccessorLogged = false;
 
   constructor(
     private readonly redis: Redis,
@@ -177,11 +204,13 @@ export class LeaderDuty {
     const removing = await this.redis.hgetall(KEY_REMOVING);
     const fresh = Number((await this.redis.get(KEY_SEQ)) ?? 0) === 0;
     const without = (list: string[], id: string) => list.filter((x) => x !== id);
+    const failover = this.failover(m, byId);
+    if (failover) return failover;
     // Removals asked for by an operator: drain (out of in-sync), then leave.
     for (const [id, text] of Object.entries(removing)) {
       if (m.nodes[id] === undefined) continue;
       if (id === m.primary) {
-        this.logger.warn({ nodeId: id }, 'the primary cannot be removed (no failover yet); ignoring the request');
+        this.logger.warn({ nodeId: id }, 'the primary cannot be removed while it runs (stop it: failover replaces it); ignoring the request');
         continue;
       }
       const req = JSON.parse(text) as { requestedAtMs: number; drainedAtMs?: number };
@@ -227,6 +256,33 @@ export class LeaderDuty {
       }
     }
     return null;
+  }
+
+  /** A dead primary replaced, or a restarted one given a new epoch (see the header). */
+  private failover(m: Membership, byId: Map<string, NodeView>): { next: Membership; why: string } | null {
+    const primary = byId.get(m.primary);
+    if (primary?.alive) {
+      this.noSuccessorLogged = false;
+      if (primary.primaryFenced && primary.epoch === m.epoch) return { next: { ...m }, why: `primary ${m.primary} restarted and needs a new epoch` };
+      return null;
+    }
+    const candidates = m.inSync
+      .filter((id) => id !== m.primary)
+      .flatMap((id) => {
+        const n = byId.get(id);
+        return n && n.alive && !n.syncing && n.durableSeq !== null ? [n] : [];
+      })
+      .sort((a, b) => (b.logEpoch ?? -1) - (a.logEpoch ?? -1) || b.durableSeq! - a.durableSeq! || a.id.localeCompare(b.id));
+    const chosen = candidates[0];
+    if (!chosen) {
+      if (!this.noSuccessorLogged) this.logger.warn({ primary: m.primary, inSync: m.inSync }, 'the primary stopped heartbeating and no other in-sync node is alive: waiting for it');
+      this.noSuccessorLogged = true;
+      return null;
+    }
+    return {
+      next: { ...m, primary: chosen.id, inSync: m.inSync.filter((id) => id !== m.primary) },
+      why: `primary ${m.primary} stopped heartbeating; ${chosen.id} has the furthest log (durable ${chosen.durableSeq}, last epoch ${chosen.logEpoch})`,
+    };
   }
 
   /** Redis lost its data: restore the counter, the epoch and the membership from the nodes

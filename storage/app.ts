@@ -52,6 +52,8 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
   app.post('/node/v1/replicate', async (c) => {
     const epoch = queryInt(c, 'epoch', 0, Number.MAX_SAFE_INTEGER);
     const commit = queryInt(c, 'commit', 0, Number.MAX_SAFE_INTEGER);
+    const prefix = c.req.query('prefix') === undefined ? -1 : queryInt(c, 'prefix', 0, Number.MAX_SAFE_INTEGER);
+    const truncateAfter = c.req.query('truncate') === undefined ? null : queryInt(c, 'truncate', 0, Number.MAX_SAFE_INTEGER);
     const frames = decodeFrames(await readBody(c, REPLICATE_BODY_BYTES_MAX));
     const batch = frames.map((f) => {
       const header = parseSequencedOpHeader(f.header);
@@ -59,7 +61,7 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
       return { header, data: f.data };
     });
     if (epoch > replica.epoch) await refreshMembership();
-    return c.json(await replica.replicate(epoch, commit, batch));
+    return c.json(await replica.replicate({ epoch, commitSeq: commit, prefixSeq: prefix, truncateAfter, entries: batch }));
   });
 
   // storage/full-sync.ts: the primary tells a peer behind its log to copy a brick.

@@ -140,6 +140,11 @@ runMain(async () => {
           durableSeq: s.durableSeq,
           epoch: s.epoch,
           role: s.role,
+          logEpoch: s.logEpoch,
+          commitSeq: s.commitSeq,
+          // The membership names this node primary in an epoch it restarted in: it waits
+          // for the leader to publish a later one (storage/replica-core.ts, fencedEpoch).
+          primaryFenced: s.primaryFenced,
           // A node copying a brick is not in sync, whatever the membership says yet.
           syncing: s.syncing || fullSync.active,
           sync: fullSync.progress,

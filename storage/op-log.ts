@@ -46,6 +46,14 @@ const INDEX_EVERY_OPS = 64;
 /** Bytes read from a segment at a time by `read`. */
 const READ_CHUNK_BYTES = 1024 * 1024;
 
+/** Where the log's entries change epoch: entries from `from` on (up to the next run) were
+ * sequenced in `epoch`. A handful per log; the replication core compares them to find
+ * where two logs stop agreeing (storage/replica-core.ts, Failover). */
+export interface EpochRun {
+  from: number;
+  epoch: number;
+}
+
 interface IndexPoint {
   seq: number;
   segment: number;
@@ -64,6 +72,7 @@ export class OpLog {
   private appending = false;
   /** Ascending by seq: where frame `seq` starts. */
   private index: IndexPoint[] = [];
+  private runs: EpochRun[] = [];
   lastSeq = 0;
 
   private constructor(
@@ -89,6 +98,7 @@ export class OpLog {
         assert.ok(log.lastSeq === 0 || header.seq === log.lastSeq + 1, `op log gap: ${log.lastSeq} then ${header.seq}`);
         log.lastSeq = header.seq;
         log.noteFrame(header.seq, Number(name.slice(0, -SEGMENT_SUFFIX.length)), offset);
+        log.noteEpoch(header.seq, header.epoch);
         // Copy: the entry outlives the segment buffer we read it from.
         if (header.seq > fromSeq) entries.push({ header, data: Buffer.from(r.frame.data) });
         offset += r.bytes;
@@ -127,6 +137,7 @@ export class OpLog {
       let offset = this.segmentBytes;
       for (const [i, e] of entries.entries()) {
         this.noteFrame(e.header.seq, segment, offset);
+        this.noteEpoch(e.header.seq, e.header.epoch);
         offset += frames[i]!.length;
       }
       this.segmentBytes += bytes;
@@ -159,6 +170,16 @@ export class OpLog {
   private noteFrame(seq: number, segment: number, offset: number): void {
     const last = this.index[this.index.length - 1];
     if (last === undefined || last.segment !== segment || seq - last.seq >= INDEX_EVERY_OPS) this.index.push({ seq, segment, offset });
+  }
+
+  private noteEpoch(seq: number, epoch: number): void {
+    if (this.runs[this.runs.length - 1]?.epoch !== epoch) this.runs.push({ from: seq, epoch });
+  }
+
+  /** The epochs of the entries the log holds, oldest first (entries trimmed away may leave
+   * their run's `from` below `firstSeq`). */
+  epochRuns(): EpochRun[] {
+    return this.runs.map((r) => ({ ...r }));
   }
 
   /** The first sequence ID the log still holds (lastSeq + 1 when it holds none). */
@@ -241,6 +262,56 @@ export class OpLog {
       this.index = this.index.filter((p) => p.segment !== first);
       await fsp.rm(nodePath.join(this.dir, segmentName(first)), { force: true });
     }
+    // Runs that end before the log's start describe nothing it holds.
+    while (this.runs.length > 1 && this.runs[1]!.from <= this.firstSeq) this.runs.shift();
+  }
+
+  /**
+   * Drops every entry after `seq` (they were never committed: a new primary's log does not
+   * hold them, storage/replica-core.ts, Failover). Later segments are deleted, the one
+   * holding `seq + 1` is cut where that frame starts, and both are made durable before
+   * this resolves. The caller has no append in flight.
+   */
+  async truncateAfter(seq: number): Promise<void> {
+    assert.ok(!this.appending, 'truncate during an append');
+    if (seq >= this.lastSeq) return;
+    assert.ok(seq + 1 >= this.firstSeq, `truncating at ${seq} would cut below the log's start ${this.firstSeq}`);
+    await this.close();
+    // The segment that holds seq + 1, and where in it that frame starts.
+    let lo = 0;
+    for (let i = 0; i < this.index.length; i++) if (this.index[i]!.seq <= seq + 1) lo = i;
+    const start = this.index[lo]!;
+    const file = nodePath.join(this.dir, segmentName(start.segment));
+    const buf = await fsp.readFile(file);
+    let offset = start.offset;
+    for (let expect = start.seq; expect <= seq; expect++) {
+      const r = decodeFrameAt(buf, offset);
+      assert.ok('frame' in r, `op log ${file} ends before ${seq}`);
+      offset += r.bytes;
+    }
+    for (const first of this.segments.filter((f) => f > start.segment)) await fsp.rm(nodePath.join(this.dir, segmentName(first)), { force: true });
+    this.segments = this.segments.filter((f) => f <= start.segment);
+    if (offset === 0) {
+      await fsp.rm(file, { force: true });
+      this.segments = this.segments.filter((f) => f !== start.segment);
+    } else {
+      const fh = await fsp.open(file, 'r+');
+      try {
+        await fh.truncate(offset);
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+    }
+    const dirFh = await fsp.open(this.dir, 'r');
+    try {
+      await dirFh.sync();
+    } finally {
+      await dirFh.close();
+    }
+    this.index = this.index.filter((p) => p.seq <= seq && this.segments.includes(p.segment));
+    this.runs = this.runs.filter((r) => r.from <= seq);
+    this.lastSeq = seq;
   }
 
   /** Full sync: every segment goes; the next append, of `seq + 1`, starts a new one. */
@@ -250,6 +321,7 @@ export class OpLog {
     for (const first of this.segments) await fsp.rm(nodePath.join(this.dir, segmentName(first)), { force: true });
     this.segments = [];
     this.index = [];
+    this.runs = [];
     this.segmentBytes = 0;
     this.lastSeq = seq;
     const dirFh = await fsp.open(this.dir, 'r');

@@ -7,8 +7,26 @@
 import { Client } from 'undici';
 import { h2cClientOptions } from '../common/h2c';
 import { DfsError, errorFromBody } from '../common/errors';
-import { frameOf, type LogEntry } from './op-log';
-import type { PeerTransport } from './replica';
+import { frameOf } from './op-log';
+import type { EpochRun } from './op-log';
+import type { PeerTransport, ReplicateRequest } from './replica';
+import type { ReplicateAck } from './replica-core';
+
+const isSeq = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/** The peer's answer, checked: a peer killed while it answered leaves a 200 without one. */
+function parseAck(json: unknown): ReplicateAck | null {
+  if (json === null || typeof json !== 'object') return null;
+  const { durableSeq, commitSeq, tail } = json as Record<string, unknown>;
+  if (!isSeq(durableSeq) || !isSeq(commitSeq) || !Array.isArray(tail)) return null;
+  const runs: EpochRun[] = [];
+  for (const r of tail as unknown[]) {
+    const { from, epoch } = (r ?? {}) as Record<string, unknown>;
+    if (!isSeq(from) || !isSeq(epoch)) return null;
+    runs.push({ from, epoch });
+  }
+  return { durableSeq, commitSeq, tail: runs };
+}
 
 export class HTTP2PeerTransport implements PeerTransport {
   private readonly clients = new Map<string, Client>();
@@ -24,13 +42,16 @@ export class HTTP2PeerTransport implements PeerTransport {
     return c;
   }
 
-  async replicate(url: string, epoch: number, commitSeq: number, entries: LogEntry[]): Promise<{ durableSeq: number }> {
+  async replicate(url: string, req: ReplicateRequest): Promise<ReplicateAck> {
+    const { entries } = req;
     const body = entries.length === 1 ? frameOf(entries[0]!) : Buffer.concat(entries.map(frameOf));
+    const truncate = req.truncateAfter === null ? '' : `&truncate=${req.truncateAfter}`;
+    const prefix = req.prefixSeq < 0 ? '' : `&prefix=${req.prefixSeq}`;
     let res;
     try {
       res = await this.client(url).request({
         method: 'POST',
-        path: `/node/v1/replicate?epoch=${epoch}&commit=${commitSeq}`,
+        path: `/node/v1/replicate?epoch=${req.epoch}&commit=${req.commitSeq}${prefix}${truncate}`,
         headers: { 'content-type': 'application/octet-stream' },
         body,
         signal: AbortSignal.timeout(this.timeoutMs),
@@ -38,13 +59,11 @@ export class HTTP2PeerTransport implements PeerTransport {
     } catch (e) {
       throw new DfsError('UNAVAILABLE', `peer ${url}: ${(e as Error).message}`);
     }
-    const json = (await res.body.json().catch(() => null)) as { durableSeq?: unknown } | null;
+    const json: unknown = await res.body.json().catch(() => null);
     if (res.statusCode !== 200) throw errorFromBody(res.statusCode, json);
-    // A peer killed while it answered leaves a 200 with no body: not an acknowledgement.
-    if (json === null || typeof json.durableSeq !== 'number' || !Number.isSafeInteger(json.durableSeq)) {
-      throw new DfsError('UNAVAILABLE', `peer ${url}: the answer to a replication batch was cut short`);
-    }
-    return { durableSeq: json.durableSeq };
+    const ack = parseAck(json);
+    if (ack === null) throw new DfsError('UNAVAILABLE', `peer ${url}: the answer to a replication batch was cut short`);
+    return ack;
   }
 
   async requireSync(url: string, epoch: number, seq: number): Promise<void> {

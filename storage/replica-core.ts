@@ -67,7 +67,7 @@ import assert from 'node:assert/strict';
 import type { Membership, OpResult } from '../common/api';
 import type { ErrorCode } from '../common/errors';
 import type { ApplyResult } from './brick';
-import type { LogEntry } from './op-log';
+import type { EpochRun, LogEntry } from './op-log';
 
 export interface ReplicaConfig {
   /** How long the primary waits for a missing sequence ID before claiming it as a no-op. */
@@ -106,6 +106,11 @@ export interface PeerRequest {
   requestId: number;
   epoch: number;
   commitSeq: number;
+  /** The highest sequence ID this request vouches for: its last entry, or for an empty
+   * one the peer's acknowledged log end when it was sent. An answer never counts past it. */
+  lastSeq: number;
+  /** The cut of the peer's log this request asked for, or null. */
+  truncateAfter: number | null;
 }
 
 export interface PeerState {
@@ -129,6 +134,9 @@ export interface PeerState {
   /** Answers to requests numbered below this were sent before we last asked the peer
    * afresh where its log ends; what they say about its log is out of date. */
   answersFrom: number;
+  /** The peer's log holds entries after this point that this log does not (an old
+   * primary's uncommitted tail): the next batch tells it to cut them (see Failover). */
+  truncateAfter: number | null;
 }
 
 export interface ReplicaCoreState {
@@ -170,6 +178,21 @@ export interface ReplicaCoreState {
    * appended, applied or answered until `syncFinished`. */
   syncing: boolean;
   closed: boolean;
+  /** The epochs of the log's entries, oldest first, up to orderedSeq (empty: none known). */
+  epochRuns: EpochRun[];
+  /** Not primary: the log agrees with the current primary's up to here (what this node
+   * knows committed, and what the primary has since vouched for). Commit never passes it,
+   * so an old primary's uncommitted tail is never applied. */
+  matchedSeq: number;
+  /** The epoch this node held when it (re)started. Entries it had not fsynced may be gone,
+   * while a backup holds them; were it primary again in that epoch it could put another op
+   * in such a slot under the same epoch. So it is primary only in a later epoch. */
+  fencedEpoch: number;
+  /** A cut of the log's tail in flight (after this sequence ID); appends wait for it. */
+  truncatingSeq: number | null;
+  /** The membership names this node primary in an epoch it is fenced from: it waits for
+   * the leader to publish a later one (its heartbeat says so). */
+  primaryFenced: boolean;
 }
 
 /** What a node knows when it starts: its state file and its recovered log. */
@@ -186,6 +209,10 @@ export interface ReplicaInit {
   logLastSeq: number;
   /** The log's entries after `appliedSeq`, in order. */
   recovered: LogEntry[];
+  /** The epochs of the log's entries (OpLog.epochRuns); derived from `recovered` if absent. */
+  epochRuns?: EpochRun[];
+  /** Acts as primary only in an epoch above this one (see `fencedEpoch`); 0 for none. */
+  fencedEpoch?: number;
 }
 
 export function createReplicaState(init: ReplicaInit): ReplicaCoreState {
@@ -225,12 +252,48 @@ export function createReplicaState(init: ReplicaInit): ReplicaCoreState {
     holeTimerSeq: null,
     syncing: false,
     closed: false,
+    primaryFenced: false,
+    epochRuns: init.epochRuns?.map((r) => ({ ...r })) ?? runsOf(init.recovered),
+    matchedSeq: commitSeq,
+    fencedEpoch: init.fencedEpoch ?? 0,
+    truncatingSeq: null,
   };
 }
 
-/** A backup's answer to a batch. */
+function runsOf(entries: LogEntry[]): EpochRun[] {
+  const runs: EpochRun[] = [];
+  for (const e of entries) noteEpoch(runs, e.header.seq, e.header.epoch);
+  return runs;
+}
+
+/** Runs kept at most; older ones only describe entries long applied. */
+const EPOCH_RUNS_MAX = 1024;
+
+function noteEpoch(runs: EpochRun[], seq: number, epoch: number): void {
+  if (runs[runs.length - 1]?.epoch === epoch) return;
+  runs.push({ from: seq, epoch });
+  if (runs.length > EPOCH_RUNS_MAX) runs.shift();
+}
+
+/** The epoch of entry `seq` by these runs (which end at `lastSeq`), or null if unknown. */
+function epochIn(runs: EpochRun[], seq: number, lastSeq: number): number | null {
+  if (runs.length === 0 || seq < runs[0]!.from || seq > lastSeq) return null;
+  for (let i = runs.length - 1; i >= 0; i--) if (runs[i]!.from <= seq) return runs[i]!.epoch;
+  return null;
+}
+
+/** Where a run containing `seq` starts (seq itself when unknown). */
+function runStart(runs: EpochRun[], seq: number): number {
+  for (let i = runs.length - 1; i >= 0; i--) if (runs[i]!.from <= seq) return runs[i]!.from;
+  return seq;
+}
+
+/** A backup's answer to a batch: where its durable log ends, what it knows committed, and
+ * the epochs of its entries in between (so a new primary can find where their logs agree). */
 export interface ReplicateAck {
   durableSeq: number;
+  commitSeq: number;
+  tail: EpochRun[];
 }
 
 /** What a hold answers: the sequence ID the brick stands at. */
@@ -245,13 +308,17 @@ export type ReplicaEvent =
   | { type: 'membership'; membership: Membership }
   /** Primary: an op from a proxy. Answered with an OpResult once applied. */
   | { type: 'submit'; token: number; header: LogEntry['header']; data: Buffer }
-  /** Backup: a batch (maybe empty: a commit notice, or a question where the log ends). */
-  | { type: 'replicate'; token: number; epoch: number; commitSeq: number; entries: LogEntry[] }
+  /** Backup: a batch (maybe empty: a commit notice, or a question where the log ends).
+   * `prefixSeq`: the primary vouches that this log agrees with its own up to there (-1:
+   * nothing yet); `truncateAfter`: cut the log after this sequence ID first, or null. */
+  | { type: 'replicate'; token: number; epoch: number; commitSeq: number; prefixSeq: number; truncateAfter: number | null; entries: LogEntry[] }
   /** The `append` in flight is on disk, fsynced, through `seq`. */
   | { type: 'logDurable'; seq: number }
+  /** The `truncate` in flight is on disk: the log ends at `seq`. */
+  | { type: 'truncated'; seq: number }
   /** The brick applied `seq` (the `apply` in flight) with this outcome. */
   | { type: 'applied'; seq: number; result: ApplyResult }
-  | { type: 'peerAcked'; peerId: string; requestId: number; durableSeq: number }
+  | { type: 'peerAcked'; peerId: string; requestId: number; ack: ReplicateAck }
   | { type: 'peerFailed'; peerId: string; requestId: number; code: ErrorCode }
   /** The driver's answer to `peerStranded`: the log's entries from `seq` on (a contiguous
    * run, maybe cut at a byte bound), or `missing` when the log no longer reaches back there. */
@@ -277,7 +344,9 @@ export type ReplicaEffect =
   /** Write these entries after the log's end and fdatasync once; then `logDurable`. */
   | { type: 'append'; entries: LogEntry[] }
   /** Replicate to a peer (entries may be empty: a notice or a probe); then `peerAcked` or `peerFailed`. */
-  | { type: 'send'; peerId: string; url: string; requestId: number; epoch: number; commitSeq: number; entries: LogEntry[] }
+  | { type: 'send'; peerId: string; url: string; requestId: number; epoch: number; commitSeq: number; prefixSeq: number; truncateAfter: number | null; entries: LogEntry[] }
+  /** Cut the log after `afterSeq` (durably); then `truncated`. */
+  | { type: 'truncate'; afterSeq: number }
   /** Apply this committed op to the brick; then `applied`. */
   | { type: 'apply'; entry: LogEntry }
   | { type: 'answer'; token: number; value: OpResult | ReplicateAck | HeldAt | null }
@@ -294,7 +363,9 @@ export type ReplicaEffect =
    * copy a brick (full sync). Fire and forget: the primary asks it again later. */
   | { type: 'requireSync'; peerId: string; url: string; epoch: number; seq: number }
   /** Read the log from `seq` for this peer, then `peerLogRead`. */
-  | { type: 'peerStranded'; peerId: string; seq: number };
+  | { type: 'peerStranded'; peerId: string; seq: number }
+  /** A note: a peer knows ops committed that this log does not hold; it is left alone. */
+  | { type: 'peerAhead'; peerId: string; peerCommitSeq: number; orderedSeq: number };
 
 export interface StepResult {
   state: ReplicaCoreState;
@@ -320,16 +391,19 @@ export function step(state: ReplicaCoreState, event: ReplicaEvent): StepResult {
       onSubmit(s, fx, event.token, event.header, event.data);
       break;
     case 'replicate':
-      onReplicate(s, fx, event.token, event.epoch, event.commitSeq, event.entries);
+      onReplicate(s, fx, event.token, event.epoch, event.commitSeq, event.prefixSeq, event.truncateAfter, event.entries);
       break;
     case 'logDurable':
       onLogDurable(s, fx, event.seq);
+      break;
+    case 'truncated':
+      onTruncated(s, fx, event.seq);
       break;
     case 'applied':
       onApplied(s, fx, event.seq, event.result);
       break;
     case 'peerAcked':
-      onPeerAnswer(s, fx, event.peerId, event.requestId, { durableSeq: event.durableSeq });
+      onPeerAnswer(s, fx, event.peerId, event.requestId, event.ack);
       break;
     case 'peerFailed':
       onPeerAnswer(s, fx, event.peerId, event.requestId, { code: event.code });
@@ -394,8 +468,14 @@ export function step(state: ReplicaCoreState, event: ReplicaEvent): StepResult {
 function onMembership(s: ReplicaCoreState, fx: ReplicaEffect[], m: Membership): void {
   if (m.epoch < s.epoch) return; // fencing: an older leader's view is ignored
   const roleBefore = s.role;
+  // A new epoch may bring a new primary: only what this node knows committed is known to
+  // agree with its log until the primary vouches for more.
+  if (m.epoch > s.epoch) s.matchedSeq = s.commitSeq;
   s.epoch = m.epoch;
-  s.role = m.primary === s.id ? 'primary' : m.inSync.includes(s.id) ? 'backup' : m.nodes[s.id] !== undefined ? 'learner' : 'none';
+  const named: Role = m.primary === s.id ? 'primary' : m.inSync.includes(s.id) ? 'backup' : m.nodes[s.id] !== undefined ? 'learner' : 'none';
+  s.primaryFenced = named === 'primary' && m.epoch <= s.fencedEpoch;
+  s.role = s.primaryFenced ? 'none' : named;
+  if (roleBefore === 'primary' && s.role !== 'primary') stepDown(s, fx);
   const next = new Map<string, PeerState>();
   if (s.role === 'primary') {
     for (const id of m.inSync) assert.ok(m.nodes[id], `membership names ${id} without a URL`);
@@ -424,8 +504,20 @@ function onMembership(s: ReplicaCoreState, fx: ReplicaEffect[], m: Membership): 
   pumpApply(s, fx);
 }
 
+/** This node was primary and is no longer (another was chosen, or it was paused and the
+ * cluster moved on). What it ordered and did not commit may never be committed by the new
+ * primary: those submitters are told NOT_PRIMARY (their proxies try the same slot at the new
+ * primary, and the request ID keeps a retry exactly-once), and ops still waiting for a
+ * slot below them are dropped. */
+function stepDown(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
+  for (const token of s.submitters.values()) fx.push({ type: 'refuse', token, code: 'NOT_PRIMARY', message: `${s.id} is no longer the primary (epoch ${s.epoch})` });
+  s.submitters.clear();
+  s.pending.clear();
+  s.highestSeenSeq = s.orderedSeq;
+}
+
 function newPeer(id: string, url: string): PeerState {
-  return { id, url, inSync: false, ackedSeq: -1, knownCommit: -1, batch: null, notice: null, retry: null, strandedAt: null, answersFrom: 0 };
+  return { id, url, inSync: false, ackedSeq: -1, knownCommit: -1, batch: null, notice: null, retry: null, strandedAt: null, answersFrom: 0, truncateAfter: null };
 }
 
 /** Forget where the peer's log ends, and ask it again with the next request. An answer to
@@ -434,6 +526,7 @@ function newPeer(id: string, url: string): PeerState {
  * fed from a sequence ID no longer in memory, stalling every commit. */
 function resetPeer(s: ReplicaCoreState, peer: PeerState): void {
   peer.ackedSeq = -1;
+  peer.truncateAfter = null;
   peer.answersFrom = s.nextRequestId;
 }
 
@@ -471,7 +564,16 @@ function noteSeqExists(s: ReplicaCoreState, fx: ReplicaEffect[], seq: number): v
 
 // ---- backup: batches from the primary ----
 
-function onReplicate(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, epoch: number, primaryCommit: number, batch: LogEntry[]): void {
+function onReplicate(
+  s: ReplicaCoreState,
+  fx: ReplicaEffect[],
+  token: number,
+  epoch: number,
+  primaryCommit: number,
+  prefixSeq: number,
+  truncateAfter: number | null,
+  batch: LogEntry[],
+): void {
   const refuse = (code: ErrorCode, message: string) => fx.push({ type: 'refuse', token, code, message });
   const stale = epochRefusal(s, epoch);
   if (stale) return void refuse('STALE_EPOCH', stale);
@@ -482,13 +584,24 @@ function onReplicate(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, ep
       return void refuse('BAD_REQUEST', `batch is not a contiguous run: ${batch[i - 1]!.header.seq} then ${batch[i]!.header.seq}`);
     }
   }
+  if (truncateAfter !== null && truncateAfter < s.orderedSeq) {
+    if (truncateAfter < s.commitSeq) return void refuse('BAD_REQUEST', `cannot cut the log after ${truncateAfter}: ops up to ${s.commitSeq} are committed`);
+    if (s.appendingSeq !== null || s.truncatingSeq !== null) return void refuse('UNAVAILABLE', `${s.id} is writing its log; cut it later`);
+    truncate(s, fx, truncateAfter);
+  }
+  if (prefixSeq >= 0) s.matchedSeq = Math.max(s.matchedSeq, Math.min(prefixSeq, s.orderedSeq));
   const fresh: LogEntry[] = [];
   for (const e of batch) {
     const seq = e.header.seq;
     if (seq <= s.orderedSeq) {
       const mine = s.entries.get(seq);
-      // Invariant: a sequence ID holds the same op on every node that has it.
-      if (mine) assert.equal(mine.header.reqId, e.header.reqId, `seq ${seq} differs from the primary's`);
+      if (mine && (mine.header.reqId !== e.header.reqId || mine.header.epoch !== e.header.epoch)) {
+        // Invariant: a sequence ID holds the same op on every node that has it, so where
+        // this log agrees with the primary's it must hold the same op.
+        assert.ok(seq > s.matchedSeq, `seq ${seq} differs from the primary's`);
+        // An older primary's entry the primary does not know of yet: it asks afresh.
+        return void refuse('GAP', `seq ${seq} holds another op here; the logs part before ${seq}`);
+      }
       continue;
     }
     fresh.push(e);
@@ -498,16 +611,54 @@ function onReplicate(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, ep
   }
   if (fresh.length > 0) accept(s, fx, fresh);
   const lastSeq = batch.length > 0 ? batch[batch.length - 1]!.header.seq : 0;
+  // The primary sends a batch from where it knows the logs agree: now they agree to its end.
+  if (batch.length > 0) s.matchedSeq = Math.max(s.matchedSeq, lastSeq);
   if (lastSeq > s.durableSeq) {
     s.replicateWaiters.set(token, { lastSeq, commitSeq: primaryCommit });
     return;
   }
   advanceBackupCommit(s, fx, primaryCommit);
-  fx.push({ type: 'answer', token, value: { durableSeq: s.durableSeq } });
+  fx.push({ type: 'answer', token, value: ackOf(s) });
+}
+
+/** A backup's answer: its durable log's end, its commit point, and the epochs between. */
+function ackOf(s: ReplicaCoreState): ReplicateAck {
+  const from = s.commitSeq + 1;
+  const tail: EpochRun[] = [];
+  for (const [i, r] of s.epochRuns.entries()) {
+    const end = i + 1 < s.epochRuns.length ? s.epochRuns[i + 1]!.from - 1 : s.orderedSeq;
+    const start = Math.max(r.from, from);
+    if (start <= Math.min(end, s.durableSeq)) tail.push({ from: start, epoch: r.epoch });
+  }
+  return { durableSeq: s.durableSeq, commitSeq: s.commitSeq, tail };
+}
+
+/** Cuts the log after `seq`: in memory now, on disk by the `truncate` effect (appends wait). */
+function truncate(s: ReplicaCoreState, fx: ReplicaEffect[], seq: number): void {
+  for (const k of [...s.entries.keys()]) if (k > seq) s.entries.delete(k);
+  s.pending.clear();
+  s.orderedSeq = seq;
+  s.durableSeq = Math.min(s.durableSeq, seq);
+  s.highestSeenSeq = seq;
+  s.matchedSeq = Math.min(s.matchedSeq, seq);
+  s.epochRuns = s.epochRuns.filter((r) => r.from <= seq);
+  for (const [t, w] of s.replicateWaiters) {
+    if (w.lastSeq <= seq) continue;
+    s.replicateWaiters.delete(t);
+    fx.push({ type: 'refuse', token: t, code: 'GAP', message: `${s.id} cut its log after ${seq}` });
+  }
+  s.truncatingSeq = seq;
+  fx.push({ type: 'truncate', afterSeq: seq });
+}
+
+function onTruncated(s: ReplicaCoreState, fx: ReplicaEffect[], seq: number): void {
+  assert.equal(seq, s.truncatingSeq, `truncated ${seq} is not the cut in flight (${s.truncatingSeq})`);
+  s.truncatingSeq = null;
+  pumpLog(s, fx);
 }
 
 function advanceBackupCommit(s: ReplicaCoreState, fx: ReplicaEffect[], primaryCommit: number): void {
-  const commit = Math.min(primaryCommit, s.durableSeq);
+  const commit = Math.min(primaryCommit, s.durableSeq, s.matchedSeq);
   if (commit > s.commitSeq) {
     s.commitSeq = commit;
     pumpApply(s, fx);
@@ -523,9 +674,11 @@ function accept(s: ReplicaCoreState, fx: ReplicaEffect[], batch: LogEntry[]): vo
   }
   while (s.pending.has(s.orderedSeq + 1)) {
     const seq = s.orderedSeq + 1;
-    s.entries.set(seq, s.pending.get(seq)!);
+    const e = s.pending.get(seq)!;
+    s.entries.set(seq, e);
     s.pending.delete(seq);
     s.orderedSeq = seq;
+    noteEpoch(s.epochRuns, seq, e.header.epoch);
   }
   armHoleTimer(s, fx);
   pumpLog(s, fx);
@@ -557,7 +710,7 @@ function onHoleTimer(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
 }
 
 function pumpLog(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
-  if (s.syncing || s.appendingSeq !== null || s.orderedSeq <= s.durableSeq) return;
+  if (s.syncing || s.appendingSeq !== null || s.truncatingSeq !== null || s.orderedSeq <= s.durableSeq) return;
   const batch: LogEntry[] = [];
   let bytes = 0;
   for (let seq = s.durableSeq + 1; seq <= s.orderedSeq && bytes < s.config.replicateBatchBytesMax; seq++) {
@@ -577,7 +730,7 @@ function onLogDurable(s: ReplicaCoreState, fx: ReplicaEffect[], seq: number): vo
     if (w.lastSeq > seq) continue;
     s.replicateWaiters.delete(token);
     advanceBackupCommit(s, fx, w.commitSeq);
-    fx.push({ type: 'answer', token, value: { durableSeq: s.durableSeq } });
+    fx.push({ type: 'answer', token, value: ackOf(s) });
   }
   if (s.role === 'primary') advancePrimaryCommit(s, fx);
   pumpLog(s, fx);
@@ -602,7 +755,7 @@ function pumpPeer(s: ReplicaCoreState, fx: ReplicaEffect[], peer: PeerState): vo
   if (peer.retry !== null || s.syncing) return;
   const known = peer.ackedSeq >= 0;
   const hasNew = known && peer.ackedSeq < s.orderedSeq;
-  if (peer.batch === null && (!known || hasNew)) {
+  if (peer.batch === null && (!known || hasNew || peer.truncateAfter !== null)) {
     const batch: LogEntry[] = [];
     let bytes = 0;
     for (let seq = peer.ackedSeq + 1; known && seq <= s.orderedSeq && bytes < s.config.replicateBatchBytesMax; seq++) {
@@ -618,19 +771,20 @@ function pumpPeer(s: ReplicaCoreState, fx: ReplicaEffect[], peer: PeerState): vo
       bytes += e.data.length;
     }
     peer.strandedAt = null;
-    peer.batch = send(s, fx, peer, batch);
+    peer.batch = send(s, fx, peer, batch, peer.truncateAfter);
   } else if (known && peer.notice === null && peer.knownCommit < s.commitSeq) {
-    peer.notice = send(s, fx, peer, []);
+    peer.notice = send(s, fx, peer, [], null);
   }
 }
 
-function send(s: ReplicaCoreState, fx: ReplicaEffect[], peer: PeerState, entries: LogEntry[]): PeerRequest {
-  const req: PeerRequest = { requestId: s.nextRequestId++, epoch: s.epoch, commitSeq: s.commitSeq };
-  fx.push({ type: 'send', peerId: peer.id, url: peer.url, requestId: req.requestId, epoch: req.epoch, commitSeq: req.commitSeq, entries });
+function send(s: ReplicaCoreState, fx: ReplicaEffect[], peer: PeerState, entries: LogEntry[], truncateAfter: number | null): PeerRequest {
+  const lastSeq = entries.length > 0 ? entries[entries.length - 1]!.header.seq : peer.ackedSeq;
+  const req: PeerRequest = { requestId: s.nextRequestId++, epoch: s.epoch, commitSeq: s.commitSeq, lastSeq, truncateAfter };
+  fx.push({ type: 'send', peerId: peer.id, url: peer.url, requestId: req.requestId, epoch: req.epoch, commitSeq: req.commitSeq, prefixSeq: peer.ackedSeq, truncateAfter, entries });
   return req;
 }
 
-function onPeerAnswer(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string, requestId: number, answer: { durableSeq: number } | { code: ErrorCode }): void {
+function onPeerAnswer(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string, requestId: number, answer: ReplicateAck | { code: ErrorCode }): void {
   const peer = s.peers.get(peerId);
   // An answer to a request this membership no longer waits for (the peer left the in-sync
   // set, or this node stopped being primary) changes nothing.
@@ -647,8 +801,28 @@ function onPeerAnswer(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string, 
       // feeding it. Stopping here would strand ops accepted meanwhile.
       resetPeer(s, peer);
       peer.knownCommit = -1;
+    } else if (peer.ackedSeq < 0) {
+      // The first answer since we asked afresh: find where the two logs agree.
+      const agreed = matchPoint(s, answer);
+      if (agreed === null) {
+        // It knows of committed ops this log lacks: feeding it would overwrite them. The
+        // leader chose this primary on stale figures; leave the peer as it is.
+        fx.push({ type: 'peerAhead', peerId, peerCommitSeq: answer.commitSeq, orderedSeq: s.orderedSeq });
+        resetPeer(s, peer);
+        peer.retry = 'timer';
+        fx.push({ type: 'setTimer', key: `peer:${peerId}`, delayMs: s.config.syncRetryMs });
+        return;
+      }
+      peer.ackedSeq = agreed;
+      peer.truncateAfter = agreed < answer.durableSeq ? agreed : null;
+      // A peer that knew the commit point already needs no notice; one that did not gets
+      // it with the point the logs agree to (`prefixSeq`), so it can apply that far.
+      if (answer.commitSeq >= req.commitSeq) peer.knownCommit = Math.max(peer.knownCommit, req.commitSeq);
+      advancePrimaryCommit(s, fx);
     } else {
-      peer.ackedSeq = Math.max(peer.ackedSeq, answer.durableSeq);
+      // Never past what this request carried: the peer's log beyond it is not ours to count.
+      peer.ackedSeq = Math.max(peer.ackedSeq, Math.min(answer.durableSeq, req.lastSeq));
+      if (req.truncateAfter !== null && peer.truncateAfter === req.truncateAfter) peer.truncateAfter = null;
       peer.knownCommit = Math.max(peer.knownCommit, req.commitSeq);
       advancePrimaryCommit(s, fx);
     }
@@ -667,6 +841,27 @@ function onPeerAnswer(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string, 
   }
   peer.retry = 'timer';
   fx.push({ type: 'setTimer', key: `peer:${peerId}`, delayMs: code === 'GAP' ? 0 : s.config.peerRetryMs });
+}
+
+/**
+ * Where a peer's log and this one agree, from its first answer: the highest sequence ID
+ * at or below both ends whose entry was sequenced in the same epoch on both (one primary
+ * per epoch writes each slot once, so the logs agree up to there, as in raft's log
+ * matching), and at least what the peer knows committed (committed ops are the same
+ * everywhere). Null when the peer knows of committed ops past this log's end.
+ */
+function matchPoint(s: ReplicaCoreState, ack: ReplicateAck): number | null {
+  const committed = Math.min(ack.commitSeq, ack.durableSeq);
+  if (committed > s.orderedSeq) return null;
+  let seq = Math.min(ack.durableSeq, s.orderedSeq);
+  while (seq > committed) {
+    const mine = epochIn(s.epochRuns, seq, s.orderedSeq);
+    const theirs = epochIn(ack.tail, seq, ack.durableSeq);
+    if (mine === null || theirs === null) break; // below what either knows: only the committed part
+    if (mine === theirs) return seq;
+    seq = Math.max(runStart(s.epochRuns, seq), runStart(ack.tail, seq)) - 1;
+  }
+  return committed;
 }
 
 // ---- catch-up from the log, and full sync ----
@@ -698,7 +893,7 @@ function onPeerLogRead(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string,
     fx.push({ type: 'setTimer', key: `peer:${peerId}`, delayMs: s.config.peerRetryMs });
     return;
   }
-  peer.batch = send(s, fx, peer, run);
+  peer.batch = send(s, fx, peer, run, peer.truncateAfter);
 }
 
 function onSyncStarted(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
@@ -709,9 +904,10 @@ function onSyncStarted(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
 
 function onSyncFinished(s: ReplicaCoreState, fx: ReplicaEffect[], seq: number, dedup: Array<[string, OpResult]>): void {
   assert.ok(s.syncing, 'syncFinished without syncStarted');
-  assert.ok(s.appendingSeq === null && s.applyingSeq === null, 'syncFinished while the log or the brick is busy');
+  assert.ok(s.appendingSeq === null && s.applyingSeq === null && s.truncatingSeq === null, 'syncFinished while the log or the brick is busy');
   s.syncing = false;
-  s.durableSeq = s.orderedSeq = s.commitSeq = s.appliedSeq = s.highestSeenSeq = seq;
+  s.durableSeq = s.orderedSeq = s.commitSeq = s.appliedSeq = s.highestSeenSeq = s.matchedSeq = seq;
+  s.epochRuns = [];
   s.pending.clear();
   s.entries.clear();
   s.dedup = new Map(dedup.slice(-s.config.dedupEntriesMax));
@@ -855,8 +1051,23 @@ function refuseWaiting(s: ReplicaCoreState, fx: ReplicaEffect[], message: string
 }
 
 /** A summary for status endpoints and heartbeats. */
-export type ReplicaState = Pick<ReplicaCoreState, 'id' | 'epoch' | 'role' | 'durableSeq' | 'orderedSeq' | 'commitSeq' | 'appliedSeq' | 'syncing'>;
+export type ReplicaState = Pick<ReplicaCoreState, 'id' | 'epoch' | 'role' | 'durableSeq' | 'orderedSeq' | 'commitSeq' | 'appliedSeq' | 'syncing' | 'primaryFenced'> & {
+  /** The epoch of the last durable entry (null when unknown): with durableSeq, how far this
+   * log reaches, for the leader's choice of a new primary. */
+  logEpoch: number | null;
+};
 
 export function summarize(s: ReplicaCoreState): ReplicaState {
-  return { id: s.id, epoch: s.epoch, role: s.role, durableSeq: s.durableSeq, orderedSeq: s.orderedSeq, commitSeq: s.commitSeq, appliedSeq: s.appliedSeq, syncing: s.syncing };
+  return {
+    id: s.id,
+    epoch: s.epoch,
+    role: s.role,
+    durableSeq: s.durableSeq,
+    orderedSeq: s.orderedSeq,
+    commitSeq: s.commitSeq,
+    appliedSeq: s.appliedSeq,
+    syncing: s.syncing,
+    primaryFenced: s.primaryFenced,
+    logEpoch: epochIn(s.epochRuns, s.durableSeq, s.orderedSeq),
+  };
 }

@@ -5,6 +5,7 @@
  * completions of the effects it performs:
  *
  *   append            -> OpLog.append (writev + fdatasync)       -> logDurable
+ *   truncate          -> OpLog.truncateAfter                     -> truncated
  *   apply             -> Brick.apply (synchronous)               -> applied
  *   send              -> PeerTransport.replicate (HTTP/2)        -> peerAcked | peerFailed
  *   setTimer          -> setTimeout                              -> timer
@@ -46,8 +47,17 @@ export type { ReplicaConfig, ReplicaState } from './replica-core';
 const APPLY_OPS_PER_YIELD = 64;
 
 /** How the replica reaches a peer; the real one is HTTP/2 (storage/peer-client.ts). */
+/** One replication request (replica-core.ts `send`). */
+export interface ReplicateRequest {
+  epoch: number;
+  commitSeq: number;
+  prefixSeq: number;
+  truncateAfter: number | null;
+  entries: LogEntry[];
+}
+
 export interface PeerTransport {
-  replicate(url: string, epoch: number, commitSeq: number, entries: LogEntry[]): Promise<{ durableSeq: number }>;
+  replicate(url: string, req: ReplicateRequest): Promise<ReplicateAck>;
   /** Tells a peer the primary's log no longer holds what it needs (storage/full-sync.ts). */
   requireSync(url: string, epoch: number, seq: number): Promise<void>;
 }
@@ -78,13 +88,23 @@ export class Replica {
     private readonly transport: PeerTransport,
     config: ReplicaConfig,
     private readonly logger: Logger,
+    /** The state file: the epoch it holds fences this node from being primary in it again. */
     state: { epoch: number; appliedSeq: number },
     recovered: LogEntry[],
     private readonly onApplied: (appliedSeq: number) => void,
     /** Asks for the newest membership; called when a peer says this node's epoch is old. */
     private readonly onStaleEpoch: () => Promise<void> = async () => undefined,
   ) {
-    this.core = createReplicaState({ id, config, epoch: state.epoch, appliedSeq: state.appliedSeq, logLastSeq: log.lastSeq, recovered });
+    this.core = createReplicaState({
+      id,
+      config,
+      epoch: state.epoch,
+      appliedSeq: state.appliedSeq,
+      logLastSeq: log.lastSeq,
+      recovered,
+      epochRuns: log.epochRuns(),
+      fencedEpoch: state.epoch,
+    });
     this.reportedAppliedSeq = state.appliedSeq;
   }
 
@@ -111,8 +131,8 @@ export class Replica {
   }
 
   /** Backup: a batch from the primary; resolves once this node holds it durably. */
-  replicate(epoch: number, commitSeq: number, entries: LogEntry[]): Promise<ReplicateAck> {
-    return this.request((token) => ({ type: 'replicate', token, epoch, commitSeq, entries })) as Promise<ReplicateAck>;
+  replicate(req: ReplicateRequest): Promise<ReplicateAck> {
+    return this.request((token) => ({ type: 'replicate', token, ...req })) as Promise<ReplicateAck>;
   }
 
   /** Resolves once every op up to `seq` is applied here; BARRIER_TIMEOUT after the bound. */
@@ -149,7 +169,7 @@ export class Replica {
   async beginSync(): Promise<void> {
     this.dispatch({ type: 'syncStarted' });
     const deadline = Date.now() + QUIESCE_TIMEOUT_MS;
-    while (this.core.appendingSeq !== null || this.core.applyingSeq !== null) {
+    while (this.core.appendingSeq !== null || this.core.applyingSeq !== null || this.core.truncatingSeq !== null) {
       assert.ok(Date.now() < deadline, 'the log append or brick apply in flight never finished');
       await new Promise((r) => setTimeout(r, QUIESCE_POLL_MS));
     }
@@ -227,9 +247,22 @@ export class Replica {
         this.queue.push(this.applyOne(fx.entry));
         return;
       }
+      case 'truncate':
+        this.logger.warn({ nodeId: this.id, afterSeq: fx.afterSeq, logLastSeq: this.log.lastSeq }, "cutting the log's uncommitted tail: the primary's log does not hold it");
+        this.log.truncateAfter(fx.afterSeq).then(
+          () => this.dispatch({ type: 'truncated', seq: fx.afterSeq }),
+          (err: unknown) => {
+            this.logger.fatal({ nodeId: this.id, err }, 'op log truncate failed');
+            process.exit(70);
+          },
+        );
+        return;
+      case 'peerAhead':
+        this.logger.error({ nodeId: this.id, peer: fx.peerId, peerCommitSeq: fx.peerCommitSeq, orderedSeq: fx.orderedSeq }, 'a peer knows of committed ops this primary does not hold; not feeding it');
+        return;
       case 'send':
-        this.transport.replicate(fx.url, fx.epoch, fx.commitSeq, fx.entries).then(
-          ({ durableSeq }) => this.dispatch({ type: 'peerAcked', peerId: fx.peerId, requestId: fx.requestId, durableSeq }),
+        this.transport.replicate(fx.url, { epoch: fx.epoch, commitSeq: fx.commitSeq, prefixSeq: fx.prefixSeq, truncateAfter: fx.truncateAfter, entries: fx.entries }).then(
+          (ack) => this.dispatch({ type: 'peerAcked', peerId: fx.peerId, requestId: fx.requestId, ack }),
           (err: unknown) => {
             const code = err instanceof DfsError ? err.code : 'UNAVAILABLE';
             if (code !== 'STALE_EPOCH') this.logger.warn({ nodeId: this.id, peer: fx.peerId, err: String(err) }, 'replication to peer failed; retrying');

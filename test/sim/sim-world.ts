@@ -46,7 +46,17 @@ import type { ErrorCode } from '../../common/errors';
 import type { Op } from '../../common/ops';
 import type { ApplyResult } from '../../storage/brick';
 import type { LogEntry } from '../../storage/op-log';
-import { createReplicaState, step, summarize, type ReplicaConfig, type ReplicaCoreState, type ReplicaEffect, type ReplicaEvent, type TimerKey } from '../../storage/replica-core';
+import {
+  createReplicaState,
+  step,
+  summarize,
+  type ReplicaConfig,
+  type ReplicaCoreState,
+  type ReplicaEffect,
+  type ReplicaEvent,
+  type ReplicateAck,
+  type TimerKey,
+} from '../../storage/replica-core';
 import { prng, type Prng } from '../helpers/prng';
 
 export interface SimOptions {
@@ -287,6 +297,7 @@ class World {
     staleEpochs: 0,
     slotTaken: 0,
     stranded: 0,
+    truncations: 0,
   };
   private readonly trace: ((line: string) => void) | undefined;
   private readonly step: typeof step;
@@ -466,6 +477,7 @@ class World {
       commitSeq: n.saved.committedSeq,
       logLastSeq: log.length,
       recovered: log.slice(),
+      fencedEpoch: n.saved.epoch,
     });
     n.up = true;
     this.log(`${n.id} restarts at epoch ${n.saved.epoch}, replaying ${log.length} ops, ${n.saved.committedSeq} known committed`);
@@ -581,20 +593,40 @@ class World {
       case 'apply':
         queue.push({ type: 'applied', seq: fx.entry.header.seq, result: this.applyToBrick(n, fx.entry) });
         return;
+      case 'truncate': {
+        // The cut reaches the disk after a while; a crash before then leaves the old tail.
+        const disk = n.disk;
+        assert.equal(disk.unsynced.length, 0, `${n.id}: a cut while an append is in flight`);
+        this.stats.truncations++;
+        this.clock.after(0.1 + this.rng.next() * this.profile.fsyncMsMax, () => {
+          if (!alive()) return;
+          disk.synced.length = Math.min(disk.synced.length, fx.afterSeq);
+          this.dispatch(n, { type: 'truncated', seq: fx.afterSeq });
+        });
+        return;
+      }
+      case 'peerAhead':
+        this.fail(`${n.id} is primary without ops ${fx.peerId} knows committed (up to ${fx.peerCommitSeq}; this log ends at ${fx.orderedSeq})`);
       case 'send': {
         const peer = this.node(fx.peerId);
         const entries = fx.entries.map(cloneEntry);
-        this.request<{ durableSeq: number }>(
+        this.request<ReplicateAck>(
           peer,
           PEER_TIMEOUT_MS,
-          (reply) => this.handle(peer, (token) => ({ type: 'replicate', token, epoch: fx.epoch, commitSeq: fx.commitSeq, entries }), fx.epoch, reply as (r: Reply<unknown>) => void),
+          (reply) =>
+            this.handle(
+              peer,
+              (token) => ({ type: 'replicate', token, epoch: fx.epoch, commitSeq: fx.commitSeq, prefixSeq: fx.prefixSeq, truncateAfter: fx.truncateAfter, entries }),
+              fx.epoch,
+              reply as (r: Reply<unknown>) => void,
+            ),
           (r) => {
             if (!alive()) return;
             if (!r.ok) {
               if (r.code === 'GAP') this.stats.gaps++;
               if (r.code === 'STALE_EPOCH') this.stats.staleEpochs++;
             }
-            this.dispatch(n, r.ok ? { type: 'peerAcked', peerId: fx.peerId, requestId: fx.requestId, durableSeq: r.value.durableSeq } : { type: 'peerFailed', peerId: fx.peerId, requestId: fx.requestId, code: r.code });
+            this.dispatch(n, r.ok ? { type: 'peerAcked', peerId: fx.peerId, requestId: fx.requestId, ack: r.value } : { type: 'peerFailed', peerId: fx.peerId, requestId: fx.requestId, code: r.code });
           },
         );
         return;
@@ -982,13 +1014,15 @@ export function describeEvent(e: ReplicaEvent): string {
     case 'submit':
       return `submit #${e.token} seq ${e.header.seq} e${e.header.epoch} ${e.header.reqId} ${e.header.op.type}`;
     case 'replicate':
-      return `replicate #${e.token} e${e.epoch} c${e.commitSeq} ${range(e.entries)}`;
+      return `replicate #${e.token} e${e.epoch} c${e.commitSeq} p${e.prefixSeq}${e.truncateAfter === null ? '' : ` cut${e.truncateAfter}`} ${range(e.entries)}`;
+    case 'truncated':
+      return `truncated ${e.seq}`;
     case 'logDurable':
       return `logDurable ${e.seq}`;
     case 'applied':
       return `applied ${e.seq} ${JSON.stringify(e.result)}`;
     case 'peerAcked':
-      return `peerAcked ${e.peerId} #${e.requestId} ${e.durableSeq}`;
+      return `peerAcked ${e.peerId} #${e.requestId} d${e.ack.durableSeq} c${e.ack.commitSeq} ${e.ack.tail.map((r) => `${r.from}:e${r.epoch}`).join(',')}`;
     case 'peerFailed':
       return `peerFailed ${e.peerId} #${e.requestId} ${e.code}`;
     case 'membershipRefreshed':
@@ -1015,7 +1049,11 @@ export function describeEffect(fx: ReplicaEffect): string {
     case 'append':
       return `append ${range(fx.entries)}`;
     case 'send':
-      return `send ${fx.peerId} #${fx.requestId} e${fx.epoch} c${fx.commitSeq} ${range(fx.entries)}`;
+      return `send ${fx.peerId} #${fx.requestId} e${fx.epoch} c${fx.commitSeq} p${fx.prefixSeq}${fx.truncateAfter === null ? '' : ` cut${fx.truncateAfter}`} ${range(fx.entries)}`;
+    case 'truncate':
+      return `truncate after ${fx.afterSeq}`;
+    case 'peerAhead':
+      return `peer ${fx.peerId} knows ${fx.peerCommitSeq} committed, past this log (${fx.orderedSeq})`;
     case 'apply':
       return `apply ${fx.entry.header.seq} ${fx.entry.header.reqId || 'no-op'}`;
     case 'answer':

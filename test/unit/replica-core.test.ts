@@ -8,7 +8,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Membership } from '../../common/api';
-import type { LogEntry } from '../../storage/op-log';
+import type { EpochRun, LogEntry } from '../../storage/op-log';
 import {
   createReplicaState,
   step,
@@ -44,16 +44,31 @@ const submit = (token: number, seq: number, o: { reqId?: string; epoch?: number;
   const e = entry(seq, o.reqId ?? `r${seq}`, o.bytes ?? 10, o.epoch ?? 1);
   return { type: 'submit', token, header: e.header, data: e.data };
 };
-const replicate = (token: number, seqs: number[], commitSeq = 0, epoch = 1, reqIds: Record<number, string> = {}): ReplicaEvent => ({
+const replicate = (
+  token: number,
+  seqs: number[],
+  commitSeq = 0,
+  epoch = 1,
+  reqIds: Record<number, string> = {},
+  o: { prefixSeq?: number; truncateAfter?: number; entryEpoch?: number } = {},
+): ReplicaEvent => ({
   type: 'replicate',
   token,
   epoch,
   commitSeq,
-  entries: seqs.map((s) => entry(s, reqIds[s] ?? `r${s}`)),
+  prefixSeq: o.prefixSeq ?? -1,
+  truncateAfter: o.truncateAfter ?? null,
+  entries: seqs.map((s) => entry(s, reqIds[s] ?? `r${s}`, 10, o.entryEpoch ?? 1)),
 });
 const durable = (seq: number): ReplicaEvent => ({ type: 'logDurable', seq });
 const applied = (seq: number, result: { errno?: string } = {}): ReplicaEvent => ({ type: 'applied', seq, result });
-const acked = (peerId: string, requestId: number, durableSeq: number): ReplicaEvent => ({ type: 'peerAcked', peerId, requestId, durableSeq });
+/** A peer's answer; by default its log is all epoch 1 and it knows nothing committed. */
+const acked = (peerId: string, requestId: number, durableSeq: number, commitSeq = 0, tail: EpochRun[] = durableSeq > commitSeq ? [{ from: commitSeq + 1, epoch: 1 }] : []): ReplicaEvent => ({
+  type: 'peerAcked',
+  peerId,
+  requestId,
+  ack: { durableSeq, commitSeq, tail },
+});
 const failed = (peerId: string, requestId: number, code: 'GAP' | 'UNAVAILABLE' | 'STALE_EPOCH' | 'NOT_PRIMARY'): ReplicaEvent => ({ type: 'peerFailed', peerId, requestId, code });
 const timer = (key: 'hole' | 'hold' | `peer:${string}` | `barrier:${number}`): ReplicaEvent => ({ type: 'timer', key });
 const read = (token: number, seq: number): ReplicaEvent => ({ type: 'barrierRead', token, seq });
@@ -68,11 +83,22 @@ function show(fx: ReplicaEffect): string {
   switch (fx.type) {
     case 'append':
       return `append ${range(fx.entries)}`;
-    case 'send':
-      return `send ${fx.peerId} #${fx.requestId} e${fx.epoch} c${fx.commitSeq} ${range(fx.entries)}`;
+    case 'send': {
+      // prefixSeq is always the peer's acknowledged end, which the script shows already.
+      const cut = fx.truncateAfter === null ? '' : ` cut${fx.truncateAfter}`;
+      return `send ${fx.peerId} #${fx.requestId} e${fx.epoch} c${fx.commitSeq}${cut} ${range(fx.entries)}`;
+    }
+    case 'truncate':
+      return `truncate ${fx.afterSeq}`;
+    case 'peerAhead':
+      return `ahead ${fx.peerId} c${fx.peerCommitSeq}`;
     case 'apply':
       return `apply ${fx.entry.header.seq}`;
     case 'answer':
+      if (fx.value !== null && 'tail' in fx.value) {
+        // A backup's ack: durable end, commit point, and the epochs of its tail.
+        return `answer ${fx.token} d${fx.value.durableSeq} c${fx.value.commitSeq}${fx.value.tail.map((r) => ` ${r.from}:e${r.epoch}`).join('')}`;
+      }
       return `answer ${fx.token} ${JSON.stringify(fx.value)}`;
     case 'refuse':
       return `refuse ${fx.token} ${fx.code}`;
@@ -104,7 +130,10 @@ interface Case {
 }
 
 function init(over: Partial<ReplicaInit> = {}): ReplicaCoreState {
-  return createReplicaState({ id: 'n1', config: CONFIG, epoch: 1, appliedSeq: 0, logLastSeq: 0, recovered: [], ...over });
+  // Unless a case says otherwise, the whole log was sequenced in epoch 1.
+  const logLastSeq = over.logLastSeq ?? 0;
+  const epochRuns = over.epochRuns ?? (Math.max(logLastSeq, over.appliedSeq ?? 0) > 0 ? [{ from: 1, epoch: 1 }] : []);
+  return createReplicaState({ id: 'n1', config: CONFIG, epoch: 1, appliedSeq: 0, logLastSeq: 0, recovered: [], epochRuns, ...over });
 }
 
 function run(c: Case): void {
@@ -288,11 +317,11 @@ const CASES: Case[] = [
     ],
   },
   {
-    name: 'losing the primary role clears the hole timer',
+    name: 'losing the primary role clears the hole timer and turns away what waited for it',
     script: [
       [membership(ALONE), ['role primary e1']],
       [submit(1, 2), ['set hole 1000']],
-      [membership(AS_BACKUP, 2), ['role backup e2', 'clear hole']],
+      [membership(AS_BACKUP, 2), ['refuse 1 NOT_PRIMARY', 'role backup e2', 'clear hole']],
       [timer('hole'), []],
     ],
   },
@@ -303,8 +332,8 @@ const CASES: Case[] = [
     script: [
       [membership(AS_BACKUP), ['role backup e1']],
       [replicate(1, [1, 2]), ['append 1..2']],
-      [durable(2), ['answer 1 {"durableSeq":2}']],
-      [replicate(2, [], 2), ['apply 1', 'answer 2 {"durableSeq":2}']],
+      [durable(2), ['answer 1 d2 c0 1:e1']],
+      [replicate(2, [], 2), ['apply 1', 'answer 2 d2 c2']],
       [applied(1), ['apply 2']],
       [applied(2), []],
     ],
@@ -315,7 +344,7 @@ const CASES: Case[] = [
       [membership(AS_BACKUP), ['role backup e1']],
       [replicate(1, [1]), ['append 1..1']],
       [replicate(2, [2], 2), []], // waits: the append of 1 is in flight
-      [durable(1), ['answer 1 {"durableSeq":1}', 'append 2..2']],
+      [durable(1), ['answer 1 d1 c0 1:e1', 'append 2..2']],
     ],
     after: (s) => assert.equal([s.commitSeq, s.durableSeq, s.replicateWaiters.size], [0, 1, 1]),
   },
@@ -334,10 +363,10 @@ const CASES: Case[] = [
     script: [
       [membership(AS_BACKUP), ['role backup e1']],
       [replicate(1, [1, 2]), ['append 1..2']],
-      [durable(2), ['answer 1 {"durableSeq":2}']],
-      [replicate(2, [1, 2]), ['answer 2 {"durableSeq":2}']],
+      [durable(2), ['answer 1 d2 c0 1:e1']],
+      [replicate(2, [1, 2]), ['answer 2 d2 c0 1:e1']],
       [replicate(3, [2, 3]), ['append 3..3']],
-      [durable(3), ['answer 3 {"durableSeq":3}']],
+      [durable(3), ['answer 3 d3 c0 1:e1']],
     ],
   },
   {
@@ -473,7 +502,7 @@ const CASES: Case[] = [
     script: [
       [membership({ ...AS_BACKUP, inSync: ['n2', 'n3'] }), ['role learner e1']],
       [replicate(1, [1, 2], 1), ['append 1..2']],
-      [durable(2), ['apply 1', 'answer 1 {"durableSeq":2}']],
+      [durable(2), ['apply 1', 'answer 1 d2 c1 2:e1']],
     ],
   },
   {
@@ -481,8 +510,8 @@ const CASES: Case[] = [
     init: { appliedSeq: 5, logLastSeq: 5 },
     script: [
       [membership(THREE), ['role primary e1', 'send n2 #1 e1 c5 -', 'send n3 #2 e1 c5 -']],
-      [acked('n3', 2, 5), []],
-      [acked('n2', 1, 2), ['stranded n2 3']],
+      [acked('n3', 2, 5, 5), []],
+      [acked('n2', 1, 2, 2), ['stranded n2 3']],
       [submit(7, 6), ['append 6..6', 'send n3 #3 e1 c5 6..6']],
       [{ type: 'peerLogRead', peerId: 'n2', seq: 4, entries: [entry(4)], missing: false }, []], // not what it asked for
       [{ type: 'peerLogRead', peerId: 'n2', seq: 3, entries: [entry(3), entry(4)], missing: false }, ['send n2 #4 e1 c5 3..4']],
@@ -502,7 +531,7 @@ const CASES: Case[] = [
       [timer('peer:n2'), ['send n2 #3 e1 c5 -']],
       [failed('n2', 3, 'UNAVAILABLE'), ['set peer:n2 200']],
       [timer('peer:n2'), ['send n2 #4 e1 c5 -']],
-      [acked('n2', 4, 9), []],
+      [acked('n2', 4, 5, 5), []], // it copied a brick at 5
     ],
   },
   {
@@ -519,7 +548,7 @@ const CASES: Case[] = [
       [hold(5, 1), ['refuse 5 UNAVAILABLE']],
       [{ type: 'syncFinished', seq: 9, dedup: [['x', { seq: 7 }]] }, []],
       [replicate(6, [10], 9), ['append 10..10']],
-      [durable(10), ['answer 6 {"durableSeq":10}']],
+      [durable(10), ['answer 6 d10 c9 10:e1']],
     ],
     after: (s) => assert.equal([s.appliedSeq, s.commitSeq, s.durableSeq, s.syncing, [...s.dedup.keys()]], [9, 9, 10, false, ['x']]),
   },
@@ -539,8 +568,8 @@ const CASES: Case[] = [
     init: { appliedSeq: 5, logLastSeq: 5 },
     script: [
       [membership(THREE), ['role primary e1', 'send n2 #1 e1 c5 -', 'send n3 #2 e1 c5 -']],
-      [acked('n3', 2, 5), []],
-      [acked('n2', 1, 2), ['stranded n2 3']],
+      [acked('n3', 2, 5, 5), []],
+      [acked('n2', 1, 2, 2), ['stranded n2 3']],
       [submit(7, 6), ['append 6..6', 'send n3 #3 e1 c5 6..6']],
     ],
   },
@@ -624,6 +653,66 @@ const CASES: Case[] = [
       [submit(3, 2), ['refuse 3 UNAVAILABLE']],
       [durable(1), []],
     ],
+  },
+
+  // ---- failover: a new primary, an old primary's tail ----
+  {
+    name: "a new primary finds where each peer's log agrees with its own, and cuts an old primary's tail",
+    // n1's log: 1..2 sequenced in epoch 1, 3 in epoch 2 (its own, as the new primary).
+    init: { epoch: 2, logLastSeq: 3, recovered: [entry(1), entry(2), entry(3, 'r3', 10, 2)], epochRuns: [{ from: 1, epoch: 1 }, { from: 3, epoch: 2 }] },
+    script: [
+      [membership(THREE, 2), ['role primary e2', 'send n2 #1 e2 c0 -', 'send n3 #2 e2 c0 -']],
+      // n2 was the old primary: 2..4 from epoch 1, of which 3..4 this log never saw.
+      [acked('n2', 1, 4, 1, [{ from: 2, epoch: 1 }]), ['send n2 #3 e2 c0 cut2 3..3']],
+      [acked('n3', 2, 3, 0, [{ from: 1, epoch: 1 }, { from: 3, epoch: 2 }]), ['apply 1', 'send n2 #4 e2 c2 -', 'send n3 #5 e2 c2 -']],
+      [acked('n2', 3, 3, 2), []],
+    ],
+    after: (s) => assert.equal([s.peers.get('n2')!.ackedSeq, s.peers.get('n2')!.truncateAfter, s.commitSeq], [3, null, 3]),
+  },
+  {
+    name: 'a peer that knows of ops committed past this log is left alone, not overwritten',
+    script: [
+      [membership(THREE), ['role primary e1', 'send n2 #1 e1 c0 -', 'send n3 #2 e1 c0 -']],
+      [acked('n2', 1, 5, 4), ['ahead n2 c4', 'set peer:n2 1000']],
+    ],
+  },
+  {
+    name: "an old primary's uncommitted tail is never applied; it is cut when the new primary says, then fed",
+    init: { appliedSeq: 1, logLastSeq: 3, recovered: [entry(2), entry(3)] },
+    script: [
+      [membership(AS_BACKUP, 2), ['role backup e2']],
+      // The new primary says 3 is committed, but this log's 3 may not be its 3.
+      [replicate(1, [], 3, 2), ['answer 1 d3 c1 2:e1']],
+      [replicate(2, [3], 3, 2, { 3: 'x3' }, { truncateAfter: 2, prefixSeq: 2, entryEpoch: 2 }), ['truncate 2']],
+      [replicate(3, [4], 3, 2, {}, { entryEpoch: 2 }), []], // appends wait for the cut
+      [{ type: 'truncated', seq: 2 }, ['append 3..4']],
+      [durable(4), ['apply 2', 'answer 2 d4 c3 4:e2', 'answer 3 d4 c3 4:e2']],
+      [replicate(4, [], 3, 2, {}, { truncateAfter: 0 }), ['refuse 4 BAD_REQUEST']],
+    ],
+    after: (s) => assert.equal([s.entries.get(3)!.header.reqId, s.matchedSeq, s.durableSeq], ['x3', 4, 4]),
+  },
+  {
+    name: 'a cut waits for the append in flight; an entry that differs where the logs agree is a broken invariant',
+    script: [
+      [membership(AS_BACKUP), ['role backup e1']],
+      [replicate(1, [1, 2]), ['append 1..2']],
+      [membership(AS_BACKUP, 2), []],
+      [replicate(2, [2], 0, 2, {}, { truncateAfter: 1, entryEpoch: 2 }), ['refuse 2 UNAVAILABLE']],
+      // Past what the logs are known to agree on, another op in a slot: ask afresh.
+      [replicate(3, [2], 0, 2, { 2: 'other' }, { prefixSeq: 1, entryEpoch: 2 }), ['refuse 3 GAP']],
+      [replicate(4, [1], 0, 2, { 1: 'other' }, { prefixSeq: 1, entryEpoch: 2 }), { throws: /differs from the primary's/ }],
+    ],
+  },
+  {
+    name: 'a node that restarted is primary only in a later epoch than the one it restarted in',
+    init: { fencedEpoch: 1 },
+    script: [
+      [membership(ALONE), []],
+      [submit(1, 1), ['refuse 1 NOT_PRIMARY']],
+      [membership(ALONE, 2), ['role primary e2']],
+      [submit(2, 1, { epoch: 2 }), ['append 1..1']],
+    ],
+    after: (s) => assert.equal([s.primaryFenced, s.role], [false, 'primary']),
   },
 
   // ---- a driver's mistakes ----
