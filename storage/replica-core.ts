@@ -43,7 +43,7 @@
  *   (an empty batch). A commit-only notice travels in its own lane and never holds up ops.
  * - A backup answers a batch only once it holds it durably.
  * - A slot the primary waited for `holeTimeoutMs` (a proxy took the ID and died) is claimed
- *   as a no-op. A barrier read or hold naming a sequence ID tells the primary it exists, so
+ *   as a no-op, with every other slot below the highest ID known when it started waiting. A barrier read or hold naming a sequence ID tells the primary it exists, so
  *   a hole at the tail is filled too.
  * - Apply answers a request ID it has applied before with the first answer (with the new
  *   slot's seq) instead of applying it again; the table evicts in apply order, identically
@@ -174,6 +174,9 @@ export interface ReplicaCoreState {
   nextRequestId: number;
   /** The sequence ID the armed hole timer is for. */
   holeTimerSeq: number | null;
+  /** The highest sequence ID known to exist when the hole timer was armed: every slot up to
+   * it was taken at least `holeTimeoutMs` before the timer fires. */
+  holeTimerUpTo: number;
   /** A full sync is under way: the brick and log are being replaced, so nothing is
    * appended, applied or answered until `syncFinished`. */
   syncing: boolean;
@@ -250,6 +253,7 @@ export function createReplicaState(init: ReplicaInit): ReplicaCoreState {
     peers: new Map(),
     nextRequestId: 1,
     holeTimerSeq: null,
+    holeTimerUpTo: 0,
     syncing: false,
     closed: false,
     primaryFenced: false,
@@ -694,6 +698,7 @@ function armHoleTimer(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
   }
   if (s.holeTimerSeq !== null) return;
   s.holeTimerSeq = s.orderedSeq + 1;
+  s.holeTimerUpTo = s.highestSeenSeq;
   fx.push({ type: 'setTimer', key: 'hole', delayMs: s.config.holeTimeoutMs });
 }
 
@@ -705,8 +710,15 @@ function onHoleTimer(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
     armHoleTimer(s, fx); // the slot arrived meanwhile: wait afresh for the next one, if any
     return;
   }
-  fx.push({ type: 'holeClaimed', seq: missing, epoch: s.epoch });
-  accept(s, fx, [{ header: { epoch: s.epoch, seq: missing, reqId: '', timeMs: 0, op: { type: 'noop' } }, data: Buffer.alloc(0) }]);
+  // Every slot still missing that was known to exist when the timer was armed has waited
+  // long enough (after a failover there may be one per op the old primary was sent).
+  const claimed: LogEntry[] = [];
+  for (let seq = missing; seq <= Math.max(missing, s.holeTimerUpTo); seq++) {
+    if (s.pending.has(seq)) continue;
+    fx.push({ type: 'holeClaimed', seq, epoch: s.epoch });
+    claimed.push({ header: { epoch: s.epoch, seq, reqId: '', timeMs: 0, op: { type: 'noop' } }, data: Buffer.alloc(0) });
+  }
+  accept(s, fx, claimed);
 }
 
 function pumpLog(s: ReplicaCoreState, fx: ReplicaEffect[]): void {

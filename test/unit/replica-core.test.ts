@@ -297,6 +297,18 @@ const CASES: Case[] = [
     after: (s) => assert.is(s.orderedSeq, 4),
   },
   {
+    name: 'every slot known missing when the hole timer started is claimed at once; one seen later waits afresh',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [submit(1, 4), ['set hole 1000']],
+      [submit(2, 2), []],
+      [submit(3, 7), []],
+      [timer('hole'), ['hole 1', 'hole 3', 'set hole 1000', 'append 1..4']],
+      [timer('hole'), ['hole 5', 'hole 6']],
+    ],
+    after: (s) => assert.is(s.orderedSeq, 7),
+  },
+  {
     name: 'a barrier read names a sequence ID the primary never saw: the tail hole is filled',
     script: [
       [membership(ALONE), ['role primary e1']],
