@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { OpLog, type LogEntry } from '../../storage/op-log';
 import { tempDir } from '../helpers/temp';
 
-const entry = (seq: number, bytes = 10): LogEntry => ({
-  header: { epoch: 1, seq, reqId: `r${seq}`, timeMs: 1000 + seq, op: { type: 'write', path: '/f', offset: seq } },
+const entry = (seq: number, bytes = 10, epoch = 1): LogEntry => ({
+  header: { epoch, seq, reqId: `r${seq}`, timeMs: 1000 + seq, op: { type: 'write', path: '/f', offset: seq } },
   data: Buffer.alloc(bytes, seq % 256),
 });
 
@@ -171,6 +171,51 @@ test('a full sync empties the log; it goes on from the copied point, and after a
     }
   } finally {
     dir.remove();
+  }
+});
+
+test('a cut drops the tail across segments, durably, and the log goes on from the cut with its epochs', async () => {
+  const dir = tempDir('wal');
+  const config = { segmentBytesMax: 300, keepOps: 100 };
+  try {
+    const { log } = await OpLog.open(dir.path, config, 0);
+    for (let seq = 1; seq <= 12; seq++) await log.append([entry(seq, 50, seq <= 5 ? 1 : 2)]);
+    assert.ok(readdirSync(dir.path).length >= 3, 'the entries span several segments');
+    assert.equal(log.epochRuns(), [{ from: 1, epoch: 1 }, { from: 6, epoch: 2 }]);
+    await log.truncateAfter(4);
+    assert.is(log.lastSeq, 4);
+    assert.equal(log.epochRuns(), [{ from: 1, epoch: 1 }]);
+    assert.equal((await log.read(1, 1 << 20))!.map((e) => e.header.seq), [1, 2, 3, 4]);
+    await log.append([entry(5, 50, 3), entry(6, 50, 3)]);
+    await log.close();
+    const { log: again, entries } = await OpLog.open(dir.path, config, 0);
+    assert.equal(entries.map((e) => [e.header.seq, e.header.epoch]), [[1, 1], [2, 1], [3, 1], [4, 1], [5, 3], [6, 3]]);
+    assert.equal(again.epochRuns(), [{ from: 1, epoch: 1 }, { from: 5, epoch: 3 }]);
+    // A cut at a segment's first entry removes that segment whole; a cut at the end is nothing.
+    await again.truncateAfter(6);
+    assert.is(again.lastSeq, 6);
+    await again.close();
+  } finally {
+    dir.remove();
+  }
+});
+
+test('a cut at every point, segment boundaries included, reopens to exactly the entries before it', async () => {
+  const config = { segmentBytesMax: 300, keepOps: 100 };
+  for (let cut = 1; cut < 12; cut++) {
+    const dir = tempDir('wal');
+    try {
+      const { log } = await OpLog.open(dir.path, config, 0);
+      for (let seq = 1; seq <= 12; seq++) await log.append([entry(seq, 50)]);
+      await log.truncateAfter(cut);
+      await log.close();
+      const { log: again, entries } = await OpLog.open(dir.path, config, 0);
+      assert.equal(entries.map((e) => e.header.seq), Array.from({ length: cut }, (_, i) => i + 1), `cut after ${cut}`);
+      await again.append([entry(cut + 1)]);
+      await again.close();
+    } finally {
+      dir.remove();
+    }
   }
 });
 
