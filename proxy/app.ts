@@ -148,13 +148,15 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
     } catch {
       barrier = knownSeq; // Redis is away: still every write this proxy saw acknowledged
     }
-    const m = deps.membership() ?? (await deps.refreshMembership());
+    let m = deps.membership() ?? (await deps.refreshMembership());
     if (!m) throw new DfsError('UNAVAILABLE', 'the cluster has no membership yet');
     const qs = buildQuery({ ...query, barrier: String(barrier) });
     let lastError: DfsError = new DfsError('UNAVAILABLE', 'no in-sync node');
     // A client may pin its reads to one node (tests compare nodes this way; an operator
     // may read from a chosen replica). It must be in sync; there is no fallback.
     const pinned = c.req.header(HEADER_READ_NODE);
+    // The node may have joined since this proxy last looked: look again before refusing.
+    if (pinned !== undefined && !m.inSync.includes(pinned)) m = (await deps.refreshMembership().catch(() => null)) ?? m;
     if (pinned !== undefined && !m.inSync.includes(pinned)) {
       throw new DfsError('UNAVAILABLE', `node ${JSON.stringify(pinned)} is not an in-sync node`);
     }

@@ -14,17 +14,15 @@ import * as assert from 'uvu/assert';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startCluster, type Cluster } from '../../cli/local-cluster';
-import type { ClusterStatus } from '../../common/api';
 import { HEADER_SERVED_BY } from '../../common/api';
 import { commitOp, pollUntil, TestClient } from '../helpers/client';
 import { runDfs } from '../helpers/dfs-cli';
 import { tempDir } from '../helpers/temp';
+import { checkContents, clusterStatus, dumpLogs, verifyBricks, waitState, Workload } from '../helpers/workload';
 
 const s = suite('membership');
 const own = { uid: 0, gid: 0 };
 const NODE_ARGS = ['--log-keep-ops', '100', '--log-segment-bytes', '8192'];
-const WRITERS = 4;
-const CHUNK_BYTES = 1500;
 
 const ctx: { cluster?: Cluster; dir?: ReturnType<typeof tempDir>; clients?: TestClient[] } = {};
 
@@ -40,96 +38,6 @@ s.after(async () => {
   ctx.dir?.remove();
 });
 
-/** Writers appending to DIR/fK through alternating proxies; what each acknowledged is kept. */
-class Workload {
-  readonly expected: Buffer[] = Array.from({ length: WRITERS }, () => Buffer.alloc(0));
-  acknowledged = 0;
-  private running = true;
-  private readonly done: Promise<void>;
-
-  private constructor(
-    private readonly clients: TestClient[],
-    readonly dir: string,
-  ) {
-    this.done = Promise.all(Array.from({ length: WRITERS }, (_, k) => this.writer(k))).then(() => undefined);
-  }
-
-  static async start(clients: TestClient[], dir: string): Promise<Workload> {
-    await commitOp(clients[0]!, { type: 'mkdir', path: dir, mode: 0o755, ...own });
-    for (let k = 0; k < WRITERS; k++) await commitOp(clients[0]!, { type: 'create', path: `${dir}/f${k}`, mode: 0o644, ...own, exclusive: true });
-    return new Workload(clients, dir);
-  }
-
-  private async writer(k: number): Promise<void> {
-    const path = `${this.dir}/f${k}`;
-    let round = 0;
-    while (this.running) {
-      const client = this.clients[(k + round) % this.clients.length]!;
-      const chunk = Buffer.alloc(CHUNK_BYTES, `${k}:${round};`);
-      await commitOp(client, { type: 'write', path, offset: this.expected[k]!.length }, chunk, 60_000);
-      this.expected[k] = Buffer.concat([this.expected[k]!, chunk]);
-      this.acknowledged++;
-      round++;
-    }
-  }
-
-  /** Resolves once `n` more writes were acknowledged. */
-  async progress(n: number, what: string): Promise<void> {
-    const target = this.acknowledged + n;
-    await pollUntil(`${n} more acknowledged writes (${what})`, 60_000, async () => this.acknowledged >= target);
-  }
-
-  async stop(): Promise<void> {
-    this.running = false;
-    await this.done;
-  }
-}
-
-async function status(client: TestClient): Promise<ClusterStatus> {
-  const a = await client.get('/v1/cluster');
-  assert.is(a.status, 200);
-  return a.json as ClusterStatus;
-}
-
-async function waitState(client: TestClient, id: string, state: string, timeoutMs = 60_000): Promise<void> {
-  await pollUntil(`${id} to be ${state}`, timeoutMs, async () => (await status(client)).nodes.find((n) => n.id === id)?.state === state, 100);
-}
-
-/** Every file as every in-sync node serves it equals what the writers were acknowledged. */
-async function checkContents(client: TestClient, w: Workload, nodeIds: string[]): Promise<void> {
-  let lost = 0;
-  for (const id of nodeIds) {
-    for (let k = 0; k < WRITERS; k++) {
-      const want = w.expected[k]!;
-      const got: Buffer[] = [];
-      for (let offset = 0; offset < want.length + 1; offset += 4 << 20) {
-        const a = await client.get('/v1/data', { path: `${w.dir}/f${k}`, offset, size: 4 << 20 }, { 'dfs-read-node': id });
-        assert.is(a.status, 200, `read ${w.dir}/f${k} from ${id}: ${a.status}`);
-        got.push(a.bytes);
-        if (a.bytes.length < 4 << 20) break;
-      }
-      const data = Buffer.concat(got);
-      if (!data.subarray(0, want.length).equals(want)) lost++;
-      assert.is(data.length, want.length, `${w.dir}/f${k} on ${id}: ${data.length} bytes, acknowledged ${want.length}`);
-    }
-  }
-  process.stdout.write(`acknowledged writes lost: ${lost} of ${w.acknowledged}\n`);
-  assert.is(lost, 0);
-}
-
-async function verify(cluster: Cluster, nodes: number): Promise<void> {
-  const v = await runDfs(['verify', '--proxy', cluster.proxyUrls.join(','), '--json']);
-  assert.is(v.code, 0, v.stdout + v.stderr);
-  const report = JSON.parse(v.stdout) as { ok: boolean; nodes: unknown[] };
-  assert.ok(report.ok);
-  assert.is(report.nodes.length, nodes, `verify compared ${report.nodes.length} nodes`);
-}
-
-function dumpLogs(cluster: Cluster): void {
-  for (const n of cluster.nodes) process.stderr.write(`--- ${n.id}\n${cluster.logTail('storage', n.id)}\n`);
-  for (const p of cluster.proxies) process.stderr.write(`--- ${p.id}\n${cluster.logTail('proxy', p.id)}\n`);
-}
-
 /** Runs `body` while a workload writes into `dir` (the logs are printed if it fails), then
  * checks every acknowledged byte on each of `nodeIds` and that `dfs verify` compares them. */
 async function underWorkload(dir: string, nodeIds: string[], body: (cluster: Cluster, clients: TestClient[], w: Workload) => Promise<void>): Promise<void> {
@@ -144,7 +52,7 @@ async function underWorkload(dir: string, nodeIds: string[], body: (cluster: Clu
     await w.stop();
   }
   await checkContents(clients[0]!, w, nodeIds);
-  await verify(cluster, nodeIds.length);
+  await verifyBricks(cluster, nodeIds.length);
 }
 
 s('a fourth node added under writes full-syncs, catches up, enters the in-sync set and serves reads', () =>
@@ -200,7 +108,7 @@ s('dfs node remove drains a node and takes it out of the membership; writes go o
     await w.progress(10, 'before the removal');
     const r = await runDfs(['node', 'remove', 'n4', '--data', cluster.dataDir]);
     assert.is(r.code, 0, r.stdout + r.stderr);
-    const st = await status(clients[0]!);
+    const st = await clusterStatus(clients[0]!);
     assert.not.ok(st.membership!.nodes.n4, 'n4 left the membership');
     assert.not.ok(st.membership!.inSync.includes('n4'));
     await pollUntil('n4 to stop', 20_000, async () => !cluster.isRunning('storage', 'n4'));
