@@ -22,8 +22,9 @@
  * - a learner that is alive, not syncing, holds this epoch and whose durable log is within
  *   JOIN_LAG_OPS of the primary's is promoted to the in-sync set (from then on commits
  *   wait for it, so it must be close);
- * - a backup whose heartbeat lapsed, or that says it is copying a brick, leaves the
- *   in-sync set, so the primary commits without it once it holds the new membership
+ * - a backup whose heartbeat lapsed, that the primary reports it has not reached for 3 s
+ *   (`unresponsivePeers`: a partition between the two), or that says it is copying a
+ *   brick, leaves the in-sync set, so the primary commits without it once it holds the new membership
  *   (fenced by the epoch: it never commits without it before); it stays a learner and
  *   rejoins by catching up;
  * - a node an operator asked to remove (`dfs node remove`, KEY_REMOVING) leaves the
@@ -73,6 +74,8 @@ export interface NodeView {
   commitSeq: number | null;
   /** Named primary in an epoch it restarted in: waits for a new one. */
   primaryFenced: boolean;
+  /** Primary: in-sync backups it has not reached for a while (they may still heartbeat). */
+  unresponsivePeers: string[];
   /** Copying a brick from a peer (storage/full-sync.ts). */
   syncing: boolean;
   sync: { source: string; seq: number | null; entries: number; bytes: number } | null;
@@ -105,6 +108,7 @@ export async function readNodes(redis: Redis): Promise<NodeView[]> {
           logEpoch?: number | null;
           role?: string;
           primaryFenced?: boolean;
+          unresponsivePeers?: string[];
           syncing?: boolean;
           sync?: NodeView['sync'];
           membership?: Membership | null;
@@ -122,6 +126,7 @@ export async function readNodes(redis: Redis): Promise<NodeView[]> {
       logEpoch: a?.logEpoch ?? null,
       commitSeq: a?.commitSeq ?? null,
       primaryFenced: a?.primaryFenced === true,
+      unresponsivePeers: a?.unresponsivePeers ?? [],
       syncing: a?.syncing === true,
       sync: a?.sync ?? null,
     };
@@ -224,11 +229,14 @@ export class LeaderDuty {
       await this.redis.hdel(KEY_NODES, id);
       return { next: { ...m, nodes: rest }, why: `removing ${id}` };
     }
-    // Backups that stopped heartbeating or are copying a brick.
+    // Backups that stopped heartbeating, that the primary cannot reach, or that are copying a brick.
+    const primaryNow = byId.get(m.primary);
+    const unreachable = primaryNow?.alive && primaryNow.epoch === m.epoch ? primaryNow.unresponsivePeers : [];
     for (const id of m.inSync) {
       if (id === m.primary) continue;
       const n = byId.get(id);
       if (!n || !n.alive) return { next: { ...m, inSync: without(m.inSync, id) }, why: `${id} stopped heartbeating` };
+      if (unreachable.includes(id)) return { next: { ...m, inSync: without(m.inSync, id) }, why: `${id} stopped answering the primary` };
       if (n.syncing) return { next: { ...m, inSync: without(m.inSync, id) }, why: `${id} is copying its brick from a peer` };
     }
     // New nodes and moved ones.

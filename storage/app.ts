@@ -32,9 +32,15 @@ export interface StorageAppDeps {
   refreshMembership: () => Promise<void>;
   /** The primary says its log no longer holds what this node needs: start a full sync. */
   startFullSync: (reason: string) => void;
+  /** Fault injection for tests (DFS_FAULT_HANG_REPLICATION_FILE): while it says so, batches
+   * from the primary are held unanswered, as across a partition between the two nodes. */
+  replicationHung?: () => boolean;
 }
 
-export function createStorageApp({ replica, brick, logger, refreshMembership, startFullSync }: StorageAppDeps): Hono {
+/** How long a hung batch is held before it is refused (fault injection only). */
+const HUNG_REPLICATION_MAX_MS = 30_000;
+
+export function createStorageApp({ replica, brick, logger, refreshMembership, startFullSync, replicationHung }: StorageAppDeps): Hono {
   const app = new Hono();
   installErrorHandler(app, logger);
 
@@ -55,6 +61,11 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
     const prefix = c.req.query('prefix') === undefined ? -1 : queryInt(c, 'prefix', 0, Number.MAX_SAFE_INTEGER);
     const truncateAfter = c.req.query('truncate') === undefined ? null : queryInt(c, 'truncate', 0, Number.MAX_SAFE_INTEGER);
     const frames = decodeFrames(await readBody(c, REPLICATE_BODY_BYTES_MAX));
+    if (replicationHung?.()) {
+      const until = Date.now() + HUNG_REPLICATION_MAX_MS;
+      while (replicationHung() && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      throw new DfsError('UNAVAILABLE', 'replication is hung (fault injection)');
+    }
     const batch = frames.map((f) => {
       const header = parseSequencedOpHeader(f.header);
       validateOp(header.op, f.data.length);

@@ -301,9 +301,11 @@ export class Brick {
   /**
    * Applies one committed op, the one at sequence ID `seq` (which numbers any inode it
    * creates). File system outcomes become `errno`; anything else (a bug, a failing disk)
-   * propagates, and the node crashes rather than diverge silently.
+   * propagates, and the node crashes rather than diverge silently. `beforeMark` sees the
+   * outcome before the applied mark moves (the request-ID journal is written there, so a
+   * crash either replays the op or finds its line).
    */
-  apply(op: Op, data: Buffer, timeMs: number, seq: number): ApplyResult {
+  apply(op: Op, data: Buffer, timeMs: number, seq: number, beforeMark?: (result: ApplyResult) => void): ApplyResult {
     let result: ApplyResult;
     try {
       result = this.applyOrThrow(op, data, timeMs, seq);
@@ -312,6 +314,7 @@ export class Brick {
       else if (isErrnoException(e) && e.code !== 'EIO' && e.code !== 'ENOSPC' && e.code !== 'EROFS') result = { errno: e.code };
       else throw e;
     }
+    beforeMark?.(result);
     this.markApplied(seq);
     return result;
   }

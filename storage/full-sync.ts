@@ -27,6 +27,7 @@
  * A failed attempt (the source died, the stream was cut, the source is not in sync) is
  * tried again after SYNC_RETRY_MS with the next candidate, for as long as it takes.
  */
+import { DEDUP_JOURNAL_FILE } from './dedup-journal';
 import { promises as fsp } from 'node:fs';
 import nodePath from 'node:path';
 import type { Membership, OpResult } from '../common/api';
@@ -84,7 +85,7 @@ export async function discardInterruptedSync(dataDir: string): Promise<boolean> 
   } catch {
     return false;
   }
-  for (const name of ['brick', 'brick.sync', 'brick.old', 'wal']) await fsp.rm(nodePath.join(dataDir, name), { recursive: true, force: true });
+  for (const name of ['brick', 'brick.sync', 'brick.old', 'wal', DEDUP_JOURNAL_FILE]) await fsp.rm(nodePath.join(dataDir, name), { recursive: true, force: true });
   await fsp.rm(nodePath.join(dataDir, 'state.json'), { force: true });
   await syncDir(dataDir);
   return true;
@@ -218,6 +219,7 @@ export class FullSync {
     await syncDir(dataDir);
     await brick.reattach();
     await log.reset(begin);
+    replica.journalDedup(dedup);
     await stateFile.save({ nodeId: this.d.nodeId, epoch: replica.epoch, appliedSeq: begin }, true);
     await fsp.rm(nodePath.join(dataDir, MARKER));
     await syncDir(dataDir);

@@ -6,6 +6,7 @@
  *   node dist/storage/main.js --id n1 --data DIR --port 7501 [--host 127.0.0.1] --redis URL
  *        [--log-keep-ops N] [--log-segment-bytes N] [--hole-timeout-ms N] [--barrier-timeout-ms N]
  */
+import { existsSync } from 'node:fs';
 import http2 from 'node:http2';
 import nodePath from 'node:path';
 import { parseArgs } from 'node:util';
@@ -18,6 +19,7 @@ import { createLogger } from '../common/log';
 import { KEY_MEMBERSHIP, KEY_NODES, nodeAliveKey } from '../common/redis-keys';
 import { createStorageApp } from './app';
 import { Brick } from './brick';
+import { DedupJournal } from './dedup-journal';
 import { discardInterruptedSync, FullSync } from './full-sync';
 import { NodeStateFile } from './node-state';
 import { OpLog } from './op-log';
@@ -27,6 +29,11 @@ import { Replica } from './replica';
 const HEARTBEAT_MS = 1000;
 const ALIVE_TTL_MS = 3000;
 const MEMBERSHIP_POLL_MS = 300;
+/** Request IDs remembered for exactly-once retries (in memory and in dedup.journal). */
+const DEDUP_ENTRIES_MAX = 100_000;
+/** A backup whose every request failed for this long is reported to the leader, which
+ * takes it out of the in-sync set (proxy/leader.ts). */
+const UNRESPONSIVE_PEER_MS = 3000;
 const H2_WINDOW_BYTES = 16 * 1024 * 1024;
 
 runMain(async () => {
@@ -68,6 +75,7 @@ runMain(async () => {
   const saved = await stateFile.load(id);
   // The brick's own mark is exact; the state file is saved after the fact and may lag.
   const state = { ...saved, appliedSeq: Math.max(saved.appliedSeq, brick.appliedSeqMark()) };
+  const journal = DedupJournal.open(dataDir, DEDUP_ENTRIES_MAX, state.appliedSeq);
   const { log, entries } = await OpLog.open(nodePath.join(dataDir, 'wal'), { segmentBytesMax, keepOps }, state.appliedSeq);
   const transport = new HTTP2PeerTransport(5000);
 
@@ -98,12 +106,13 @@ runMain(async () => {
     log,
     brick,
     transport,
-    { holeTimeoutMs, barrierTimeoutMs, pendingOpsMax: 4096, replicateBatchBytesMax: 16 * 1024 * 1024, dedupEntriesMax: 100_000, peerRetryMs: 200, syncRetryMs: 200 },
+    { holeTimeoutMs, barrierTimeoutMs, pendingOpsMax: 4096, replicateBatchBytesMax: 16 * 1024 * 1024, dedupEntriesMax: DEDUP_ENTRIES_MAX, peerRetryMs: 200, syncRetryMs: 200 },
     logger,
     state,
     entries,
     saveApplied,
     () => refreshMembership(),
+    journal,
   );
   logger.info({ appliedSeq: state.appliedSeq, durableSeq: log.lastSeq, epoch: state.epoch, recovered: entries.length }, 'recovered');
 
@@ -145,6 +154,8 @@ runMain(async () => {
           // The membership names this node primary in an epoch it restarted in: it waits
           // for the leader to publish a later one (storage/replica-core.ts, fencedEpoch).
           primaryFenced: s.primaryFenced,
+          // Backups the primary has not reached for a while, though they may heartbeat.
+          unresponsivePeers: replica.unresponsivePeers(UNRESPONSIVE_PEER_MS),
           // A node copying a brick is not in sync, whatever the membership says yet.
           syncing: s.syncing || fullSync.active,
           sync: fullSync.progress,
@@ -167,7 +178,18 @@ runMain(async () => {
     logger,
     membership: () => membership,
   });
-  const app = createStorageApp({ replica, brick, logger, refreshMembership, startFullSync: (reason) => fullSync.start(reason) });
+  // Fault injection for tests: while this file (relative to --data) exists, batches from the
+  // primary hang, as across a partition between the two nodes.
+  const hangFile = process.env.DFS_FAULT_HANG_REPLICATION_FILE ? nodePath.resolve(dataDir, process.env.DFS_FAULT_HANG_REPLICATION_FILE) : undefined;
+  if (hangFile) logger.warn({ hangFile }, 'fault injection on: replication hangs while this file exists');
+  const app = createStorageApp({
+    replica,
+    brick,
+    logger,
+    refreshMembership,
+    startFullSync: (reason) => fullSync.start(reason),
+    replicationHung: hangFile ? () => existsSync(hangFile) : undefined,
+  });
   const server = serve({
     fetch: app.fetch,
     port,

@@ -212,6 +212,8 @@ export interface ReplicaInit {
   logLastSeq: number;
   /** The log's entries after `appliedSeq`, in order. */
   recovered: LogEntry[];
+  /** The request-ID table as it stood at `appliedSeq`, oldest first (storage/dedup-journal.ts). */
+  dedup?: Array<[string, OpResult]>;
   /** The epochs of the log's entries (OpLog.epochRuns); derived from `recovered` if absent. */
   epochRuns?: EpochRun[];
   /** Acts as primary only in an epoch above this one (see `fencedEpoch`); 0 for none. */
@@ -249,7 +251,7 @@ export function createReplicaState(init: ReplicaInit): ReplicaCoreState {
     replicateWaiters: new Map(),
     barrierWaiters: new Map(),
     hold: null,
-    dedup: new Map(),
+    dedup: new Map((init.dedup ?? []).slice(-init.config.dedupEntriesMax)),
     peers: new Map(),
     nextRequestId: 1,
     holeTimerSeq: null,

@@ -25,6 +25,7 @@ import { DfsError } from '../common/errors';
 import type { SequencedOpHeader } from '../common/ops';
 import type { Logger } from '../common/log';
 import type { ApplyResult, Brick } from './brick';
+import type { DedupJournal } from './dedup-journal';
 import type { LogEntry, OpLog } from './op-log';
 import {
   createReplicaState,
@@ -79,6 +80,8 @@ export class Replica {
   private nextToken = 1;
   private readonly timers = new Map<TimerKey, NodeJS.Timeout>();
   private appliesSinceYield = 0;
+  /** Peer -> when its requests began to fail (every one since); cleared by an answer. */
+  private readonly failingSince = new Map<string, number>();
   private reportedAppliedSeq: number;
 
   constructor(
@@ -94,6 +97,8 @@ export class Replica {
     private readonly onApplied: (appliedSeq: number) => void,
     /** Asks for the newest membership; called when a peer says this node's epoch is old. */
     private readonly onStaleEpoch: () => Promise<void> = async () => undefined,
+    /** The request-ID table on disk; without one, a restart forgets it. */
+    private readonly journal: DedupJournal | null = null,
   ) {
     this.core = createReplicaState({
       id,
@@ -104,6 +109,7 @@ export class Replica {
       recovered,
       epochRuns: log.epochRuns(),
       fencedEpoch: state.epoch,
+      dedup: journal?.loaded ?? [],
     });
     this.reportedAppliedSeq = state.appliedSeq;
   }
@@ -155,6 +161,16 @@ export class Replica {
     return held.heldSeq;
   }
 
+  /** Primary: in-sync peers whose every request failed for `forMs` or more. */
+  unresponsivePeers(forMs: number): string[] {
+    if (this.core.role !== 'primary') return [];
+    const now = Date.now();
+    return [...this.failingSince]
+      .filter(([id, since]) => now - since >= forMs && this.core.peers.get(id)?.inSync === true)
+      .map(([id]) => id)
+      .sort();
+  }
+
   /** The request-ID table, oldest first: a full sync copies it with the brick. */
   dedupEntries(): Array<[string, OpResult]> {
     return [...this.core.dedup.entries()];
@@ -173,6 +189,11 @@ export class Replica {
       assert.ok(Date.now() < deadline, 'the log append or brick apply in flight never finished');
       await new Promise((r) => setTimeout(r, QUIESCE_POLL_MS));
     }
+  }
+
+  /** Full sync: the request-ID table copied with the brick replaces the journal. */
+  journalDedup(dedup: Array<[string, OpResult]>): void {
+    this.journal?.rewrite(dedup.slice(-this.core.config.dedupEntriesMax));
   }
 
   /** The brick and an empty log now stand at `seq`: go on from there. */
@@ -216,6 +237,8 @@ export class Replica {
       this.stepping = false;
     }
     this.appliesSinceYield = 0;
+    // The core's table holds every op applied so far: the journal may shrink to it.
+    this.journal?.compact(() => this.dedupEntries());
     if (this.core.appliedSeq !== this.reportedAppliedSeq) {
       this.reportedAppliedSeq = this.core.appliedSeq;
       this.onApplied(this.core.appliedSeq);
@@ -262,9 +285,18 @@ export class Replica {
         return;
       case 'send':
         this.transport.replicate(fx.url, { epoch: fx.epoch, commitSeq: fx.commitSeq, prefixSeq: fx.prefixSeq, truncateAfter: fx.truncateAfter, entries: fx.entries }).then(
-          (ack) => this.dispatch({ type: 'peerAcked', peerId: fx.peerId, requestId: fx.requestId, ack }),
+          (ack) => {
+            this.failingSince.delete(fx.peerId);
+            this.dispatch({ type: 'peerAcked', peerId: fx.peerId, requestId: fx.requestId, ack });
+          },
           (err: unknown) => {
             const code = err instanceof DfsError ? err.code : 'UNAVAILABLE';
+            // An answer, even a refusal, means the peer is reachable.
+            if (code === 'UNAVAILABLE' || code === 'TIMEOUT') {
+              if (!this.failingSince.has(fx.peerId)) this.failingSince.set(fx.peerId, Date.now());
+            } else {
+              this.failingSince.delete(fx.peerId);
+            }
             if (code !== 'STALE_EPOCH') this.logger.warn({ nodeId: this.id, peer: fx.peerId, err: String(err) }, 'replication to peer failed; retrying');
             this.dispatch({ type: 'peerFailed', peerId: fx.peerId, requestId: fx.requestId, code });
           },
@@ -334,7 +366,10 @@ export class Replica {
     const { header, data } = entry;
     let result: ApplyResult;
     try {
-      result = this.brick.apply(header.op, data, header.timeMs, header.seq);
+      const journal = this.journal;
+      const reqId = header.reqId;
+      // The table's line is written before the brick's applied mark moves (Brick.apply).
+      result = this.brick.apply(header.op, data, header.timeMs, header.seq, journal && reqId !== '' ? (r) => journal.record(reqId, { seq: header.seq, ...r }) : undefined);
     } catch (err) {
       this.logger.fatal({ nodeId: this.id, seq: header.seq, err }, 'apply failed');
       process.exit(70);

@@ -4,10 +4,13 @@
  * of already-applied ops would break: create `a`, write it, rename it over `b`, again and
  * again (replayed, a rename would move the newer `a` over `b`). A backup is killed several
  * times while it runs and started again; afterwards `dfs verify` finds every node's brick
- * identical and `b` holds the last version written on every node.
+ * identical and `b` holds the last version written on every node. Then every node is
+ * killed and restarted, and a request retried with its request ID gets its first answer
+ * (the request-ID table is on disk, storage/dedup-journal.ts).
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { startCluster, type Cluster } from '../../cli/local-cluster';
 import type { Op } from '../../common/ops';
@@ -80,6 +83,26 @@ s('a backup killed again and again mid-workload comes back to the same brick', a
   const v = await runDfs(['verify', '--proxy', cluster.proxyUrls[0]!, '--json']);
   assert.is(v.code, 0, v.stdout + v.stderr);
   assert.ok(JSON.parse(v.stdout).ok);
+});
+
+s('a retry after every node restarted gets the first answer, not a second application', async () => {
+  const { cluster, p } = ctx as Required<typeof ctx>;
+  // An exclusive create whose answer "got lost": applied again, it would say EEXIST.
+  const reqId = randomUUID();
+  const op: Op = { type: 'create', path: '/once', mode: 0o644, ...own, exclusive: true };
+  const first = await p.op(op, undefined, reqId);
+  assert.is(first.status, 200, JSON.stringify(first.json));
+  for (const n of cluster.nodes) {
+    cluster.killProcess('storage', n.id);
+    await pollUntil(`${n.id} to be gone`, 10_000, async () => !cluster.isRunning('storage', n.id));
+    await cluster.restartProcess('storage', n.id);
+  }
+  const retry = await pollUntil('the retry to be answered', 60_000, async () => {
+    const a = await p.op(op, undefined, reqId);
+    return a.status === 200 || a.json?.errno ? a : null;
+  });
+  assert.is(retry.status, 200, `the retry was applied again: ${JSON.stringify(retry.json)}`);
+  assert.is(retry.json.errno, undefined);
 });
 
 s.run();

@@ -9,6 +9,7 @@
  * old epoch.
  */
 import { randomUUID } from 'node:crypto';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -24,12 +25,14 @@ import { checkContents, clusterStatus, dumpLogs, verifyBricks, waitState, Worklo
 const s = suite('failover');
 const NODES = ['n1', 'n2', 'n3'];
 const FAULT_MS = 60_000;
+/** A node holds the primary's batches unanswered while this file is in its data directory. */
+const HANG_FILE = 'fault-hang-replication';
 
 const ctx: { cluster?: Cluster; dir?: ReturnType<typeof tempDir>; clients?: TestClient[] } = {};
 
 s.before(async () => {
   ctx.dir = tempDir('failover');
-  ctx.cluster = await startCluster({ dataDir: join(ctx.dir.path, 'data'), nodes: 3, proxies: 2 });
+  ctx.cluster = await startCluster({ dataDir: join(ctx.dir.path, 'data'), nodes: 3, proxies: 2, env: { DFS_FAULT_HANG_REPLICATION_FILE: HANG_FILE } });
   ctx.clients = ctx.cluster.proxyUrls.map((url) => new TestClient(url));
 });
 
@@ -139,6 +142,29 @@ s('a paused primary is replaced; run again, it commits nothing in its old epoch 
     const attr = await clients[0]!.get('/v1/attr', { path: '/pause/stale' });
     assert.is(attr.status, 404, 'the refused op left nothing behind');
     await w.progress(20, 'with the old primary back as a backup');
+  }));
+
+s('a backup that heartbeats but stops answering the primary leaves the in-sync set; writes go on; it rejoins', () =>
+  underWorkload('/partition', async (cluster, clients, w) => {
+    await w.progress(20, 'before the partition');
+    const m = await membership(clients[0]!);
+    const victim = m.inSync.find((id) => id !== m.primary)!;
+    const hang = join(cluster.nodes.find((n) => n.id === victim)!.dataDir, HANG_FILE);
+    writeFileSync(hang, '');
+    try {
+      const dropped = await pollUntil(`${victim} out of the in-sync set`, 30_000, async () => {
+        const now = await membership(clients[0]!);
+        return now.inSync.includes(victim) ? null : now;
+      });
+      assert.ok(dropped.nodes[victim], `${victim} stays a member, as a learner`);
+      assert.ok(cluster.isRunning('storage', victim), `${victim} is still running`);
+      await w.progress(30, `without ${victim}`);
+    } finally {
+      rmSync(hang, { force: true });
+    }
+    await waitState(clients[0]!, victim, 'in-sync', 60_000);
+    assert.match(cluster.logTail('proxy', 'p1') + cluster.logTail('proxy', 'p2'), new RegExp(`${victim} stopped answering the primary`));
+    await w.progress(20, `with ${victim} back`);
   }));
 
 s.run();

@@ -1,0 +1,100 @@
+/*
+ * The request-ID table on disk, so that a node that restarts still answers a retry of an
+ * op it applied before with the first answer instead of applying it again (DESIGN.md,
+ * Writes: exactly-once retries; storage/replica-core.ts keeps the table in memory).
+ *
+ * `dedup.journal` beside the brick: one JSON line `[reqId, result]` per applied op that
+ * carries a request ID, in apply order, written after the brick applied the op and before
+ * its applied mark moves (Brick.apply `beforeMark`): a process killed in between replays
+ * the op, and lines past the mark are dropped on loading, so the two always agree. No
+ * fsync: like the brick's mark it survives a process crash; a crash of the machine may
+ * lose the last lines, as it may lose the brick's page cache. When the
+ * journal holds twice the table's size, it is rewritten with the newest `entriesMax`
+ * (to a temporary file, renamed over the old one). A full sync replaces it with the
+ * table copied from the source.
+ */
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import nodePath from 'node:path';
+import type { OpResult } from '../common/api';
+
+export const DEDUP_JOURNAL_FILE = 'dedup.journal';
+
+export type DedupEntry = [string, OpResult];
+
+export class DedupJournal {
+  private fd: number;
+  private lines: number;
+
+  private constructor(
+    private readonly file: string,
+    private readonly entriesMax: number,
+    /** The table as loaded, oldest first (the newest `entriesMax`). */
+    readonly loaded: DedupEntry[],
+  ) {
+    this.lines = loaded.length;
+    this.fd = openSync(file, 'a');
+  }
+
+  /** Loads the journal in `dir` (none: an empty table), keeping entries applied at or
+   * before `appliedSeq` (nothing later can be there; a torn last line is dropped). */
+  static open(dir: string, entriesMax: number, appliedSeq: number): DedupJournal {
+    const file = nodePath.join(dir, DEDUP_JOURNAL_FILE);
+    const table = new Map<string, OpResult>();
+    let lines = 0;
+    if (existsSync(file)) {
+      for (const line of readFileSync(file, 'utf8').split('\n')) {
+        if (line === '') continue;
+        lines++;
+        let entry: unknown;
+        try {
+          entry = JSON.parse(line);
+        } catch {
+          continue; // a line cut short by a crash
+        }
+        if (!Array.isArray(entry) || typeof entry[0] !== 'string' || typeof entry[1]?.seq !== 'number') continue;
+        const [reqId, result] = entry as DedupEntry;
+        if (result.seq > appliedSeq) continue; // the op's mark never moved: it is replayed
+        table.delete(reqId); // re-inserted: apply order
+        table.set(reqId, result);
+      }
+    }
+    const entries = [...table].slice(-entriesMax);
+    const journal = new DedupJournal(file, entriesMax, entries);
+    // Anything dropped (a torn line, a replayed op, an old entry) goes before appending.
+    if (lines !== entries.length) journal.rewrite(entries);
+    return journal;
+  }
+
+  /** Records one applied op's first answer. */
+  record(reqId: string, result: OpResult): void {
+    writeSync(this.fd, JSON.stringify([reqId, result]) + '\n');
+    this.lines++;
+  }
+
+  /** Rewrites the journal when it has grown to twice the table (`table`: the core's, in
+   * apply order). */
+  compact(table: () => DedupEntry[]): void {
+    if (this.lines >= 2 * this.entriesMax) this.rewrite(table().slice(-this.entriesMax));
+  }
+
+  /** Replaces the journal with `entries` (durably: a full sync's table, or a compaction). */
+  rewrite(entries: DedupEntry[]): void {
+    const tmp = `${this.file}.tmp`;
+    const fd = openSync(tmp, 'w');
+    try {
+      const text = entries.map((e) => JSON.stringify(e)).join('\n');
+      writeSync(fd, text.length > 0 ? text + '\n' : '');
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    closeSync(this.fd);
+    renameSync(tmp, this.file);
+    this.fd = openSync(this.file, 'a');
+    this.lines = entries.length;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
