@@ -11,7 +11,9 @@
  *   reaches furthest (the epoch of its last entry, then its length: docs/cluster.md,
  *   Failover); the old primary stays a member, as a learner. The new epoch fences the old
  *   primary out: every node refuses its requests once it holds the new membership. With no
- *   live in-sync node the cluster waits for the primary to come back;
+ *   live in-sync node, or none whose log reaches the highest commit point any node's
+ *   heartbeat reported (it would lose acknowledged writes), the cluster waits for the
+ *   primary to come back;
  * - a primary that restarted asks for a new epoch (its heartbeat says `primaryFenced`): the
  *   same membership is published again, so its new entries never share an epoch with
  *   entries it may have lost in the crash;
@@ -145,6 +147,9 @@ export class LeaderDuty {
   private lossSeenAtMs: number | null = null;
   private running = false;
   private noSuccessorLogged = false;
+  /** Node -> the highest commit point its heartbeats reported (failover checks a new
+   * primary's log against it). */
+  private readonly commitSeen = new Map<string, number>();
 
   constructor(
     private readonly redis: Redis,
@@ -269,11 +274,17 @@ export class LeaderDuty {
   /** A dead primary replaced, or a restarted one given a new epoch (see the header). */
   private failover(m: Membership, byId: Map<string, NodeView>): { next: Membership; why: string } | null {
     const primary = byId.get(m.primary);
+    // What any node was last heard to know committed (the primary's own figure included,
+    // from its last heartbeat while it lived): a new primary's log must reach that far.
+    for (const n of byId.values()) {
+      if (n.alive && n.commitSeq !== null) this.commitSeen.set(n.id, Math.max(this.commitSeen.get(n.id) ?? 0, n.commitSeq));
+    }
     if (primary?.alive) {
       this.noSuccessorLogged = false;
       if (primary.primaryFenced && primary.epoch === m.epoch) return { next: { ...m }, why: `primary ${m.primary} restarted and needs a new epoch` };
       return null;
     }
+    const committed = Math.max(0, ...this.commitSeen.values());
     const candidates = m.inSync
       .filter((id) => id !== m.primary)
       .flatMap((id) => {
@@ -282,8 +293,15 @@ export class LeaderDuty {
       })
       .sort((a, b) => (b.logEpoch ?? -1) - (a.logEpoch ?? -1) || b.durableSeq! - a.durableSeq! || a.id.localeCompare(b.id));
     const chosen = candidates[0];
-    if (!chosen) {
-      if (!this.noSuccessorLogged) this.logger.warn({ primary: m.primary, inSync: m.inSync }, 'the primary stopped heartbeating and no other in-sync node is alive: waiting for it');
+    // A node whose log stops short of what is known committed would lose acknowledged
+    // writes as primary (only the dead may hold them): wait for them instead.
+    if (!chosen || chosen.durableSeq! < committed) {
+      if (!this.noSuccessorLogged) {
+        this.logger.warn(
+          { primary: m.primary, inSync: m.inSync, committed, best: chosen ? { id: chosen.id, durableSeq: chosen.durableSeq } : null },
+          'the primary stopped heartbeating and no live in-sync node holds every committed op: waiting for it',
+        );
+      }
       this.noSuccessorLogged = true;
       return null;
     }
