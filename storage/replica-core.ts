@@ -868,9 +868,12 @@ function matchPoint(s: ReplicaCoreState, ack: ReplicateAck): number | null {
 
 function onPeerLogRead(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string, seq: number, entries: LogEntry[], missing: boolean): void {
   const peer = s.peers.get(peerId);
-  // Stale (the peer left, was fed meanwhile, or is waiting out a failure): pumpPeer asks anew.
-  if (s.role !== 'primary' || !peer || peer.strandedAt !== seq || peer.batch !== null || peer.retry !== null) return;
+  if (s.role !== 'primary' || !peer || peer.strandedAt !== seq) return; // not the read it waits for
+  // The read is over, used or not: unmarked, the peer gets a fresh read when pumpPeer next
+  // finds it behind memory (marked, it would wait for this one forever).
   peer.strandedAt = null;
+  // Stale (the peer was fed meanwhile, or is waiting out a failure): pumpPeer asks anew.
+  if (peer.batch !== null || peer.retry !== null) return;
   if (missing) {
     fx.push({ type: 'requireSync', peerId, url: peer.url, epoch: s.epoch, seq });
     resetPeer(s, peer);

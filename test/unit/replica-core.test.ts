@@ -522,6 +522,25 @@ const CASES: Case[] = [
     after: (s) => assert.is(s.peers.get('n2')!.ackedSeq, 6),
   },
   {
+    name: 'a log read that comes back while the peer waits out a failure is dropped, and asked for again after',
+    // Found by the simulation (seed 188): the read was dropped but the peer stayed marked
+    // as waiting for it, so no read was ever asked for again and the learner starved.
+    script: [
+      ...PRIMARY_READY,
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+      [durable(1), []],
+      [acked('n3', 4, 1), []],
+      [membership({ ...THREE, inSync: ['n1', 'n3'] }, 2), ['apply 1', 'send n2 #5 e2 c1 -', 'send n3 #6 e2 c1 -']],
+      [applied(1), ['answer 7 {"seq":1}']], // 1 leaves memory
+      [failed('n2', 3, 'UNAVAILABLE'), ['set peer:n2 200']],
+      [timer('peer:n2'), ['stranded n2 1']],
+      [failed('n2', 5, 'UNAVAILABLE'), ['set peer:n2 200']], // the notice fails too
+      [{ type: 'peerLogRead', peerId: 'n2', seq: 1, entries: [entry(1)], missing: false }, []], // waiting: dropped
+      [timer('peer:n2'), ['stranded n2 1']],
+      [{ type: 'peerLogRead', peerId: 'n2', seq: 1, entries: [entry(1)], missing: false }, ['send n2 #7 e2 c1 1..1']],
+    ],
+  },
+  {
     name: 'a peer behind the log is told to full-sync, left alone a while, then asked afresh',
     init: { appliedSeq: 5, logLastSeq: 5 },
     script: [
