@@ -772,7 +772,9 @@ function pumpPeer(s: ReplicaCoreState, fx: ReplicaEffect[], peer: PeerState): vo
     }
     peer.strandedAt = null;
     peer.batch = send(s, fx, peer, batch, peer.truncateAfter);
-  } else if (known && peer.notice === null && peer.knownCommit < s.commitSeq) {
+  } else if (known && peer.notice === null && peer.knownCommit < Math.min(s.commitSeq, peer.ackedSeq)) {
+    // A peer commits no further than the log it holds (a learner may be behind the commit
+    // point): a notice helps only once it holds more than it knows committed.
     peer.notice = send(s, fx, peer, [], null);
   }
 }
@@ -823,7 +825,9 @@ function onPeerAnswer(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string, 
       // Never past what this request carried: the peer's log beyond it is not ours to count.
       peer.ackedSeq = Math.max(peer.ackedSeq, Math.min(answer.durableSeq, req.lastSeq));
       if (req.truncateAfter !== null && peer.truncateAfter === req.truncateAfter) peer.truncateAfter = null;
-      peer.knownCommit = Math.max(peer.knownCommit, req.commitSeq);
+      // What it surely took of the commit point it was told: a peer commits no further than
+      // the log this request vouched for.
+      peer.knownCommit = Math.max(peer.knownCommit, Math.min(req.commitSeq, req.lastSeq));
       advancePrimaryCommit(s, fx);
     }
     pumpPeer(s, fx, peer);

@@ -488,14 +488,32 @@ const CASES: Case[] = [
       [acked('n3', 2, 0), []],
       [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
       [durable(1), []],
-      [acked('n2', 3, 1), ['apply 1', 'send n2 #5 e1 c1 -', 'send n3 #6 e1 c1 -']], // a learner applies too
+      // The learner gets no notice before it holds 1: it could not commit past its log.
+      [acked('n2', 3, 1), ['apply 1', 'send n2 #5 e1 c1 -']],
       [applied(1), ['answer 7 {"seq":1}']],
       [membership(THREE, 2), []],
-      [submit(8, 2, { epoch: 2 }), ['append 2..2', 'send n2 #7 e2 c1 2..2']],
+      [submit(8, 2, { epoch: 2 }), ['append 2..2', 'send n2 #6 e2 c1 2..2']],
       [durable(2), []],
-      [acked('n3', 4, 1), ['send n3 #8 e2 c1 -']], // sent in epoch 1: the primary asks where n3's log ends
+      [acked('n3', 4, 1), ['send n3 #7 e2 c1 -']], // sent in epoch 1: the primary asks where n3's log ends
     ],
     after: (s) => assert.equal([s.peers.get('n3')!.inSync, s.peers.get('n3')!.ackedSeq], [true, -1]),
+  },
+  {
+    name: 'a learner is told the commit point again once its log holds it; it knows only what it took',
+    // Found by the simulation (seed 2042): a notice named a commit point past the learner's
+    // log; the learner took what it held (c1) but the primary counted the notice's (c2),
+    // and once the learner held 2 it was never told 2 was committed.
+    init: { logLastSeq: 2, recovered: [entry(1), entry(2)] },
+    script: [
+      [membership({ ...THREE, inSync: ['n1', 'n2'] }), ['role primary e1', 'send n2 #1 e1 c0 -', 'send n3 #2 e1 c0 -']],
+      [acked('n3', 2, 1), ['send n3 #3 e1 c0 2..2']],
+      [acked('n2', 1, 0), ['send n2 #4 e1 c0 1..2']],
+      [acked('n2', 4, 2), ['apply 1', 'send n2 #5 e1 c2 -', 'send n3 #6 e1 c2 -']],
+      [acked('n3', 6, 1, 1), []], // it could take 1 only; no second notice until it holds more
+      [acked('n3', 3, 2, 1), ['send n3 #7 e1 c2 -']],
+      [acked('n3', 7, 2, 2), []],
+    ],
+    after: (s) => assert.is(s.peers.get('n3')!.knownCommit, 2),
   },
   {
     name: 'a learner takes batches like a backup and applies what the primary says is committed',
@@ -526,18 +544,22 @@ const CASES: Case[] = [
     // Found by the simulation (seed 188): the read was dropped but the peer stayed marked
     // as waiting for it, so no read was ever asked for again and the learner starved.
     script: [
-      ...PRIMARY_READY,
+      [membership({ ...THREE, inSync: ['n1', 'n3'] }), ['role primary e1', 'send n2 #1 e1 c0 -', 'send n3 #2 e1 c0 -']],
+      [acked('n2', 1, 0), []],
+      [acked('n3', 2, 0), []],
       [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
       [durable(1), []],
-      [acked('n3', 4, 1), []],
-      [membership({ ...THREE, inSync: ['n1', 'n3'] }, 2), ['apply 1', 'send n2 #5 e2 c1 -', 'send n3 #6 e2 c1 -']],
+      [acked('n2', 3, 1), []],
+      [submit(8, 2), ['append 2..2', 'send n2 #5 e1 c0 2..2']],
+      [acked('n3', 4, 1), ['apply 1', 'send n2 #6 e1 c1 -', 'send n3 #7 e1 c1 2..2', 'send n3 #8 e1 c1 -']],
       [applied(1), ['answer 7 {"seq":1}']], // 1 leaves memory
-      [failed('n2', 3, 'UNAVAILABLE'), ['set peer:n2 200']],
-      [timer('peer:n2'), ['stranded n2 1']],
-      [failed('n2', 5, 'UNAVAILABLE'), ['set peer:n2 200']], // the notice fails too
+      [failed('n2', 5, 'GAP'), ['set peer:n2 0']],
+      [timer('peer:n2'), ['send n2 #9 e1 c1 -']],
+      [acked('n2', 9, 0), ['stranded n2 1']], // its log lost 1 (say): the driver reads it
+      [failed('n2', 6, 'UNAVAILABLE'), ['set peer:n2 200']], // the notice fails meanwhile
       [{ type: 'peerLogRead', peerId: 'n2', seq: 1, entries: [entry(1)], missing: false }, []], // waiting: dropped
       [timer('peer:n2'), ['stranded n2 1']],
-      [{ type: 'peerLogRead', peerId: 'n2', seq: 1, entries: [entry(1)], missing: false }, ['send n2 #7 e2 c1 1..1']],
+      [{ type: 'peerLogRead', peerId: 'n2', seq: 1, entries: [entry(1), entry(2)], missing: false }, ['send n2 #10 e1 c1 1..2']],
     ],
   },
   {
