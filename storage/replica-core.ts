@@ -825,9 +825,10 @@ function onPeerAnswer(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string, 
       // Never past what this request carried: the peer's log beyond it is not ours to count.
       peer.ackedSeq = Math.max(peer.ackedSeq, Math.min(answer.durableSeq, req.lastSeq));
       if (req.truncateAfter !== null && peer.truncateAfter === req.truncateAfter) peer.truncateAfter = null;
-      // What it surely took of the commit point it was told: a peer commits no further than
-      // the log this request vouched for.
-      peer.knownCommit = Math.max(peer.knownCommit, Math.min(req.commitSeq, req.lastSeq));
+      // What it took of the commit point it was told, as it says: no further than its log
+      // held, nor than it knew to agree with this one (a new epoch it took meanwhile
+      // forgets what an old one vouched for).
+      peer.knownCommit = Math.max(peer.knownCommit, Math.min(req.commitSeq, answer.commitSeq));
       advancePrimaryCommit(s, fx);
     }
     pumpPeer(s, fx, peer);

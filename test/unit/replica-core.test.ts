@@ -178,7 +178,7 @@ const CASES: Case[] = [
       [acked('n2', 3, 1), []],
       [acked('n3', 4, 1), ['apply 1', 'send n2 #5 e1 c1 -', 'send n3 #6 e1 c1 -']],
       [applied(1), ['answer 7 {"seq":1}']],
-      [acked('n2', 5, 1), []],
+      [acked('n2', 5, 1, 1), []],
     ],
     after: (s) => {
       assert.is(s.peers.get('n2')!.knownCommit, 1);
@@ -476,7 +476,7 @@ const CASES: Case[] = [
       [membership({ ...THREE, inSync: ['n1', 'n2'] }, 2), ['apply 1', 'send n2 #5 e2 c1 -']],
       [acked('n3', 4, 1), []], // its answer came after it failed: ignored
       [timer('peer:n3'), ['send n3 #6 e2 c1 1..1']],
-      [acked('n3', 6, 1), []], // that batch told it the commit point too
+      [acked('n3', 6, 1, 1), []], // that batch told it the commit point too
     ],
     after: (s) => assert.equal([s.peers.get('n3')!.inSync, s.peers.get('n3')!.ackedSeq, s.commitSeq], [false, 1, 1]),
   },
@@ -516,6 +516,21 @@ const CASES: Case[] = [
     after: (s) => assert.is(s.peers.get('n3')!.knownCommit, 2),
   },
   {
+    name: 'a peer that answers a batch with a lower commit point than it carried is told again',
+    // Found by the simulation (seed 20864): the batch named commit 2 and the peer held 2,
+    // but it took a new epoch before 2 was durable, which forgets what the old one vouched
+    // for; it answered c1, and only what it says it took counts.
+    init: { logLastSeq: 2, recovered: [entry(1), entry(2)] },
+    script: [
+      [membership({ ...THREE, inSync: ['n1', 'n2'] }), ['role primary e1', 'send n2 #1 e1 c0 -', 'send n3 #2 e1 c0 -']],
+      [acked('n2', 1, 2), ['apply 1', 'send n2 #3 e1 c2 -']],
+      [acked('n3', 2, 1), ['send n3 #4 e1 c2 2..2']],
+      [acked('n3', 4, 2, 1), ['send n3 #5 e1 c2 -']],
+      [acked('n3', 5, 2, 2), []],
+    ],
+    after: (s) => assert.is(s.peers.get('n3')!.knownCommit, 2),
+  },
+  {
     name: 'a learner takes batches like a backup and applies what the primary says is committed',
     script: [
       [membership({ ...AS_BACKUP, inSync: ['n2', 'n3'] }), ['role learner e1']],
@@ -535,7 +550,7 @@ const CASES: Case[] = [
       [{ type: 'peerLogRead', peerId: 'n2', seq: 3, entries: [entry(3), entry(4)], missing: false }, ['send n2 #4 e1 c5 3..4']],
       [acked('n2', 4, 4), ['stranded n2 5']],
       [{ type: 'peerLogRead', peerId: 'n2', seq: 5, entries: [entry(5), entry(6), entry(8)], missing: false }, ['send n2 #5 e1 c5 5..6']],
-      [acked('n2', 5, 6), []],
+      [acked('n2', 5, 6, 5), []],
     ],
     after: (s) => assert.is(s.peers.get('n2')!.ackedSeq, 6),
   },
