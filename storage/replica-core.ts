@@ -310,7 +310,8 @@ export type ReplicaEvent =
   | { type: 'submit'; token: number; header: LogEntry['header']; data: Buffer }
   /** Backup: a batch (maybe empty: a commit notice, or a question where the log ends).
    * `prefixSeq`: the primary vouches that this log agrees with its own up to there (-1:
-   * nothing yet); `truncateAfter`: cut the log after this sequence ID first, or null. */
+   * nothing yet); `truncateAfter`: cut the log after this sequence ID first (never below
+   * where it is known to agree with this primary's), or null. */
   | { type: 'replicate'; token: number; epoch: number; commitSeq: number; prefixSeq: number; truncateAfter: number | null; entries: LogEntry[] }
   /** The `append` in flight is on disk, fsynced, through `seq`. */
   | { type: 'logDurable'; seq: number }
@@ -584,10 +585,14 @@ function onReplicate(
       return void refuse('BAD_REQUEST', `batch is not a contiguous run: ${batch[i - 1]!.header.seq} then ${batch[i]!.header.seq}`);
     }
   }
-  if (truncateAfter !== null && truncateAfter < s.orderedSeq) {
-    if (truncateAfter < s.commitSeq) return void refuse('BAD_REQUEST', `cannot cut the log after ${truncateAfter}: ops up to ${s.commitSeq} are committed`);
+  // Up to matchedSeq the log agrees with this epoch's primary (it vouched for it, and its
+  // log only grows within an epoch), so a cut never reaches below it: a cut asked for again
+  // because its answer was lost, or a delayed copy of one, cuts nothing taken since. That
+  // also keeps every committed op (commitSeq <= matchedSeq).
+  const cutAfter = truncateAfter === null ? null : Math.max(truncateAfter, s.matchedSeq);
+  if (cutAfter !== null && cutAfter < s.orderedSeq) {
     if (s.appendingSeq !== null || s.truncatingSeq !== null) return void refuse('UNAVAILABLE', `${s.id} is writing its log; cut it later`);
-    truncate(s, fx, truncateAfter);
+    truncate(s, fx, cutAfter);
   }
   if (prefixSeq >= 0) s.matchedSeq = Math.max(s.matchedSeq, Math.min(prefixSeq, s.orderedSeq));
   const fresh: LogEntry[] = [];

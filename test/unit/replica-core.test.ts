@@ -743,9 +743,44 @@ const CASES: Case[] = [
       [replicate(3, [4], 3, 2, {}, { entryEpoch: 2 }), []], // appends wait for the cut
       [{ type: 'truncated', seq: 2 }, ['append 3..4']],
       [durable(4), ['apply 2', 'answer 2 d4 c3 4:e2', 'answer 3 d4 c3 4:e2']],
-      [replicate(4, [], 3, 2, {}, { truncateAfter: 0 }), ['refuse 4 BAD_REQUEST']],
+      // A cut below what the log agrees on with the primary (so below the commit point)
+      // cuts nothing.
+      [replicate(4, [], 3, 2, {}, { truncateAfter: 0 }), ['answer 4 d4 c3 4:e2']],
     ],
     after: (s) => assert.equal([s.entries.get(3)!.header.reqId, s.matchedSeq, s.durableSeq], ['x3', 4, 4]),
+  },
+  {
+    name: 'a cut asked for again after its answer was lost cuts nothing the primary has since vouched for',
+    // Found by the simulation (seed 5270): the backup made the cut, appended, and learned
+    // the commit point past the cut; the answer was lost, and every retry of the cut was
+    // refused (below the commit point), so the backup was never fed again.
+    init: { appliedSeq: 1, logLastSeq: 3, recovered: [entry(2), entry(3)] },
+    script: [
+      [membership(AS_BACKUP, 2), ['role backup e2']],
+      [replicate(1, [3], 3, 2, { 3: 'x3' }, { truncateAfter: 2, prefixSeq: 2, entryEpoch: 2 }), ['truncate 2']],
+      [{ type: 'truncated', seq: 2 }, ['append 3..3']],
+      [durable(3), ['apply 2', 'answer 1 d3 c3']],
+      [applied(2), ['apply 3']],
+      [applied(3), []],
+      [replicate(2, [3, 4], 3, 2, { 3: 'x3' }, { truncateAfter: 2, prefixSeq: 2, entryEpoch: 2 }), ['append 4..4']],
+      [durable(4), ['answer 2 d4 c3 4:e2']],
+    ],
+  },
+  {
+    name: 'a delayed copy of a cut cuts nothing the backup took from the primary since',
+    // Same epoch, so it is not refused; cutting after 2 again would drop 4, which the
+    // backup acknowledged and the primary may count for commit.
+    init: { appliedSeq: 1, logLastSeq: 3, recovered: [entry(2), entry(3)] },
+    script: [
+      [membership(AS_BACKUP, 2), ['role backup e2']],
+      [replicate(1, [3], 1, 2, { 3: 'x3' }, { truncateAfter: 2, prefixSeq: 2, entryEpoch: 2 }), ['truncate 2']],
+      [{ type: 'truncated', seq: 2 }, ['append 3..3']],
+      [durable(3), ['answer 1 d3 c1 2:e1 3:e2']],
+      [replicate(2, [4], 1, 2, {}, { prefixSeq: 3, entryEpoch: 2 }), ['append 4..4']],
+      [durable(4), ['answer 2 d4 c1 2:e1 3:e2']],
+      [replicate(3, [3], 1, 2, { 3: 'x3' }, { truncateAfter: 2, prefixSeq: 2, entryEpoch: 2 }), ['answer 3 d4 c1 2:e1 3:e2']],
+    ],
+    after: (s) => assert.equal([s.durableSeq, s.orderedSeq], [4, 4]),
   },
   {
     name: 'a cut waits for the append in flight; an entry that differs where the logs agree is a broken invariant',
