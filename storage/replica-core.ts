@@ -316,7 +316,8 @@ export type ReplicaEvent =
   | { type: 'submit'; token: number; header: LogEntry['header']; data: Buffer }
   /** Backup: a batch (maybe empty: a commit notice, or a question where the log ends).
    * `prefixSeq`: the primary vouches that this log agrees with its own up to there (-1:
-   * nothing yet); `truncateAfter`: cut the log after this sequence ID first, or null. */
+   * nothing yet); `truncateAfter`: cut the log after this sequence ID first (never below
+   * where it is known to agree with this primary's), or null. */
   | { type: 'replicate'; token: number; epoch: number; commitSeq: number; prefixSeq: number; truncateAfter: number | null; entries: LogEntry[] }
   /** The `append` in flight is on disk, fsynced, through `seq`. */
   | { type: 'logDurable'; seq: number }
@@ -590,10 +591,14 @@ function onReplicate(
       return void refuse('BAD_REQUEST', `batch is not a contiguous run: ${batch[i - 1]!.header.seq} then ${batch[i]!.header.seq}`);
     }
   }
-  if (truncateAfter !== null && truncateAfter < s.orderedSeq) {
-    if (truncateAfter < s.commitSeq) return void refuse('BAD_REQUEST', `cannot cut the log after ${truncateAfter}: ops up to ${s.commitSeq} are committed`);
+  // Up to matchedSeq the log agrees with this epoch's primary (it vouched for it, and its
+  // log only grows within an epoch), so a cut never reaches below it: a cut asked for again
+  // because its answer was lost, or a delayed copy of one, cuts nothing taken since. That
+  // also keeps every committed op (commitSeq <= matchedSeq).
+  const cutAfter = truncateAfter === null ? null : Math.max(truncateAfter, s.matchedSeq);
+  if (cutAfter !== null && cutAfter < s.orderedSeq) {
     if (s.appendingSeq !== null || s.truncatingSeq !== null) return void refuse('UNAVAILABLE', `${s.id} is writing its log; cut it later`);
-    truncate(s, fx, truncateAfter);
+    truncate(s, fx, cutAfter);
   }
   if (prefixSeq >= 0) s.matchedSeq = Math.max(s.matchedSeq, Math.min(prefixSeq, s.orderedSeq));
   const fresh: LogEntry[] = [];
@@ -786,7 +791,9 @@ function pumpPeer(s: ReplicaCoreState, fx: ReplicaEffect[], peer: PeerState): vo
     }
     peer.strandedAt = null;
     peer.batch = send(s, fx, peer, batch, peer.truncateAfter);
-  } else if (known && peer.notice === null && peer.knownCommit < s.commitSeq) {
+  } else if (known && peer.notice === null && peer.knownCommit < Math.min(s.commitSeq, peer.ackedSeq)) {
+    // A peer commits no further than the log it holds (a learner may be behind the commit
+    // point): a notice helps only once it holds more than it knows committed.
     peer.notice = send(s, fx, peer, [], null);
   }
 }
@@ -837,7 +844,10 @@ function onPeerAnswer(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string, 
       // Never past what this request carried: the peer's log beyond it is not ours to count.
       peer.ackedSeq = Math.max(peer.ackedSeq, Math.min(answer.durableSeq, req.lastSeq));
       if (req.truncateAfter !== null && peer.truncateAfter === req.truncateAfter) peer.truncateAfter = null;
-      peer.knownCommit = Math.max(peer.knownCommit, req.commitSeq);
+      // What it took of the commit point it was told, as it says: no further than its log
+      // held, nor than it knew to agree with this one (a new epoch it took meanwhile
+      // forgets what an old one vouched for).
+      peer.knownCommit = Math.max(peer.knownCommit, Math.min(req.commitSeq, answer.commitSeq));
       advancePrimaryCommit(s, fx);
     }
     pumpPeer(s, fx, peer);
@@ -882,9 +892,12 @@ function matchPoint(s: ReplicaCoreState, ack: ReplicateAck): number | null {
 
 function onPeerLogRead(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string, seq: number, entries: LogEntry[], missing: boolean): void {
   const peer = s.peers.get(peerId);
-  // Stale (the peer left, was fed meanwhile, or is waiting out a failure): pumpPeer asks anew.
-  if (s.role !== 'primary' || !peer || peer.strandedAt !== seq || peer.batch !== null || peer.retry !== null) return;
+  if (s.role !== 'primary' || !peer || peer.strandedAt !== seq) return; // not the read it waits for
+  // The read is over, used or not: unmarked, the peer gets a fresh read when pumpPeer next
+  // finds it behind memory (marked, it would wait for this one forever).
   peer.strandedAt = null;
+  // Stale (the peer was fed meanwhile, or is waiting out a failure): pumpPeer asks anew.
+  if (peer.batch !== null || peer.retry !== null) return;
   if (missing) {
     fx.push({ type: 'requireSync', peerId, url: peer.url, epoch: s.epoch, seq });
     resetPeer(s, peer);

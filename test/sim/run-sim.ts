@@ -5,7 +5,8 @@
  *   npm run sim -- --seeds 500 --seed 9000  seeds 9000..9499
  *   npm run sim -- --seed 1234              that seed alone
  *   npm run sim -- --seed 1234 --trace      ...printing every event and effect
- *   npm run sim -- --seeds 1000 --primary-crashes   also crash the primary (exploring)
+ *   npm run sim -- --seeds 1000 --no-primary-faults      only backups crash or pause
+ *   npm run sim -- --seeds 1000 --unconfirmed-promotion  the real leader's promotion rule
  *
  * Prints every failing seed with its error and the command that replays it, and exits
  * non-zero if any failed.
@@ -19,7 +20,8 @@ function main(): void {
       seeds: { type: 'string' },
       seed: { type: 'string' },
       trace: { type: 'boolean', default: false },
-      'primary-crashes': { type: 'boolean', default: false },
+      'no-primary-faults': { type: 'boolean', default: false },
+      'unconfirmed-promotion': { type: 'boolean', default: false },
       'stop-at-first': { type: 'boolean', default: false },
     },
     strict: true,
@@ -32,18 +34,18 @@ function main(): void {
   };
   const first = int(values.seed, 'seed', 1);
   const count = int(values.seeds, 'seeds', values.seed !== undefined ? 1 : 1000);
-  const primaryCrashes = values['primary-crashes'];
+  const options = { primaryFaults: !values['no-primary-faults'], unconfirmedPromotion: values['unconfirmed-promotion'] };
+  const flags = `${options.primaryFaults ? '' : ' --no-primary-faults'}${options.unconfirmedPromotion ? ' --unconfirmed-promotion' : ''}`;
   const trace = values.trace ? (line: string) => process.stdout.write(line + '\n') : undefined;
 
   const started = Date.now();
   const failed: number[] = [];
   const totals: Record<string, number> = {};
   for (let seed = first; seed < first + count; seed++) {
-    const r = simulate(seed, { primaryCrashes, trace });
+    const r = simulate(seed, { ...options, trace });
     for (const [k, v] of Object.entries(r.stats)) totals[k] = (totals[k] ?? 0) + v;
     if (!r.ok) {
       failed.push(seed);
-      const flags = primaryCrashes ? ' --primary-crashes' : '';
       process.stdout.write(`FAIL seed ${seed}: ${r.error}\n  replay: npm run sim -- --seed ${seed}${flags} --trace\n`);
       if (values['stop-at-first']) break;
     }

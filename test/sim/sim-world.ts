@@ -6,39 +6,63 @@
  * is simulated from one seeded PRNG (test/helpers/prng.ts) on a virtual clock:
  *
  *   clients ──> proxy tasks ──INCR──> sequencer (a counter)
- *                   │ submit {epoch, seq, reqId, op}           the "leader": membership
- *                   ▼                                          with epoch bumps and a
- *   network: delays, drops, duplicates, reorders          backup removed, published to
- *                   ▼                                          nodes at random poll times
- *   node n1 (primary) ──replicate──> n2, n3 (backups)
- *     core + disk (an op log whose un-fsynced tail a crash may lose) + brick (a tiny file model)
+ *                   │ submit {epoch, seq, reqId, op}      the leader (proxy/leader.ts), a
+ *                   ▼                                     round every 250 ms: failover,
+ *   network: delays, drops, duplicates, reorders          a new epoch for a restarted
+ *                   ▼                                     primary, lapsed backups out,
+ *   primary ──replicate──> backups, learners              caught-up learners in; nodes
+ *     each node: core + disk (an op log whose un-fsynced  take each membership at a
+ *     tail a crash may lose) + brick (a tiny file model)  random poll time
  *
  * The effects of each core are performed here as storage/replica.ts performs them for
  * real: appends land on the simulated disk and become durable after a random fsync time;
- * sends go through the simulated network with the HTTP client's single outcome per
- * request (an answer, or a failure after a while); timers run on the virtual clock.
- * Proxies follow proxy/app.ts's mutation loop (retry the slot on an epoch or primary
- * change, re-sequence on SLOT_TAKEN, back off on UNAVAILABLE) and may die right after
- * taking a sequence ID, leaving a hole. Clients retry with the same request ID, as the
- * mount does, and read with barriers.
+ * cuts of the log likewise; sends go through the simulated network with the HTTP client's
+ * single outcome per request (an answer, or a failure after a while); timers run on the
+ * virtual clock. Proxies follow proxy/app.ts's mutation loop (retry the slot at the primary
+ * of the membership they read again on an epoch or primary change or UNAVAILABLE,
+ * re-sequence on SLOT_TAKEN) and may die right after taking a sequence ID, leaving a hole.
+ * Clients retry with the same request ID, as the mount does, and read with barriers.
  *
  * Each seed draws its own fault profile and workload (2 to 6 clients, 5 to 34 ops each,
  * spread over a fault window of 1 to 16 virtual seconds). Faults: message loss,
  * duplication and long delays (so reordering), proxy deaths after taking a sequence ID
  * (holes; a client that goes away too may leave one at the tail), epoch bumps, one backup
- * removed from the in-sync set, dfs verify holds, and crashes of backups with a restart
- * from the log. A crash keeps the fsynced log and a random prefix of the unsynced tail;
- * the restarted node rebuilds its brick by replaying its log from the first op up to the
- * highest sequence ID it knew committed (the dedup table is rebuilt by the same replay).
- * That is what the real node will do once it persists its commit point and request IDs
- * (issue 4, crash recovery); today's node keeps its brick and loses the request-ID table.
- * Crashes of the primary are off by default: without failover the current protocol cannot
- * recover from them (see `primaryCrashes`).
+ * removed from the in-sync set, dfs verify holds, crashes and pauses. A crash or a pause
+ * hits the primary as often as the profile says (never, about a third, or more than half
+ * the time), another node otherwise; `primaryFaults: false` spares the primary.
+ * - A crash keeps the fsynced log and a random prefix of the unsynced tail; the node
+ *   restarts after up to 1, 3 or 8 s (by profile) with the epoch it had persisted when it
+ *   took its last membership, fenced from being primary in it (replica-core.ts,
+ *   fencedEpoch), and rebuilds its brick by replaying its log from the first op up to the
+ *   highest sequence ID it knew committed (the dedup table is rebuilt by the same replay).
+ *   That is what the real node will do once it persists its commit point and request IDs
+ *   (issue 4, crash recovery); today's node keeps its brick and loses the request-ID table.
+ * - A pause (SIGSTOP, then SIGCONT) is short (up to 1.5 s) or outlasts the heartbeat (2.5
+ *   to 7.5 s): everything addressed to the node, its timers and its disk completions wait,
+ *   then run in the order they came. A paused primary may be replaced meanwhile; when it
+ *   resumes it may still commit and answer what its backups acknowledged before they took
+ *   the new epoch, and nothing after (stats: deposedAcks).
+ * The leader sees a node's heartbeat until 2 to 3 s after it crashed or paused, and reads
+ * the figures a heartbeat carries from the cores. Its rounds, as proxy/leader.ts, make at
+ * most one change each: a primary whose heartbeat lapsed is replaced by the in-sync node
+ * whose log reaches furthest (the epoch of its last durable entry, then durableSeq), and
+ * stays a member as a learner (none alive: the cluster waits); a primary that restarted
+ * and says primaryFenced in the current epoch gets the same membership in a new one; a
+ * backup whose heartbeat lapsed leaves the in-sync set; a learner that holds the current
+ * epoch and whose durable log is within JOIN_LAG_OPS of the primary's joins it. A node
+ * that joins is no candidate at failover until it holds every op committed without it
+ * (`confirmJoining`; the real leader does not wait for that, and `unconfirmedPromotion`
+ * shows it losing acknowledged ops).
  *
  * After every event the invariants are checked (`checkInvariants`, and at the moment of
- * each disk append, brick apply and read answer); once the faults stop and the clients are
- * done, every in-sync node is read at the newest sequence ID, the simulation runs until
- * nothing is left to happen, and the nodes must agree exactly (`checkConverged`).
+ * each disk append, brick apply, acknowledgement, failover and read answer): an entry
+ * holds the same op as any other of its sequence ID and epoch (an old primary's
+ * uncommitted tail may differ from a later primary's slot, under an older epoch, and is
+ * cut), and a sequence ID holds the same op wherever it is applied; a node applies without
+ * gaps; every acknowledged op is durable on every in-sync node, and a new primary holds
+ * them all. Once the faults stop and the clients are done, every node must become an
+ * in-sync member again and answer a read at the newest sequence ID; the simulation runs
+ * until nothing is left to happen, and the nodes must agree exactly (`checkConverged`).
  */
 import assert from 'node:assert/strict';
 import type { Membership, OpResult } from '../../common/api';
@@ -60,8 +84,12 @@ import {
 import { prng, type Prng } from '../helpers/prng';
 
 export interface SimOptions {
-  /** Also crash the primary (the current protocol cannot recover; for exploring). */
-  primaryCrashes?: boolean;
+  /** Crash and pause the primary too (on by default); off, only backups meet faults. */
+  primaryFaults?: boolean;
+  /** Promote a learner the moment it is close, as proxy/leader.ts does, and let it be
+   * chosen at failover before it holds what was committed without it (for exploring the
+   * leader's rule; see `confirmJoining`). */
+  unconfirmedPromotion?: boolean;
   /** The core's step function; a test may wrap it to check that a broken core is caught. */
   step?: typeof step;
   /** Receives one line per event and effect, for replaying a failing seed. */
@@ -99,6 +127,15 @@ const RETRY_PAUSE_MS = 100;
 const CLIENT_TIMEOUT_MS = 10_000;
 const CLIENT_ATTEMPTS_MAX = 10;
 const READ_TIMEOUT_MS = 5000;
+/** The leader (proxy/leader.ts): a round every quarter lease. A node heartbeats every
+ * second into a key that lives 3 s (storage/main.ts), so the leader notices a node that
+ * stopped 2 to 3 s after it stopped. */
+const LEADER_ROUND_MS = 250;
+const HEARTBEAT_LAPSE_MS_MIN = 2000;
+const HEARTBEAT_LAPSE_MS_SPREAD = 1000;
+/** A learner is promoted once its durable log is this close to the primary's (the real
+ * leader's JOIN_LAG_OPS, scaled to the simulation's short logs). */
+const JOIN_LAG_OPS = 8;
 /** Bounds that turn a livelock or a stall into a failure instead of a hang. */
 const EVENTS_MAX = 2_000_000;
 /** How long after the faults stop every in-sync node must have applied every sequence ID. */
@@ -241,6 +278,13 @@ interface SimNode {
   inbound: Map<number, (r: Reply<unknown>) => void>;
   nextToken: number;
   membershipText: string;
+  /** Stopped (SIGSTOP): nothing runs on it; what arrives waits in `stalled` until it resumes. */
+  paused: boolean;
+  stalled: Array<() => void>;
+  /** When it stopped heartbeating (crashed or paused; null while it runs), and how long
+   * its last heartbeat outlives that. */
+  silentSinceMs: number | null;
+  lapseMs: number;
 }
 
 interface SimProxy {
@@ -298,25 +342,54 @@ class World {
     slotTaken: 0,
     stranded: 0,
     truncations: 0,
+    primaryCrashes: 0,
+    pauses: 0,
+    failovers: 0,
+    fencedRepublishes: 0,
+    lapseRemovals: 0,
+    promotions: 0,
+    confirmations: 0,
+    deposedAcks: 0,
+    deposedRefusals: 0,
   };
   private readonly trace: ((line: string) => void) | undefined;
   private readonly step: typeof step;
   private readonly nodes: SimNode[];
   private readonly redis: { seq: number; membership: Membership };
   private readonly proxies: SimProxy[];
-  /** The op each sequence ID holds, as first seen anywhere. */
-  private readonly slots = new Map<number, string>();
+  /** The op each (sequence ID, epoch) holds, as first appended anywhere: one primary per
+   * epoch writes each slot once. An old primary's uncommitted tail may hold another op in
+   * a slot than a later primary does, under an older epoch; it is cut, never applied. */
+  private readonly slots = new Map<string, string>();
+  /** The op each sequence ID holds, as first applied (or skipped as a retry) anywhere. */
+  private readonly appliedSlots = new Map<number, string>();
   /** Ops the primary acknowledged to a proxy, in order. */
   private readonly acked: Acked[] = [];
   private maxAckedSeq = 0;
   private readonly clientAnswers = new Map<string, string | undefined>();
   private faultsOn = true;
   private readonly faultEndMs: number;
-  private readonly profile: { drop: number; duplicate: number; slow: number; proxyDeath: number; unsyncedLoss: boolean; fsyncMsMax: number };
+  private readonly profile: {
+    drop: number;
+    duplicate: number;
+    slow: number;
+    proxyDeath: number;
+    unsyncedLoss: boolean;
+    fsyncMsMax: number;
+    /** How likely a crash or a pause hits the primary rather than another node. */
+    primaryFault: number;
+    /** How long a crashed node stays down at most. */
+    downMsMax: number;
+  };
+  /** Nodes the leader put in the in-sync set that may still lack ops committed without them
+   * (see `confirmJoining`): the epoch they joined in (or the epoch of a failover since),
+   * and the log end of that epoch's primary once it adopted it. */
+  private readonly joining = new Map<string, { epoch: number; needSeq: number | null }>();
+  private noSuccessorLogged = false;
+  /** The final reads: the barrier, the nodes that answered it, the ones asked. */
+  private drain: { barrier: number; answered: Set<string>; asking: Set<string>; done: boolean } | null = null;
   private readonly clientCount: number;
   private clientsRunning: number;
-  private draining = false;
-  private finalReadsLeft = 0;
 
   constructor(
     readonly seed: number,
@@ -334,7 +407,11 @@ class World {
       proxyDeath: r.pick([0, 0.02, 0.1]),
       unsyncedLoss: r.next() < 0.8,
       fsyncMsMax: r.pick([1, 5, 30]),
+      primaryFault: r.pick([0, 0.3, 0.6]),
+      downMsMax: r.pick([1000, 3000, 8000]),
     };
+    // Drawn either way, so that a seed draws the same faults with primary faults off.
+    if (options.primaryFaults === false) this.profile.primaryFault = 0;
     this.clientCount = 2 + r.int(5);
     this.clientsRunning = this.clientCount;
     this.faultEndMs = 1000 + r.int(15_000);
@@ -355,6 +432,10 @@ class World {
       inbound: new Map(),
       nextToken: 1,
       membershipText: '',
+      paused: false,
+      stalled: [],
+      silentSinceMs: null,
+      lapseMs: 0,
     }));
     this.log(`seed ${seed} profile ${JSON.stringify(this.profile)} faults until ${this.faultEndMs} ms`);
   }
@@ -374,8 +455,9 @@ class World {
   }
 
   run(): void {
-    for (const n of this.nodes) this.clock.after(this.rng.int(5), () => this.adoptMembership(n));
+    for (const n of this.nodes) this.clock.after(this.rng.int(5), () => this.onNode(n, 0, () => this.adoptMembership(n)));
     this.scheduleFaults();
+    this.clock.after(LEADER_ROUND_MS, () => this.leaderRound());
     for (let c = 0; c < this.clientCount; c++) this.clock.after(10 + this.rng.int(20), () => this.runClient(c));
     this.clock.after(this.faultEndMs, () => {
       this.faultsOn = false;
@@ -398,6 +480,12 @@ class World {
     const r = this.rng;
     const crashes = r.int(4);
     for (let i = 0; i < crashes; i++) this.clock.after(r.int(this.faultEndMs), () => this.crashSomeNode());
+    const pauses = r.next() < 0.5 ? 1 + r.int(2) : 0;
+    for (let i = 0; i < pauses; i++) {
+      // Short pauses the leader never notices; long ones outlast the heartbeat.
+      const ms = r.next() < 0.5 ? 50 + r.int(1500) : 2500 + r.int(5000);
+      this.clock.after(r.int(this.faultEndMs), () => this.pauseSomeNode(ms));
+    }
     const verifies = r.int(3);
     for (let i = 0; i < verifies; i++) this.clock.after(r.int(this.faultEndMs), () => this.verify());
     const bumps = r.int(4);
@@ -416,6 +504,7 @@ class World {
         this.stats.removals++;
         this.log(`leader removes ${gone} from the in-sync set`);
         this.publish({ ...m, epoch: m.epoch + 1, inSync: m.inSync.filter((id) => id !== gone) });
+        this.joining.delete(gone);
       });
     }
   }
@@ -426,10 +515,16 @@ class World {
     this.log(`membership e${m.epoch} primary ${m.primary} inSync ${m.inSync.join(',')}`);
     for (const n of this.nodes) {
       const inc = n.incarnation;
-      this.clock.after(this.rng.int(300), () => {
-        if (n.up && n.incarnation === inc) this.adoptMembership(n);
-      });
+      this.clock.after(this.rng.int(300), () => this.onNode(n, inc, () => this.adoptMembership(n)));
     }
+  }
+
+  /** Runs `fn` on node `n` in incarnation `inc`: dropped if it crashed since, held until it
+   * resumes if it is paused (a stopped process reads its sockets and timers late). */
+  private onNode(n: SimNode, inc: number, fn: () => void): void {
+    if (!n.up || n.incarnation !== inc) return;
+    if (n.paused) n.stalled.push(fn);
+    else fn();
   }
 
   /** storage/main.ts refreshMembership: persist a newer epoch, then hand it to the core. */
@@ -443,12 +538,52 @@ class World {
     this.dispatch(n, { type: 'membership', membership: m });
   }
 
+  /** The node a crash or a pause hits: the primary as likely as the profile says, when
+   * it runs; otherwise another running node. */
+  private faultTarget(): SimNode | null {
+    const primary = this.node(this.redis.membership.primary);
+    const running = (n: SimNode) => n.up && !n.paused;
+    const hitPrimary = this.rng.next() < this.profile.primaryFault;
+    if (hitPrimary && running(primary)) return primary;
+    const others = this.nodes.filter((n) => running(n) && n !== primary);
+    return others.length === 0 ? null : this.rng.pick(others);
+  }
+
+  /** The heartbeat stops now; the leader notices once the last one expires. */
+  private fallSilent(n: SimNode): void {
+    n.silentSinceMs = this.clock.now;
+    n.lapseMs = HEARTBEAT_LAPSE_MS_MIN + this.rng.int(HEARTBEAT_LAPSE_MS_SPREAD);
+  }
+
+  /** The leader still sees the node's heartbeat. */
+  private heartbeating(n: SimNode): boolean {
+    return n.silentSinceMs === null || this.clock.now < n.silentSinceMs + n.lapseMs;
+  }
+
+  /** SIGSTOP, then SIGCONT after `ms`: everything sent to the node, and its own timers and
+   * disk completions, wait; then they run in the order they arrived. */
+  private pauseSomeNode(ms: number): void {
+    const n = this.faultTarget();
+    if (!n) return;
+    this.stats.pauses++;
+    n.paused = true;
+    this.fallSilent(n);
+    this.log(`${n.id} pauses for ${ms} ms${n.id === this.redis.membership.primary ? ' (the primary)' : ''}`);
+    this.clock.after(ms, () => {
+      n.paused = false;
+      n.silentSinceMs = null;
+      this.log(`${n.id} resumes; ${n.stalled.length} callbacks waited`);
+      const inc = n.incarnation;
+      for (const fn of n.stalled.splice(0)) this.clock.after(0, () => this.onNode(n, inc, fn));
+    });
+  }
+
   private crashSomeNode(): void {
-    const m = this.redis.membership;
-    const candidates = this.nodes.filter((n) => n.up && (this.options.primaryCrashes || n.id !== m.primary));
-    if (candidates.length === 0) return;
-    const n = this.rng.pick(candidates);
+    const n = this.faultTarget();
+    if (!n) return;
     this.stats.crashes++;
+    if (n.id === this.redis.membership.primary) this.stats.primaryCrashes++;
+    this.fallSilent(n);
     n.up = false;
     n.incarnation++;
     for (const t of n.timers.values()) t.cancelled = true;
@@ -462,7 +597,7 @@ class World {
     n.disk.unsynced = [];
     n.core = null;
     n.membershipText = '';
-    this.clock.after(50 + this.rng.int(3000), () => this.restart(n));
+    this.clock.after(50 + this.rng.int(this.profile.downMsMax), () => this.restart(n));
   }
 
   private restart(n: SimNode): void {
@@ -480,11 +615,116 @@ class World {
       fencedEpoch: n.saved.epoch,
     });
     n.up = true;
+    n.silentSinceMs = null; // it heartbeats as it starts
     this.log(`${n.id} restarts at epoch ${n.saved.epoch}, replaying ${log.length} ops, ${n.saved.committedSeq} known committed`);
     const inc = n.incarnation;
-    this.clock.after(1 + this.rng.int(20), () => {
-      if (n.incarnation === inc) this.adoptMembership(n);
-    });
+    this.clock.after(1 + this.rng.int(20), () => this.onNode(n, inc, () => this.adoptMembership(n)));
+  }
+
+  // ---- the leader (proxy/leader.ts) ----
+
+  /** The leader's view of a node: its heartbeat is there, and the figures it carries. A
+   * paused node's figures are the ones it had when it stopped, as its last heartbeat's. */
+  private alive(n: SimNode): n is SimNode & { core: ReplicaCoreState } {
+    return n.up && n.core !== null && this.heartbeating(n);
+  }
+
+  /** One round: at most one membership change, in the real leader's order. */
+  private leaderRound(): void {
+    if (this.drain?.done) return; // everything converged: nothing left to lead
+    this.clock.after(LEADER_ROUND_MS, () => this.leaderRound());
+    this.confirmJoining();
+    const m = this.redis.membership;
+    const primary = this.node(m.primary);
+    if (!this.heartbeating(primary)) return this.failover(m);
+    this.noSuccessorLogged = false;
+    if (this.alive(primary) && primary.core.primaryFenced && primary.core.epoch === m.epoch) {
+      // It restarted in this epoch and may have lost entries its backups hold: a new epoch
+      // keeps its new entries apart from those (replica-core.ts, fencedEpoch).
+      this.stats.fencedRepublishes++;
+      this.log(`leader: primary ${m.primary} restarted and needs a new epoch`);
+      return this.publish({ ...m, epoch: m.epoch + 1 });
+    }
+    for (const id of m.inSync) {
+      if (id === m.primary || this.heartbeating(this.node(id))) continue;
+      this.stats.lapseRemovals++;
+      this.log(`leader: ${id} stopped heartbeating; it leaves the in-sync set`);
+      this.joining.delete(id);
+      return this.publish({ ...m, epoch: m.epoch + 1, inSync: m.inSync.filter((x) => x !== id) });
+    }
+    if (!this.alive(primary)) return;
+    for (const n of this.nodes) {
+      if (m.inSync.includes(n.id) || m.nodes[n.id] === undefined || !this.alive(n)) continue;
+      const c = n.core;
+      if (c.syncing || c.epoch !== m.epoch || c.role !== 'learner' || c.durableSeq < primary.core.durableSeq - JOIN_LAG_OPS) continue;
+      this.stats.promotions++;
+      const epoch = m.epoch + 1;
+      this.log(`leader: ${n.id} caught up (durable ${c.durableSeq}, primary ${primary.core.durableSeq}); it joins the in-sync set`);
+      this.joining.set(n.id, { epoch, needSeq: null });
+      return this.publish({ ...m, epoch, inSync: [...m.inSync, n.id].sort() });
+    }
+  }
+
+  /**
+   * The primary's heartbeat lapsed: the in-sync node whose log reaches furthest (the epoch
+   * of its last entry, then its length) takes over in a new epoch; the old primary stays a
+   * member, as a learner. With no candidate, the cluster waits for the primary.
+   */
+  private failover(m: Membership): void {
+    const candidates = m.inSync
+      .filter((id) => id !== m.primary && (this.options.unconfirmedPromotion || !this.joining.has(id)))
+      .map((id) => this.node(id))
+      .filter((n) => this.alive(n) && !n.core!.syncing)
+      .map((n) => ({ n, s: summarize(n.core!) }))
+      .sort((a, b) => (b.s.logEpoch ?? -1) - (a.s.logEpoch ?? -1) || b.s.durableSeq - a.s.durableSeq || a.n.id.localeCompare(b.n.id));
+    const chosen = candidates[0];
+    if (!chosen) {
+      if (!this.noSuccessorLogged) this.log(`leader: primary ${m.primary} stopped heartbeating and no other in-sync node can take over; waiting`);
+      this.noSuccessorLogged = true;
+      return;
+    }
+    this.noSuccessorLogged = false;
+    // An acknowledged op is never lost: the new primary's log holds every one.
+    for (const a of this.acked) {
+      if (chosen.n.disk.synced[a.seq - 1]?.header.reqId !== a.reqId) this.fail(`failover to ${chosen.n.id} loses acknowledged ${a.reqId} (seq ${a.seq})`);
+    }
+    this.stats.failovers++;
+    const epoch = m.epoch + 1;
+    this.log(`leader: primary ${m.primary} stopped heartbeating; ${chosen.n.id} has the furthest log (durable ${chosen.s.durableSeq}, last epoch ${chosen.s.logEpoch})`);
+    this.joining.delete(chosen.n.id);
+    // A node still joining now has to catch up with the new primary's log instead.
+    for (const j of this.joining.values()) Object.assign(j, { epoch, needSeq: null });
+    this.publish({ ...m, epoch, primary: chosen.n.id, inSync: m.inSync.filter((id) => id !== m.primary) });
+  }
+
+  /**
+   * A node the leader adds to the in-sync set counts for commit only once the primary
+   * holds that membership; until then the primary commits without it, so it may lack
+   * acknowledged ops. It is confirmed once it knows committed everything the primary's log
+   * held when the primary took the membership in: from then on it holds every
+   * acknowledged op. Until then it is no candidate at failover (and the invariant that
+   * in-sync nodes hold every acknowledged op does not cover it). proxy/leader.ts promotes
+   * and may choose such a node at once (`unconfirmedPromotion` models that).
+   */
+  private confirmJoining(): void {
+    const m = this.redis.membership;
+    const p = this.node(m.primary);
+    for (const [id, j] of this.joining) {
+      if (!m.inSync.includes(id)) {
+        this.joining.delete(id);
+        continue;
+      }
+      if (j.needSeq === null) {
+        if (this.alive(p) && p.core.role === 'primary' && p.core.epoch >= j.epoch) j.needSeq = p.core.orderedSeq;
+        continue;
+      }
+      const n = this.node(id);
+      if (this.alive(n) && n.core.commitSeq >= j.needSeq) {
+        this.stats.confirmations++;
+        this.log(`leader: ${id} holds everything committed up to ${j.needSeq}; it is fully in sync`);
+        this.joining.delete(id);
+      }
+    }
   }
 
   // ---- the network ----
@@ -526,14 +766,17 @@ class World {
           if (!duplicate) this.clock.after(this.delay(), () => finish(unavailable('connection refused')));
           return;
         }
-        deliver((r) => {
-          if (duplicate) return;
-          if (this.lost()) {
-            failLater('answer lost');
-            return;
-          }
-          this.clock.after(this.delay(), () => finish(r));
-        });
+        // A paused node takes the request when it resumes (the connection stays open).
+        this.onNode(target, target.incarnation, () =>
+          deliver((r) => {
+            if (duplicate) return;
+            if (this.lost()) {
+              failLater('answer lost');
+              return;
+            }
+            this.clock.after(this.delay(), () => finish(r));
+          }),
+        );
       });
     };
     attempt(false);
@@ -556,6 +799,7 @@ class World {
 
   private dispatch(n: SimNode, event: ReplicaEvent): void {
     assert.ok(n.up && n.core, `event for ${n.id}, which is down`);
+    assert.ok(!n.paused, `event for ${n.id}, which is paused`);
     const queue: ReplicaEvent[] = [event];
     for (let e = queue.shift(); e !== undefined; e = queue.shift()) {
       if (this.trace) this.log(`${n.id} <- ${describeEvent(e)}`);
@@ -570,7 +814,8 @@ class World {
 
   private perform(n: SimNode, fx: ReplicaEffect, queue: ReplicaEvent[]): void {
     const inc = n.incarnation;
-    const alive = () => n.up && n.incarnation === inc;
+    /** Later, on this node in this life (see onNode). */
+    const later = (delayMs: number, fn: () => void) => this.clock.after(delayMs, () => this.onNode(n, inc, fn));
     switch (fx.type) {
       case 'append': {
         const disk = n.disk;
@@ -582,8 +827,7 @@ class World {
           last = e.header.seq;
         }
         disk.unsynced.push(...fx.entries);
-        this.clock.after(0.1 + this.rng.next() * this.profile.fsyncMsMax, () => {
-          if (!alive()) return;
+        later(0.1 + this.rng.next() * this.profile.fsyncMsMax, () => {
           disk.synced.push(...disk.unsynced);
           disk.unsynced = [];
           this.dispatch(n, { type: 'logDurable', seq: last });
@@ -598,8 +842,7 @@ class World {
         const disk = n.disk;
         assert.equal(disk.unsynced.length, 0, `${n.id}: a cut while an append is in flight`);
         this.stats.truncations++;
-        this.clock.after(0.1 + this.rng.next() * this.profile.fsyncMsMax, () => {
-          if (!alive()) return;
+        later(0.1 + this.rng.next() * this.profile.fsyncMsMax, () => {
           disk.synced.length = Math.min(disk.synced.length, fx.afterSeq);
           this.dispatch(n, { type: 'truncated', seq: fx.afterSeq });
         });
@@ -620,14 +863,14 @@ class World {
               fx.epoch,
               reply as (r: Reply<unknown>) => void,
             ),
-          (r) => {
-            if (!alive()) return;
-            if (!r.ok) {
-              if (r.code === 'GAP') this.stats.gaps++;
-              if (r.code === 'STALE_EPOCH') this.stats.staleEpochs++;
-            }
-            this.dispatch(n, r.ok ? { type: 'peerAcked', peerId: fx.peerId, requestId: fx.requestId, ack: r.value } : { type: 'peerFailed', peerId: fx.peerId, requestId: fx.requestId, code: r.code });
-          },
+          (r) =>
+            this.onNode(n, inc, () => {
+              if (!r.ok) {
+                if (r.code === 'GAP') this.stats.gaps++;
+                if (r.code === 'STALE_EPOCH') this.stats.staleEpochs++;
+              }
+              this.dispatch(n, r.ok ? { type: 'peerAcked', peerId: fx.peerId, requestId: fx.requestId, ack: r.value } : { type: 'peerFailed', peerId: fx.peerId, requestId: fx.requestId, code: r.code });
+            }),
         );
         return;
       }
@@ -643,13 +886,13 @@ class World {
       case 'setTimer': {
         const old = n.timers.get(fx.key);
         if (old) old.cancelled = true;
-        n.timers.set(
-          fx.key,
-          this.clock.after(fx.delayMs, () => {
-            n.timers.delete(fx.key);
-            if (alive()) this.dispatch(n, { type: 'timer', key: fx.key });
-          }),
-        );
+        const task = later(fx.delayMs, () => {
+          // Fired while paused, then cleared or armed again by what ran before it: stale.
+          if (n.timers.get(fx.key) !== task) return;
+          n.timers.delete(fx.key);
+          this.dispatch(n, { type: 'timer', key: fx.key });
+        });
+        n.timers.set(fx.key, task);
         return;
       }
       case 'clearTimer': {
@@ -659,8 +902,7 @@ class World {
         return;
       }
       case 'refreshMembership':
-        this.clock.after(1 + this.rng.int(10), () => {
-          if (!alive()) return;
+        later(1 + this.rng.int(10), () => {
           this.adoptMembership(n);
           this.dispatch(n, { type: 'membershipRefreshed', peerId: fx.peerId });
         });
@@ -673,8 +915,7 @@ class World {
         // from the log, which this disk never trims: a few entries, after a read's time.
         this.stats.stranded++;
         const from = fx.seq;
-        this.clock.after(0.1 + this.rng.next() * this.profile.fsyncMsMax, () => {
-          if (!alive()) return;
+        later(0.1 + this.rng.next() * this.profile.fsyncMsMax, () => {
           const entries = n.disk.synced.slice(from - 1, from - 1 + 1 + this.rng.int(8)).map(cloneEntry);
           this.dispatch(n, { type: 'peerLogRead', peerId: fx.peerId, seq: from, entries, missing: entries.length === 0 });
         });
@@ -689,12 +930,21 @@ class World {
 
   // ---- invariants ----
 
-  /** The same sequence ID holds the same op on every node that has it. */
+  /** At append: a sequence ID sequenced in the same epoch holds the same op everywhere. */
   private checkSlot(n: SimNode, e: LogEntry): void {
     const id = identity(e);
-    const first = this.slots.get(e.header.seq);
-    if (first === undefined) this.slots.set(e.header.seq, id);
-    else if (first !== id) this.fail(`seq ${e.header.seq} on ${n.id} holds ${id}, elsewhere ${first}`);
+    const key = `${e.header.seq}@${e.header.epoch}`;
+    const first = this.slots.get(key);
+    if (first === undefined) this.slots.set(key, id);
+    else if (first !== id) this.fail(`seq ${e.header.seq} of epoch ${e.header.epoch} on ${n.id} holds ${id}, elsewhere ${first}`);
+  }
+
+  /** At apply: a sequence ID committed anywhere holds the same op on every node. */
+  private checkApplied(n: SimNode, e: LogEntry): void {
+    const id = identity(e);
+    const first = this.appliedSlots.get(e.header.seq);
+    if (first === undefined) this.appliedSlots.set(e.header.seq, id);
+    else if (first !== id) this.fail(`seq ${e.header.seq} applied on ${n.id} holds ${id}, elsewhere ${first}`);
   }
 
   /** Applies in order without gaps: every sequence ID skipped since the last apply was a
@@ -702,7 +952,7 @@ class World {
   private applyToBrick(n: SimNode, e: LogEntry): ApplyResult {
     const b = n.brick;
     const seq = e.header.seq;
-    this.checkSlot(n, e);
+    this.checkApplied(n, e);
     this.checkSkipped(n, b.lastSeq, seq);
     b.lastSeq = seq;
     const reqId = e.header.reqId;
@@ -720,6 +970,7 @@ class World {
       const e = n.disk.synced[s - 1];
       if (!e) this.fail(`${n.id} skipped seq ${s}, which is not in its log`);
       if (e.header.reqId === '' || !n.brick.reqIds.has(e.header.reqId)) this.fail(`${n.id} skipped seq ${s} (${e.header.reqId || 'no-op'}) without applying it`);
+      this.checkApplied(n, e);
     }
   }
 
@@ -731,10 +982,13 @@ class World {
         if (!(c.appliedSeq <= c.commitSeq && c.commitSeq <= c.durableSeq && c.durableSeq <= c.orderedSeq)) {
           this.fail(`${n.id}: applied ${c.appliedSeq} commit ${c.commitSeq} durable ${c.durableSeq} ordered ${c.orderedSeq} out of order`);
         }
-        if (c.durableSeq !== n.disk.synced.length) this.fail(`${n.id}: core durable ${c.durableSeq}, disk ${n.disk.synced.length}`);
+        // A cut is in the core at once and on disk a while later.
+        const onDisk = c.truncatingSeq === null ? n.disk.synced.length : Math.min(n.disk.synced.length, c.truncatingSeq);
+        if (c.durableSeq !== onDisk) this.fail(`${n.id}: core durable ${c.durableSeq}, disk ${n.disk.synced.length}`);
       }
-      // Every acknowledged op is durable on every in-sync node, even one that is down.
-      if (inSync.includes(n.id) && n.disk.synced.length < this.maxAckedSeq) {
+      // Every acknowledged op is durable on every in-sync node, even one that is down (one
+      // still joining may lack some: see confirmJoining).
+      if (inSync.includes(n.id) && !this.joining.has(n.id) && n.disk.synced.length < this.maxAckedSeq) {
         this.fail(`${n.id} is in sync but its log ends at ${n.disk.synced.length}, below acknowledged seq ${this.maxAckedSeq}`);
       }
     }
@@ -742,8 +996,9 @@ class World {
 
   private checkConverged(): void {
     if (this.clientsRunning > 0) this.fail(`${this.clientsRunning} clients never finished`);
-    if (this.finalReadsLeft > 0 || !this.draining) this.fail('the final reads never finished');
+    if (!this.drain?.done) this.fail('the final reads never finished');
     const m = this.redis.membership;
+    if (m.inSync.length !== NODE_IDS.length) this.fail(`only ${m.inSync.join(',')} in sync at the end`);
     const top = this.redis.seq;
     let reference: { node: string; digest: string } | null = null;
     for (const id of m.inSync) {
@@ -799,12 +1054,17 @@ class World {
           (r) => {
             attempt++;
             if (r.ok) {
+              // A primary the leader has replaced (it was paused) may still answer what it
+              // committed before its backups took the new epoch: noteAcked checks that the
+              // new primary holds it too.
+              if (primary.id !== this.redis.membership.primary) this.stats.deposedAcks++;
               this.noteAcked(reqId, r.value);
               done(r);
               return;
             }
             lastCode = r.code;
             if (r.code === 'SLOT_TAKEN') this.stats.slotTaken++;
+            if (r.code === 'NOT_PRIMARY' && primary.id !== this.redis.membership.primary) this.stats.deposedRefusals++;
             if (r.code !== 'SLOT_TAKEN' && r.code !== 'NOT_PRIMARY' && r.code !== 'STALE_EPOCH' && r.code !== 'UNAVAILABLE') {
               this.fail(`the primary refused ${reqId} with ${r.code}: ${r.message}`);
             }
@@ -821,6 +1081,12 @@ class World {
   private noteAcked(reqId: string, result: OpResult): void {
     this.acked.push({ reqId, seq: result.seq, errno: result.errno });
     this.maxAckedSeq = Math.max(this.maxAckedSeq, result.seq);
+    // Committed means durable on every in-sync node: the op itself, not just a log that long.
+    for (const id of this.redis.membership.inSync) {
+      if (this.joining.has(id)) continue;
+      const e = this.node(id).disk.synced[result.seq - 1];
+      if (e?.header.reqId !== reqId) this.fail(`${reqId} was acknowledged at seq ${result.seq}, but in-sync ${id} holds ${e ? e.header.reqId || 'a no-op' : 'nothing'} there`);
+    }
     // The same request ID always gets the same answer.
     if (this.clientAnswers.has(reqId) && this.clientAnswers.get(reqId) !== result.errno) {
       this.fail(`${reqId} answered ${result.errno} after ${this.clientAnswers.get(reqId)}`);
@@ -956,9 +1222,7 @@ class World {
               this.stats.holds++;
               if (n.core!.appliedSeq !== at) this.fail(`${n.id} is held at ${at} but applied ${n.core!.appliedSeq}`);
               const inc = n.incarnation;
-              this.clock.after(this.rng.next() * 50, () => {
-                if (n.up && n.incarnation === inc) this.dispatch(n, { type: 'release' });
-              });
+              this.clock.after(this.rng.next() * 50, () => this.onNode(n, inc, () => this.dispatch(n, { type: 'release' })));
             }
             reply(r);
           }),
@@ -967,39 +1231,52 @@ class World {
     }
   }
 
-  /** Faults over and clients done: read every in-sync node at the newest sequence ID,
-   * which also makes the primary fill a hole at the tail. */
+  /** Faults over and clients done: read every node at the newest sequence ID (which also
+   * makes the primary fill a hole at the tail), until every node is in sync, confirmed,
+   * and has answered. Meanwhile the leader goes on: a paused primary may still be
+   * replaced, learners promoted. */
   private maybeDrain(): void {
-    if (this.draining || this.faultsOn || this.clientsRunning > 0) return;
-    this.draining = true;
+    if (this.drain !== null || this.faultsOn || this.clientsRunning > 0) return;
     if (this.rng.next() < 0.3) {
       this.redis.seq++; // a proxy took a sequence ID and died just now: a hole at the tail
       this.stats.proxyDeaths++;
     }
-    const barrier = this.redis.seq;
+    const d = { barrier: this.redis.seq, answered: new Set<string>(), asking: new Set<string>(), done: false };
+    this.drain = d;
     const deadline = this.clock.after(DRAIN_MS_MAX, () => {
-      const states = this.nodes.map((n) => (n.core ? JSON.stringify({ up: n.up, ...summarize(n.core) }) : `${n.id} down`));
-      this.fail(`${this.finalReadsLeft} nodes did not reach seq ${barrier} within ${DRAIN_MS_MAX} ms after the faults stopped: ${states.join(' ')}`);
+      const m = this.redis.membership;
+      const states = this.nodes.map((n) => (n.core ? JSON.stringify({ up: n.up, paused: n.paused, ...summarize(n.core) }) : `${n.id} down`));
+      this.fail(
+        `not every node was in sync at seq ${d.barrier} within ${DRAIN_MS_MAX} ms after the faults stopped (membership e${m.epoch} primary ${m.primary} ` +
+          `inSync ${m.inSync.join(',')}, joining ${[...this.joining.keys()].join(',') || '-'}, answered ${[...d.answered].join(',') || '-'}): ${states.join(' ')}`,
+      );
     });
-    this.log(`draining at seq ${barrier}`);
-    for (const id of this.redis.membership.inSync) {
-      const n = this.node(id);
-      this.finalReadsLeft++;
-      const tryRead = () =>
+    this.log(`draining at seq ${d.barrier}`);
+    const round = () => {
+      const m = this.redis.membership;
+      if (NODE_IDS.every((id) => m.inSync.includes(id) && !this.joining.has(id) && d.answered.has(id))) {
+        d.done = true;
+        deadline.cancelled = true;
+        this.log('drained: every node in sync');
+        return;
+      }
+      for (const id of m.inSync) {
+        if (d.answered.has(id) || d.asking.has(id)) continue;
+        d.asking.add(id);
+        const n = this.node(id);
         this.request(
           n,
           READ_TIMEOUT_MS,
-          (reply) => this.handle(n, (token) => ({ type: 'barrierRead', token, seq: barrier }), null, reply),
+          (reply) => this.handle(n, (token) => ({ type: 'barrierRead', token, seq: d.barrier }), null, reply),
           (r) => {
-            if (!r.ok) {
-              this.clock.after(200, tryRead);
-              return;
-            }
-            if (--this.finalReadsLeft === 0) deadline.cancelled = true;
+            d.asking.delete(id);
+            if (r.ok) d.answered.add(id);
           },
         );
-      tryRead();
-    }
+      }
+      this.clock.after(200, round);
+    };
+    round();
   }
 }
 

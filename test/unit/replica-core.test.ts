@@ -178,7 +178,7 @@ const CASES: Case[] = [
       [acked('n2', 3, 1), []],
       [acked('n3', 4, 1), ['apply 1', 'send n2 #5 e1 c1 -', 'send n3 #6 e1 c1 -']],
       [applied(1), ['answer 7 {"seq":1}']],
-      [acked('n2', 5, 1), []],
+      [acked('n2', 5, 1, 1), []],
     ],
     after: (s) => {
       assert.is(s.peers.get('n2')!.knownCommit, 1);
@@ -488,7 +488,7 @@ const CASES: Case[] = [
       [membership({ ...THREE, inSync: ['n1', 'n2'] }, 2), ['apply 1', 'send n2 #5 e2 c1 -']],
       [acked('n3', 4, 1), []], // its answer came after it failed: ignored
       [timer('peer:n3'), ['send n3 #6 e2 c1 1..1']],
-      [acked('n3', 6, 1), []], // that batch told it the commit point too
+      [acked('n3', 6, 1, 1), []], // that batch told it the commit point too
     ],
     after: (s) => assert.equal([s.peers.get('n3')!.inSync, s.peers.get('n3')!.ackedSeq, s.commitSeq], [false, 1, 1]),
   },
@@ -500,14 +500,47 @@ const CASES: Case[] = [
       [acked('n3', 2, 0), []],
       [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
       [durable(1), []],
-      [acked('n2', 3, 1), ['apply 1', 'send n2 #5 e1 c1 -', 'send n3 #6 e1 c1 -']], // a learner applies too
+      // The learner gets no notice before it holds 1: it could not commit past its log.
+      [acked('n2', 3, 1), ['apply 1', 'send n2 #5 e1 c1 -']],
       [applied(1), ['answer 7 {"seq":1}']],
       [membership(THREE, 2), []],
-      [submit(8, 2, { epoch: 2 }), ['append 2..2', 'send n2 #7 e2 c1 2..2']],
+      [submit(8, 2, { epoch: 2 }), ['append 2..2', 'send n2 #6 e2 c1 2..2']],
       [durable(2), []],
-      [acked('n3', 4, 1), ['send n3 #8 e2 c1 -']], // sent in epoch 1: the primary asks where n3's log ends
+      [acked('n3', 4, 1), ['send n3 #7 e2 c1 -']], // sent in epoch 1: the primary asks where n3's log ends
     ],
     after: (s) => assert.equal([s.peers.get('n3')!.inSync, s.peers.get('n3')!.ackedSeq], [true, -1]),
+  },
+  {
+    name: 'a learner is told the commit point again once its log holds it; it knows only what it took',
+    // Found by the simulation (seed 2042): a notice named a commit point past the learner's
+    // log; the learner took what it held (c1) but the primary counted the notice's (c2),
+    // and once the learner held 2 it was never told 2 was committed.
+    init: { logLastSeq: 2, recovered: [entry(1), entry(2)] },
+    script: [
+      [membership({ ...THREE, inSync: ['n1', 'n2'] }), ['role primary e1', 'send n2 #1 e1 c0 -', 'send n3 #2 e1 c0 -']],
+      [acked('n3', 2, 1), ['send n3 #3 e1 c0 2..2']],
+      [acked('n2', 1, 0), ['send n2 #4 e1 c0 1..2']],
+      [acked('n2', 4, 2), ['apply 1', 'send n2 #5 e1 c2 -', 'send n3 #6 e1 c2 -']],
+      [acked('n3', 6, 1, 1), []], // it could take 1 only; no second notice until it holds more
+      [acked('n3', 3, 2, 1), ['send n3 #7 e1 c2 -']],
+      [acked('n3', 7, 2, 2), []],
+    ],
+    after: (s) => assert.is(s.peers.get('n3')!.knownCommit, 2),
+  },
+  {
+    name: 'a peer that answers a batch with a lower commit point than it carried is told again',
+    // Found by the simulation (seed 20864): the batch named commit 2 and the peer held 2,
+    // but it took a new epoch before 2 was durable, which forgets what the old one vouched
+    // for; it answered c1, and only what it says it took counts.
+    init: { logLastSeq: 2, recovered: [entry(1), entry(2)] },
+    script: [
+      [membership({ ...THREE, inSync: ['n1', 'n2'] }), ['role primary e1', 'send n2 #1 e1 c0 -', 'send n3 #2 e1 c0 -']],
+      [acked('n2', 1, 2), ['apply 1', 'send n2 #3 e1 c2 -']],
+      [acked('n3', 2, 1), ['send n3 #4 e1 c2 2..2']],
+      [acked('n3', 4, 2, 1), ['send n3 #5 e1 c2 -']],
+      [acked('n3', 5, 2, 2), []],
+    ],
+    after: (s) => assert.is(s.peers.get('n3')!.knownCommit, 2),
   },
   {
     name: 'a learner takes batches like a backup and applies what the primary says is committed',
@@ -529,9 +562,32 @@ const CASES: Case[] = [
       [{ type: 'peerLogRead', peerId: 'n2', seq: 3, entries: [entry(3), entry(4)], missing: false }, ['send n2 #4 e1 c5 3..4']],
       [acked('n2', 4, 4), ['stranded n2 5']],
       [{ type: 'peerLogRead', peerId: 'n2', seq: 5, entries: [entry(5), entry(6), entry(8)], missing: false }, ['send n2 #5 e1 c5 5..6']],
-      [acked('n2', 5, 6), []],
+      [acked('n2', 5, 6, 5), []],
     ],
     after: (s) => assert.is(s.peers.get('n2')!.ackedSeq, 6),
+  },
+  {
+    name: 'a log read that comes back while the peer waits out a failure is dropped, and asked for again after',
+    // Found by the simulation (seed 188): the read was dropped but the peer stayed marked
+    // as waiting for it, so no read was ever asked for again and the learner starved.
+    script: [
+      [membership({ ...THREE, inSync: ['n1', 'n3'] }), ['role primary e1', 'send n2 #1 e1 c0 -', 'send n3 #2 e1 c0 -']],
+      [acked('n2', 1, 0), []],
+      [acked('n3', 2, 0), []],
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+      [durable(1), []],
+      [acked('n2', 3, 1), []],
+      [submit(8, 2), ['append 2..2', 'send n2 #5 e1 c0 2..2']],
+      [acked('n3', 4, 1), ['apply 1', 'send n2 #6 e1 c1 -', 'send n3 #7 e1 c1 2..2', 'send n3 #8 e1 c1 -']],
+      [applied(1), ['answer 7 {"seq":1}']], // 1 leaves memory
+      [failed('n2', 5, 'GAP'), ['set peer:n2 0']],
+      [timer('peer:n2'), ['send n2 #9 e1 c1 -']],
+      [acked('n2', 9, 0), ['stranded n2 1']], // its log lost 1 (say): the driver reads it
+      [failed('n2', 6, 'UNAVAILABLE'), ['set peer:n2 200']], // the notice fails meanwhile
+      [{ type: 'peerLogRead', peerId: 'n2', seq: 1, entries: [entry(1)], missing: false }, []], // waiting: dropped
+      [timer('peer:n2'), ['stranded n2 1']],
+      [{ type: 'peerLogRead', peerId: 'n2', seq: 1, entries: [entry(1), entry(2)], missing: false }, ['send n2 #10 e1 c1 1..2']],
+    ],
   },
   {
     name: 'a peer behind the log is told to full-sync, left alone a while, then asked afresh',
@@ -699,9 +755,44 @@ const CASES: Case[] = [
       [replicate(3, [4], 3, 2, {}, { entryEpoch: 2 }), []], // appends wait for the cut
       [{ type: 'truncated', seq: 2 }, ['append 3..4']],
       [durable(4), ['apply 2', 'answer 2 d4 c3 4:e2', 'answer 3 d4 c3 4:e2']],
-      [replicate(4, [], 3, 2, {}, { truncateAfter: 0 }), ['refuse 4 BAD_REQUEST']],
+      // A cut below what the log agrees on with the primary (so below the commit point)
+      // cuts nothing.
+      [replicate(4, [], 3, 2, {}, { truncateAfter: 0 }), ['answer 4 d4 c3 4:e2']],
     ],
     after: (s) => assert.equal([s.entries.get(3)!.header.reqId, s.matchedSeq, s.durableSeq], ['x3', 4, 4]),
+  },
+  {
+    name: 'a cut asked for again after its answer was lost cuts nothing the primary has since vouched for',
+    // Found by the simulation (seed 5270): the backup made the cut, appended, and learned
+    // the commit point past the cut; the answer was lost, and every retry of the cut was
+    // refused (below the commit point), so the backup was never fed again.
+    init: { appliedSeq: 1, logLastSeq: 3, recovered: [entry(2), entry(3)] },
+    script: [
+      [membership(AS_BACKUP, 2), ['role backup e2']],
+      [replicate(1, [3], 3, 2, { 3: 'x3' }, { truncateAfter: 2, prefixSeq: 2, entryEpoch: 2 }), ['truncate 2']],
+      [{ type: 'truncated', seq: 2 }, ['append 3..3']],
+      [durable(3), ['apply 2', 'answer 1 d3 c3']],
+      [applied(2), ['apply 3']],
+      [applied(3), []],
+      [replicate(2, [3, 4], 3, 2, { 3: 'x3' }, { truncateAfter: 2, prefixSeq: 2, entryEpoch: 2 }), ['append 4..4']],
+      [durable(4), ['answer 2 d4 c3 4:e2']],
+    ],
+  },
+  {
+    name: 'a delayed copy of a cut cuts nothing the backup took from the primary since',
+    // Same epoch, so it is not refused; cutting after 2 again would drop 4, which the
+    // backup acknowledged and the primary may count for commit.
+    init: { appliedSeq: 1, logLastSeq: 3, recovered: [entry(2), entry(3)] },
+    script: [
+      [membership(AS_BACKUP, 2), ['role backup e2']],
+      [replicate(1, [3], 1, 2, { 3: 'x3' }, { truncateAfter: 2, prefixSeq: 2, entryEpoch: 2 }), ['truncate 2']],
+      [{ type: 'truncated', seq: 2 }, ['append 3..3']],
+      [durable(3), ['answer 1 d3 c1 2:e1 3:e2']],
+      [replicate(2, [4], 1, 2, {}, { prefixSeq: 3, entryEpoch: 2 }), ['append 4..4']],
+      [durable(4), ['answer 2 d4 c1 2:e1 3:e2']],
+      [replicate(3, [3], 1, 2, { 3: 'x3' }, { truncateAfter: 2, prefixSeq: 2, entryEpoch: 2 }), ['answer 3 d4 c1 2:e1 3:e2']],
+    ],
+    after: (s) => assert.equal([s.durableSeq, s.orderedSeq], [4, 4]),
   },
   {
     name: 'a cut waits for the append in flight; an entry that differs where the logs agree is a broken invariant',
