@@ -15,3 +15,8 @@ export const nodeAliveKey = (id: string): string => `dfs:node:${id}:alive`;
 /** Hash: node ID -> JSON { requestedAtMs, drainedAtMs? }: nodes an operator asked to remove
  * (`dfs node remove`); the leader drains each, then drops it from the membership. */
 export const KEY_REMOVING = 'dfs:removing';
+/** Hash: node ID -> JSON { afterEpoch, needs }: backups promoted after `afterEpoch` and not
+ * yet known to hold everything committed before the primary took the promotion in (`needs`:
+ * the primary's durable end when it was first seen to hold it, null until then). They
+ * count for commit but are no failover candidates (proxy/leader.ts). */
+export const KEY_JOINING = 'dfs:joining';

@@ -23,7 +23,11 @@
  *   joins the in-sync set at once (it has nothing to catch up);
  * - a learner that is alive, not syncing, holds this epoch and whose durable log is within
  *   JOIN_LAG_OPS of the primary's is promoted to the in-sync set (from then on commits
- *   wait for it, so it must be close);
+ *   wait for it, so it must be close). Until the primary takes the promotion in, it
+ *   commits without it, so the node may lack ops committed meanwhile: it is no failover
+ *   candidate until it knows committed everything the primary held durably when it was
+ *   first seen holding the new membership (KEY_JOINING, kept in Redis so the next leader
+ *   knows too);
  * - a backup whose heartbeat lapsed, that the primary reports it has not reached for 3 s
  *   (`unresponsivePeers`: a partition between the two), or that says it is copying a
  *   brick, leaves the in-sync set, so the primary commits without it once it holds the new membership
@@ -45,7 +49,7 @@
 import type { Redis } from 'ioredis';
 import type { Membership } from '../common/api';
 import type { Logger } from '../common/log';
-import { KEY_EPOCH, KEY_LEADER, KEY_MEMBERSHIP, KEY_NODES, KEY_REMOVING, KEY_SEQ, nodeAliveKey } from '../common/redis-keys';
+import { KEY_EPOCH, KEY_JOINING, KEY_LEADER, KEY_MEMBERSHIP, KEY_NODES, KEY_REMOVING, KEY_SEQ, nodeAliveKey } from '../common/redis-keys';
 
 /** A learner is promoted once its durable log is this close to the primary's. */
 export const JOIN_LAG_OPS = 256;
@@ -203,18 +207,21 @@ export class LeaderDuty {
       if (!change) return;
       next = { ...change.next, epoch: 0 };
       this.logger.info({ why: change.why }, 'changing membership');
+      // Before the membership that promotes it exists: never a moment it counts unconfirmed.
+      if (change.promoted) await this.redis.hset(KEY_JOINING, change.promoted, JSON.stringify({ afterEpoch: current.epoch, needs: null }));
     }
     const epoch = await this.redis.eval(PUBLISH_SCRIPT, 3, KEY_LEADER, KEY_EPOCH, KEY_MEMBERSHIP, this.proxyId, JSON.stringify(next));
     if (epoch) this.logger.info({ epoch, primary: next.primary, inSync: next.inSync, nodes: Object.keys(next.nodes) }, 'published membership');
   }
 
   /** The one membership change this round makes, if any (see the header). */
-  private async nextChange(m: Membership, nodes: NodeView[]): Promise<{ next: Membership; why: string } | null> {
+  private async nextChange(m: Membership, nodes: NodeView[]): Promise<{ next: Membership; why: string; promoted?: string } | null> {
     const byId = new Map(nodes.map((n) => [n.id, n]));
+    const joining = await this.confirmJoining(m, byId);
     const removing = await this.redis.hgetall(KEY_REMOVING);
     const fresh = Number((await this.redis.get(KEY_SEQ)) ?? 0) === 0;
     const without = (list: string[], id: string) => list.filter((x) => x !== id);
-    const failover = this.failover(m, byId);
+    const failover = this.failover(m, byId, joining);
     if (failover) return failover;
     // Removals asked for by an operator: drain (out of in-sync), then leave.
     for (const [id, text] of Object.entries(removing)) {
@@ -264,15 +271,43 @@ export class LeaderDuty {
         const n = byId.get(id);
         if (!n || !n.alive || n.syncing || n.epoch !== m.epoch || n.role !== 'learner' || n.durableSeq === null) continue;
         if (n.durableSeq >= primary.durableSeq - JOIN_LAG_OPS) {
-          return { next: { ...m, inSync: [...m.inSync, id].sort() }, why: `${id} caught up (durable ${n.durableSeq}, primary ${primary.durableSeq})` };
+          return { next: { ...m, inSync: [...m.inSync, id].sort() }, why: `${id} caught up (durable ${n.durableSeq}, primary ${primary.durableSeq})`, promoted: id };
         }
       }
     }
     return null;
   }
 
+  /** Promoted backups not yet confirmed (see the header): moves each along, and returns
+   * the IDs still unconfirmed. */
+  private async confirmJoining(m: Membership, byId: Map<string, NodeView>): Promise<Set<string>> {
+    const entries = await this.redis.hgetall(KEY_JOINING);
+    const unconfirmed = new Set<string>();
+    const primary = byId.get(m.primary);
+    for (const [id, text] of Object.entries(entries)) {
+      const j = JSON.parse(text) as { afterEpoch: number; needs: number | null };
+      const n = byId.get(id);
+      if (!m.inSync.includes(id) || id === m.primary) {
+        // Left the in-sync set (or is the primary now, chosen while confirmed): nothing to track.
+        if (m.epoch > j.afterEpoch) await this.redis.hdel(KEY_JOINING, id);
+        continue;
+      }
+      if (j.needs === null && primary?.alive && primary.epoch !== null && primary.epoch > j.afterEpoch && primary.durableSeq !== null) {
+        j.needs = primary.durableSeq;
+        await this.redis.hset(KEY_JOINING, id, JSON.stringify(j));
+      }
+      if (j.needs !== null && n?.alive && n.epoch !== null && n.epoch > j.afterEpoch && (n.commitSeq ?? -1) >= j.needs) {
+        await this.redis.hdel(KEY_JOINING, id);
+        this.logger.info({ nodeId: id, commitSeq: n.commitSeq, needs: j.needs }, 'promoted backup holds everything committed before it counted: a failover candidate now');
+        continue;
+      }
+      unconfirmed.add(id);
+    }
+    return unconfirmed;
+  }
+
   /** A dead primary replaced, or a restarted one given a new epoch (see the header). */
-  private failover(m: Membership, byId: Map<string, NodeView>): { next: Membership; why: string } | null {
+  private failover(m: Membership, byId: Map<string, NodeView>, unconfirmed: Set<string>): { next: Membership; why: string } | null {
     const primary = byId.get(m.primary);
     // What any node was last heard to know committed (the primary's own figure included,
     // from its last heartbeat while it lived): a new primary's log must reach that far.
@@ -286,7 +321,7 @@ export class LeaderDuty {
     }
     const committed = Math.max(0, ...this.commitSeen.values());
     const candidates = m.inSync
-      .filter((id) => id !== m.primary)
+      .filter((id) => id !== m.primary && !unconfirmed.has(id))
       .flatMap((id) => {
         const n = byId.get(id);
         return n && n.alive && !n.syncing && n.durableSeq !== null ? [n] : [];

@@ -89,6 +89,12 @@ s('nodes killed and restarted for 60 s, the primary among them: every acknowledg
       // restart it at once (it comes back fenced and takes a new epoch, or is replaced);
       // a third take a backup.
       const kind = round % 3;
+      // A failover needs a confirmed in-sync node to take over (proxy/leader.ts): give the
+      // cluster the moment it takes to settle after the last restart.
+      if (kind === 0) {
+        await allInSync(clients[0]!);
+        await w.progress(15, `with every node in sync before kill ${round + 1}`);
+      }
       const backups = m.inSync.filter((id) => id !== m.primary);
       const victim = kind === 2 && backups.length > 0 ? backups[round % backups.length]! : m.primary;
       cluster.killProcess('storage', victim);
