@@ -8,9 +8,10 @@ export const KEY_MEMBERSHIP = 'dfs:membership';
 /** Hash: node ID -> JSON { id, url }. */
 export const KEY_NODES = 'dfs:nodes';
 /** String with a TTL per node, refreshed by its heartbeat: JSON { appliedSeq, durableSeq,
- * commitSeq, epoch, logEpoch, role, primaryFenced, syncing, sync, membership } (logEpoch:
- * the epoch of its last durable entry; the membership the node holds, or null; sync: the
- * full sync under way, storage/full-sync.ts SyncProgress, or null). */
+ * commitSeq, epoch, logEpoch, role, primaryFenced, failingPeers, peersAhead, syncing, sync,
+ * membership } (logEpoch: the epoch of its last durable entry; failingPeers and peersAhead:
+ * a primary's view of its peers, proxy/leader.ts; the membership the node holds, or null;
+ * sync: the full sync under way, storage/full-sync.ts SyncProgress, or null). */
 export const nodeAliveKey = (id: string): string => `dfs:node:${id}:alive`;
 /** Hash: node ID -> JSON { requestedAtMs, drainedAtMs? }: nodes an operator asked to remove
  * (`dfs node remove`); the leader drains each, then drops it from the membership. */

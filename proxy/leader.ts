@@ -17,6 +17,9 @@
  * - a primary that restarted asks for a new epoch (its heartbeat says `primaryFenced`): the
  *   same membership is published again, so its new entries never share an epoch with
  *   entries it may have lost in the crash;
+ * - a primary that reports a peer holding committed ops its log lacks (`peersAhead`: it
+ *   was chosen on stale figures and can commit nothing past that peer) hands the role to
+ *   that peer;
  * - a node that registers later becomes a member, first as a learner (in `nodes`, not in
  *   `inSync`): the primary feeds it from memory, its log or, when the log no longer
  *   reaches back, by telling it to full-sync; while the cluster never sequenced an op it
@@ -29,7 +32,8 @@
  *   first seen holding the new membership (KEY_JOINING, kept in Redis so the next leader
  *   knows too);
  * - a backup whose heartbeat lapsed, that the primary reports it has not reached for 3 s
- *   (`unresponsivePeers`: a partition between the two), or that says it is copying a
+ *   (`failingPeers`: a partition between the two; a learner the primary cannot reach is
+ *   not promoted meanwhile), or that says it is copying a
  *   brick, leaves the in-sync set, so the primary commits without it once it holds the new membership
  *   (fenced by the epoch: it never commits without it before); it stays a learner and
  *   rejoins by catching up;
@@ -42,7 +46,8 @@
  * hold. Proxies take no ID while no membership exists (proxy/sequencer.ts). The leader sees
  * nodes with a history and no membership, waits RESTORE_GRACE_MS for every running node to
  * heartbeat again, then in one fenced script puts `dfs:seq` at the highest sequence ID any
- * node has durably and `dfs:epoch` at the highest epoch any node has seen, and publishes
+ * node has durably and `dfs:epoch` past the highest epoch any node has seen (by
+ * EPOCH_RESTORE_MARGIN), and publishes
  * the newest membership a node holds, under the next epoch. Only then does anyone
  * sequence again.
  */
@@ -55,6 +60,12 @@ import { KEY_EPOCH, KEY_JOINING, KEY_LEADER, KEY_MEMBERSHIP, KEY_NODES, KEY_REMO
 export const JOIN_LAG_OPS = 256;
 /** How long a node being removed is out of the in-sync set (no new reads) before it leaves. */
 export const REMOVE_DRAIN_MS = 2000;
+/** An in-sync backup the primary has not reached for this long leaves the in-sync set. */
+export const PEER_UNREACHABLE_MS = 3000;
+/** Restored after Redis lost its data, the epoch jumps this far past the highest any live
+ * node reports: a node paused through the restore may hold a higher one, and an epoch must
+ * never name two memberships. */
+export const EPOCH_RESTORE_MARGIN = 1000;
 
 const RENEW_SCRIPT = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
 // KEYS: leader, epoch, membership; ARGV: proxyId, membership JSON with epoch placeholder
@@ -80,8 +91,10 @@ export interface NodeView {
   commitSeq: number | null;
   /** Named primary in an epoch it restarted in: waits for a new one. */
   primaryFenced: boolean;
-  /** Primary: in-sync backups it has not reached for a while (they may still heartbeat). */
-  unresponsivePeers: string[];
+  /** Primary: peer -> how long (ms) every request to it has failed, for peers failing now. */
+  failingPeers: Record<string, number>;
+  /** Primary: peers that know of committed ops its log lacks. */
+  peersAhead: string[];
   /** Copying a brick from a peer (storage/full-sync.ts). */
   syncing: boolean;
   sync: { source: string; seq: number | null; entries: number; bytes: number } | null;
@@ -114,7 +127,8 @@ export async function readNodes(redis: Redis): Promise<NodeView[]> {
           logEpoch?: number | null;
           role?: string;
           primaryFenced?: boolean;
-          unresponsivePeers?: string[];
+          failingPeers?: Record<string, number>;
+          peersAhead?: string[];
           syncing?: boolean;
           sync?: NodeView['sync'];
           membership?: Membership | null;
@@ -132,7 +146,8 @@ export async function readNodes(redis: Redis): Promise<NodeView[]> {
       logEpoch: a?.logEpoch ?? null,
       commitSeq: a?.commitSeq ?? null,
       primaryFenced: a?.primaryFenced === true,
-      unresponsivePeers: a?.unresponsivePeers ?? [],
+      failingPeers: a?.failingPeers ?? {},
+      peersAhead: a?.peersAhead ?? [],
       syncing: a?.syncing === true,
       sync: a?.sync ?? null,
     };
@@ -243,7 +258,8 @@ export class LeaderDuty {
     }
     // Backups that stopped heartbeating, that the primary cannot reach, or that are copying a brick.
     const primaryNow = byId.get(m.primary);
-    const unreachable = primaryNow?.alive && primaryNow.epoch === m.epoch ? primaryNow.unresponsivePeers : [];
+    const failing = primaryNow?.alive && primaryNow.epoch === m.epoch ? primaryNow.failingPeers : {};
+    const unreachable = Object.keys(failing).filter((id) => failing[id]! >= PEER_UNREACHABLE_MS);
     for (const id of m.inSync) {
       if (id === m.primary) continue;
       const n = byId.get(id);
@@ -259,6 +275,8 @@ export class LeaderDuty {
         return {
           next: { ...m, inSync: joinNow ? [...m.inSync, n.id].sort() : m.inSync, nodes: { ...m.nodes, [n.id]: n.url } },
           why: joinNow ? `${n.id} joins an empty cluster` : `${n.id} joins as a learner`,
+          // An op may commit before the primary takes this in: confirm it like a promotion.
+          promoted: joinNow ? n.id : undefined,
         };
       }
       if (m.nodes[n.id] !== n.url) return { next: { ...m, nodes: { ...m.nodes, [n.id]: n.url } }, why: `${n.id} moved to ${n.url}` };
@@ -270,6 +288,8 @@ export class LeaderDuty {
         if (m.inSync.includes(id) || removing[id] !== undefined) continue;
         const n = byId.get(id);
         if (!n || !n.alive || n.syncing || n.epoch !== m.epoch || n.role !== 'learner' || n.durableSeq === null) continue;
+        // One the primary cannot reach now would only be dropped again.
+        if (failing[id] !== undefined) continue;
         if (n.durableSeq >= primary.durableSeq - JOIN_LAG_OPS) {
           return { next: { ...m, inSync: [...m.inSync, id].sort() }, why: `${id} caught up (durable ${n.durableSeq}, primary ${primary.durableSeq})`, promoted: id };
         }
@@ -316,7 +336,17 @@ export class LeaderDuty {
     }
     if (primary?.alive) {
       this.noSuccessorLogged = false;
-      if (primary.primaryFenced && primary.epoch === m.epoch) return { next: { ...m }, why: `primary ${m.primary} restarted and needs a new epoch` };
+      if (primary.epoch !== m.epoch) return null;
+      if (primary.primaryFenced) return { next: { ...m }, why: `primary ${m.primary} restarted and needs a new epoch` };
+      // A peer holds ops committed that the primary lacks (it was chosen on stale figures):
+      // the primary cannot commit past it, so the role goes to that peer.
+      const ahead = primary.peersAhead.map((id) => byId.get(id)).find((n) => n?.alive && !n.syncing && m.nodes[n.id] !== undefined);
+      if (ahead) {
+        return {
+          next: { ...m, primary: ahead.id, inSync: [...new Set([...m.inSync.filter((id) => id !== m.primary), ahead.id])].sort() },
+          why: `${ahead.id} holds committed ops primary ${m.primary} lacks: it takes over`,
+        };
+      }
       return null;
     }
     const committed = Math.max(0, ...this.commitSeen.values());
@@ -324,17 +354,18 @@ export class LeaderDuty {
       .filter((id) => id !== m.primary && !unconfirmed.has(id))
       .flatMap((id) => {
         const n = byId.get(id);
-        return n && n.alive && !n.syncing && n.durableSeq !== null ? [n] : [];
+        // A log short of a commit point some heartbeat reported would lose acknowledged ops.
+        return n && n.alive && !n.syncing && n.durableSeq !== null && n.durableSeq >= committed ? [n] : [];
       })
       .sort((a, b) => (b.logEpoch ?? -1) - (a.logEpoch ?? -1) || b.durableSeq! - a.durableSeq! || a.id.localeCompare(b.id));
     const chosen = candidates[0];
-    // A node whose log stops short of what is known committed would lose acknowledged
-    // writes as primary (only the dead may hold them): wait for them instead.
-    if (!chosen || chosen.durableSeq! < committed) {
+    // No live, confirmed in-sync node reaches what is known committed: only the dead may
+    // hold it, so wait for them rather than lose acknowledged writes.
+    if (!chosen) {
       if (!this.noSuccessorLogged) {
         this.logger.warn(
-          { primary: m.primary, inSync: m.inSync, committed, best: chosen ? { id: chosen.id, durableSeq: chosen.durableSeq } : null },
-          'the primary stopped heartbeating and no live in-sync node holds every committed op: waiting for it',
+          { primary: m.primary, inSync: m.inSync, unconfirmed: [...unconfirmed], committed },
+          'the primary stopped heartbeating and no live, confirmed in-sync node holds every committed op: waiting for it',
         );
       }
       this.noSuccessorLogged = true;
@@ -369,7 +400,7 @@ export class LeaderDuty {
           const top = nodes.filter((n) => (n.durableSeq ?? 0) === highestSeq);
           return { epoch: 0, primary: top[0]!.id, inSync: top.map((n) => n.id), nodes: Object.fromEntries(nodes.map((n) => [n.id, n.url])) };
         })();
-    const ok = await this.redis.eval(RESTORE_SCRIPT, 3, KEY_LEADER, KEY_SEQ, KEY_EPOCH, this.proxyId, String(highestSeq), String(highestEpoch));
+    const ok = await this.redis.eval(RESTORE_SCRIPT, 3, KEY_LEADER, KEY_SEQ, KEY_EPOCH, this.proxyId, String(highestSeq), String(highestEpoch + EPOCH_RESTORE_MARGIN));
     if (ok !== 1) return;
     const epoch = await this.redis.eval(PUBLISH_SCRIPT, 3, KEY_LEADER, KEY_EPOCH, KEY_MEMBERSHIP, this.proxyId, JSON.stringify(next));
     if (!epoch) return;

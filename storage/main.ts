@@ -31,9 +31,8 @@ const ALIVE_TTL_MS = 3000;
 const MEMBERSHIP_POLL_MS = 300;
 /** Request IDs remembered for exactly-once retries (in memory and in dedup.journal). */
 const DEDUP_ENTRIES_MAX = 100_000;
-/** A backup whose every request failed for this long is reported to the leader, which
- * takes it out of the in-sync set (proxy/leader.ts). */
-const UNRESPONSIVE_PEER_MS = 3000;
+/** How long a peer that said it is ahead of this primary's log is reported. */
+const PEER_AHEAD_REPORT_MS = 10_000;
 const H2_WINDOW_BYTES = 16 * 1024 * 1024;
 
 runMain(async () => {
@@ -154,8 +153,10 @@ runMain(async () => {
           // The membership names this node primary in an epoch it restarted in: it waits
           // for the leader to publish a later one (storage/replica-core.ts, fencedEpoch).
           primaryFenced: s.primaryFenced,
-          // Backups the primary has not reached for a while, though they may heartbeat.
-          unresponsivePeers: replica.unresponsivePeers(UNRESPONSIVE_PEER_MS),
+          // Peers the primary has not reached lately (they may still heartbeat), and peers
+          // that know of committed ops its log lacks (proxy/leader.ts acts on both).
+          failingPeers: replica.failingPeers(),
+          peersAhead: replica.peersAhead(PEER_AHEAD_REPORT_MS),
           // A node copying a brick is not in sync, whatever the membership says yet.
           syncing: s.syncing || fullSync.active,
           sync: fullSync.progress,

@@ -289,7 +289,8 @@ export class OpLog {
       assert.ok('frame' in r, `op log ${file} ends before ${seq}`);
       offset += r.bytes;
     }
-    for (const first of this.segments.filter((f) => f > start.segment)) await fsp.rm(nodePath.join(this.dir, segmentName(first)), { force: true });
+    // Newest first: a crash part way leaves a log without a gap (its tail is cut again).
+    for (const first of this.segments.filter((f) => f > start.segment).reverse()) await fsp.rm(nodePath.join(this.dir, segmentName(first)), { force: true });
     this.segments = this.segments.filter((f) => f <= start.segment);
     if (offset === 0) {
       await fsp.rm(file, { force: true });

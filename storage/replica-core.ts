@@ -710,22 +710,19 @@ function armHoleTimer(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
 }
 
 function onHoleTimer(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
-  const missing = s.holeTimerSeq;
-  if (missing === null) return; // cleared after it fired
+  if (s.holeTimerSeq === null) return; // cleared after it fired
   s.holeTimerSeq = null;
-  if (s.role !== 'primary' || s.orderedSeq + 1 !== missing || s.pending.has(missing)) {
-    armHoleTimer(s, fx); // the slot arrived meanwhile: wait afresh for the next one, if any
-    return;
-  }
   // Every slot still missing that was known to exist when the timer was armed has waited
   // long enough (after a failover there may be one per op the old primary was sent).
   const claimed: LogEntry[] = [];
-  for (let seq = missing; seq <= Math.max(missing, s.holeTimerUpTo); seq++) {
+  for (let seq = s.orderedSeq + 1; s.role === 'primary' && seq <= s.holeTimerUpTo; seq++) {
     if (s.pending.has(seq)) continue;
     fx.push({ type: 'holeClaimed', seq, epoch: s.epoch });
     claimed.push({ header: { epoch: s.epoch, seq, reqId: '', timeMs: 0, op: { type: 'noop' } }, data: Buffer.alloc(0) });
   }
-  accept(s, fx, claimed);
+  // None (they arrived meanwhile): wait afresh for any seen since.
+  if (claimed.length === 0) armHoleTimer(s, fx);
+  else accept(s, fx, claimed);
 }
 
 function pumpLog(s: ReplicaCoreState, fx: ReplicaEffect[]): void {

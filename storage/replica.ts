@@ -82,6 +82,8 @@ export class Replica {
   private appliesSinceYield = 0;
   /** Peer -> when its requests began to fail (every one since); cleared by an answer. */
   private readonly failingSince = new Map<string, number>();
+  /** Peer -> when it last said it knows of committed ops this primary's log lacks. */
+  private readonly aheadAt = new Map<string, number>();
   private reportedAppliedSeq: number;
 
   constructor(
@@ -161,14 +163,19 @@ export class Replica {
     return held.heldSeq;
   }
 
-  /** Primary: in-sync peers whose every request failed for `forMs` or more. */
-  unresponsivePeers(forMs: number): string[] {
+  /** Primary: peer -> how long (ms) every request to it has failed, for the peers failing now. */
+  failingPeers(): Record<string, number> {
+    if (this.core.role !== 'primary') return {};
+    const now = Date.now();
+    return Object.fromEntries([...this.failingSince].filter(([id]) => this.core.peers.has(id)).map(([id, since]) => [id, now - since]));
+  }
+
+  /** Primary: peers that lately knew of committed ops this log lacks (the leader hands the
+   * role to one of them: this node cannot serve without losing them). */
+  peersAhead(withinMs: number): string[] {
     if (this.core.role !== 'primary') return [];
     const now = Date.now();
-    return [...this.failingSince]
-      .filter(([id, since]) => now - since >= forMs && this.core.peers.get(id)?.inSync === true)
-      .map(([id]) => id)
-      .sort();
+    return [...this.aheadAt].filter(([id, at]) => now - at <= withinMs && this.core.peers.has(id)).map(([id]) => id);
   }
 
   /** The request-ID table, oldest first: a full sync copies it with the brick. */
@@ -281,6 +288,7 @@ export class Replica {
         );
         return;
       case 'peerAhead':
+        this.aheadAt.set(fx.peerId, Date.now());
         this.logger.error({ nodeId: this.id, peer: fx.peerId, peerCommitSeq: fx.peerCommitSeq, orderedSeq: fx.orderedSeq }, 'a peer knows of committed ops this primary does not hold; not feeding it');
         return;
       case 'send':
@@ -335,6 +343,9 @@ export class Replica {
           .finally(() => this.dispatch({ type: 'membershipRefreshed', peerId: fx.peerId }));
         return;
       case 'roleChanged':
+        // What this node learnt of its peers as primary does not carry over.
+        this.failingSince.clear();
+        this.aheadAt.clear();
         this.logger.info({ nodeId: this.id, epoch: fx.epoch, role: fx.role }, 'role changed');
         return;
       case 'holeClaimed':

@@ -309,6 +309,17 @@ const CASES: Case[] = [
     after: (s) => assert.is(s.orderedSeq, 7),
   },
   {
+    name: 'when the first hole arrives before the timer, the others known then are claimed without a fresh wait',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [submit(1, 3), ['set hole 1000']],
+      [submit(2, 1), ['append 1..1']],
+      [timer('hole'), ['hole 2']],
+      [durable(1), ['apply 1', 'append 2..3']],
+    ],
+    after: (s) => assert.equal([s.orderedSeq, s.holeTimerSeq], [3, null]),
+  },
+  {
     name: 'a barrier read names a sequence ID the primary never saw: the tail hole is filled',
     script: [
       [membership(ALONE), ['role primary e1']],
