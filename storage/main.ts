@@ -136,6 +136,7 @@ runMain(async () => {
   };
 
   const heartbeat = async (): Promise<void> => {
+    replica.tick();
     const s = replica.state();
     await redis
       .multi()

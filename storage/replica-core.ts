@@ -344,6 +344,9 @@ export type ReplicaEvent =
   /** dfs verify: apply up to exactly `seq`, then hold there until `release`. */
   | { type: 'hold'; token: number; seq: number; timeoutMs: number }
   | { type: 'release' }
+  /** A second has passed (the driver's heartbeat): the primary tells every peer the commit
+   * point again, so one that restarted unseen in a quiet cluster learns it. */
+  | { type: 'tick' }
   /** The node is shutting down: every waiting request is refused. */
   | { type: 'close' };
 
@@ -458,6 +461,14 @@ export function step(state: ReplicaCoreState, event: ReplicaEvent): StepResult {
       }
       s.hold = null;
       pumpApply(s, fx);
+      break;
+    case 'tick':
+      if (s.role !== 'primary') break;
+      for (const peer of s.peers.values()) {
+        if (peer.ackedSeq < 0) continue;
+        peer.knownCommit = -1;
+        pumpPeer(s, fx, peer);
+      }
       break;
     case 'close':
       onClose(s, fx);
@@ -843,8 +854,10 @@ function onPeerAnswer(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string, 
       if (req.truncateAfter !== null && peer.truncateAfter === req.truncateAfter) peer.truncateAfter = null;
       // What it took of the commit point it was told, as it says: no further than its log
       // held, nor than it knew to agree with this one (a new epoch it took meanwhile
-      // forgets what an old one vouched for).
-      peer.knownCommit = Math.max(peer.knownCommit, Math.min(req.commitSeq, answer.commitSeq));
+      // forgets what an old one vouched for). Below what we thought it knew, it forgot
+      // (it restarted): believe it, so that a notice tells it again.
+      const took = Math.min(req.commitSeq, answer.commitSeq);
+      peer.knownCommit = answer.commitSeq < peer.knownCommit ? answer.commitSeq : Math.max(peer.knownCommit, took);
       advancePrimaryCommit(s, fx);
     }
     pumpPeer(s, fx, peer);

@@ -212,6 +212,11 @@ export class Replica {
     this.dispatch({ type: 'release' });
   }
 
+  /** Called every second or so: the primary tells its peers the commit point again. */
+  tick(): void {
+    this.dispatch({ type: 'tick' });
+  }
+
   close(): void {
     this.dispatch({ type: 'close' });
     for (const t of this.timers.values()) clearTimeout(t);

@@ -630,9 +630,15 @@ class World {
   }
 
   /** One round: at most one membership change, in the real leader's order. */
+  private rounds = 0;
+
   private leaderRound(): void {
     if (this.drain?.done) return; // everything converged: nothing left to lead
     this.clock.after(LEADER_ROUND_MS, () => this.leaderRound());
+    // Every fourth round is a second: each node's heartbeat ticks its core (storage/main.ts).
+    if (++this.rounds % 4 === 0) {
+      for (const n of this.nodes) if (n.core) this.onNode(n, n.incarnation, () => this.dispatch(n, { type: 'tick' }));
+    }
     this.confirmJoining();
     const m = this.redis.membership;
     const primary = this.node(m.primary);
@@ -1315,6 +1321,7 @@ export function describeEvent(e: ReplicaEvent): string {
     case 'syncFinished':
       return `syncFinished ${e.seq}`;
     case 'syncStarted':
+    case 'tick':
     case 'release':
     case 'close':
       return e.type;

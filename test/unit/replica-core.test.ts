@@ -554,6 +554,23 @@ const CASES: Case[] = [
     after: (s) => assert.is(s.peers.get('n3')!.knownCommit, 2),
   },
   {
+    name: 'a tick tells every peer the commit point again, so one that restarted in a quiet cluster learns it',
+    init: { logLastSeq: 2, recovered: [entry(1), entry(2)] },
+    script: [
+      [membership({ ...THREE, inSync: ['n1', 'n2'] }), ['role primary e1', 'send n2 #1 e1 c0 -', 'send n3 #2 e1 c0 -']],
+      [acked('n2', 1, 2), ['apply 1', 'send n2 #3 e1 c2 -']],
+      [acked('n2', 3, 2, 2), []],
+      [acked('n3', 2, 2, 2), ['send n3 #4 e1 c2 -']],
+      [acked('n3', 4, 2, 2), []],
+      // n2 restarts unseen: it knows only what it had applied (1).
+      [{ type: 'tick' }, ['send n2 #5 e1 c2 -', 'send n3 #6 e1 c2 -']],
+      [acked('n2', 5, 2, 1), ['send n2 #7 e1 c2 -']], // it says it knows less: told again
+      [acked('n2', 7, 2, 2), []],
+      [acked('n3', 6, 2, 2), []],
+    ],
+    after: (s) => assert.is(s.peers.get('n2')!.knownCommit, 2),
+  },
+  {
     name: 'a learner takes batches like a backup and applies what the primary says is committed',
     script: [
       [membership({ ...AS_BACKUP, inSync: ['n2', 'n3'] }), ['role learner e1']],
