@@ -106,6 +106,9 @@ export interface ClusterStatus {
     /** down: no heartbeat; syncing: copying a brick from a peer (full sync); in-sync: a
      * member of the in-sync set; joining: catching up from the primary's memory or log. */
     state: 'in-sync' | 'joining' | 'syncing' | 'down';
+    /** In sync but not yet a failover candidate: promoted, and not yet known to hold every
+     * op committed before the primary counted it (proxy/leader.ts, KEY_JOINING). */
+    confirming?: boolean;
     /** The full sync under way: its source, the sequence ID it copies at, entries and
      * bytes received so far. */
     sync?: { source: string; seq: number | null; entries: number; bytes: number } | null;

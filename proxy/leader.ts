@@ -7,7 +7,8 @@
  *
  * What it decides: the first membership is every live registered node, with the lowest
  * node ID as primary. Then, each round (every quarter lease), at most one change:
- * - failover: a primary whose heartbeat lapsed is replaced by the in-sync node whose log
+ * - failover: a primary whose heartbeat lapsed, or whose port refuses connections (the
+ *   process is gone: no need to wait for the lapse), is replaced by the in-sync node whose log
  *   reaches furthest (the epoch of its last entry, then its length: docs/cluster.md,
  *   Failover); the old primary stays a member, as a learner. The new epoch fences the old
  *   primary out: every node refuses its requests once it holds the new membership. With no
@@ -51,6 +52,7 @@
  * the newest membership a node holds, under the next epoch. Only then does anyone
  * sequence again.
  */
+import net from 'node:net';
 import type { Redis } from 'ioredis';
 import type { Membership } from '../common/api';
 import type { Logger } from '../common/log';
@@ -154,6 +156,34 @@ export async function readNodes(redis: Redis): Promise<NodeView[]> {
   });
 }
 
+/** How long the leader's probe of the primary's port may take. */
+const PROBE_CONNECT_MS = 300;
+
+/** Whether nothing listens at the URL's port (ECONNREFUSED): the process is gone. A slow or
+ * paused process still accepts the connection (the kernel does), and any other failure
+ * says nothing; both answer false. */
+export function connectionRefused(url: string): Promise<boolean> {
+  let host: string;
+  let port: number;
+  try {
+    const u = new URL(url);
+    host = u.hostname;
+    port = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
+  } catch {
+    return Promise.resolve(false);
+  }
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    const done = (refused: boolean) => {
+      socket.destroy();
+      resolve(refused);
+    };
+    socket.setTimeout(PROBE_CONNECT_MS, () => done(false));
+    socket.once('connect', () => done(false));
+    socket.once('error', (err: NodeJS.ErrnoException) => done(err.code === 'ECONNREFUSED'));
+  });
+}
+
 export async function readMembership(redis: Redis): Promise<Membership | null> {
   const text = await redis.get(KEY_MEMBERSHIP);
   return text ? (JSON.parse(text) as Membership) : null;
@@ -236,6 +266,13 @@ export class LeaderDuty {
     const removing = await this.redis.hgetall(KEY_REMOVING);
     const fresh = Number((await this.redis.get(KEY_SEQ)) ?? 0) === 0;
     const without = (list: string[], id: string) => list.filter((x) => x !== id);
+    // A primary whose port refuses connections is gone, whatever its last heartbeat says:
+    // no need to wait for its alive key to lapse.
+    const primaryView = byId.get(m.primary);
+    if (primaryView?.alive && m.nodes[m.primary] && (await connectionRefused(m.nodes[m.primary]!))) {
+      this.logger.warn({ primary: m.primary }, 'the primary refuses connections: treating it as down');
+      byId.set(m.primary, { ...primaryView, alive: false });
+    }
     const failover = this.failover(m, byId, joining);
     if (failover) return failover;
     // Removals asked for by an operator: drain (out of in-sync), then leave.

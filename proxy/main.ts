@@ -11,7 +11,7 @@ import type { ClusterStatus, Membership } from '../common/api';
 import { intOption, requireOption, runMain } from '../common/config';
 import { HTTP_HEADER_BYTES_MAX } from '../common/limits';
 import { createLogger } from '../common/log';
-import { KEY_EPOCH, KEY_LEADER, KEY_SEQ } from '../common/redis-keys';
+import { KEY_EPOCH, KEY_JOINING, KEY_LEADER, KEY_SEQ } from '../common/redis-keys';
 import { createProxyApp } from './app';
 import { LeaderDuty, readMembership, readNodes } from './leader';
 import { NodePool } from './node-pool';
@@ -54,12 +54,13 @@ runMain(async () => {
   };
 
   const clusterStatus = async (): Promise<ClusterStatus> => {
-    const [leaderId, epoch, seq, m, views] = await Promise.all([
+    const [leaderId, epoch, seq, m, views, joining] = await Promise.all([
       redis.get(KEY_LEADER),
       redis.get(KEY_EPOCH),
       redis.get(KEY_SEQ),
       readMembership(redis),
       readNodes(redis),
+      redis.hgetall(KEY_JOINING),
     ]);
     const loads = new Map(nodes.loads().map((l) => [l.id, l]));
     return {
@@ -73,6 +74,7 @@ runMain(async () => {
         alive: v.alive,
         role: m?.primary === v.id ? 'primary' : m?.inSync.includes(v.id) ? 'backup' : 'joining',
         state: !v.alive ? 'down' : v.syncing ? 'syncing' : m?.inSync.includes(v.id) ? 'in-sync' : 'joining',
+        confirming: m?.inSync.includes(v.id) === true && joining[v.id] !== undefined,
         sync: v.sync,
         appliedSeq: v.appliedSeq,
         lag: v.appliedSeq === null ? null : Math.max(0, Number(seq ?? 0) - v.appliedSeq),

@@ -59,6 +59,12 @@ async function allInSync(client: TestClient): Promise<void> {
   for (const id of NODES) await waitState(client, id, 'in-sync', 90_000);
 }
 
+/** Every node in sync and a failover candidate (none still confirming a promotion). */
+async function allConfirmed(client: TestClient): Promise<void> {
+  await allInSync(client);
+  await pollUntil('every node a confirmed failover candidate', 30_000, async () => (await clusterStatus(client)).nodes.every((n) => n.state === 'in-sync' && !n.confirming), 100);
+}
+
 /** Runs `body` under a workload writing into `dir`; then every node holds every
  * acknowledged byte and `dfs verify` passes. */
 async function underWorkload(dir: string, body: (cluster: Cluster, clients: TestClient[], w: Workload) => Promise<void>): Promise<void> {
@@ -90,11 +96,8 @@ s('nodes killed and restarted for 60 s, the primary among them: every acknowledg
       // a third take a backup.
       const kind = round % 3;
       // A failover needs a confirmed in-sync node to take over (proxy/leader.ts): give the
-      // cluster the moment it takes to settle after the last restart.
-      if (kind === 0) {
-        await allInSync(clients[0]!);
-        await w.progress(15, `with every node in sync before kill ${round + 1}`);
-      }
+      // cluster the moment it takes to settle after the last restarts.
+      if (kind === 0) await allConfirmed(clients[0]!);
       const backups = m.inSync.filter((id) => id !== m.primary);
       const victim = kind === 2 && backups.length > 0 ? backups[round % backups.length]! : m.primary;
       cluster.killProcess('storage', victim);

@@ -6,6 +6,7 @@
  * rule is pinned down, including the ones that a real cluster reaches only by bad luck
  * (a primary chosen on stale figures, a promoted node not yet confirmed).
  */
+import net from 'node:net';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Redis } from 'ioredis';
@@ -77,6 +78,29 @@ s('a dead primary is replaced by the live in-sync node whose log reaches furthes
   const m = await round(redis);
   assert.equal([m.primary, m.inSync, m.epoch], ['n2', ['n2', 'n3'], 8]);
   assert.ok(m.nodes.n1, 'the old primary stays a member, as a learner');
+});
+
+s('a primary whose port refuses connections is replaced before its heartbeat lapses', async () => {
+  const redis = ctx.redis!.client;
+  // A port nothing listens on any more.
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((r) => server.close(() => r()));
+  const m0: Membership = { ...three(7), nodes: { ...NODES, n1: `http://127.0.0.1:${port}` } };
+  await world(redis, m0, { n1: { durableSeq: 40, epoch: 7, role: 'primary' }, n2: { durableSeq: 40, epoch: 7 }, n3: { durableSeq: 40, epoch: 7 } });
+  const m = await round(redis);
+  assert.equal([m.primary, m.inSync], ['n2', ['n2', 'n3']]);
+  // One that listens (alive and heartbeating) stays.
+  const listening = net.createServer();
+  await new Promise<void>((r) => listening.listen(0, '127.0.0.1', r));
+  try {
+    const m1: Membership = { ...three(9), nodes: { ...NODES, n1: `http://127.0.0.1:${(listening.address() as net.AddressInfo).port}` } };
+    await world(redis, m1, { n1: { durableSeq: 40, epoch: 9, role: 'primary' }, n2: { durableSeq: 40, epoch: 9 }, n3: { durableSeq: 40, epoch: 9 } });
+    assert.is((await round(redis)).primary, 'n1');
+  } finally {
+    await new Promise<void>((r) => listening.close(() => r()));
+  }
 });
 
 s('a promoted node not yet confirmed is no candidate; once it knows committed what the primary held, it is', async () => {
