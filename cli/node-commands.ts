@@ -14,8 +14,8 @@
  * `node remove` asks the leader (a field of KEY_REMOVING in Redis) to drain the node: out
  * of the in-sync set first (no new reads, commits stop waiting for it), then out of the
  * membership. It waits until the membership no longer names it; with --data (a local
- * cluster) it then stops the node's process and forgets its record. The primary cannot be
- * removed while there is no failover.
+ * cluster) it then stops the node's process and forgets its record. The primary first hands
+ * its role to another in-sync node (proxy/leader.ts).
  */
 import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
@@ -61,10 +61,13 @@ export async function nodeRemove(id: string, values: { redis?: string; data?: st
   await withRedis(url, async (redis) => {
     const m = await readMembership(redis);
     if (m === null) throw new DfsError('UNAVAILABLE', 'the cluster has no membership yet');
-    if (m.primary === id) throw new DfsError('BAD_REQUEST', `${id} is the primary; it cannot be removed (there is no primary failover yet)`);
     if (m.nodes[id] !== undefined) {
       await redis.hset(KEY_REMOVING, id, JSON.stringify({ requestedAtMs: Date.now() }));
-      out(`draining ${id}: out of the in-sync set, then out of the membership…`);
+      out(
+        m.primary === id
+          ? `${id} is the primary: its role goes to another in-sync node first, then it drains out of the membership…`
+          : `draining ${id}: out of the in-sync set, then out of the membership…`,
+      );
       const gone = await pollUntil(async () => {
         const now = await readMembership(redis);
         return now !== null && now.nodes[id] === undefined ? true : undefined;

@@ -40,7 +40,8 @@
  *   rejoins by catching up;
  * - a node an operator asked to remove (`dfs node remove`, KEY_REMOVING) leaves the
  *   in-sync set first, so reads stop going to it, and after REMOVE_DRAIN_MS the
- *   membership; the primary cannot be removed (stop it, and failover replaces it).
+ *   membership; the primary first hands its role to the best confirmed in-sync node (as
+ *   failover would choose, but while it still runs: see nextChange).
  *
  * Redis that lost its data (restarted empty, DESIGN.md): the membership is gone and
  * `dfs:seq` starts again at 0, so the IDs it would hand out are ones the nodes already
@@ -278,11 +279,19 @@ export class LeaderDuty {
     // Removals asked for by an operator: drain (out of in-sync), then leave.
     for (const [id, text] of Object.entries(removing)) {
       if (m.nodes[id] === undefined) continue;
-      if (id === m.primary) {
-        this.logger.warn({ nodeId: id }, 'the primary cannot be removed while it runs (stop it: failover replaces it); ignoring the request');
-        continue;
-      }
       const req = JSON.parse(text) as { requestedAtMs: number; drainedAtMs?: number };
+      if (id === m.primary) {
+        // Hand the role over first. The primary still runs, so every op it commits is on
+        // each in-sync node until they hold the new epoch and refuse its batches: any
+        // confirmed in-sync node holds all of them, whatever its last heartbeat says.
+        const next = this.rankSuccessors(m, byId, joining, 0)[0];
+        if (!next) {
+          this.logger.warn({ nodeId: id, inSync: m.inSync }, 'the primary is being removed but no other confirmed in-sync node is alive to take its role; waiting');
+          continue;
+        }
+        await this.redis.hset(KEY_REMOVING, id, JSON.stringify({ ...req, drainedAtMs: Date.now() }));
+        return { next: { ...m, primary: next.id, inSync: without(m.inSync, id) }, why: `handing the primary role from ${id}, which is being removed, to ${next.id}` };
+      }
       if (m.inSync.includes(id)) {
         await this.redis.hset(KEY_REMOVING, id, JSON.stringify({ ...req, drainedAtMs: Date.now() }));
         return { next: { ...m, inSync: without(m.inSync, id) }, why: `draining ${id}, which is being removed` };
@@ -387,15 +396,7 @@ export class LeaderDuty {
       return null;
     }
     const committed = Math.max(0, ...this.commitSeen.values());
-    const candidates = m.inSync
-      .filter((id) => id !== m.primary && !unconfirmed.has(id))
-      .flatMap((id) => {
-        const n = byId.get(id);
-        // A log short of a commit point some heartbeat reported would lose acknowledged ops.
-        return n && n.alive && !n.syncing && n.durableSeq !== null && n.durableSeq >= committed ? [n] : [];
-      })
-      .sort((a, b) => (b.logEpoch ?? -1) - (a.logEpoch ?? -1) || b.durableSeq! - a.durableSeq! || a.id.localeCompare(b.id));
-    const chosen = candidates[0];
+    const chosen = this.rankSuccessors(m, byId, unconfirmed, committed)[0];
     // No live, confirmed in-sync node reaches what is known committed: only the dead may
     // hold it, so wait for them rather than lose acknowledged writes.
     if (!chosen) {
@@ -412,6 +413,19 @@ export class LeaderDuty {
       next: { ...m, primary: chosen.id, inSync: m.inSync.filter((id) => id !== m.primary) },
       why: `primary ${m.primary} stopped heartbeating; ${chosen.id} has the furthest log (durable ${chosen.durableSeq}, last epoch ${chosen.logEpoch})`,
     };
+  }
+
+  /** The live, confirmed, in-sync nodes but the primary that could take its role, best first:
+   * the log that reaches furthest (the epoch of its last entry, then its length). A log short
+   * of `committed` (a commit point some heartbeat reported) would lose acknowledged ops. */
+  private rankSuccessors(m: Membership, byId: Map<string, NodeView>, unconfirmed: Set<string>, committed: number): NodeView[] {
+    return m.inSync
+      .filter((id) => id !== m.primary && !unconfirmed.has(id))
+      .flatMap((id) => {
+        const n = byId.get(id);
+        return n && n.alive && !n.syncing && n.durableSeq !== null && n.durableSeq >= committed ? [n] : [];
+      })
+      .sort((a, b) => (b.logEpoch ?? -1) - (a.logEpoch ?? -1) || b.durableSeq! - a.durableSeq! || a.id.localeCompare(b.id));
   }
 
   /** Redis lost its data: restore the counter, the epoch and the membership from the nodes

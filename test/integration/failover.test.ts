@@ -6,7 +6,8 @@
  * restarted primary only needs a new epoch. Afterwards every acknowledged byte is on every
  * node and `dfs verify` finds the bricks identical. Then a primary is paused (SIGSTOP): the
  * cluster moves on without it, and once it runs again (SIGCONT) it commits nothing in its
- * old epoch.
+ * old epoch. A backup that heartbeats but stops answering the primary leaves the in-sync
+ * set. Last, `dfs node remove` of the primary hands its role over first.
  */
 import { randomUUID } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
@@ -19,6 +20,7 @@ import type { Membership } from '../../common/api';
 import { encodeFrame } from '../../common/frame';
 import { h2cClientOptions } from '../../common/h2c';
 import { pollUntil, TestClient } from '../helpers/client';
+import { runDfs } from '../helpers/dfs-cli';
 import { tempDir } from '../helpers/temp';
 import { checkContents, clusterStatus, dumpLogs, verifyBricks, waitState, Workload } from '../helpers/workload';
 
@@ -55,8 +57,8 @@ async function newPrimary(client: TestClient, old: string, timeoutMs = 30_000): 
   });
 }
 
-async function allInSync(client: TestClient): Promise<void> {
-  for (const id of NODES) await waitState(client, id, 'in-sync', 90_000);
+async function allInSync(client: TestClient, nodes = NODES): Promise<void> {
+  for (const id of nodes) await waitState(client, id, 'in-sync', 90_000);
 }
 
 /** Every node in sync and a failover candidate (none still confirming a promotion). */
@@ -67,15 +69,16 @@ async function allConfirmed(client: TestClient): Promise<void> {
 
 /** Runs `body` under a workload writing into `dir`; then every node holds every
  * acknowledged byte and `dfs verify` passes. */
-async function underWorkload(dir: string, body: (cluster: Cluster, clients: TestClient[], w: Workload) => Promise<void>): Promise<void> {
+async function underWorkload(dir: string, body: (cluster: Cluster, clients: TestClient[], w: Workload) => Promise<string[] | void>): Promise<void> {
   const { cluster, clients } = ctx as Required<typeof ctx>;
   const w = await Workload.start(clients, dir);
   try {
-    await body(cluster, clients, w);
+    // The body may say which nodes are left to check (it removed one).
+    const nodes = (await body(cluster, clients, w)) ?? NODES;
     await w.stop();
-    await allInSync(clients[0]!);
-    await checkContents(clients[0]!, w, NODES);
-    await verifyBricks(cluster, NODES.length);
+    await allInSync(clients[0]!, nodes);
+    await checkContents(clients[0]!, w, nodes);
+    await verifyBricks(cluster, nodes.length);
   } catch (e) {
     dumpLogs(cluster);
     throw e;
@@ -174,6 +177,22 @@ s('a backup that heartbeats but stops answering the primary leaves the in-sync s
     await waitState(clients[0]!, victim, 'in-sync', 60_000);
     assert.match(cluster.logTail('proxy', 'p1') + cluster.logTail('proxy', 'p2'), new RegExp(`${victim} stopped answering the primary`));
     await w.progress(20, `with ${victim} back`);
+  }));
+
+s('dfs node remove of the primary hands its role over first; writes go on', () =>
+  underWorkload('/handover', async (cluster, clients, w) => {
+    await allConfirmed(clients[0]!);
+    await w.progress(20, 'before the removal');
+    const before = await membership(clients[0]!);
+    const r = await runDfs(['node', 'remove', before.primary, '--data', cluster.dataDir]);
+    assert.is(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /primary/);
+    const after = await membership(clients[0]!);
+    assert.is.not(after.primary, before.primary);
+    assert.not.ok(after.nodes[before.primary], `${before.primary} left the membership`);
+    await pollUntil(`${before.primary} to stop`, 20_000, async () => !cluster.isRunning('storage', before.primary));
+    await w.progress(30, 'after the removal');
+    return NODES.filter((id) => id !== before.primary);
   }));
 
 s.run();

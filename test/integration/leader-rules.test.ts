@@ -12,7 +12,7 @@ import * as assert from 'uvu/assert';
 import type { Redis } from 'ioredis';
 import type { Membership } from '../../common/api';
 import { createLogger } from '../../common/log';
-import { KEY_EPOCH, KEY_JOINING, KEY_LEADER, KEY_MEMBERSHIP, KEY_NODES, KEY_SEQ, nodeAliveKey } from '../../common/redis-keys';
+import { KEY_EPOCH, KEY_JOINING, KEY_LEADER, KEY_MEMBERSHIP, KEY_NODES, KEY_REMOVING, KEY_SEQ, nodeAliveKey } from '../../common/redis-keys';
 import { LeaderDuty, PEER_UNREACHABLE_MS, readMembership } from '../../proxy/leader';
 import { startRedis } from '../helpers/redis-server';
 import { tempDir } from '../helpers/temp';
@@ -178,6 +178,16 @@ s('a backup the primary has not reached for a while leaves the in-sync set, and 
   assert.equal((await round(redis)).inSync, ['n1', 'n2'], 'still failing: not promoted');
   await beats({}, dropped);
   assert.equal((await round(redis)).inSync, ['n1', 'n2', 'n3'], 'reached again: promoted');
+});
+
+s('a primary being removed hands its role to the best confirmed in-sync node, then drains', async () => {
+  const redis = ctx.redis!.client;
+  // The primary runs and reports commit 50, past n2's last heartbeat: no floor for a handover.
+  await world(redis, three(7), { n1: { durableSeq: 52, commitSeq: 50, epoch: 7, role: 'primary' }, n2: { durableSeq: 48, commitSeq: 46, epoch: 7 }, n3: { durableSeq: 47, commitSeq: 46, epoch: 7 } });
+  await redis.hset(KEY_REMOVING, 'n1', JSON.stringify({ requestedAtMs: Date.now() }));
+  const m = await round(redis);
+  assert.equal([m.primary, m.inSync, Object.keys(m.nodes).sort()], ['n2', ['n2', 'n3'], ['n1', 'n2', 'n3']]);
+  assert.ok(JSON.parse((await redis.hget(KEY_REMOVING, 'n1'))!).drainedAtMs, 'its drain has started');
 });
 
 s.run();
