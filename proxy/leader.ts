@@ -263,6 +263,11 @@ export class LeaderDuty {
   /** The one membership change this round makes, if any (see the header). */
   private async nextChange(m: Membership, nodes: NodeView[]): Promise<{ next: Membership; why: string; promoted?: string } | null> {
     const byId = new Map(nodes.map((n) => [n.id, n]));
+    // What any node was last heard to know committed (the primary's own figure included,
+    // from its last heartbeat while it lived): a new primary's log must reach that far.
+    for (const n of nodes) {
+      if (n.alive && n.commitSeq !== null) this.commitSeen.set(n.id, Math.max(this.commitSeen.get(n.id) ?? 0, n.commitSeq));
+    }
     const joining = await this.confirmJoining(m, byId);
     const removing = await this.redis.hgetall(KEY_REMOVING);
     const fresh = Number((await this.redis.get(KEY_SEQ)) ?? 0) === 0;
@@ -375,11 +380,6 @@ export class LeaderDuty {
   /** A dead primary replaced, or a restarted one given a new epoch (see the header). */
   private failover(m: Membership, byId: Map<string, NodeView>, unconfirmed: Set<string>): { next: Membership; why: string } | null {
     const primary = byId.get(m.primary);
-    // What any node was last heard to know committed (the primary's own figure included,
-    // from its last heartbeat while it lived): a new primary's log must reach that far.
-    for (const n of byId.values()) {
-      if (n.alive && n.commitSeq !== null) this.commitSeen.set(n.id, Math.max(this.commitSeen.get(n.id) ?? 0, n.commitSeq));
-    }
     if (primary?.alive) {
       this.noSuccessorLogged = false;
       if (primary.epoch !== m.epoch) return null;

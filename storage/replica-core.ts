@@ -22,13 +22,15 @@
  *                                                           ▼
  *       answer {token} to the submitter (primary), to barrier reads and to a waiting hold
  *
- * Events in (ReplicaEvent): membership, submit, replicate, logDurable, applied, peerAcked,
- * peerFailed, membershipRefreshed, timer, barrierRead, hold, release, close.
- * Effects out (ReplicaEffect): append, send, apply, answer, refuse, setTimer, clearTimer,
- * refreshMembership, and three notes for the driver's log (roleChanged, holeClaimed,
- * peerStranded). The driver performs effects in the order given, and reports each
- * completion as an event: an `append` as `logDurable`, an `apply` as `applied`, a `send` as
- * `peerAcked` or `peerFailed`, a `setTimer` as `timer`, a `refreshMembership` as
+ * Events in (ReplicaEvent): membership, submit, replicate, logDurable, truncated, applied,
+ * peerAcked, peerFailed, peerLogRead, syncStarted, syncFinished, membershipRefreshed, timer,
+ * tick, barrierRead, hold, release, close.
+ * Effects out (ReplicaEffect): append, truncate, send, apply, answer, refuse, setTimer,
+ * clearTimer, refreshMembership, peerStranded, requireSync, and notes for the driver's log
+ * (roleChanged, holeClaimed, peerAhead). The driver performs effects in the order given, and
+ * reports each completion as an event: an `append` as `logDurable`, a `truncate` as
+ * `truncated`, an `apply` as `applied`, a `send` as `peerAcked` or `peerFailed`, a
+ * `peerStranded` as `peerLogRead`, a `setTimer` as `timer`, a `refreshMembership` as
  * `membershipRefreshed`. Requests that expect an answer (submit, replicate, barrierRead,
  * hold) carry a token the driver chose; exactly one `answer` or `refuse` names it, maybe
  * in a later step.
@@ -55,13 +57,13 @@
  * to one driver. Anything the driver must remember across restarts (epoch, applied
  * sequence ID, the log) it keeps itself and hands to `createReplicaState`.
  *
- * Where later work fits (issue 4 and after): catch-up from a peer's log answers
- * `peerStranded` with entries read from the log instead of from `entries` (a new event
- * carrying them, fed to the same `send` path); full sync and failover arrive as new events
- * (`syncFinished`, a membership naming a new primary whose first duty is to bring the
- * others up to its log); a persisted dedup table and commit point arrive through
- * `createReplicaState` (`commitSeq` is already there). Each is a new branch of `step`
- * with its own table tests and simulation faults; nothing here reads a clock or a socket.
+ * Failover (docs/cluster.md, Failover) is a membership naming another primary: it asks each
+ * peer where its log ends, finds where the two logs agree from the epochs of their entries
+ * (`matchPoint`), and cuts a peer's tail past that point (`truncateAfter`); a backup applies
+ * nothing past what it knows agrees with its primary (`matchedSeq`), and a node that
+ * restarted is primary only in a later epoch (`fencedEpoch`). Later work comes in the same
+ * way: a new branch of `step` with its own table tests and simulation faults; nothing here
+ * reads a clock or a socket.
  */
 import assert from 'node:assert/strict';
 import type { Membership, OpResult } from '../common/api';
@@ -294,6 +296,19 @@ function runStart(runs: EpochRun[], seq: number): number {
   return seq;
 }
 
+/** One replication request from the primary to a peer (the `send` effect, the `replicate`
+ * event, and the wire between them). */
+export interface ReplicateRequest {
+  epoch: number;
+  commitSeq: number;
+  /** The primary vouches that the peer's log agrees with its own up to here (-1: nothing yet). */
+  prefixSeq: number;
+  /** Cut the log after this sequence ID first (never below where it is known to agree with
+   * this primary's), or null. */
+  truncateAfter: number | null;
+  entries: LogEntry[];
+}
+
 /** A backup's answer to a batch: where its durable log ends, what it knows committed, and
  * the epochs of its entries in between (so a new primary can find where their logs agree). */
 export interface ReplicateAck {
@@ -314,11 +329,8 @@ export type ReplicaEvent =
   | { type: 'membership'; membership: Membership }
   /** Primary: an op from a proxy. Answered with an OpResult once applied. */
   | { type: 'submit'; token: number; header: LogEntry['header']; data: Buffer }
-  /** Backup: a batch (maybe empty: a commit notice, or a question where the log ends).
-   * `prefixSeq`: the primary vouches that this log agrees with its own up to there (-1:
-   * nothing yet); `truncateAfter`: cut the log after this sequence ID first (never below
-   * where it is known to agree with this primary's), or null. */
-  | { type: 'replicate'; token: number; epoch: number; commitSeq: number; prefixSeq: number; truncateAfter: number | null; entries: LogEntry[] }
+  /** Backup: a batch (maybe empty: a commit notice, or a question where the log ends). */
+  | ({ type: 'replicate'; token: number } & ReplicateRequest)
   /** The `append` in flight is on disk, fsynced, through `seq`. */
   | { type: 'logDurable'; seq: number }
   /** The `truncate` in flight is on disk: the log ends at `seq`. */
@@ -354,7 +366,7 @@ export type ReplicaEffect =
   /** Write these entries after the log's end and fdatasync once; then `logDurable`. */
   | { type: 'append'; entries: LogEntry[] }
   /** Replicate to a peer (entries may be empty: a notice or a probe); then `peerAcked` or `peerFailed`. */
-  | { type: 'send'; peerId: string; url: string; requestId: number; epoch: number; commitSeq: number; prefixSeq: number; truncateAfter: number | null; entries: LogEntry[] }
+  | ({ type: 'send'; peerId: string; url: string; requestId: number } & ReplicateRequest)
   /** Cut the log after `afterSeq` (durably); then `truncated`. */
   | { type: 'truncate'; afterSeq: number }
   /** Apply this committed op to the brick; then `applied`. */

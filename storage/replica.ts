@@ -38,25 +38,17 @@ import {
   type HeldAt,
   type ReplicaState,
   type ReplicateAck,
+  type ReplicateRequest,
   type TimerKey,
 } from './replica-core';
 
-export type { ReplicaConfig, ReplicaState } from './replica-core';
+export type { ReplicaConfig, ReplicaState, ReplicateRequest } from './replica-core';
 
 /** Brick applies in one go before the driver yields to the event loop, so that reads and
  * acks still flow during a long replay. */
 const APPLY_OPS_PER_YIELD = 64;
 
 /** How the replica reaches a peer; the real one is HTTP/2 (storage/peer-client.ts). */
-/** One replication request (replica-core.ts `send`). */
-export interface ReplicateRequest {
-  epoch: number;
-  commitSeq: number;
-  prefixSeq: number;
-  truncateAfter: number | null;
-  entries: LogEntry[];
-}
-
 export interface PeerTransport {
   replicate(url: string, req: ReplicateRequest): Promise<ReplicateAck>;
   /** Tells a peer the primary's log no longer holds what it needs (storage/full-sync.ts). */
