@@ -50,6 +50,8 @@ export interface OpResult {
   seq: number;
   errno?: string;
   attr?: Attr;
+  /** rename: the mode of the entry it replaced, when it replaced one. */
+  replacedMode?: number;
 }
 
 /** One entry of a brick as `dfs verify` compares it: its attributes (but not the block

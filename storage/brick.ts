@@ -32,7 +32,7 @@ import { createHash } from 'node:crypto';
 import fs, { constants as C, promises as fsp } from 'node:fs';
 import type { Stats } from 'node:fs';
 import nodePath from 'node:path';
-import type { Attr, DirEntry, ManifestEntry, StatFs } from '../common/api';
+import type { Attr, DirEntry, ManifestEntry, OpResult, StatFs } from '../common/api';
 import { fsError, isErrnoException } from '../common/errors';
 import { parentOf } from '../common/paths';
 import { relatimeDue, S_IFMT, xattrNamespaceOf, type Op } from '../common/ops';
@@ -47,10 +47,8 @@ function P(path: string): string | Buffer {
   return isPlainText(path) ? path : wireToBytes(path);
 }
 
-export interface ApplyResult {
-  errno?: string;
-  attr?: Attr;
-}
+/** What applying an op gives: the op's answer but its sequence ID. */
+export type ApplyResult = Omit<OpResult, 'seq'>;
 
 export const META_XATTR = 'trusted.dfs.meta';
 /** On the brick's root: the last sequence ID applied (Brick.appliedSeqMark). */
@@ -434,7 +432,7 @@ export class Brick {
         this.stamp(to, { ctimeMs: t }); // Linux changes the moved inode's ctime
         this.dirChanged(from, t);
         this.dirChanged(to, t);
-        return { attr: this.attrAt(to) };
+        return dst ? { attr: this.attrAt(to), replacedMode: dst.mode } : { attr: this.attrAt(to) };
       }
       case 'symlink': {
         const abs = this.resolveSync(op.path);
