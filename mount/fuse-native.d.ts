@@ -88,6 +88,8 @@ declare module 'fuse-native' {
       /** `flags` are the open(2) flags (O_EXCL among them). */
       create?(path: string, mode: number, cb: (code: number, fd?: number) => void, caller: Caller, flags: number): void;
       unlink?(path: string, cb: Done): void;
+      /** cb(1) for a success after which libfuse may keep the replaced entry's node under an
+       * alias (dfs patch item 12); libfuse gets 0. */
       rename?(src: string, dest: string, cb: Done): void;
       link?(src: string, dest: string, cb: Done): void;
       symlink?(target: string, path: string, cb: Done, caller: Caller): void;
@@ -129,6 +131,9 @@ declare module 'fuse-native' {
     static readonly DFS_PATCH_LEVEL: number | undefined;
     /** Whether the last mount hooked libfuse's setattr for ctime-only changes (dfs patch). */
     static ctimeOnlySetattrHooked(): boolean;
+    /** Whether the last mount keeps a name a rename replaced resolvable for the calls on
+     * their way (dfs patch item 12). */
+    static renameKeepsReplaced(): boolean;
     static readonly [errno: string]: unknown;
   }
 

@@ -45,6 +45,7 @@ import { kernelToWire, wireToKernel } from '../common/names';
 import { inRenameSyscall, isReservedPath, ORPHANS_DIR, orphanOwner, orphanPrefix, OrphanTable } from './orphans';
 import type { ProxyClient } from './proxy-client';
 import { ReadAhead, READ_AHEAD_WINDOW_BYTES } from './read-ahead';
+import { parseReplacedAlias } from './replaced-alias';
 import { WriteBuffer, WRITE_BUFFER_DEFAULTS, type WriteBufferLimits } from './write-buffer';
 
 /** What the handlers need from the cluster: the proxy client, or a fake in tests. */
@@ -88,6 +89,9 @@ const O_ACCMODE = 3;
 /** chown(2) passes (uid_t)-1 for "leave unchanged". */
 const ID_UNCHANGED = 0xffffffff;
 const UINT32_MAX = 0xffffffff;
+/** What the rename handler answers for a success after which libfuse may keep the
+ * replaced entry's node under an alias (dfs patch item 12). */
+const RENAME_KEEP_REPLACED = 1;
 /** Failed calls logged per second at most (the rest are counted in the next line). */
 const WARNINGS_PER_SECOND_MAX = 5;
 
@@ -95,6 +99,8 @@ interface OpenFile {
   fh: number;
   path: string;
   ino: number;
+  /** Opened through a name that stands for one node only (nodeKey): that key. */
+  openedAs: string | null;
   /** The file had several names when opened: a change must drop every cached attribute. */
   multiLink: boolean;
   writable: boolean;
@@ -106,6 +112,15 @@ interface OpenFile {
   readAhead: ReadAhead | null;
 }
 
+/** For a kernel path that names one node of libfuse's only (the alias of a replaced name,
+ * mount/replaced-alias.ts, or a hidden name, mount/orphans.ts), a key for that node; null
+ * for an ordinary path. */
+function nodeKey(kernelPath: string): string | null {
+  const alias = parseReplacedAlias(kernelPath);
+  if (alias) return alias.key;
+  return OrphanTable.isHiddenName(kernelPath) ? kernelPath.slice(kernelPath.lastIndexOf('/') + 1) : null;
+}
+
 export class DfsFileSystem {
   readonly attrs: AttrCache;
   readonly handles = new HandleTable<OpenFile>();
@@ -114,6 +129,8 @@ export class DfsFileSystem {
    * valid only synchronously, at the start of a handler. */
   callerOf: () => Fuse.Caller | null = () => null;
   private orphansDirMade = false;
+  /** Opens in flight, by path: an orphan being opened is not removed at its last close. */
+  private readonly opening = new Map<string, number>();
   /** atime ops in flight, by path (readAccess). */
   private readonly atimeUpdates = new Map<string, Promise<void>>();
   private readonly client: ClusterClient;
@@ -155,7 +172,9 @@ export class DfsFileSystem {
       rename: (from, to, cb) => {
         // Synchronously, while the caller's thread is still in its system call.
         const caller = this.callerOf();
-        this.serve('rename', from, (d) => this.renameFromKernel(kernelToWire(from), kernelToWire(to), caller, d), cb);
+        this.serve('rename', from, (d) => this.renameFromKernel(kernelToWire(from), kernelToWire(to), caller, d), (code, keep) =>
+          cb(code === 0 && keep === true ? RENAME_KEEP_REPLACED : code),
+        );
       },
       link: (from, to, cb) => this.serve('link', from, (d) => this.link(this.fromKernel(from), this.fromKernel(to, 'new'), d), cb),
       symlink: (target, path, cb, caller) => this.serve('symlink', path, (d) => this.symlink(kernelToWire(target), this.fromKernel(path, 'new'), ownerOf(caller), d), cb),
@@ -184,7 +203,8 @@ export class DfsFileSystem {
       removexattr: (path, name, cb) => this.serve('removexattr', path, (d) => this.removexattr(this.fromKernel(path), name, d), cb),
       create: (path, mode, cb, caller, flags) =>
         this.serve('create', path, (d) => this.create(this.fromKernel(path, 'new'), mode, flags, ownerOf(caller), d), (code, fh) => cb(code, fh)),
-      open: (path, flags, cb) => this.serve('open', path, (d) => this.open(this.fromKernel(path), flags, d), (code, fh) => cb(code, fh)),
+      open: (path, flags, cb) =>
+        this.serve('open', path, (d) => this.open(this.fromKernel(path), flags, d, nodeKey(path)), (code, fh) => cb(code, fh)),
       read: (path, fd, buf, len, pos, cb) =>
         this.serve(
           'read',
@@ -266,7 +286,12 @@ export class DfsFileSystem {
    * to hide an open file is its orphan (mount/orphans.ts); and the orphan directory itself is
    * not there for the kernel (nor can it be created). */
   private fromKernel(kernelPath: string, role: 'existing' | 'new' = 'existing'): string {
-    return this.resolveWire(kernelToWire(kernelPath), role);
+    // A call on a node that was opened through such a name reaches the file it opened (the
+    // name may stand for another file by now).
+    const key = nodeKey(kernelPath);
+    const held = key === null ? undefined : this.handles.all().find((h) => h.openedAs === key);
+    if (held) return held.path;
+    return this.resolveWire(kernelToWire(parseReplacedAlias(kernelPath)?.path ?? kernelPath), role);
   }
 
   /** fromKernel for a path already converted to a wire string. */
@@ -418,13 +443,25 @@ export class DfsFileSystem {
   private async unlinkFromKernel(path: string, d: Deadline): Promise<void> {
     if (OrphanTable.isHiddenName(path)) {
       if (this.orphans.takeRetired(path)) return;
-      const orphan = this.orphans.resolve(path);
-      if (orphan !== path) {
+      const orphan = this.orphans.orphanOf(path);
+      if (orphan !== undefined) {
+        // Still open here (an open that raced libfuse's last release): its last close
+        // removes it, and until then the hidden name stands for it.
+        if (!this.orphanUnused(orphan)) return;
         this.orphans.forget(orphan);
         return this.unlink(orphan, d);
       }
+      // Its orphan is gone, and the name it was hidden from holds another file.
+      if (this.orphans.wasRenamedOver(path)) return;
     }
-    return this.unlink(this.resolveWire(path), d);
+    const p = this.resolveWire(path);
+    // Open here on a node libfuse does not know as open (it was opened through the alias
+    // of a replaced name: mount/replaced-alias.ts), so libfuse did not hide it.
+    if (this.handles.all().some((h) => h.path === p)) {
+      await this.toOrphan(checkEntryPath(p), false, d);
+      return;
+    }
+    return this.unlink(p, d);
   }
 
   private async unlink(path: string, d: Deadline): Promise<void> {
@@ -438,10 +475,12 @@ export class DfsFileSystem {
     }
   }
 
-  /** rename from the kernel: either libfuse hiding an open file, or a rename. */
-  private async renameFromKernel(from: string, to: string, caller: Fuse.Caller | null, d: Deadline): Promise<void> {
+  /** rename from the kernel: either libfuse hiding an open file, or a rename. True when
+   * libfuse may keep the replaced entry's node under an alias (mount/replaced-alias.ts). */
+  private async renameFromKernel(from: string, to: string, caller: Fuse.Caller | null, d: Deadline): Promise<boolean> {
     if (OrphanTable.isHiddenName(to) && this.orphans.resolve(to) === to && !isReservedPath(from)) {
-      return this.hide(this.orphans.resolve(from), to, caller, d);
+      await this.hide(this.orphans.resolve(from), to, caller, d);
+      return false;
     }
     return this.rename(this.resolveWire(from), this.resolveWire(to, 'new'), d);
   }
@@ -450,21 +489,28 @@ export class DfsFileSystem {
    * renames another file over it: keep it as an orphan (mount/orphans.ts). */
   private async hide(p: string, hiddenPath: string, caller: Fuse.Caller | null, d: Deadline): Promise<void> {
     checkEntryPath(p);
+    // A rename over the open file: the name must stay until that rename replaces it.
+    const keepName = caller !== null && inRenameSyscall(caller.pid) === true;
+    const orphan = await this.toOrphan(p, keepName, d);
+    this.orphans.add(hiddenPath, orphan, keepName ? p : null);
+  }
+
+  /** Moves the file at `p` (renamed, or linked when `keepName`) to a fresh orphan, with
+   * the handles open on it here. */
+  private async toOrphan(p: string, keepName: boolean, d: Deadline): Promise<string> {
     const orphan = this.orphans.nextPath();
     const ino = this.attrs.get(p)?.ino;
     const open = this.handles.all().filter((h) => h.path === p);
     await this.flushAll(open, d);
     await this.makeOrphansDir(d);
     const multi = this.mayHaveOtherNames(p);
-    // A rename over the open file: the name must stay until that rename replaces it.
-    const keepName = caller !== null && inRenameSyscall(caller.pid) === true;
     try {
       await this.mutate(keepName ? { type: 'link', from: p, to: orphan } : { type: 'rename', from: p, to: orphan }, d);
     } finally {
       this.dropAttrs(p, multi || keepName, ino);
     }
-    this.orphans.add(hiddenPath, orphan);
     for (const h of open) h.path = orphan;
+    return orphan;
   }
 
   private async makeOrphansDir(d: Deadline): Promise<void> {
@@ -505,16 +551,23 @@ export class DfsFileSystem {
     return removed;
   }
 
-  private async rename(from: string, to: string, d: Deadline): Promise<void> {
+  /** True when the rename replaced an entry that is not a directory with one of its type. */
+  private async rename(from: string, to: string, d: Deadline): Promise<boolean> {
     const src = checkEntryPath(from, 'from');
     const dst = checkEntryPath(to, 'to');
     // Writes buffered under the old name must not be applied after the rename, nor writes
     // to a file the rename replaces.
     await this.flushAll([...this.handles.within(src), ...this.handles.related(dst)], d);
+    // Open here on a node libfuse does not know as open (opened through the alias of a
+    // replaced name: mount/replaced-alias.ts), so libfuse did not hide it: the holders keep
+    // the file they opened.
+    if (src !== dst && this.handles.all().some((h) => h.path === dst)) await this.toOrphan(dst, true, d);
     const replacedMulti = this.attrs.get(dst) !== undefined && this.mayHaveOtherNames(dst);
     try {
-      await this.mutate({ type: 'rename', from: src, to: dst }, d);
+      const r = await this.mutate({ type: 'rename', from: src, to: dst }, d);
       this.handles.rename(src, dst);
+      const type = r.attr && r.attr.mode & S_IFMT;
+      return r.replacedMode !== undefined && type !== S_IFDIR && type === (r.replacedMode & S_IFMT);
     } finally {
       this.attrs.invalidateTree(src);
       this.attrs.invalidateTree(dst);
@@ -680,22 +733,35 @@ export class DfsFileSystem {
     return this.openHandle(p, attr?.ino ?? 0, (attr?.nlink ?? 1) > 1, writable);
   }
 
-  private async open(path: string, flags: number, d: Deadline): Promise<number> {
+  private async open(path: string, flags: number, d: Deadline, openedAs: string | null = null): Promise<number> {
     const p = checkPath(path);
-    // Close-to-open: an open always revalidates against the cluster.
-    const attr = await this.fetchAttr(p, d);
-    const writable = (flags & O_ACCMODE) !== fsConstants.O_RDONLY;
-    // The kernel turns O_TRUNC into a truncate before the open (libfuse 2 does not ask for
-    // atomic_o_trunc), but honour it if it comes.
-    if (writable && flags & fsConstants.O_TRUNC && attr.size > 0) {
-      await this.setattr(p, { type: 'truncate', path: p, size: 0 }, d);
+    this.opening.set(p, (this.opening.get(p) ?? 0) + 1);
+    let opened = false;
+    try {
+      // Close-to-open: an open always revalidates against the cluster.
+      const attr = await this.fetchAttr(p, d);
+      const writable = (flags & O_ACCMODE) !== fsConstants.O_RDONLY;
+      // The kernel turns O_TRUNC into a truncate before the open (libfuse 2 does not ask for
+      // atomic_o_trunc), but honour it if it comes.
+      if (writable && flags & fsConstants.O_TRUNC && attr.size > 0) {
+        await this.setattr(p, { type: 'truncate', path: p, size: 0 }, d);
+      }
+      const readable = (flags & O_ACCMODE) !== fsConstants.O_WRONLY;
+      const fh = this.openHandle(p, attr.ino, attr.nlink > 1, writable, readable ? attr : null);
+      this.handles.get(fh)!.openedAs = openedAs;
+      opened = true;
+      return fh;
+    } finally {
+      const left = this.opening.get(p)! - 1;
+      if (left > 0) this.opening.set(p, left);
+      else this.opening.delete(p);
+      // An orphan whose last close came while this failed open was on its way.
+      if (!opened && this.orphanUnused(p)) await this.removeOrphan(p, d);
     }
-    const readable = (flags & O_ACCMODE) !== fsConstants.O_WRONLY;
-    return this.openHandle(p, attr.ino, attr.nlink > 1, writable, readable ? attr : null);
   }
 
   private openHandle(p: string, ino: number, multiLink: boolean, writable: boolean, atimeFrom: Attr | null = null): number {
-    const h = this.handles.add((fh) => ({ fh, path: p, ino, multiLink, writable, privilegesChecked: false, atimeFrom, writes: null, readAhead: null }));
+    const h = this.handles.add((fh) => ({ fh, path: p, ino, openedAs: null, multiLink, writable, privilegesChecked: false, atimeFrom, writes: null, readAhead: null }));
     if (!h) throw new DfsError('FS_ERROR', 'too many open files', 'ENFILE');
     return h.fh;
   }
@@ -775,11 +841,18 @@ export class DfsFileSystem {
     } finally {
       this.handles.delete(fd);
     }
-    if (this.orphans.isOrphan(h.path) && !this.handles.all().some((o) => o.path === h.path)) {
-      // The last descriptor of an unlinked file: it goes now.
-      this.orphans.retire(h.path);
-      await this.unlink(h.path, d).catch((err: unknown) => this.logger.warn({ err, path: h.path }, 'could not remove an orphan'));
-    }
+    // The last descriptor of an unlinked file: it goes now.
+    if (this.orphanUnused(h.path)) await this.removeOrphan(h.path, d);
+  }
+
+  /** Whether `p` is an orphan with no descriptor open on it here, nor one being opened. */
+  private orphanUnused(p: string): boolean {
+    return this.orphans.isOrphan(p) && !this.opening.has(p) && !this.handles.all().some((o) => o.path === p);
+  }
+
+  private async removeOrphan(p: string, d: Deadline): Promise<void> {
+    this.orphans.retire(p);
+    await this.unlink(p, d).catch((err: unknown) => this.logger.warn({ err, path: p }, 'could not remove an orphan'));
   }
 
   /** Whether a change to `p` may show under names we cannot find by inode number: a file

@@ -98,6 +98,8 @@ export class OrphanTable {
   /** hidden name → orphan path */
   private readonly byHidden = new Map<string, string>();
   private readonly retired = new Set<string>();
+  /** hidden name → the path a rename replaced the hidden file at, for the newest hides */
+  private readonly renamedOver = new Map<string, string>();
   private count = 0;
 
   constructor(private readonly prefix: string) {}
@@ -113,18 +115,38 @@ export class OrphanTable {
     return HIDDEN_NAME.test(baseName(path));
   }
 
-  add(hiddenPath: string, orphan: string): void {
+  /** libfuse hid the open file now kept as `orphan` under `hiddenPath`; `renamedOver` is
+   * the path it was hidden from when a rename replaced it there, null for an unlink. */
+  add(hiddenPath: string, orphan: string, renamedOver: string | null): void {
     const name = baseName(hiddenPath);
     this.retired.delete(name);
     this.byHidden.set(name, orphan);
+    if (renamedOver !== null) {
+      if (this.renamedOver.size >= RETIRED_NAMES_MAX) this.renamedOver.delete(this.renamedOver.keys().next().value!);
+      this.renamedOver.set(name, renamedOver);
+    }
   }
 
-  /** The orphan a kernel path stands for, or the path itself. libfuse keeps the hidden
-   * name in whatever directory the file was in, and moves it along when that directory is
-   * renamed, so the name alone identifies it (libfuse never reuses one within a mount). */
+  /** What a kernel path stands for: the orphan of a hidden name; once that is gone, for a
+   * file a rename replaced, the path it was replaced at (a call that was on its way to the
+   * replaced file when its last descriptor closed reaches what the name holds now, as
+   * mount/replaced-alias.ts does for a file nobody had open); otherwise the path itself.
+   * libfuse keeps the hidden name in whatever directory the file was in, and moves it along
+   * when that directory is renamed, so the name alone identifies it (libfuse never reuses
+   * one within a mount). */
   resolve(path: string): string {
     if (!HIDDEN_NAME.test(baseName(path))) return path;
-    return this.byHidden.get(baseName(path)) ?? path;
+    return this.orphanOf(path) ?? this.renamedOver.get(baseName(path)) ?? path;
+  }
+
+  /** The orphan of a hidden name while it exists. */
+  orphanOf(hiddenPath: string): string | undefined {
+    return this.byHidden.get(baseName(hiddenPath));
+  }
+
+  /** Whether `hiddenPath` names a file a rename replaced (its orphan may be gone). */
+  wasRenamedOver(hiddenPath: string): boolean {
+    return this.renamedOver.has(baseName(hiddenPath));
   }
 
   isOrphan(path: string): boolean {

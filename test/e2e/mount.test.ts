@@ -10,6 +10,9 @@
  *   on the mount as on a local directory;
  * - a second mount sees what the first wrote once the writer closed the file;
  * - a 256-byte name is ENAMETOOLONG;
+ * - readers on the mount never miss a name that a writer on the same mount renames new files
+ *   over, 300 times (opens, reads and stats), and one that holds the file open across later
+ *   renames keeps what it opened;
  * - SIGTERM unmounts cleanly: the process exits 0 and the mount leaves /proc/mounts;
  * - with every proxy stopped, `ls` on the mount fails, within a bound, rather than hang.
  * Mounts, processes and temp dirs are cleaned up even when a test fails; only the mount
@@ -266,6 +269,80 @@ test('a 256-byte name is ENAMETOOLONG through the mount', async () => {
   // 255 bytes is fine.
   writeFileSync(join(m1.mountpoint, 'n'.repeat(255)), 'ok');
   assert.is(readFileSync(join(m1.mountpoint, 'n'.repeat(255)), 'utf8'), 'ok');
+});
+
+/** Readers on one mount while a writer on the same mount renames a new file over a name
+ * again and again (prints a line of counts; exit status 1 on any failure). */
+const RENAME_RACE_PY = String.raw`
+import os, sys
+RENAMES = int(sys.argv[1])
+def content(i):
+    return (b'%04d' % (i % 10000)) * 50
+with open('t', 'wb') as f:
+    f.write(content(0))
+r, w = os.pipe()
+kids = []
+for k in range(3):
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        import select
+        ok = 0
+        errs = {}
+        def failed(what):
+            errs[what] = errs.get(what, 0) + 1
+        while not select.select([r], [], [], 0)[0]:
+            try:
+                if k < 2:
+                    # open, read, close; and stat
+                    fd = os.open('t', os.O_RDONLY)
+                    data = os.read(fd, 1000)
+                    os.close(fd)
+                    if len(data) != 200 or data != data[:4] * 50:
+                        failed('mixed contents')
+                    if os.stat('t').st_size != 200:
+                        failed('stat size')
+                else:
+                    # hold it open across later renames: it keeps what it opened
+                    fd = os.open('t', os.O_RDONLY)
+                    ino = os.fstat(fd).st_ino
+                    head = os.read(fd, 100)
+                    for _ in range(40):
+                        os.stat('t')
+                    tail = os.pread(fd, 100, 100)
+                    st = os.fstat(fd)
+                    if st.st_size != 200 or st.st_ino != ino:
+                        failed('fstat changed')
+                    os.close(fd)
+                    if head + tail != head[:4] * 50:
+                        failed('changed under its descriptor')
+                ok += 1
+            except OSError as e:
+                failed(os.strerror(e.errno))
+        print('reader %d: %d rounds, failures %r' % (k, ok, errs), flush=True)
+        os._exit(0 if ok > 0 and not errs else 1)
+    kids.append(pid)
+os.close(r)
+for i in range(1, RENAMES + 1):
+    with open('new', 'wb') as f:
+        f.write(content(i))
+    os.rename('new', 't')
+os.close(w)
+status = 0
+for pid in kids:
+    status |= os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+print('renames: %d' % RENAMES)
+sys.exit(1 if status else 0)
+`;
+
+test('a name renamed over again and again never goes missing for readers on the same mount; a reader keeps what it opened', async () => {
+  const m1 = mounts[0]!;
+  const dir = join(m1.mountpoint, 'rename-race');
+  mkdirSync(dir);
+  const r = run('python3', ['-c', RENAME_RACE_PY, '300'], { cwd: dir, timeoutMs: 240_000 });
+  assert.is(r.status, 0, `${r.stdout}${r.stderr}`);
+  assert.match(r.stdout, /renames: 300/);
+  assert.not.match(readFileSync(m1.logFile, 'utf8'), /racing a rename/, 'the dfs patch keeps replaced nodes');
 });
 
 test('SIGTERM unmounts cleanly and exits 0', async () => {

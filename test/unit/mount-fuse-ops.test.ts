@@ -17,6 +17,8 @@ import { DfsError, fsError } from '../../common/errors';
 import type { Op } from '../../common/ops';
 import { parentOf } from '../../common/paths';
 import { DfsFileSystem, MOUNT_CONFIG_DEFAULTS, type ClusterClient } from '../../mount/fuse-ops';
+import { ORPHANS_DIR } from '../../mount/orphans';
+import { ALIAS_MARKER_BYTES, ALIAS_PREFIX } from '../../mount/replaced-alias';
 
 const E = constants.errno;
 /** The process every call comes from, as the patched fuse-native passes it. */
@@ -90,13 +92,21 @@ class FakeCluster implements ClusterClient {
         return { seq, attr: { ...n.attr } };
       }
       case 'rename': {
+        const moved = get(op.from);
+        const replaced = this.nodes.get(op.to);
         for (const [p, n] of [...this.nodes]) {
           if (p === op.from || p.startsWith(op.from + '/')) {
             this.nodes.delete(p);
             this.nodes.set(op.to + p.slice(op.from.length), n);
           }
         }
-        return { seq };
+        return replaced ? { seq, attr: { ...moved.attr }, replacedMode: replaced.attr.mode } : { seq, attr: { ...moved.attr } };
+      }
+      case 'link': {
+        // One node under two names.
+        if (this.nodes.has(op.to)) throw fsError('EEXIST');
+        this.nodes.set(op.to, get(op.from));
+        return { seq, attr: { ...get(op.from).attr } };
       }
       case 'chown': {
         const n = get(op.path);
@@ -373,6 +383,62 @@ test('an open file follows a rename of its directory', async () => {
   await call((cb) => h.write('/e/f', fd, Buffer.from('two'), 3, 3, cb));
   await call((cb) => h.release('/e/f', fd, cb));
   assert.is(cluster.nodes.get('/e/f')!.data.toString(), 'onetwo');
+});
+
+/** The path libfuse (dfs patch item 12) gives a call on node `nodeid`, which a rename
+ * replaced at `dir`/`name`. */
+function aliasPath(dir: string, nodeid: number, name: string): string {
+  return `${dir}/${(ALIAS_PREFIX + nodeid.toString(16).padStart(16, '0')).padEnd(ALIAS_MARKER_BYTES, '~')}${name}`;
+}
+
+async function writeFile(h: Required<Fuse.Handlers>, call: ReturnType<typeof setup>['call'], path: string, text: string): Promise<void> {
+  const fd = (await call<number>((cb) => h.create(path, 0o100644, cb, CALLER, CREATE_FLAGS))).v!;
+  await call((cb) => h.write(path, fd, Buffer.from(text), text.length, 0, cb));
+  assert.is((await call((cb) => h.release(path, fd, cb))).code, 0);
+}
+
+test('a rename over an entry of its own type lets libfuse keep the replaced node; over nothing, another type or a directory it does not', async () => {
+  const { h, call } = setup();
+  await writeFile(h, call, '/a', 'a');
+  await writeFile(h, call, '/b', 'b');
+  await call((cb) => h.symlink('a', '/l', cb, CALLER));
+  await call((cb) => h.mkdir('/d1', 0o40755, cb, CALLER));
+  await call((cb) => h.mkdir('/d2', 0o40755, cb, CALLER));
+  assert.is((await call((cb) => h.rename('/a', '/b', cb))).code, 1, 'a file over a file');
+  assert.is((await call((cb) => h.rename('/b', '/c', cb))).code, 0, 'nothing replaced');
+  assert.is((await call((cb) => h.rename('/c', '/l', cb))).code, 0, 'a file over a symlink');
+  assert.is((await call((cb) => h.rename('/d1', '/d2', cb))).code, 0, 'a directory over a directory');
+});
+
+test('a call through the alias of a replaced name reaches the name; once it opened a file there, that file, even after the name is renamed over and unlinked', async () => {
+  const { cluster, h, call } = setup();
+  await writeFile(h, call, '/t', 'one');
+  await writeFile(h, call, '/n', 'two');
+  assert.is((await call((cb) => h.rename('/n', '/t', cb))).code, 1);
+  const alias = aliasPath('', 7, 't');
+  assert.is((await call<Fuse.Stat>((cb) => h.getattr(alias, cb))).v!.size, 3, 'what /t holds now');
+  const fd = (await call<number>((cb) => h.open(alias, fsConstants.O_RDONLY, cb))).v!;
+  // Another file takes the name: the one opened through the alias keeps its contents.
+  await writeFile(h, call, '/n', 'three!');
+  assert.is((await call((cb) => h.rename('/n', '/t', cb))).code, 1);
+  assert.is((await call<Fuse.Stat>((cb) => h.getattr(alias, cb))).v!.size, 3, 'a stat on that node: the file it opened');
+  assert.is((await call<Fuse.Stat>((cb) => h.getattr('/t', cb))).v!.size, 6);
+  const buf = Buffer.alloc(10);
+  assert.is((await call((cb) => h.read(alias, fd, buf, 10, 0, cb))).code, 3);
+  assert.is(buf.subarray(0, 3).toString(), 'two');
+  const orphans = [...cluster.nodes.keys()].filter((p) => p.startsWith(`${ORPHANS_DIR}/`));
+  assert.is(orphans.length, 1, 'the opened file moved to an orphan');
+  // Another alias of the same name, on another node: the name, not that file.
+  assert.is((await call<Fuse.Stat>((cb) => h.getattr(aliasPath('', 8, 't'), cb))).v!.size, 6);
+  // The name is unlinked while a file opened through an alias of it is open.
+  const fd2 = (await call<number>((cb) => h.open(aliasPath('', 9, 't'), fsConstants.O_RDONLY, cb))).v!;
+  assert.is((await call((cb) => h.unlink('/t', cb))).code, 0);
+  assert.not.ok(cluster.nodes.has('/t'));
+  assert.is((await call((cb) => h.read(aliasPath('', 9, 't'), fd2, buf, 10, 0, cb))).code, 6, 'still readable');
+  assert.is(buf.subarray(0, 6).toString(), 'three!');
+  await call((cb) => h.release(alias, fd, cb));
+  await call((cb) => h.release(aliasPath('', 9, 't'), fd2, cb));
+  assert.equal([...cluster.nodes.keys()].filter((p) => p.startsWith(`${ORPHANS_DIR}/`)), [], 'the last closes removed the orphans');
 });
 
 test('a lost background write is EIO at flush and close, not success', async () => {

@@ -11,7 +11,7 @@ test('hidden names resolve to their orphan wherever libfuse moved them; other pa
   const orphan = t.nextPath();
   assert.is(orphan, `${ORPHANS_DIR}/host-a.4242.1`);
   assert.is(t.nextPath(), `${ORPHANS_DIR}/host-a.4242.2`, 'every orphan gets a name of its own');
-  t.add('/d/.fuse_hidden0000000300000001', orphan);
+  t.add('/d/.fuse_hidden0000000300000001', orphan, null);
   assert.is(t.resolve('/d/.fuse_hidden0000000300000001'), orphan);
   assert.is(t.resolve('/renamed/dir/.fuse_hidden0000000300000001'), orphan, 'the directory was renamed');
   assert.is(t.resolve('/d/.fuse_hidden0000000300000002'), '/d/.fuse_hidden0000000300000002', 'not one of ours');
@@ -26,13 +26,28 @@ test('hidden names resolve to their orphan wherever libfuse moved them; other pa
 test('a retired orphan answers libfuse\'s later unlink of the hidden name once', () => {
   const t = new OrphanTable('h.1.');
   const orphan = t.nextPath();
-  t.add('/a/.fuse_hidden0000000a00000001', orphan);
+  t.add('/a/.fuse_hidden0000000a00000001', orphan, null);
   assert.is(t.size, 1);
   t.retire(orphan);
   assert.is(t.size, 0);
   assert.is(t.resolve('/a/.fuse_hidden0000000a00000001'), '/a/.fuse_hidden0000000a00000001', 'no longer mapped');
   assert.ok(t.takeRetired('/a/.fuse_hidden0000000a00000001'));
   assert.not.ok(t.takeRetired('/a/.fuse_hidden0000000a00000001'), 'only once');
+  assert.not.ok(t.wasRenamedOver('/a/.fuse_hidden0000000a00000001'), 'it was unlinked');
+});
+
+test('a file a rename replaced while open: once its orphan is gone, its hidden name stands for the name it was replaced at', () => {
+  const t = new OrphanTable('h.1.');
+  const orphan = t.nextPath();
+  t.add('/a/.fuse_hidden0000000b00000002', orphan, '/a/t');
+  assert.is(t.resolve('/a/.fuse_hidden0000000b00000002'), orphan, 'while the orphan exists');
+  assert.is(t.orphanOf('/a/.fuse_hidden0000000b00000002'), orphan);
+  t.retire(orphan);
+  assert.is(t.orphanOf('/a/.fuse_hidden0000000b00000002'), undefined);
+  assert.is(t.resolve('/a/.fuse_hidden0000000b00000002'), '/a/t', 'what the name holds now');
+  assert.ok(t.wasRenamedOver('/a/.fuse_hidden0000000b00000002'));
+  assert.ok(t.takeRetired('/a/.fuse_hidden0000000b00000002'));
+  assert.is(t.resolve('/a/.fuse_hidden0000000b00000002'), '/a/t', 'still, after libfuse unlinked the hidden name');
 });
 
 test('the orphan directory is reserved; orphans name the host and pid that made them', () => {
