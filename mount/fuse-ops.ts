@@ -40,7 +40,7 @@ import { parentOf, validateEntryPath, validatePath } from '../common/paths';
 import { AttrCache } from './attr-cache';
 import { Deadline, raceDeadline } from './deadline';
 import { EIO, errnoOfError, errnoOfLostWrite } from './errno';
-import { childPath, HandleTable } from './handles';
+import { childPath, HandleTable, renamePath } from './handles';
 import { kernelToWire, wireToKernel } from '../common/names';
 import { inRenameSyscall, isReservedPath, ORPHANS_DIR, orphanOwner, orphanPrefix, OrphanTable } from './orphans';
 import type { ProxyClient } from './proxy-client';
@@ -99,7 +99,8 @@ interface OpenFile {
   fh: number;
   path: string;
   ino: number;
-  /** Opened through a name that stands for one node only (nodeKey): that key. */
+  /** Opened through a name that stands for one node only (nodeKey): that key, which a
+   * rename through this mount moves along when it is a hidden path. */
   openedAs: string | null;
   /** The file had several names when opened: a change must drop every cached attribute. */
   multiLink: boolean;
@@ -112,13 +113,13 @@ interface OpenFile {
   readAhead: ReadAhead | null;
 }
 
-/** For a kernel path that names one node of libfuse's only (the alias of a replaced name,
- * mount/replaced-alias.ts, or a hidden name, mount/orphans.ts), a key for that node; null
- * for an ordinary path. */
+/** For a kernel path that names one node of libfuse's only, a key for that node: the alias
+ * of a replaced name (mount/replaced-alias.ts), or a hidden name's whole path as a wire
+ * string (mount/orphans.ts); null for an ordinary path. */
 function nodeKey(kernelPath: string): string | null {
   const alias = parseReplacedAlias(kernelPath);
   if (alias) return alias.key;
-  return OrphanTable.isHiddenName(kernelPath) ? kernelPath.slice(kernelPath.lastIndexOf('/') + 1) : null;
+  return OrphanTable.isHiddenName(kernelPath) ? kernelToWire(kernelPath) : null;
 }
 
 export class DfsFileSystem {
@@ -129,8 +130,9 @@ export class DfsFileSystem {
    * valid only synchronously, at the start of a handler. */
   callerOf: () => Fuse.Caller | null = () => null;
   private orphansDirMade = false;
-  /** Opens in flight, by path: an orphan being opened is not removed at its last close. */
-  private readonly opening = new Map<string, number>();
+  /** Opens in flight, by path: an orphan being opened is not removed at its last close, and
+   * a rename or unlink of a name waits for the opens of it under way. */
+  private readonly opening = new Map<string, Set<Promise<void>>>();
   /** atime ops in flight, by path (readAccess). */
   private readonly atimeUpdates = new Map<string, Promise<void>>();
   private readonly client: ClusterClient;
@@ -176,7 +178,7 @@ export class DfsFileSystem {
           cb(code === 0 && keep === true ? RENAME_KEEP_REPLACED : code),
         );
       },
-      link: (from, to, cb) => this.serve('link', from, (d) => this.link(this.fromKernel(from), this.fromKernel(to, 'new'), d), cb),
+      link: (from, to, cb) => this.serve('link', from, (d) => this.link(this.fromKernel(from, 'source'), this.fromKernel(to, 'new'), d), cb),
       symlink: (target, path, cb, caller) => this.serve('symlink', path, (d) => this.symlink(kernelToWire(target), this.fromKernel(path, 'new'), ownerOf(caller), d), cb),
       chmod: (path, mode, cb) => this.serve('chmod', path, (d) => this.chmod(this.fromKernel(path), mode, d), cb),
       chown: (path, uid, gid, cb) => this.serve('chown', path, (d) => this.chown(this.fromKernel(path), uid, gid, d), cb),
@@ -285,7 +287,7 @@ export class DfsFileSystem {
    * from the patched fuse-native) as a wire string (common/names.ts); a name libfuse made up
    * to hide an open file is its orphan (mount/orphans.ts); and the orphan directory itself is
    * not there for the kernel (nor can it be created). */
-  private fromKernel(kernelPath: string, role: 'existing' | 'new' = 'existing'): string {
+  private fromKernel(kernelPath: string, role: 'existing' | 'new' | 'source' = 'existing'): string {
     // A call on a node that was opened through such a name reaches the file it opened (the
     // name may stand for another file by now).
     const key = nodeKey(kernelPath);
@@ -294,14 +296,15 @@ export class DfsFileSystem {
     return this.resolveWire(kernelToWire(parseReplacedAlias(kernelPath)?.path ?? kernelPath), role);
   }
 
-  /** fromKernel for a path already converted to a wire string. */
-  private resolveWire(path: string, role: 'existing' | 'new' = 'existing'): string {
+  /** fromKernel for a path already converted to a wire string. A 'source' is what a rename
+   * or link takes from (OrphanTable.resolveSource). */
+  private resolveWire(path: string, role: 'existing' | 'new' | 'source' = 'existing'): string {
     if (isReservedPath(path)) {
       throw role === 'new'
         ? new DfsError('FS_ERROR', `${ORPHANS_DIR} is reserved for open files that were unlinked`, 'EPERM')
         : new DfsError('FS_ERROR', 'no such file', 'ENOENT');
     }
-    return this.orphans.resolve(path);
+    return role === 'source' ? this.orphans.resolveSource(path) : this.orphans.resolve(path);
   }
 
   // ---- Attributes ----------------------------------------------------------------
@@ -456,7 +459,9 @@ export class DfsFileSystem {
     }
     const p = this.resolveWire(path);
     // Open here on a node libfuse does not know as open (it was opened through the alias
-    // of a replaced name: mount/replaced-alias.ts), so libfuse did not hide it.
+    // of a replaced name: mount/replaced-alias.ts), so libfuse did not hide it; libfuse
+    // does not hold such an open back either, so the opens under way are waited for.
+    await this.opensSettled(p);
     if (this.handles.all().some((h) => h.path === p)) {
       await this.toOrphan(checkEntryPath(p), false, d);
       return;
@@ -482,7 +487,7 @@ export class DfsFileSystem {
       await this.hide(this.orphans.resolve(from), to, caller, d);
       return false;
     }
-    return this.rename(this.resolveWire(from), this.resolveWire(to, 'new'), d);
+    return this.rename(this.resolveWire(from, 'source'), this.resolveWire(to, 'new'), d);
   }
 
   /** libfuse hides the open file `p` under `hiddenPath` because the caller unlinks it or
@@ -561,11 +566,18 @@ export class DfsFileSystem {
     // Open here on a node libfuse does not know as open (opened through the alias of a
     // replaced name: mount/replaced-alias.ts), so libfuse did not hide it: the holders keep
     // the file they opened.
-    if (src !== dst && this.handles.all().some((h) => h.path === dst)) await this.toOrphan(dst, true, d);
+    if (src !== dst) {
+      await this.opensSettled(dst);
+      if (this.handles.all().some((h) => h.path === dst)) await this.toOrphan(dst, true, d);
+    }
     const replacedMulti = this.attrs.get(dst) !== undefined && this.mayHaveOtherNames(dst);
     try {
       const r = await this.mutate({ type: 'rename', from: src, to: dst }, d);
       this.handles.rename(src, dst);
+      this.orphans.rename(src, dst);
+      for (const h of this.handles.all()) {
+        if (h.openedAs !== null && OrphanTable.isHiddenName(h.openedAs)) h.openedAs = renamePath(h.openedAs, src, dst) ?? h.openedAs;
+      }
       const type = r.attr && r.attr.mode & S_IFMT;
       return r.replacedMode !== undefined && type !== S_IFDIR && type === (r.replacedMode & S_IFMT);
     } finally {
@@ -735,7 +747,10 @@ export class DfsFileSystem {
 
   private async open(path: string, flags: number, d: Deadline, openedAs: string | null = null): Promise<number> {
     const p = checkPath(path);
-    this.opening.set(p, (this.opening.get(p) ?? 0) + 1);
+    let settle = (): void => {};
+    const settled = new Promise<void>((resolve) => (settle = resolve));
+    const opens = this.opening.get(p) ?? new Set<Promise<void>>();
+    this.opening.set(p, opens.add(settled));
     let opened = false;
     try {
       // Close-to-open: an open always revalidates against the cluster.
@@ -752,9 +767,9 @@ export class DfsFileSystem {
       opened = true;
       return fh;
     } finally {
-      const left = this.opening.get(p)! - 1;
-      if (left > 0) this.opening.set(p, left);
-      else this.opening.delete(p);
+      opens.delete(settled);
+      if (opens.size === 0) this.opening.delete(p);
+      settle();
       // An orphan whose last close came while this failed open was on its way.
       if (!opened && this.orphanUnused(p)) await this.removeOrphan(p, d);
     }
@@ -843,6 +858,12 @@ export class DfsFileSystem {
     }
     // The last descriptor of an unlinked file: it goes now.
     if (this.orphanUnused(h.path)) await this.removeOrphan(h.path, d);
+  }
+
+  /** Resolves once the opens of `p` under way now have ended. */
+  private async opensSettled(p: string): Promise<void> {
+    const opens = this.opening.get(p);
+    if (opens) await Promise.all([...opens]);
   }
 
   /** Whether `p` is an orphan with no descriptor open on it here, nor one being opened. */

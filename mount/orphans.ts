@@ -42,13 +42,22 @@
 import { readFileSync } from 'node:fs';
 import { arch, hostname } from 'node:os';
 import { isWithin } from '../common/paths';
+import { renamePath } from './handles';
 
 /** The cluster directory where the open files that lost their names are kept. */
 export const ORPHANS_DIR = '/.dfs-orphans';
 /** libfuse 2's hide_node names: `.fuse_hidden` and two 8-digit hex numbers. */
 const HIDDEN_NAME = /^\.fuse_hidden[0-9a-f]{16}$/;
-/** Hidden names whose orphan is already gone, remembered until libfuse unlinks them. */
-const RETIRED_NAMES_MAX = 4096;
+/** Hidden names whose orphan is already gone, remembered until libfuse unlinks them (and,
+ * for files a rename replaced, the names they were replaced at). */
+const RETIRED_NAMES_MAX = 1024;
+
+/** Sets `key` in `map`, dropping the oldest entry when it holds RETIRED_NAMES_MAX. */
+function addBounded<V>(map: Map<string, V>, key: string, value: V): void {
+  map.delete(key);
+  if (map.size >= RETIRED_NAMES_MAX) map.delete(map.keys().next().value!);
+  map.set(key, value);
+}
 
 /** rename(2), renameat(2) and renameat2(2) by architecture (the kernel's syscall tables). */
 const RENAME_SYSCALLS: Record<string, number[]> = {
@@ -95,10 +104,11 @@ export function orphanOwner(name: string, host = hostname()): number | null {
 }
 
 export class OrphanTable {
-  /** hidden name → orphan path */
+  /** hidden path → orphan path */
   private readonly byHidden = new Map<string, string>();
+  /** hidden paths whose orphan the mount removed before libfuse unlinked them */
   private readonly retired = new Set<string>();
-  /** hidden name → the path a rename replaced the hidden file at, for the newest hides */
+  /** hidden path → the path a rename replaced the hidden file at, for the newest hides */
   private readonly renamedOver = new Map<string, string>();
   private count = 0;
 
@@ -118,35 +128,36 @@ export class OrphanTable {
   /** libfuse hid the open file now kept as `orphan` under `hiddenPath`; `renamedOver` is
    * the path it was hidden from when a rename replaced it there, null for an unlink. */
   add(hiddenPath: string, orphan: string, renamedOver: string | null): void {
-    const name = baseName(hiddenPath);
-    this.retired.delete(name);
-    this.byHidden.set(name, orphan);
-    if (renamedOver !== null) {
-      if (this.renamedOver.size >= RETIRED_NAMES_MAX) this.renamedOver.delete(this.renamedOver.keys().next().value!);
-      this.renamedOver.set(name, renamedOver);
-    }
+    this.retired.delete(hiddenPath);
+    this.byHidden.set(hiddenPath, orphan);
+    if (renamedOver !== null) addBounded(this.renamedOver, hiddenPath, renamedOver);
   }
 
-  /** What a kernel path stands for: the orphan of a hidden name; once that is gone, for a
-   * file a rename replaced, the path it was replaced at (a call that was on its way to the
-   * replaced file when its last descriptor closed reaches what the name holds now, as
-   * mount/replaced-alias.ts does for a file nobody had open); otherwise the path itself.
-   * libfuse keeps the hidden name in whatever directory the file was in, and moves it along
-   * when that directory is renamed, so the name alone identifies it (libfuse never reuses
-   * one within a mount). */
+  /** What a path from the kernel stands for: the orphan of a hidden name; once that is
+   * gone, for a file a rename replaced, the path it was replaced at (a call that was on its
+   * way to the replaced file when its last descriptor closed reaches what the name holds
+   * now, as mount/replaced-alias.ts does for a file nobody had open); otherwise the path
+   * itself. Hidden paths are kept whole and follow the renames made through this mount
+   * (`rename`), as libfuse's do. */
   resolve(path: string): string {
     if (!HIDDEN_NAME.test(baseName(path))) return path;
-    return this.orphanOf(path) ?? this.renamedOver.get(baseName(path)) ?? path;
+    return this.byHidden.get(path) ?? this.renamedOver.get(path) ?? path;
+  }
+
+  /** resolve() for a path a rename or link takes from: a hidden name only while its orphan
+   * exists (moving the name it was replaced at instead would move another file). */
+  resolveSource(path: string): string {
+    return this.byHidden.get(path) ?? path;
   }
 
   /** The orphan of a hidden name while it exists. */
   orphanOf(hiddenPath: string): string | undefined {
-    return this.byHidden.get(baseName(hiddenPath));
+    return this.byHidden.get(hiddenPath);
   }
 
   /** Whether `hiddenPath` names a file a rename replaced (its orphan may be gone). */
   wasRenamedOver(hiddenPath: string): boolean {
-    return this.renamedOver.has(baseName(hiddenPath));
+    return this.renamedOver.has(hiddenPath);
   }
 
   isOrphan(path: string): boolean {
@@ -155,23 +166,42 @@ export class OrphanTable {
 
   /** Forgets an orphan's hidden name outright (libfuse is unlinking that name now). */
   forget(orphan: string): void {
-    for (const [name, o] of this.byHidden) if (o === orphan) this.byHidden.delete(name);
+    for (const [hidden, o] of this.byHidden) if (o === orphan) this.byHidden.delete(hidden);
   }
 
   /** The hidden name of an orphan is done with: its file was removed at the last close. */
   retire(orphan: string): void {
-    for (const [name, o] of this.byHidden) {
+    for (const [hidden, o] of this.byHidden) {
       if (o !== orphan) continue;
-      this.byHidden.delete(name);
+      this.byHidden.delete(hidden);
       if (this.retired.size >= RETIRED_NAMES_MAX) this.retired.delete(this.retired.values().next().value!);
-      this.retired.add(name);
+      this.retired.add(hidden);
     }
   }
 
   /** libfuse unlinks a hidden name after the last release: true when that name belonged to
    * an orphan the mount has already removed (nothing left to do), and forgets it. */
   takeRetired(hiddenPath: string): boolean {
-    return this.retired.delete(baseName(hiddenPath));
+    return this.retired.delete(hiddenPath);
+  }
+
+  /** A rename through this mount moved `from` to `to`: the hidden names below it moved too. */
+  rename(from: string, to: string): void {
+    const moved = (p: string): string => renamePath(p, from, to) ?? p;
+    for (const table of [this.byHidden, this.renamedOver]) {
+      for (const [hidden, value] of [...table]) {
+        const now = moved(hidden);
+        if (now === hidden && moved(value) === value) continue;
+        table.delete(hidden);
+        table.set(now, table === this.renamedOver ? moved(value) : value);
+      }
+    }
+    for (const hidden of [...this.retired]) {
+      const now = moved(hidden);
+      if (now === hidden) continue;
+      this.retired.delete(hidden);
+      this.retired.add(now);
+    }
   }
 
   get size(): number {

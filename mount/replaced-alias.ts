@@ -8,22 +8,25 @@
  * when the mount's rename answers that the replaced entry may keep its node (it was not a
  * directory, and what replaced it has the same type), libfuse renames the node, in its own
  * table only, to an alias in the same directory: ALIAS_PREFIX and the node's id, padded
- * with '~' to ALIAS_MARKER_BYTES, then the name. The kernel never sends a name that long
- * (NAME_MAX is 255 bytes), so an alias is never a real name; a path ending in one is served
- * as the path of the name, which holds the file that replaced it: the call acts as if it
- * came after the rename it overlapped. The node's id in the alias tells calls on the same node apart: once
- * one opened the file through the alias, the others on that node reach the file it opened
- * (the mount's handle, which follows the file into an orphan when a later rename or unlink
- * takes the name: mount/orphans.ts), not whatever the name holds by then.
+ * with '~' to ALIAS_MARKER_BYTES, then the name. The kernel never sends a FUSE file system
+ * a name that long (FUSE_NAME_MAX is 1024 bytes), so no name anybody makes passes for an
+ * alias.
+ *
+ * A path ending in an alias is served as the path of the name, which holds the file that
+ * replaced it: the call acts as if it came after the rename it overlapped. The node's id
+ * tells calls on the same node apart: once one opened a file through the alias, the others
+ * on that node reach the file it opened (the mount's handle, which follows the file into an
+ * orphan when a later rename or unlink takes the name: mount/orphans.ts), not whatever the
+ * name holds by then.
  */
 
 /** What the patch writes first in an alias (fuse-native.c: FUSE_NATIVE_ALIAS_PREFIX); the
  * node's id follows, in 16 hex digits. */
 export const ALIAS_PREFIX = '.dfs-replaced.';
 /** How many bytes of an alias come before the name (FUSE_NATIVE_ALIAS_MARKER). */
-export const ALIAS_MARKER_BYTES = 256;
-/** The longest name the kernel sends. */
-const NAME_MAX = 255;
+export const ALIAS_MARKER_BYTES = 1040;
+/** The longest name the kernel sends a FUSE file system (the kernel's fs/fuse). */
+const FUSE_NAME_MAX = 1024;
 
 export interface ReplacedAlias {
   /** The alias without the name: which node the call is on. */
@@ -37,6 +40,6 @@ export interface ReplacedAlias {
 export function parseReplacedAlias(path: string): ReplacedAlias | null {
   const slash = path.lastIndexOf('/');
   const last = path.slice(slash + 1);
-  if (last.length <= NAME_MAX || !last.startsWith(ALIAS_PREFIX)) return null;
+  if (last.length <= FUSE_NAME_MAX || !last.startsWith(ALIAS_PREFIX)) return null;
   return { key: last.slice(0, ALIAS_MARKER_BYTES), path: path.slice(0, slash + 1) + last.slice(ALIAS_MARKER_BYTES) };
 }

@@ -9,7 +9,7 @@
  * - a script of namespace commands (mkdir -p, mv, rm -r, ln -s, ln) gives the same output
  *   on the mount as on a local directory;
  * - a second mount sees what the first wrote once the writer closed the file;
- * - a 256-byte name is ENAMETOOLONG;
+ * - a 256-byte name is ENAMETOOLONG, and so is one shaped like the alias of a replaced name;
  * - readers on the mount never miss a name that a writer on the same mount renames new files
  *   over, 300 times (opens, reads and stats), and one that holds the file open across later
  *   renames keeps what it opened;
@@ -28,6 +28,7 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { REPO_ROOT, startCluster, type Cluster } from '../../cli/local-cluster';
+import { ALIAS_MARKER_BYTES, ALIAS_PREFIX } from '../../mount/replaced-alias';
 
 const MOUNT_BIN = join(REPO_ROOT, 'bin', 'dfs-mount');
 const MOUNT_READY_MS = 20_000;
@@ -266,6 +267,22 @@ test('a 256-byte name is ENAMETOOLONG through the mount', async () => {
     code = (err as NodeJS.ErrnoException).code ?? '';
   }
   assert.is(code, 'ENAMETOOLONG');
+  // A name shaped like the alias the dfs patch gives a replaced file's node (1040 bytes
+  // of marker, then a name: mount/replaced-alias.ts) never reaches that name: the kernel
+  // sends no name over 1024 bytes, and the mount refuses any over 255.
+  for (const bytes of [300, 1024, ALIAS_MARKER_BYTES]) {
+    const crafted = `${ALIAS_PREFIX}${'0'.repeat(16)}`.padEnd(bytes, '~') + 'big.bin';
+    for (const attempt of [() => statSync(join(m1.mountpoint, crafted)), () => writeFileSync(join(m1.mountpoint, crafted), 'x')]) {
+      code = '';
+      try {
+        attempt();
+      } catch (err) {
+        code = (err as NodeJS.ErrnoException).code ?? '';
+      }
+      assert.is(code, 'ENAMETOOLONG', `a ${crafted.length}-byte alias-shaped name`);
+    }
+  }
+  assert.is(statSync(join(m1.mountpoint, 'big.bin')).size, BIG_FILE_BYTES, 'big.bin untouched');
   // 255 bytes is fine.
   writeFileSync(join(m1.mountpoint, 'n'.repeat(255)), 'ok');
   assert.is(readFileSync(join(m1.mountpoint, 'n'.repeat(255)), 'utf8'), 'ok');

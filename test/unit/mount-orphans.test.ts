@@ -6,14 +6,17 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { inRenameSyscall, isReservedPath, ORPHANS_DIR, orphanOwner, orphanPrefix, OrphanTable } from '../../mount/orphans';
 
-test('hidden names resolve to their orphan wherever libfuse moved them; other paths are unchanged', () => {
+test('hidden names resolve to their orphan, following renames of their directory; other paths are unchanged', () => {
   const t = new OrphanTable(orphanPrefix(4242, 'host-a'));
   const orphan = t.nextPath();
   assert.is(orphan, `${ORPHANS_DIR}/host-a.4242.1`);
   assert.is(t.nextPath(), `${ORPHANS_DIR}/host-a.4242.2`, 'every orphan gets a name of its own');
   t.add('/d/.fuse_hidden0000000300000001', orphan, null);
   assert.is(t.resolve('/d/.fuse_hidden0000000300000001'), orphan);
+  assert.is(t.resolve('/e/.fuse_hidden0000000300000001'), '/e/.fuse_hidden0000000300000001', 'the same name in another directory is not it');
+  t.rename('/d', '/renamed/dir');
   assert.is(t.resolve('/renamed/dir/.fuse_hidden0000000300000001'), orphan, 'the directory was renamed');
+  assert.is(t.resolve('/d/.fuse_hidden0000000300000001'), '/d/.fuse_hidden0000000300000001');
   assert.is(t.resolve('/d/.fuse_hidden0000000300000002'), '/d/.fuse_hidden0000000300000002', 'not one of ours');
   assert.is(t.resolve('/d/f'), '/d/f');
   assert.is(t.resolve('/d/.fuse_hidden00000003'), '/d/.fuse_hidden00000003', 'not libfuse pattern');
@@ -46,8 +49,12 @@ test('a file a rename replaced while open: once its orphan is gone, its hidden n
   assert.is(t.orphanOf('/a/.fuse_hidden0000000b00000002'), undefined);
   assert.is(t.resolve('/a/.fuse_hidden0000000b00000002'), '/a/t', 'what the name holds now');
   assert.ok(t.wasRenamedOver('/a/.fuse_hidden0000000b00000002'));
-  assert.ok(t.takeRetired('/a/.fuse_hidden0000000b00000002'));
-  assert.is(t.resolve('/a/.fuse_hidden0000000b00000002'), '/a/t', 'still, after libfuse unlinked the hidden name');
+  assert.is(t.resolveSource('/a/.fuse_hidden0000000b00000002'), '/a/.fuse_hidden0000000b00000002', 'never the name as what a rename or link takes');
+  t.rename('/a', '/b');
+  assert.is(t.resolve('/b/.fuse_hidden0000000b00000002'), '/b/t', 'its directory was renamed');
+  assert.ok(t.takeRetired('/b/.fuse_hidden0000000b00000002'));
+  assert.is(t.resolve('/b/.fuse_hidden0000000b00000002'), '/b/t', 'still, after libfuse unlinked the hidden name');
+  assert.is(t.resolve('/c/.fuse_hidden0000000b00000002'), '/c/.fuse_hidden0000000b00000002', 'not in another directory');
 });
 
 test('the orphan directory is reserved; orphans name the host and pid that made them', () => {
