@@ -462,7 +462,7 @@ export class DfsFileSystem {
     // of a replaced name: mount/replaced-alias.ts), so libfuse did not hide it; libfuse
     // does not hold such an open back either, so the opens under way are waited for.
     await this.opensSettled(p);
-    if (this.handles.all().some((h) => h.path === p)) {
+    if (this.handles.related(p).length > 0) {
       await this.toOrphan(checkEntryPath(p), false, d);
       return;
     }
@@ -505,7 +505,7 @@ export class DfsFileSystem {
   private async toOrphan(p: string, keepName: boolean, d: Deadline): Promise<string> {
     const orphan = this.orphans.nextPath();
     const ino = this.attrs.get(p)?.ino;
-    const open = this.handles.all().filter((h) => h.path === p);
+    const open = this.handles.related(p);
     await this.flushAll(open, d);
     await this.makeOrphansDir(d);
     const multi = this.mayHaveOtherNames(p);
@@ -568,7 +568,7 @@ export class DfsFileSystem {
     // the file they opened.
     if (src !== dst) {
       await this.opensSettled(dst);
-      if (this.handles.all().some((h) => h.path === dst)) await this.toOrphan(dst, true, d);
+      if (this.handles.related(dst).length > 0) await this.toOrphan(dst, true, d);
     }
     const replacedMulti = this.attrs.get(dst) !== undefined && this.mayHaveOtherNames(dst);
     try {
@@ -762,8 +762,7 @@ export class DfsFileSystem {
         await this.setattr(p, { type: 'truncate', path: p, size: 0 }, d);
       }
       const readable = (flags & O_ACCMODE) !== fsConstants.O_WRONLY;
-      const fh = this.openHandle(p, attr.ino, attr.nlink > 1, writable, readable ? attr : null);
-      this.handles.get(fh)!.openedAs = openedAs;
+      const fh = this.openHandle(p, attr.ino, attr.nlink > 1, writable, readable ? attr : null, openedAs);
       opened = true;
       return fh;
     } finally {
@@ -775,8 +774,8 @@ export class DfsFileSystem {
     }
   }
 
-  private openHandle(p: string, ino: number, multiLink: boolean, writable: boolean, atimeFrom: Attr | null = null): number {
-    const h = this.handles.add((fh) => ({ fh, path: p, ino, openedAs: null, multiLink, writable, privilegesChecked: false, atimeFrom, writes: null, readAhead: null }));
+  private openHandle(p: string, ino: number, multiLink: boolean, writable: boolean, atimeFrom: Attr | null = null, openedAs: string | null = null): number {
+    const h = this.handles.add((fh) => ({ fh, path: p, ino, openedAs, multiLink, writable, privilegesChecked: false, atimeFrom, writes: null, readAhead: null }));
     if (!h) throw new DfsError('FS_ERROR', 'too many open files', 'ENFILE');
     return h.fh;
   }
@@ -868,7 +867,7 @@ export class DfsFileSystem {
 
   /** Whether `p` is an orphan with no descriptor open on it here, nor one being opened. */
   private orphanUnused(p: string): boolean {
-    return this.orphans.isOrphan(p) && !this.opening.has(p) && !this.handles.all().some((o) => o.path === p);
+    return this.orphans.isOrphan(p) && !this.opening.has(p) && this.handles.related(p).length === 0;
   }
 
   private async removeOrphan(p: string, d: Deadline): Promise<void> {

@@ -22,3 +22,14 @@ export function tempDir(prefix: string): { path: string; remove: () => void } {
   // DFS_KEEP_TEMP=1 keeps them, to read the logs of a failed run.
   return { path, remove: () => (process.env.DFS_KEEP_TEMP ? undefined : removeTree(path)) };
 }
+
+/** Runs `fn` with a fresh temporary directory's path, and removes the directory after it,
+ * even when it fails. */
+export async function withTempDir<T>(prefix: string, fn: (dir: string) => T | Promise<T>): Promise<T> {
+  const dir = tempDir(prefix);
+  try {
+    return await fn(dir.path);
+  } finally {
+    dir.remove();
+  }
+}

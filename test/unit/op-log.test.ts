@@ -5,98 +5,81 @@ import * as assert from 'uvu/assert';
 import { appendFileSync, readdirSync, truncateSync, statSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { OpLog, type LogEntry } from '../../storage/op-log';
-import { tempDir } from '../helpers/temp';
+import { withTempDir } from '../helpers/temp';
 
 const entry = (seq: number, bytes = 10, epoch = 1): LogEntry => ({
   header: { epoch, seq, reqId: `r${seq}`, timeMs: 1000 + seq, op: { type: 'write', path: '/f', offset: seq } },
   data: Buffer.alloc(bytes, seq % 256),
 });
 
-test('appended entries come back after a reopen, from the applied point', async () => {
-  const dir = tempDir('wal');
-  try {
-    const { log } = await OpLog.open(dir.path, { segmentBytesMax: 1 << 20, keepOps: 100 }, 0);
+test('appended entries come back after a reopen, from the applied point', () =>
+  withTempDir('wal', async (dir) => {
+    const { log } = await OpLog.open(dir, { segmentBytesMax: 1 << 20, keepOps: 100 }, 0);
     await log.append([entry(1), entry(2)]);
     await log.append([entry(3)]);
     await log.close();
-    const { log: again, entries } = await OpLog.open(dir.path, { segmentBytesMax: 1 << 20, keepOps: 100 }, 1);
+    const { log: again, entries } = await OpLog.open(dir, { segmentBytesMax: 1 << 20, keepOps: 100 }, 1);
     assert.is(again.lastSeq, 3);
     assert.equal(entries.map((e) => e.header.seq), [2, 3]);
     assert.ok(entries[1]!.data.equals(entry(3).data));
     await again.close();
-  } finally {
-    dir.remove();
-  }
-});
+  }));
 
-test('a torn last record is cut away and the log goes on from before it', async () => {
-  const dir = tempDir('wal');
-  try {
-    const { log } = await OpLog.open(dir.path, { segmentBytesMax: 1 << 20, keepOps: 100 }, 0);
+test('a torn last record is cut away and the log goes on from before it', () =>
+  withTempDir('wal', async (dir) => {
+    const { log } = await OpLog.open(dir, { segmentBytesMax: 1 << 20, keepOps: 100 }, 0);
     await log.append([entry(1), entry(2, 1000)]);
     await log.close();
-    const [seg] = readdirSync(dir.path);
-    const file = join(dir.path, seg!);
+    const [seg] = readdirSync(dir);
+    const file = join(dir, seg!);
     truncateSync(file, statSync(file).size - 100);
-    const { log: again, entries } = await OpLog.open(dir.path, { segmentBytesMax: 1 << 20, keepOps: 100 }, 0);
+    const { log: again, entries } = await OpLog.open(dir, { segmentBytesMax: 1 << 20, keepOps: 100 }, 0);
     assert.is(again.lastSeq, 1);
     assert.equal(entries.map((e) => e.header.seq), [1]);
     await again.append([entry(2)]);
     await again.close();
-    const { entries: after } = await OpLog.open(dir.path, { segmentBytesMax: 1 << 20, keepOps: 100 }, 0);
+    const { entries: after } = await OpLog.open(dir, { segmentBytesMax: 1 << 20, keepOps: 100 }, 0);
     assert.equal(after.map((e) => e.header.seq), [1, 2]);
-  } finally {
-    dir.remove();
-  }
-});
+  }));
 
-test('a damaged record in the middle stops the node from starting', async () => {
-  const dir = tempDir('wal');
-  try {
-    const { log } = await OpLog.open(dir.path, { segmentBytesMax: 1 << 20, keepOps: 100 }, 0);
+test('a damaged record in the middle stops the node from starting', () =>
+  withTempDir('wal', async (dir) => {
+    const { log } = await OpLog.open(dir, { segmentBytesMax: 1 << 20, keepOps: 100 }, 0);
     await log.append([entry(1, 100), entry(2, 100)]);
     await log.close();
-    const [seg] = readdirSync(dir.path);
-    const file = join(dir.path, seg!);
+    const [seg] = readdirSync(dir);
+    const file = join(dir, seg!);
     const buf = readFileSync(file);
     buf[60] ^= 0xff;
     writeFileSync(file, buf);
     let failed = false;
     try {
-      await OpLog.open(dir.path, { segmentBytesMax: 1 << 20, keepOps: 100 }, 0);
+      await OpLog.open(dir, { segmentBytesMax: 1 << 20, keepOps: 100 }, 0);
     } catch (e) {
       failed = /damaged/.test((e as Error).message);
     }
     assert.ok(failed, 'expected a damaged-log error');
-  } finally {
-    dir.remove();
-  }
-});
+  }));
 
-test('segments roll over and old ones are trimmed outside the keep window', async () => {
-  const dir = tempDir('wal');
-  try {
-    const { log } = await OpLog.open(dir.path, { segmentBytesMax: 2000, keepOps: 5 }, 0);
+test('segments roll over and old ones are trimmed outside the keep window', () =>
+  withTempDir('wal', async (dir) => {
+    const { log } = await OpLog.open(dir, { segmentBytesMax: 2000, keepOps: 5 }, 0);
     for (let seq = 1; seq <= 40; seq++) await log.append([entry(seq, 500)]);
-    const before = readdirSync(dir.path).length;
+    const before = readdirSync(dir).length;
     assert.ok(before > 5, `expected several segments, got ${before}`);
     await log.trim(40);
-    const left = readdirSync(dir.path).sort();
+    const left = readdirSync(dir).sort();
     assert.ok(left.length < before);
     const firstKept = Number(left[0]!.slice(0, 20));
     assert.ok(firstKept <= 35, `ops after ${40 - 5} must still be in the log (first segment starts at ${firstKept})`);
     await log.close();
-    const { entries } = await OpLog.open(dir.path, { segmentBytesMax: 2000, keepOps: 5 }, 35);
+    const { entries } = await OpLog.open(dir, { segmentBytesMax: 2000, keepOps: 5 }, 35);
     assert.equal(entries.map((e) => e.header.seq), [36, 37, 38, 39, 40]);
-  } finally {
-    dir.remove();
-  }
-});
+  }));
 
-test('an append that skips a sequence ID is a programmer error', async () => {
-  const dir = tempDir('wal');
-  try {
-    const { log } = await OpLog.open(dir.path, { segmentBytesMax: 1 << 20, keepOps: 100 }, 0);
+test('an append that skips a sequence ID is a programmer error', () =>
+  withTempDir('wal', async (dir) => {
+    const { log } = await OpLog.open(dir, { segmentBytesMax: 1 << 20, keepOps: 100 }, 0);
     await log.append([entry(1)]);
     let threw = false;
     try {
@@ -106,19 +89,15 @@ test('an append that skips a sequence ID is a programmer error', async () => {
     }
     assert.ok(threw);
     await log.close();
-    appendFileSync(join(dir.path, 'not-a-segment.txt'), 'ignored');
-  } finally {
-    dir.remove();
-  }
-});
+    appendFileSync(join(dir, 'not-a-segment.txt'), 'ignored');
+  }));
 
-test('a peer is fed from any point the log still holds, across segments, before and after a reopen', async () => {
-  const dir = tempDir('wal');
-  try {
+test('a peer is fed from any point the log still holds, across segments, before and after a reopen', () =>
+  withTempDir('wal', async (dir) => {
     const config = { segmentBytesMax: 3000, keepOps: 150 };
-    const { log } = await OpLog.open(dir.path, config, 0);
+    const { log } = await OpLog.open(dir, config, 0);
     for (let seq = 1; seq <= 400; seq += 4) await log.append([entry(seq, 50), entry(seq + 1, 50), entry(seq + 2, 50), entry(seq + 3, 50)]);
-    assert.ok(readdirSync(dir.path).length > 5, 'several segments');
+    assert.ok(readdirSync(dir).length > 5, 'several segments');
     const check = async (l: OpLog, from: number, bytesMax: number, want: number[]) => {
       const got = await l.read(from, bytesMax);
       assert.equal(got?.map((e) => e.header.seq), want, `read from ${from}`);
@@ -134,23 +113,19 @@ test('a peer is fed from any point the log still holds, across segments, before 
     assert.ok(log.firstSeq > 1 && log.firstSeq <= 250, `first ${log.firstSeq}`);
     await check(log, 260, 100, [260, 261]);
     await log.close();
-    const { log: again } = await OpLog.open(dir.path, config, 400);
+    const { log: again } = await OpLog.open(dir, config, 400);
     await check(again, 260, 100, [260, 261]);
     assert.is(await again.read(again.firstSeq - 1, 100), null);
     await again.close();
-  } finally {
-    dir.remove();
-  }
-});
+  }));
 
-test('a full sync empties the log; it goes on from the copied point, and after a reopen ends there', async () => {
-  const dir = tempDir('wal');
-  try {
+test('a full sync empties the log; it goes on from the copied point, and after a reopen ends there', () =>
+  withTempDir('wal', async (dir) => {
     const config = { segmentBytesMax: 1 << 20, keepOps: 100 };
-    const { log } = await OpLog.open(dir.path, config, 0);
+    const { log } = await OpLog.open(dir, config, 0);
     await log.append([entry(1), entry(2)]);
     await log.reset(50);
-    assert.equal(readdirSync(dir.path), []);
+    assert.equal(readdirSync(dir), []);
     assert.is(log.lastSeq, 50);
     assert.is(await log.read(2, 100), null);
     let error: unknown = null;
@@ -158,29 +133,22 @@ test('a full sync empties the log; it goes on from the copied point, and after a
     assert.match(String(error), /append gap/);
     await log.append([entry(51)]);
     await log.close();
-    const { log: again, entries } = await OpLog.open(dir.path, config, 50);
+    const { log: again, entries } = await OpLog.open(dir, config, 50);
     assert.equal([again.lastSeq, entries.map((e) => e.header.seq)], [51, [51]]);
     await again.close();
-    const empty = tempDir('wal-empty');
-    try {
-      const { log: fresh } = await OpLog.open(empty.path, config, 70);
+    await withTempDir('wal-empty', async (empty) => {
+      const { log: fresh } = await OpLog.open(empty, config, 70);
       assert.equal([fresh.lastSeq, fresh.firstSeq, await fresh.read(70, 100)], [70, 71, null]);
       await fresh.close();
-    } finally {
-      empty.remove();
-    }
-  } finally {
-    dir.remove();
-  }
-});
+    });
+  }));
 
-test('a cut drops the tail across segments, durably, and the log goes on from the cut with its epochs', async () => {
-  const dir = tempDir('wal');
-  const config = { segmentBytesMax: 300, keepOps: 100 };
-  try {
-    const { log } = await OpLog.open(dir.path, config, 0);
+test('a cut drops the tail across segments, durably, and the log goes on from the cut with its epochs', () =>
+  withTempDir('wal', async (dir) => {
+    const config = { segmentBytesMax: 300, keepOps: 100 };
+    const { log } = await OpLog.open(dir, config, 0);
     for (let seq = 1; seq <= 12; seq++) await log.append([entry(seq, 50, seq <= 5 ? 1 : 2)]);
-    assert.ok(readdirSync(dir.path).length >= 3, 'the entries span several segments');
+    assert.ok(readdirSync(dir).length >= 3, 'the entries span several segments');
     assert.equal(log.epochRuns(), [{ from: 1, epoch: 1 }, { from: 6, epoch: 2 }]);
     await log.truncateAfter(4);
     assert.is(log.lastSeq, 4);
@@ -188,34 +156,28 @@ test('a cut drops the tail across segments, durably, and the log goes on from th
     assert.equal((await log.read(1, 1 << 20))!.map((e) => e.header.seq), [1, 2, 3, 4]);
     await log.append([entry(5, 50, 3), entry(6, 50, 3)]);
     await log.close();
-    const { log: again, entries } = await OpLog.open(dir.path, config, 0);
+    const { log: again, entries } = await OpLog.open(dir, config, 0);
     assert.equal(entries.map((e) => [e.header.seq, e.header.epoch]), [[1, 1], [2, 1], [3, 1], [4, 1], [5, 3], [6, 3]]);
     assert.equal(again.epochRuns(), [{ from: 1, epoch: 1 }, { from: 5, epoch: 3 }]);
     // A cut at a segment's first entry removes that segment whole; a cut at the end is nothing.
     await again.truncateAfter(6);
     assert.is(again.lastSeq, 6);
     await again.close();
-  } finally {
-    dir.remove();
-  }
-});
+  }));
 
 test('a cut at every point, segment boundaries included, reopens to exactly the entries before it', async () => {
   const config = { segmentBytesMax: 300, keepOps: 100 };
   for (let cut = 1; cut < 12; cut++) {
-    const dir = tempDir('wal');
-    try {
-      const { log } = await OpLog.open(dir.path, config, 0);
+    await withTempDir('wal', async (dir) => {
+      const { log } = await OpLog.open(dir, config, 0);
       for (let seq = 1; seq <= 12; seq++) await log.append([entry(seq, 50)]);
       await log.truncateAfter(cut);
       await log.close();
-      const { log: again, entries } = await OpLog.open(dir.path, config, 0);
+      const { log: again, entries } = await OpLog.open(dir, config, 0);
       assert.equal(entries.map((e) => e.header.seq), Array.from({ length: cut }, (_, i) => i + 1), `cut after ${cut}`);
       await again.append([entry(cut + 1)]);
       await again.close();
-    } finally {
-      dir.remove();
-    }
+    });
   }
 });
 
