@@ -32,7 +32,7 @@
  */
 import { constants as fsConstants, readFileSync } from 'node:fs';
 import type Fuse from 'fuse-native';
-import type { Attr, OpResult } from '../common/api';
+import type { Attr, DirEntry, OpResult } from '../common/api';
 import { DfsError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { relatimeDue, xattrNamespaceOf, type Op } from '../common/ops';
@@ -47,9 +47,14 @@ import type { ProxyClient } from './proxy-client';
 import { ReadAhead, READ_AHEAD_WINDOW_BYTES } from './read-ahead';
 import { parseReplacedAlias } from './replaced-alias';
 import { WriteBuffer, WRITE_BUFFER_DEFAULTS, type WriteBufferLimits } from './write-buffer';
+import { MountLeases } from './leases';
+import { leaseKeyOf, LEASE_POLL_HOLD_MS } from '../common/leases';
+import { randomUUID } from 'node:crypto';
 
-/** What the handlers need from the cluster: the proxy client, or a fake in tests. */
-export type ClusterClient = Pick<ProxyClient, 'op' | 'attr' | 'dir' | 'data' | 'link' | 'statfs' | 'xattr' | 'xattrs'>;
+/** What the handlers need from the cluster: the proxy client, or a fake in tests. Without
+ * the lease calls the mount caches only for --attr-timeout-ms. */
+export type ClusterClient = Pick<ProxyClient, 'op' | 'attr' | 'dir' | 'data' | 'link' | 'statfs' | 'xattr' | 'xattrs'> &
+  Partial<Pick<ProxyClient, 'attrLeased' | 'dirLeased' | 'pollLeases'>>;
 
 export interface MountConfig {
   /** Bound on every FUSE call, and on every background chunk send. */
@@ -60,6 +65,9 @@ export interface MountConfig {
   readAheadBytes: number;
   /** Whether reads move atime (as the relatime mount option does) or never (noatime). */
   atime: 'relatime' | 'noatime';
+  /** Cache attributes, entries and listings under leases the cluster revokes before it
+   * acknowledges a conflicting change (mount/leases.ts); off asks the cluster each time. */
+  leases: boolean;
 }
 
 export const MOUNT_CONFIG_DEFAULTS: MountConfig = {
@@ -70,7 +78,11 @@ export const MOUNT_CONFIG_DEFAULTS: MountConfig = {
   // As JuiceFS: moving atime costs a replicated op on the first read of every file after a
   // change (tar -c of a fresh tree took four times as long); --atime relatime asks for it.
   atime: 'noatime',
+  leases: true,
 };
+
+/** How long a lease poll may take: the primary holds it, the proxy passes it on. */
+const LEASE_POLL_DEADLINE_MS = LEASE_POLL_HOLD_MS + 3_000;
 
 /** st_blksize: applications size their I/O by it; 128 KiB is what one FUSE request holds. */
 const BLOCK_SIZE_PREFERRED = 128 * 1024;
@@ -124,6 +136,8 @@ function nodeKey(kernelPath: string): string | null {
 
 export class DfsFileSystem {
   readonly attrs: AttrCache;
+  /** Cache leases, when the client and config allow them. */
+  readonly leases: MountLeases | null = null;
   readonly handles = new HandleTable<OpenFile>();
   readonly orphans = new OrphanTable(orphanPrefix(process.pid));
   /** Who made the call being served (fuse-native's context(), set once the mount exists);
@@ -147,6 +161,29 @@ export class DfsFileSystem {
     this.logger = deps.logger;
     this.config = deps.config;
     this.attrs = new AttrCache(this.config.attrTimeoutMs);
+    const client = this.client;
+    if (this.config.leases && client.attrLeased && client.dirLeased && client.pollLeases) {
+      const poll = client.pollLeases.bind(client);
+      const leases = new MountLeases(randomUUID(), {
+        poll: async (identity, acks) => {
+          const d = new Deadline(LEASE_POLL_DEADLINE_MS);
+          try {
+            return await poll(identity, acks, d);
+          } finally {
+            d.dispose();
+          }
+        },
+        dropped: (keys) => this.attrs.dropKeys(keys),
+        logger: this.logger,
+      });
+      this.leases = leases;
+      this.attrs.leaseValid = (ref) => leases.valid(ref);
+    }
+  }
+
+  /** What ops name this mount as (the cluster leaves its own leases alone), or undefined. */
+  leaseIdentity(): string | undefined {
+    return this.leases?.identity;
   }
 
   // ---- The handler table --------------------------------------------------------
@@ -316,17 +353,44 @@ export class DfsFileSystem {
     if (ctimeOnly) await this.setattr(p, { type: 'ctime', path: p }, d);
     const atime = this.atimeUpdates.get(p);
     if (atime) await raceDeadline(atime, d);
-    const attr = this.withBufferedSize(p, this.attrs.get(p) ?? (await this.fetchAttr(p, d)));
+    const cached = this.attrs.lookup(p);
+    if (cached === null) throw new DfsError('FS_ERROR', 'no such file', 'ENOENT');
+    const attr = this.withBufferedSize(p, cached ?? (await this.fetchAttr(p, d)));
     // The orphan's own name is not one the application made.
     return this.orphans.isOrphan(p) ? { ...attr, nlink: Math.max(0, attr.nlink - 1) } : attr;
   }
 
-  /** Asks the cluster, bypassing the cache, and caches the answer. */
+  /** Asks the cluster, bypassing the cache, and caches the answer (under a lease when the
+   * cluster grants one, the absence of the entry too). */
   private async fetchAttr(p: string, d: Deadline): Promise<Attr> {
     const generation = this.attrs.generation;
+    if (this.leases && this.client.attrLeased) {
+      const identity = this.leases.identity;
+      const { attr, grant } = await this.client.attrLeased(p, d, identity);
+      const lease = grant ? this.leases.granted(leaseKeyOf(p), grant, identity) : null;
+      this.attrs.setLeased(p, attr, lease, generation);
+      if (attr === null) throw new DfsError('FS_ERROR', 'no such file', 'ENOENT');
+      return attr;
+    }
     const attr = await this.client.attr(p, d);
     this.attrs.setIfUnchanged(p, attr, generation);
     return attr;
+  }
+
+  /** A directory's entries: the leased listing if this mount holds one, else the cluster's
+   * (cached under a lease when granted). */
+  private async listDir(p: string, d: Deadline): Promise<{ entries: DirEntry[]; generation: number }> {
+    const generation = this.attrs.generation;
+    const held = this.attrs.listing(p);
+    if (held) return { entries: held.entries, generation };
+    if (this.leases && this.client.dirLeased) {
+      const identity = this.leases.identity;
+      const { entries, grant } = await this.client.dirLeased(p, d, identity);
+      const lease = grant ? this.leases.granted(p, grant, identity) : null;
+      this.attrs.setListing(p, entries, lease, generation, (name) => childPath(p, name));
+      return { entries, generation };
+    }
+    return { entries: await this.client.dir(p, d), generation };
   }
 
   /** A regular file with writes still buffered here is at least as long as they reach. */
@@ -368,8 +432,7 @@ export class DfsFileSystem {
 
   private async readdir(path: string, d: Deadline): Promise<{ names: string[]; stats: Fuse.Stat[] }> {
     const p = checkPath(path);
-    const generation = this.attrs.generation;
-    const entries = await this.client.dir(p, d);
+    const { entries, generation } = await this.listDir(p, d);
     if (this.config.atime === 'relatime') this.readAccess(p, this.attrs.get(p) ?? (await this.fetchAttr(p, d)));
     const names = ['.', '..'];
     const dirStub = (a: Attr | undefined): Fuse.Stat => (a ? toStat(a) : toStat(stubDirAttr()));
@@ -416,13 +479,16 @@ export class DfsFileSystem {
    * meanwhile may predate the op, and the generation check refuses it), then caches the
    * attributes the op reports. */
   private async mutate(op: Op, d: Deadline, p?: string, data?: Buffer): Promise<OpResult> {
+    // The lease held when the op leaves: its result is as fresh as that lease while it
+    // holds (a lease granted later may postdate a change after this op).
+    const lease = p !== undefined ? (this.leases?.current(leaseKeyOf(p)) ?? null) : null;
     let r: OpResult;
     try {
       r = await this.client.op(op, data, d);
     } finally {
       if (p !== undefined) this.attrs.invalidate(p);
     }
-    if (p !== undefined && r.attr) this.attrs.setOwn(p, r.attr);
+    if (p !== undefined && r.attr) this.attrs.setOwn(p, r.attr, lease);
     return r;
   }
 
@@ -753,8 +819,9 @@ export class DfsFileSystem {
     this.opening.set(p, opens.add(settled));
     let opened = false;
     try {
-      // Close-to-open: an open always revalidates against the cluster.
-      const attr = await this.fetchAttr(p, d);
+      // Close-to-open: an open revalidates against the cluster, unless a lease vouches for
+      // what is cached (the cluster revokes it before any change is acknowledged).
+      const attr = this.attrs.getLeased(p) ?? (await this.fetchAttr(p, d));
       const writable = (flags & O_ACCMODE) !== fsConstants.O_RDONLY;
       // The kernel turns O_TRUNC into a truncate before the open (libfuse 2 does not ask for
       // atomic_o_trunc), but honour it if it comes.

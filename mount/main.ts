@@ -39,9 +39,12 @@ async function serve(cli: Cli): Promise<void> {
     atime: cli.atime,
   };
   if (config.writeLimits.chunkBytesMax > WRITE_BYTES_MAX) throw new Error('write chunk is over WRITE_BYTES_MAX');
+  // The file system names its lease identity in every op it sends (mount/leases.ts).
+  let leaseIdentity: () => string | undefined = () => undefined;
   const client = new ProxyClient({
     urls: cli.proxies,
     logger,
+    identity: () => leaseIdentity(),
     // With several proxies, one hung proxy must leave time to try the others.
     attemptTimeoutMs: cli.proxies.length > 1 ? Math.max(1_000, Math.floor(cli.deadlineMs / 2)) : cli.deadlineMs,
     ...(cli.readNode !== undefined ? { readNode: cli.readNode } : {}),
@@ -60,6 +63,7 @@ async function serve(cli: Cli): Promise<void> {
   }
 
   const fs = new DfsFileSystem({ client, logger, config });
+  leaseIdentity = () => fs.leaseIdentity();
   const fuse = new DfsFuse(cli.mountpoint, fs.handlers(), { allowOther: cli.allowOther, debug: cli.debugFuse });
   fs.callerOf = () => fuse.context();
   let timer: NodeJS.Timeout | undefined;

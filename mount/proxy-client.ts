@@ -25,6 +25,8 @@ import type { Logger } from '../common/log';
 import { encodeQueryValue } from '../common/names';
 import type { Op } from '../common/ops';
 import { Deadline, sleepWithin } from './deadline';
+import { HEADER_LEASE, HEADER_MOUNT, parseLeaseHeader } from '../common/leases';
+import type { LeaseGrant, PollResult } from './leases';
 
 /** The largest response body we accept (a directory listing is the big one). */
 export const RESPONSE_BYTES_MAX = 256 * 1024 * 1024;
@@ -46,7 +48,13 @@ export interface ProxyClientOptions {
   unreachableRetryMs?: number;
   /** Serve every read from this storage node (docs/api.md, dfs-read-node). */
   readNode?: string;
+  /** The mount's lease identity (mount/leases.ts), sent with every op so that the cluster
+   * leaves this mount's own leases alone. */
+  identity?: () => string | undefined;
 }
+
+/** A final answer's headers, for the callers that read one. */
+type HeadersSeen = (headers: Record<string, string | string[] | undefined>) => void;
 
 const RETRYABLE_STATUS = new Set([421, 502, 503, 504]);
 
@@ -62,6 +70,7 @@ export class ProxyClient {
   private readonly attemptTimeoutMs: number;
   private readonly unreachableRetryMs: number;
   private readonly readHeaders: Record<string, string>;
+  private readonly identity: (() => string | undefined) | undefined;
   /** The index of the proxy that answered last: calls start there. */
   private preferred = 0;
   /** Set when a call gave up because no proxy gave a usable answer (none reachable, or
@@ -73,6 +82,7 @@ export class ProxyClient {
     if (opts.urls.length === 0) throw new Error('at least one proxy URL is needed');
     this.logger = opts.logger;
     this.readHeaders = opts.readNode !== undefined ? { [HEADER_READ_NODE]: opts.readNode } : {};
+    this.identity = opts.identity;
     this.attemptTimeoutMs = opts.attemptTimeoutMs ?? 5_000;
     this.unreachableRetryMs = opts.unreachableRetryMs ?? 3_000;
     const connectTimeoutMs = opts.connectTimeoutMs ?? 2_000;
@@ -112,7 +122,7 @@ export class ProxyClient {
   async op(op: Op, data: Buffer | undefined, deadline: Deadline): Promise<OpResult> {
     const reqId = randomUUID();
     const body = encodeFrame({ reqId, op }, data);
-    const raw = await this.request('POST', '/v1/ops', body, deadline, `${op.type}`);
+    const raw = await this.request('POST', '/v1/ops', body, deadline, `${op.type}`, undefined, this.identity?.());
     const result = parseJSON(raw) as OpResult;
     if (typeof result !== 'object' || result === null || typeof result.seq !== 'number') {
       throw new DfsError('INTERNAL', 'malformed op result');
@@ -127,8 +137,44 @@ export class ProxyClient {
     return attr;
   }
 
+  /** attr with a cache lease asked for under `identity`: the attributes, or null when there
+   * is no such entry (ENOENT), and the lease the answer came with, if any. */
+  async attrLeased(path: string, deadline: Deadline, identity: string): Promise<{ attr: Attr | null; grant: LeaseGrant | null }> {
+    const seen = leaseSeen();
+    try {
+      const raw = await this.request('GET', `/v1/attr?path=${encodeQueryValue(path)}&lease=${identity}`, null, deadline, 'attr', seen.onHeaders);
+      const attr = parseJSON(raw) as Attr;
+      checkAttr(attr);
+      return { attr, grant: seen.grant() };
+    } catch (err) {
+      if (err instanceof DfsError && err.errno === 'ENOENT') return { attr: null, grant: seen.grant() };
+      throw err;
+    }
+  }
+
+  /** dir with a cache lease on the directory asked for under `identity`. */
+  async dirLeased(path: string, deadline: Deadline, identity: string): Promise<{ entries: DirEntry[]; grant: LeaseGrant | null }> {
+    const seen = leaseSeen();
+    const entries = await this.dirAt(`/v1/dir?path=${encodeQueryValue(path)}&lease=${identity}`, deadline, seen.onHeaders);
+    return { entries, grant: seen.grant() };
+  }
+
+  /** One lease poll (mount/leases.ts): held by the primary until it has news, or a while. */
+  async pollLeases(identity: string, acks: number[], deadline: Deadline): Promise<PollResult> {
+    const q = acks.length > 0 ? `mount=${identity}&ack=${acks.join(',')}` : `mount=${identity}`;
+    const r = parseJSON(await this.request('GET', `/v1/leases/poll?${q}`, null, deadline, 'leases')) as PollResult;
+    if (!r || (r.session !== null && typeof r.session !== 'string') || !Array.isArray(r.revoked) || !r.revoked.every((id) => Number.isSafeInteger(id))) {
+      throw new DfsError('INTERNAL', 'malformed lease poll answer');
+    }
+    return r;
+  }
+
   async dir(path: string, deadline: Deadline): Promise<DirEntry[]> {
-    const listing = parseJSON(await this.request('GET', `/v1/dir?path=${encodeQueryValue(path)}`, null, deadline, 'dir')) as {
+    return this.dirAt(`/v1/dir?path=${encodeQueryValue(path)}`, deadline);
+  }
+
+  private async dirAt(pathAndQuery: string, deadline: Deadline, onHeaders?: HeadersSeen): Promise<DirEntry[]> {
+    const listing = parseJSON(await this.request('GET', pathAndQuery, null, deadline, 'dir', onHeaders)) as {
       entries?: DirEntry[];
     };
     if (!listing || !Array.isArray(listing.entries)) throw new DfsError('INTERNAL', 'malformed directory listing');
@@ -170,7 +216,15 @@ export class ProxyClient {
 
   // ---- Failover ------------------------------------------------------------------
 
-  private async request(method: 'GET' | 'POST', pathAndQuery: string, body: Buffer | null, deadline: Deadline, what: string): Promise<Buffer> {
+  private async request(
+    method: 'GET' | 'POST',
+    pathAndQuery: string,
+    body: Buffer | null,
+    deadline: Deadline,
+    what: string,
+    onHeaders?: HeadersSeen,
+    mount?: string,
+  ): Promise<Buffer> {
     const n = this.endpoints.length;
     const start = this.preferred;
     // A client that found the cluster unusable tries each proxy once, without backing off.
@@ -186,9 +240,9 @@ export class ProxyClient {
         const attemptMs = Math.min(deadline.remainingMs(), this.attemptTimeoutMs);
         if (attemptMs <= 0 || attempts >= ATTEMPTS_MAX) throw this.giveUp(what, lastErr);
         attempts++;
-        let answer: { status: number; body: Buffer };
+        let answer: { status: number; body: Buffer; headers: Record<string, string | string[] | undefined> };
         try {
-          answer = await this.attempt(endpoint, method, pathAndQuery, body, attemptMs, deadline);
+          answer = await this.attempt(endpoint, method, pathAndQuery, body, attemptMs, deadline, mount);
         } catch (err) {
           if (deadline.expired()) throw this.giveUp(what, err);
           if (err instanceof DfsError) throw err; // our own verdict on the answer (TOO_LARGE)
@@ -201,11 +255,13 @@ export class ProxyClient {
         if (answer.status >= 200 && answer.status < 300) {
           this.preferred = index;
           this.setDegraded(false);
+          onHeaders?.(answer.headers);
           return answer.body;
         }
         const err = errorFromBody(answer.status, parseJSONOrNull(answer.body));
         if (!RETRYABLE_STATUS.has(answer.status)) {
           this.setDegraded(false); // the cluster answered, if only to say no
+          onHeaders?.(answer.headers);
           throw err;
         }
         lastErr = err;
@@ -249,12 +305,13 @@ export class ProxyClient {
     body: Buffer | null,
     attemptMs: number,
     deadline: Deadline,
-  ): Promise<{ status: number; body: Buffer }> {
+    mount?: string,
+  ): Promise<{ status: number; body: Buffer; headers: Record<string, string | string[] | undefined> }> {
     const res = await endpoint.pool.request({
       method,
       path: endpoint.basePath + pathAndQuery,
       body,
-      headers: body ? { 'content-type': 'application/octet-stream' } : this.readHeaders,
+      headers: body ? (mount ? { 'content-type': 'application/octet-stream', [HEADER_MOUNT]: mount } : { 'content-type': 'application/octet-stream' }) : this.readHeaders,
       headersTimeout: attemptMs,
       bodyTimeout: attemptMs,
       signal: deadline.signal,
@@ -269,8 +326,23 @@ export class ProxyClient {
       }
       chunks.push(chunk);
     }
-    return { status: res.statusCode, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size) };
+    return { status: res.statusCode, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size), headers: res.headers };
   }
+}
+
+/** Catches the lease header of a read's final answer; the lease counts from when the read
+ * was first sent (mount/leases.ts). */
+function leaseSeen(): { onHeaders: HeadersSeen; grant: () => LeaseGrant | null } {
+  const sentAtMs = performance.now();
+  let grant: LeaseGrant | null = null;
+  return {
+    onHeaders: (h) => {
+      const v = h[HEADER_LEASE];
+      const parsed = parseLeaseHeader(typeof v === 'string' ? v : undefined);
+      grant = parsed ? { ...parsed, sentAtMs } : null;
+    },
+    grant: () => grant,
+  };
 }
 
 function parseJSON(buf: Buffer): unknown {
