@@ -14,6 +14,9 @@
  * reachable, or every proxy kept answering 503 until the deadline) the client remembers
  * it and makes later calls try each proxy once only, without backing off, until one gives
  * a usable answer again: a cluster that is down gives EIO at once.
+ *
+ * Every attempt is counted in dfs_mount_cluster_requests_total{api} (mount/metrics.ts), so
+ * that the cost of a file system call in requests can be measured, retries included.
  */
 import { randomUUID } from 'node:crypto';
 import { Pool } from 'undici';
@@ -25,6 +28,7 @@ import type { Logger } from '../common/log';
 import { encodeQueryValue } from '../common/names';
 import type { Op } from '../common/ops';
 import { Deadline, sleepWithin } from './deadline';
+import type { ClusterApi, MountMetrics } from './metrics';
 
 /** The largest response body we accept (a directory listing is the big one). */
 export const RESPONSE_BYTES_MAX = 256 * 1024 * 1024;
@@ -46,6 +50,8 @@ export interface ProxyClientOptions {
   unreachableRetryMs?: number;
   /** Serve every read from this storage node (docs/api.md, dfs-read-node). */
   readNode?: string;
+  /** Where attempts are counted; none: not counted. */
+  metrics?: MountMetrics;
 }
 
 const RETRYABLE_STATUS = new Set([421, 502, 503, 504]);
@@ -62,6 +68,7 @@ export class ProxyClient {
   private readonly attemptTimeoutMs: number;
   private readonly unreachableRetryMs: number;
   private readonly readHeaders: Record<string, string>;
+  private readonly metrics: MountMetrics | null;
   /** The index of the proxy that answered last: calls start there. */
   private preferred = 0;
   /** Set when a call gave up because no proxy gave a usable answer (none reachable, or
@@ -72,6 +79,7 @@ export class ProxyClient {
   constructor(opts: ProxyClientOptions) {
     if (opts.urls.length === 0) throw new Error('at least one proxy URL is needed');
     this.logger = opts.logger;
+    this.metrics = opts.metrics ?? null;
     this.readHeaders = opts.readNode !== undefined ? { [HEADER_READ_NODE]: opts.readNode } : {};
     this.attemptTimeoutMs = opts.attemptTimeoutMs ?? 5_000;
     this.unreachableRetryMs = opts.unreachableRetryMs ?? 3_000;
@@ -112,7 +120,7 @@ export class ProxyClient {
   async op(op: Op, data: Buffer | undefined, deadline: Deadline): Promise<OpResult> {
     const reqId = randomUUID();
     const body = encodeFrame({ reqId, op }, data);
-    const raw = await this.request('POST', '/v1/ops', body, deadline, `${op.type}`);
+    const raw = await this.request('POST', 'ops', '', body, deadline, `${op.type}`);
     const result = parseJSON(raw) as OpResult;
     if (typeof result !== 'object' || result === null || typeof result.seq !== 'number') {
       throw new DfsError('INTERNAL', 'malformed op result');
@@ -122,13 +130,13 @@ export class ProxyClient {
   }
 
   async attr(path: string, deadline: Deadline): Promise<Attr> {
-    const attr = parseJSON(await this.request('GET', `/v1/attr?path=${encodeQueryValue(path)}`, null, deadline, 'attr')) as Attr;
+    const attr = parseJSON(await this.request('GET', 'attr', `?path=${encodeQueryValue(path)}`, null, deadline, 'attr')) as Attr;
     checkAttr(attr);
     return attr;
   }
 
   async dir(path: string, deadline: Deadline): Promise<DirEntry[]> {
-    const listing = parseJSON(await this.request('GET', `/v1/dir?path=${encodeQueryValue(path)}`, null, deadline, 'dir')) as {
+    const listing = parseJSON(await this.request('GET', 'dir', `?path=${encodeQueryValue(path)}`, null, deadline, 'dir')) as {
       entries?: DirEntry[];
     };
     if (!listing || !Array.isArray(listing.entries)) throw new DfsError('INTERNAL', 'malformed directory listing');
@@ -139,13 +147,13 @@ export class ProxyClient {
   async data(path: string, offset: number, size: number, deadline: Deadline): Promise<Buffer> {
     if (size > READ_BYTES_MAX) throw new Error(`read of ${size} bytes is over READ_BYTES_MAX`);
     const q = `path=${encodeQueryValue(path)}&offset=${offset}&size=${size}`;
-    const data = await this.request('GET', `/v1/data?${q}`, null, deadline, 'data');
+    const data = await this.request('GET', 'data', `?${q}`, null, deadline, 'data');
     if (data.length > size) throw new DfsError('INTERNAL', `read returned ${data.length} bytes for ${size} asked`);
     return data;
   }
 
   async link(path: string, deadline: Deadline): Promise<string> {
-    const r = parseJSON(await this.request('GET', `/v1/link?path=${encodeQueryValue(path)}`, null, deadline, 'link')) as {
+    const r = parseJSON(await this.request('GET', 'link', `?path=${encodeQueryValue(path)}`, null, deadline, 'link')) as {
       target?: unknown;
     };
     if (!r || typeof r.target !== 'string') throw new DfsError('INTERNAL', 'malformed link answer');
@@ -155,22 +163,24 @@ export class ProxyClient {
   /** One user.* attribute's value (FS_ERROR ENODATA when absent). */
   async xattr(path: string, name: string, deadline: Deadline): Promise<Buffer> {
     const q = `path=${encodeQueryValue(path)}&name=${encodeURIComponent(name)}`;
-    return this.request('GET', `/v1/xattr?${q}`, null, deadline, 'xattr');
+    return this.request('GET', 'xattr', `?${q}`, null, deadline, 'xattr');
   }
 
   async xattrs(path: string, deadline: Deadline): Promise<string[]> {
-    const r = parseJSON(await this.request('GET', `/v1/xattrs?path=${encodeQueryValue(path)}`, null, deadline, 'xattrs')) as { names?: unknown };
+    const r = parseJSON(await this.request('GET', 'xattrs', `?path=${encodeQueryValue(path)}`, null, deadline, 'xattrs')) as { names?: unknown };
     if (!r || !Array.isArray(r.names) || !r.names.every((n) => typeof n === 'string')) throw new DfsError('INTERNAL', 'malformed attribute list');
     return r.names as string[];
   }
 
   async statfs(deadline: Deadline): Promise<StatFs> {
-    return parseJSON(await this.request('GET', '/v1/statfs', null, deadline, 'statfs')) as StatFs;
+    return parseJSON(await this.request('GET', 'statfs', '', null, deadline, 'statfs')) as StatFs;
   }
 
   // ---- Failover ------------------------------------------------------------------
 
-  private async request(method: 'GET' | 'POST', pathAndQuery: string, body: Buffer | null, deadline: Deadline, what: string): Promise<Buffer> {
+  /** Sends `method /v1/<api><query>` (query empty or starting with '?'). */
+  private async request(method: 'GET' | 'POST', api: ClusterApi, query: string, body: Buffer | null, deadline: Deadline, what: string): Promise<Buffer> {
+    const pathAndQuery = `/v1/${api}${query}`;
     const n = this.endpoints.length;
     const start = this.preferred;
     // A client that found the cluster unusable tries each proxy once, without backing off.
@@ -186,6 +196,7 @@ export class ProxyClient {
         const attemptMs = Math.min(deadline.remainingMs(), this.attemptTimeoutMs);
         if (attemptMs <= 0 || attempts >= ATTEMPTS_MAX) throw this.giveUp(what, lastErr);
         attempts++;
+        this.metrics?.clusterRequests.inc({ api });
         let answer: { status: number; body: Buffer };
         try {
           answer = await this.attempt(endpoint, method, pathAndQuery, body, attemptMs, deadline);
