@@ -43,6 +43,7 @@ import { EIO, errnoOfError, errnoOfLostWrite } from './errno';
 import { childPath, HandleTable, renamePath } from './handles';
 import { kernelToWire, wireToKernel } from '../common/names';
 import { inRenameSyscall, isReservedPath, ORPHANS_DIR, orphanOwner, orphanPrefix, OrphanTable } from './orphans';
+import type { MountMetrics } from './metrics';
 import type { ProxyClient } from './proxy-client';
 import { ReadAhead, READ_AHEAD_WINDOW_BYTES } from './read-ahead';
 import { parseReplacedAlias } from './replaced-alias';
@@ -152,14 +153,17 @@ export class DfsFileSystem {
   private readonly client: ClusterClient;
   private readonly logger: Logger;
   private readonly config: MountConfig;
+  private readonly metrics: MountMetrics | null;
   private warningSecond = 0;
   private warningsThisSecond = 0;
   private warningsSuppressed = 0;
 
-  constructor(deps: { client: ClusterClient; logger: Logger; config: MountConfig }) {
+  /** `metrics`: where FUSE requests are counted; none: not counted. */
+  constructor(deps: { client: ClusterClient; logger: Logger; config: MountConfig; metrics?: MountMetrics }) {
     this.client = deps.client;
     this.logger = deps.logger;
     this.config = deps.config;
+    this.metrics = deps.metrics ?? null;
     this.attrs = new AttrCache(this.config.attrTimeoutMs);
     const client = this.client;
     if (this.config.leases && client.attrLeased && client.dirLeased && client.pollLeases) {
@@ -263,13 +267,15 @@ export class DfsFileSystem {
     };
   }
 
-  /** Runs one FUSE call under its deadline and answers it exactly once. */
+  /** Runs one FUSE call under its deadline and answers it exactly once. `name` is the
+   * metrics label: always a literal from the handler table, never a path. */
   private serve<T>(
     name: string,
     path: string,
     work: (d: Deadline) => Promise<T>,
     reply: (code: number, value?: T) => void,
   ): void {
+    this.metrics?.fuseRequests.inc({ op: name });
     const d = new Deadline(this.config.deadlineMs);
     const startMs = Date.now();
     let p: Promise<T>;

@@ -7,9 +7,11 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { intOption } from '../common/config';
 import { MOUNT_CONFIG_DEFAULTS } from './fuse-ops';
+import type { MetricsAddress } from './metrics';
 
 export const DEFAULT_PROXY_URL = 'http://127.0.0.1:7400';
 export const USAGE = `usage: dfs-mount MOUNTPOINT [--proxy URL[,URL...]] [-f] [--attr-timeout-ms N] [--deadline-ms N] [--allow-other]
+                 [--metrics-addr HOST:PORT]
 
   --proxy URLS          proxies to use, comma-separated (default: $DFS_PROXY or ${DEFAULT_PROXY_URL})
   -f, --foreground      stay in the foreground (default: go to the background once mounted)
@@ -21,6 +23,8 @@ export const USAGE = `usage: dfs-mount MOUNTPOINT [--proxy URL[,URL...]] [-f] [-
                         disk mounted relatime, at the cost of one small op on the first
                         read of a file after each change (or a day)
   --debug-fuse          log every FUSE request (libfuse's debug option)
+  --metrics-addr HOST:PORT
+                        serve Prometheus metrics at http://HOST:PORT/metrics (default: off)
 `;
 
 export interface Cli {
@@ -34,6 +38,8 @@ export interface Cli {
   readNode: string | undefined;
   debugFuse: boolean;
   atime: 'relatime' | 'noatime';
+  /** Where to serve /metrics; undefined: nowhere. */
+  metricsAddr: MetricsAddress | undefined;
 }
 
 export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): Cli | 'help' {
@@ -49,6 +55,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
       'read-node': { type: 'string' },
       'debug-fuse': { type: 'boolean' },
       atime: { type: 'string' },
+      'metrics-addr': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -78,7 +85,17 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
     readNode: values['read-node'],
     debugFuse: values['debug-fuse'] ?? false,
     atime: atimeMode(values.atime),
+    metricsAddr: values['metrics-addr'] === undefined ? undefined : parseMetricsAddr(values['metrics-addr']),
   };
+}
+
+/** HOST:PORT, where HOST is a name, an IPv4 address or a bracketed IPv6 one ([::1]:9464). */
+export function parseMetricsAddr(v: string): MetricsAddress {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]\s]+)):(\d+)$/.exec(v);
+  if (match === null) throw new Error(`--metrics-addr must be HOST:PORT, not ${JSON.stringify(v)}`);
+  const host = match[1] ?? match[2]!;
+  const port = intOption(match[3], 'metrics-addr port', 0, 1, 65535);
+  return { host, port };
 }
 
 function atimeMode(v: string | undefined): 'relatime' | 'noatime' {

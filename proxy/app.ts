@@ -10,6 +10,9 @@
  * A read first takes its barrier, the newest sequence ID taken anywhere (`GET dfs:seq`),
  * and goes to the least-loaded in-sync node, which answers once it applied that far. A
  * node that cannot says so, and the read moves on to the next node.
+ *
+ * Every request is counted by route and status (proxy/metrics.ts) and the counts are served
+ * at GET /metrics, from a registry of this app's own.
  */
 import { Hono, type Context } from 'hono';
 import type { Dispatcher } from 'undici';
@@ -22,6 +25,7 @@ import type { Logger } from '../common/log';
 import { parseClientOpHeader, validateOp, validateXattrName, xattrNamespaceOf, type SequencedOpHeader } from '../common/ops';
 import { buildQuery } from '../common/names';
 import { HEADER_LEASE, HEADER_MOUNT, LEASE_POLL_HOLD_MS } from '../common/leases';
+import { ProxyMetrics } from './metrics';
 import { READ_HEDGE_MS, type NodePool } from './node-pool';
 import type { Sequencer } from './sequencer';
 import { verifyCluster } from './verify';
@@ -77,10 +81,14 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
   const clock = deps.clock ?? Date.now;
   const app = new Hono();
   installErrorHandler(app, logger);
+  const metrics = new ProxyMetrics();
+  // First, so that it wraps every route below.
+  app.use(metrics.middleware());
   /** The newest sequence ID this proxy knows committed, for reads while Redis is away. */
   let knownSeq = 0;
 
   app.get('/healthz', (c) => c.json({ ok: true }));
+  app.get('/metrics', async (c) => c.body(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType }));
   app.get('/readyz', async (c) => ((await deps.ready()) ? c.json({ ready: true }) : c.json({ ready: false }, 503)));
   app.get('/v1/cluster', async (c) => c.json(await deps.clusterStatus()));
   app.post('/v1/verify', async (c) => {
