@@ -52,7 +52,7 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
     const header = parseSequencedOpHeader(frame.header);
     validateOp(header.op, frame.data.length);
     if (header.epoch > replica.epoch) await refreshMembership();
-    return c.json(await replica.submit(header, frame.data));
+    return c.json(await replica.submit(header, frame.data, frame.encoded));
   });
 
   app.post('/node/v1/replicate', async (c) => {
@@ -69,7 +69,7 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
     const batch = frames.map((f) => {
       const header = parseSequencedOpHeader(f.header);
       validateOp(header.op, f.data.length);
-      return { header, data: f.data };
+      return { header, data: f.data, frame: f.encoded };
     });
     if (epoch > replica.epoch) await refreshMembership();
     return c.json(await replica.replicate({ epoch, commitSeq: commit, prefixSeq: prefix, truncateAfter, entries: batch }));

@@ -331,7 +331,7 @@ export type ReplicaEvent =
   /** The leader's membership (already persisted by the driver when its epoch is newer). */
   | { type: 'membership'; membership: Membership }
   /** Primary: an op from a proxy. Answered with an OpResult once applied. */
-  | { type: 'submit'; token: number; header: LogEntry['header']; data: Buffer }
+  | { type: 'submit'; token: number; header: LogEntry['header']; data: Buffer; frame?: Buffer }
   /** Backup: a batch (maybe empty: a commit notice, or a question where the log ends). */
   | ({ type: 'replicate'; token: number } & ReplicateRequest)
   /** The `append` in flight is on disk, fsynced, through `seq`. */
@@ -413,7 +413,7 @@ export function step(state: ReplicaCoreState, event: ReplicaEvent): StepResult {
       onMembership(s, fx, event.membership);
       break;
     case 'submit':
-      onSubmit(s, fx, event.token, event.header, event.data);
+      onSubmit(s, fx, event.token, event.header, event.data, event.frame);
       break;
     case 'replicate':
       onReplicate(s, fx, event.token, event.epoch, event.commitSeq, event.prefixSeq, event.truncateAfter, event.entries);
@@ -572,7 +572,7 @@ function epochRefusal(s: ReplicaCoreState, epoch: number): string | null {
 
 // ---- primary: ops from proxies ----
 
-function onSubmit(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, header: LogEntry['header'], data: Buffer): void {
+function onSubmit(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, header: LogEntry['header'], data: Buffer, frame: Buffer | undefined): void {
   const refuse = (code: ErrorCode, message: string) => fx.push({ type: 'refuse', token, code, message });
   const stale = epochRefusal(s, header.epoch);
   if (stale) return void refuse('STALE_EPOCH', stale);
@@ -584,7 +584,7 @@ function onSubmit(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, heade
     return void refuse('UNAVAILABLE', `more than ${s.config.pendingOpsMax} ops in flight`);
   }
   s.submitters.set(seq, token);
-  accept(s, fx, [{ header, data }]);
+  accept(s, fx, [{ header, data, frame }]);
 }
 
 /** A sequence ID exists (a read or hold named it): a slot below it that never arrives is
