@@ -3,16 +3,23 @@
  * given `useH2c` (prior knowledge); its type definitions do not list the option yet, so it
  * is added here in one place.
  *
- * undici's Client runs one request at a time unless `pipelining` says otherwise, HTTP/2
- * included, and sends a non-idempotent request (a POST) only on an idle connection: so
- * streams are allowed here, and callers mark their POSTs idempotent where a repeat is
- * harmless (an op carries its request ID: docs/api.md). Without that, a lease poll held by
- * a primary would hold every other request to it.
+ * Many requests in flight on the one connection (DESIGN.md, Transport: the primary can
+ * group-commit only if ops reach it side by side). undici's Client runs one request at a
+ * time unless told otherwise, even over HTTP/2: `pipelining` defaults to 1, and it holds
+ * back a request that is not idempotent (any POST) while another runs. So these clients
+ * pipeline up to H2_STREAMS_MAX streams, and a caller whose POST is safe to send twice
+ * says so with `idempotent: true` (H2_PARALLEL). Every POST to a node is: an op carries
+ * its sequence ID and request ID (a slot is written once, a request ID applied once), a
+ * replication batch is refused or skipped where the log already holds it.
  */
 import { Client } from 'undici';
 
-/** Requests in flight on one connection to a node (HTTP/2 streams). */
-export const H2_STREAMS_MAX = 128;
+/** Streams in flight per connection to a node (undici's default for an HTTP/2 server's
+ * MAX_CONCURRENT_STREAMS is 100; a node's server allows more). */
+export const H2_STREAMS_MAX = 100;
+
+/** Request options that let a POST run beside others on one connection (see above). */
+export const H2_PARALLEL = { idempotent: true } as const;
 
 export function h2cClientOptions(opts: Client.Options): Client.Options {
   return { pipelining: H2_STREAMS_MAX, ...opts, allowH2: true, useH2c: true } as Client.Options;

@@ -124,9 +124,6 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
         res = await nodes.request(m.primary, primaryUrl, {
           method: 'POST',
           path: '/node/v1/ops',
-          // A repeat is harmless (the request ID makes it exactly-once), so it may share the
-          // connection with requests in flight (common/h2c.ts).
-          idempotent: true,
           headers: mountHeader ? { 'content-type': 'application/octet-stream', [HEADER_MOUNT]: mountHeader } : { 'content-type': 'application/octet-stream' },
           body: encodeFrame(header, frame.data),
           signal: AbortSignal.timeout(Math.max(1, deadline - clock())),

@@ -70,7 +70,7 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
     const header = parseSequencedOpHeader(frame.header);
     validateOp(header.op, frame.data.length);
     if (header.epoch > replica.epoch) await refreshMembership();
-    const result = await replica.submit(header, frame.data);
+    const result = await replica.submit(header, frame.data, frame.encoded);
     // Mounts that cache what this change touches hear of it before anyone hears it is done.
     if (leases && !result.errno) await leases.beforeAck(leaseConflictsOf(header.op), c.req.header(HEADER_MOUNT) ?? null);
     return c.json(result);
@@ -102,7 +102,7 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
     const batch = frames.map((f) => {
       const header = parseSequencedOpHeader(f.header);
       validateOp(header.op, f.data.length);
-      return { header, data: f.data };
+      return { header, data: f.data, frame: f.encoded };
     });
     if (epoch > replica.epoch) await refreshMembership();
     return c.json(await replica.replicate({ epoch, commitSeq: commit, prefixSeq: prefix, truncateAfter, entries: batch }));

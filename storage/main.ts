@@ -45,6 +45,10 @@ const DEDUP_ENTRIES_MAX = 100_000;
 /** How long a peer that said it is ahead of this primary's log is reported. */
 const PEER_AHEAD_REPORT_MS = 10_000;
 const H2_WINDOW_BYTES = 16 * 1024 * 1024;
+/** How often at most the applied point goes to state.json (and the log is trimmed). The
+ * brick's own mark (Brick.appliedSeqMark, set with every op) is what recovery starts
+ * from; state.json's copy may lag, so it is not rewritten after every op. */
+const STATE_SAVE_INTERVAL_MS = 1000;
 
 runMain(async () => {
   const { values } = parseArgs({
@@ -91,6 +95,16 @@ runMain(async () => {
 
   let saving = false;
   let saveAgain = false;
+  let saveTimer: NodeJS.Timeout | null = null;
+  /** After an apply: save the applied point and trim the log within STATE_SAVE_INTERVAL_MS. */
+  const saveAppliedSoon = (): void => {
+    saveTimer ??= setTimeout(() => {
+      saveTimer = null;
+      // A full sync saves the state it leaves behind itself; the old brick's point must not
+      // land after it.
+      if (!replica.syncing) saveApplied();
+    }, STATE_SAVE_INTERVAL_MS);
+  };
   const saveApplied = (): void => {
     if (saving) {
       saveAgain = true;
@@ -120,7 +134,7 @@ runMain(async () => {
     logger,
     state,
     entries,
-    saveApplied,
+    saveAppliedSoon,
     () => refreshMembership(),
     journal,
   );
@@ -258,6 +272,7 @@ runMain(async () => {
     stopping = true;
     logger.info({ signal }, 'stopping');
     timers.forEach(clearInterval);
+    if (saveTimer) clearTimeout(saveTimer);
     fullSync.stop();
     replica.close();
     const done = setTimeout(() => process.exit(0), 2000);
