@@ -385,18 +385,20 @@ export class DfsFileSystem {
 
   /** A directory's entries: the leased listing if this mount holds one, else the cluster's
    * (cached under a lease when granted). */
-  private async listDir(p: string, d: Deadline): Promise<{ entries: DirEntry[]; generation: number }> {
+  private async listDir(p: string, d: Deadline): Promise<{ entries: DirEntry[] }> {
     const generation = this.attrs.generation;
     const held = this.attrs.listing(p);
-    if (held) return { entries: held.entries, generation };
+    if (held) return { entries: held.entries };
     if (this.leases && this.client.dirLeased) {
       const identity = this.leases.identity;
       const { entries, grant } = await this.client.dirLeased(p, d, identity);
       const lease = grant ? this.leases.granted(p, grant, identity) : null;
       this.attrs.setListing(p, entries, lease, generation, (name) => childPath(p, name));
-      return { entries, generation };
+      return { entries };
     }
-    return { entries: await this.client.dir(p, d), generation };
+    const entries = await this.client.dir(p, d);
+    for (const e of entries) this.attrs.setIfUnchanged(childPath(p, e.name), e.attr, generation);
+    return { entries };
   }
 
   /** A regular file with writes still buffered here is at least as long as they reach. */
@@ -438,7 +440,7 @@ export class DfsFileSystem {
 
   private async readdir(path: string, d: Deadline): Promise<{ names: string[]; stats: Fuse.Stat[] }> {
     const p = checkPath(path);
-    const { entries, generation } = await this.listDir(p, d);
+    const { entries } = await this.listDir(p, d);
     if (this.config.atime === 'relatime') this.readAccess(p, this.attrs.get(p) ?? (await this.fetchAttr(p, d)));
     const names = ['.', '..'];
     const dirStub = (a: Attr | undefined): Fuse.Stat => (a ? toStat(a) : toStat(stubDirAttr()));
@@ -446,7 +448,6 @@ export class DfsFileSystem {
     for (const e of entries) {
       if (p === '/' && `/${e.name}` === ORPHANS_DIR) continue;
       const child = childPath(p, e.name);
-      this.attrs.setIfUnchanged(child, e.attr, generation);
       names.push(e.name);
       stats.push(toStat(this.withBufferedSize(child, e.attr)));
     }
