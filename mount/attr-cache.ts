@@ -43,9 +43,9 @@ interface Entry {
   lease: LeaseRef | null;
 }
 
-interface Listing {
-  entries: DirEntry[];
-  names: Set<string>;
+export interface Listing {
+  /** name -> attributes, as listed (kept current by this mount's own changes). */
+  byName: Map<string, Attr>;
   lease: LeaseRef;
 }
 
@@ -110,7 +110,7 @@ export class AttrCache {
     // A name missing from a directory's leased listing does not exist.
     if (path !== '/') {
       const dir = this.listing(parentOf(path));
-      if (dir && !dir.names.has(path.slice(path.lastIndexOf('/') + 1))) return null;
+      if (dir && !dir.byName.has(path.slice(path.lastIndexOf('/') + 1))) return null;
     }
     return undefined;
   }
@@ -158,7 +158,16 @@ export class AttrCache {
     if (generation !== this.generationCount) return;
     const held = lease && this.leaseValid(lease) ? lease : null;
     for (const e of entries) this.put(childPath(e.name), e.attr, this.ttlMs, held);
-    if (held) this.listings.set(dir, { entries, names: new Set(entries.map((e) => e.name)), lease: held });
+    if (held) this.listings.set(dir, { byName: new Map(entries.map((e) => [e.name, e.attr])), lease: held });
+  }
+
+  /** Puts back a listing that this mount's own op changed by one name (`attr` null: the
+   * name is gone), while its lease holds. */
+  keepListing(dir: string, listing: Listing, name: string, attr: Attr | null): void {
+    if (!this.leaseValid(listing.lease)) return;
+    if (attr) listing.byName.set(name, attr);
+    else listing.byName.delete(name);
+    this.listings.set(dir, listing);
   }
 
   /** Drops the listings of `keys` (their leases were revoked or lost; the entries cached

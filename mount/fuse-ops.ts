@@ -48,7 +48,7 @@ import type { ProxyClient } from './proxy-client';
 import { ReadAhead, READ_AHEAD_WINDOW_BYTES } from './read-ahead';
 import { parseReplacedAlias } from './replaced-alias';
 import { WriteBuffer, WRITE_BUFFER_DEFAULTS, type WriteBufferLimits } from './write-buffer';
-import { MountLeases } from './leases';
+import { MountLeases, type LeaseRef } from './leases';
 import { leaseKeyOf, LEASE_POLL_HOLD_MS } from '../common/leases';
 import { randomUUID } from 'node:crypto';
 
@@ -82,6 +82,8 @@ export const MOUNT_CONFIG_DEFAULTS: MountConfig = {
   leases: true,
 };
 
+/** Lookups missed under one directory's lease before the mount lists the directory. */
+const LISTING_AFTER_MISSES = 4;
 /** How long a lease poll may take: the primary holds it, the proxy passes it on. */
 const LEASE_POLL_DEADLINE_MS = LEASE_POLL_HOLD_MS + 3_000;
 
@@ -184,6 +186,9 @@ export class DfsFileSystem {
       this.attrs.leaseValid = (ref) => leases.valid(ref);
     }
   }
+
+  /** Lookups that missed under the lease of one directory (wantsListing). */
+  private readonly lookupMisses: { lease: LeaseRef | null; count: number } = { lease: null, count: 0 };
 
   /** What ops name this mount as (the cluster leaves its own leases alone), or undefined. */
   leaseIdentity(): string | undefined {
@@ -359,11 +364,32 @@ export class DfsFileSystem {
     if (ctimeOnly) await this.setattr(p, { type: 'ctime', path: p }, d);
     const atime = this.atimeUpdates.get(p);
     if (atime) await raceDeadline(atime, d);
-    const cached = this.attrs.lookup(p);
+    let cached = this.attrs.lookup(p);
+    if (cached === undefined && this.wantsListing(p)) {
+      // Names keep being asked for one by one in a directory with no listing here (a run
+      // of creates, each looked up first): one listing answers them all from now on.
+      await this.listDir(parentOf(p), d);
+      cached = this.attrs.lookup(p);
+    }
     if (cached === null) throw new DfsError('FS_ERROR', 'no such file', 'ENOENT');
     const attr = this.withBufferedSize(p, cached ?? (await this.fetchAttr(p, d)));
     // The orphan's own name is not one the application made.
     return this.orphans.isOrphan(p) ? { ...attr, nlink: Math.max(0, attr.nlink - 1) } : attr;
+  }
+
+  /** Whether a lookup of `p`, not cached, should fetch its directory's listing instead:
+   * when LISTING_AFTER_MISSES lookups in that directory under one lease missed. */
+  private wantsListing(p: string): boolean {
+    if (!this.leases || p === '/') return false;
+    const dir = parentOf(p);
+    const lease = this.leases.current(dir);
+    if (!lease) return false;
+    const m = this.lookupMisses;
+    if (m.lease !== lease) {
+      m.lease = lease;
+      m.count = 0;
+    }
+    return ++m.count >= LISTING_AFTER_MISSES;
   }
 
   /** Asks the cluster, bypassing the cache, and caches the answer (under a lease when the
@@ -388,7 +414,7 @@ export class DfsFileSystem {
   private async listDir(p: string, d: Deadline): Promise<{ entries: DirEntry[] }> {
     const generation = this.attrs.generation;
     const held = this.attrs.listing(p);
-    if (held) return { entries: held.entries };
+    if (held) return { entries: [...held.byName].map(([name, attr]) => ({ name, attr })) };
     if (this.leases && this.client.dirLeased) {
       const identity = this.leases.identity;
       const { entries, grant } = await this.client.dirLeased(p, d, identity);
@@ -484,25 +510,44 @@ export class DfsFileSystem {
   /** Sends one op that makes or changes the entry `p` (if given): drops what the cache held
    * for it and its parent once the op is done, whatever the outcome (an answer fetched
    * meanwhile may predate the op, and the generation check refuses it), then caches the
-   * attributes the op reports. */
-  private async mutate(op: Op, d: Deadline, p?: string, data?: Buffer): Promise<OpResult> {
+   * attributes the op reports. `drop` replaces that dropping when given.
+   *
+   * An op that adds or removes a name (`names`) also keeps the directory's leased listing
+   * and attributes current rather than dropping them, so that a run of creates or unlinks
+   * in one directory asks the cluster once per call: only when the mount held that listing
+   * and lease when the op left and nothing else in the cache changed while it was on its
+   * way (another call of this mount may have changed the directory meanwhile, and its
+   * result may have come first). */
+  private async mutate(op: Op, d: Deadline, p?: string, data?: Buffer, names?: { dir: string; name: string; added: boolean }, drop?: () => void): Promise<OpResult> {
+    const generation = this.attrs.generation;
     // The lease held when the op leaves: its result is as fresh as that lease while it
     // holds (a lease granted later may postdate a change after this op).
     const lease = p !== undefined ? (this.leases?.current(leaseKeyOf(p)) ?? null) : null;
+    const dirLease = names ? (this.leases?.current(leaseKeyOf(names.dir)) ?? null) : null;
+    const listing = names ? this.attrs.listing(names.dir) : undefined;
+    const dropNow = drop ?? (() => p !== undefined && this.attrs.invalidate(p));
     let r: OpResult;
     try {
       r = await this.client.op(op, data, d);
-    } finally {
-      if (p !== undefined) this.attrs.invalidate(p);
+    } catch (err) {
+      dropNow();
+      throw err;
     }
-    if (p !== undefined && r.attr) this.attrs.setOwn(p, r.attr, lease);
+    const quiet = this.attrs.generation === generation;
+    const listingNow = names ? this.attrs.listing(names.dir) : undefined;
+    dropNow();
+    if (p !== undefined && r.attr) this.attrs.setOwn(p, r.attr, quiet ? lease : null);
+    if (names && quiet) {
+      if (r.parent) this.attrs.setOwn(names.dir, r.parent, dirLease);
+      if (listing && listingNow === listing) this.attrs.keepListing(names.dir, listing, names.name, names.added && r.attr ? r.attr : null);
+    }
     return r;
   }
 
   private async mkdir(path: string, mode: number, owner: Owner, d: Deadline): Promise<void> {
     const p = checkEntryPath(path);
     this.attrs.invalidate(p);
-    await this.mutate({ type: 'mkdir', path: p, mode: mode & 0o7777, ...owner }, d, p);
+    await this.mutate({ type: 'mkdir', path: p, mode: mode & 0o7777, ...owner }, d, p, undefined, nameOf(p, true));
   }
 
   private async rmdir(path: string, d: Deadline): Promise<void> {
@@ -545,12 +590,8 @@ export class DfsFileSystem {
   private async unlink(path: string, d: Deadline): Promise<void> {
     const p = checkEntryPath(path);
     const multi = this.mayHaveOtherNames(p);
-    try {
-      await this.mutate({ type: 'unlink', path: p }, d);
-    } finally {
-      // The other names of the inode changed too: their link count.
-      this.dropAttrs(p, multi);
-    }
+    // The other names of the inode changed too: their link count.
+    await this.mutate({ type: 'unlink', path: p }, d, undefined, undefined, nameOf(p, false), () => this.dropAttrs(p, multi));
   }
 
   /** rename from the kernel: either libfuse hiding an open file, or a rename. True when
@@ -676,7 +717,7 @@ export class DfsFileSystem {
   private async symlink(target: string, path: string, owner: Owner, d: Deadline): Promise<void> {
     const p = checkEntryPath(path);
     this.attrs.invalidate(p);
-    await this.mutate({ type: 'symlink', path: p, target, ...owner }, d, p);
+    await this.mutate({ type: 'symlink', path: p, target, ...owner }, d, p, undefined, nameOf(p, true));
   }
 
   // ---- Attribute changes ---------------------------------------------------------
@@ -761,7 +802,7 @@ export class DfsFileSystem {
     // nodes to callers without CAP_MKNOD.
     const type = (mode & S_IFMT) || S_IFREG;
     this.attrs.invalidate(p);
-    await this.mutate({ type: 'mknod', path: p, mode: type | (mode & 0o7777), rdev: dev >>> 0, ...owner }, d, p);
+    await this.mutate({ type: 'mknod', path: p, mode: type | (mode & 0o7777), rdev: dev >>> 0, ...owner }, d, p, undefined, nameOf(p, true));
   }
 
   // ---- Extended attributes (user.* only; the cluster keeps its own in trusted.*) ------
@@ -809,7 +850,7 @@ export class DfsFileSystem {
     // one lock file must not both win); a plain O_CREAT opens the other mount's file, as
     // open(2) would, and truncates it if O_TRUNC was asked.
     const exclusive = (flags & fsConstants.O_EXCL) !== 0;
-    const r = await this.mutate({ type: 'create', path: p, mode: mode & 0o7777, ...owner, exclusive }, d, p);
+    const r = await this.mutate({ type: 'create', path: p, mode: mode & 0o7777, ...owner, exclusive }, d, p, undefined, nameOf(p, true));
     const attr = r.attr;
     const writable = (flags & O_ACCMODE) !== fsConstants.O_RDONLY;
     if (!exclusive && writable && flags & fsConstants.O_TRUNC && attr && attr.size > 0) {
@@ -994,6 +1035,11 @@ export class DfsFileSystem {
 }
 
 // ---- Helpers ----------------------------------------------------------------------
+
+/** The name `p` adds to or removes from its directory (DfsFileSystem.mutate). */
+function nameOf(p: string, added: boolean): { dir: string; name: string; added: boolean } {
+  return { dir: parentOf(p), name: p.slice(p.lastIndexOf('/') + 1), added };
+}
 
 /** Validates a path from the kernel locally, so an over-long name is ENAMETOOLONG without a
  * round trip (the kernel lets FUSE names of up to 1024 bytes through). */

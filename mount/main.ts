@@ -38,6 +38,7 @@ async function serve(cli: Cli): Promise<void> {
   const config: MountConfig = {
     ...MOUNT_CONFIG_DEFAULTS,
     attrTimeoutMs: cli.attrTimeoutMs,
+    leases: cli.leases,
     deadlineMs: cli.deadlineMs,
     atime: cli.atime,
   };
@@ -95,7 +96,7 @@ async function serve(cli: Cli): Promise<void> {
   } finally {
     clearTimeout(timer);
   }
-  logger.info({ proxies: cli.proxies, attrTimeoutMs: config.attrTimeoutMs, deadlineMs: config.deadlineMs }, 'mounted');
+  logger.info({ proxies: cli.proxies, attrTimeoutMs: config.attrTimeoutMs, leases: config.leases, deadlineMs: config.deadlineMs }, 'mounted');
   if (!DfsFuse.ctimeOnlySetattrHooked()) {
     logger.warn('libfuse is not the 2.9 this mount knows: chown(f, -1, -1) will not move ctime');
   }
@@ -162,6 +163,8 @@ async function main(): Promise<void> {
       '--attr-timeout-ms', String(cli.attrTimeoutMs),
       '--deadline-ms', String(cli.deadlineMs),
       ...(cli.allowOther ? ['--allow-other'] : []),
+      ...(cli.leases ? [] : ['--no-leases']),
+      '--atime', cli.atime,
       ...(cli.readNode !== undefined ? ['--read-node', cli.readNode] : []),
       ...(cli.debugFuse ? ['--debug-fuse'] : []),
       ...(cli.metricsAddr !== undefined ? ['--metrics-addr', metricsAddrText(cli.metricsAddr)] : []),

@@ -15,7 +15,9 @@ export const USAGE = `usage: dfs-mount MOUNTPOINT [--proxy URL[,URL...]] [-f] [-
 
   --proxy URLS          proxies to use, comma-separated (default: $DFS_PROXY or ${DEFAULT_PROXY_URL})
   -f, --foreground      stay in the foreground (default: go to the background once mounted)
-  --attr-timeout-ms N   how long attributes are cached, 0 for none (default ${MOUNT_CONFIG_DEFAULTS.attrTimeoutMs})
+  --attr-timeout-ms N   how long attributes are cached without a lease, 0 for none (default ${MOUNT_CONFIG_DEFAULTS.attrTimeoutMs})
+  --no-leases           ask the cluster on every lookup and stat instead of caching under
+                        leases the cluster revokes before any conflicting change
   --deadline-ms N       bound on every file system call (default ${MOUNT_CONFIG_DEFAULTS.deadlineMs})
   --allow-other         let other users use the mount (needs user_allow_other for non-root)
   --read-node ID        serve every read from this storage node (it must be in sync)
@@ -34,6 +36,8 @@ export interface Cli {
   attrTimeoutMs: number;
   deadlineMs: number;
   allowOther: boolean;
+  /** Cache under leases (mount/leases.ts); --no-leases turns it off. */
+  leases: boolean;
   /** Pin reads to one storage node (the dfs-read-node header); undefined: any. */
   readNode: string | undefined;
   debugFuse: boolean;
@@ -52,6 +56,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
       'attr-timeout-ms': { type: 'string' },
       'deadline-ms': { type: 'string' },
       'allow-other': { type: 'boolean' },
+      'no-leases': { type: 'boolean' },
       'read-node': { type: 'string' },
       'debug-fuse': { type: 'boolean' },
       atime: { type: 'string' },
@@ -82,6 +87,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
     attrTimeoutMs: intOption(values['attr-timeout-ms'], 'attr-timeout-ms', MOUNT_CONFIG_DEFAULTS.attrTimeoutMs, 0, 3_600_000),
     deadlineMs: intOption(values['deadline-ms'], 'deadline-ms', MOUNT_CONFIG_DEFAULTS.deadlineMs, 100, 3_600_000),
     allowOther: values['allow-other'] ?? false,
+    leases: !(values['no-leases'] ?? false),
     readNode: values['read-node'],
     debugFuse: values['debug-fuse'] ?? false,
     atime: atimeMode(values.atime),
