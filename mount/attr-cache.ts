@@ -216,6 +216,13 @@ export class AttrCache {
     if (e?.attr) this.invalidateIno(e.attr.ino);
   }
 
+  /** Drops only `path` (a change to it is about to be sent; its directory's listing stays,
+   * for the op's result to update). */
+  forget(path: string): void {
+    this.generationCount++;
+    this.delete(path);
+  }
+
   /** Drops every name of inode `ino` (hard links share it). */
   invalidateIno(ino: number): void {
     this.generationCount++;

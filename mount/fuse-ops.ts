@@ -546,7 +546,7 @@ export class DfsFileSystem {
 
   private async mkdir(path: string, mode: number, owner: Owner, d: Deadline): Promise<void> {
     const p = checkEntryPath(path);
-    this.attrs.invalidate(p);
+    this.attrs.forget(p);
     await this.mutate({ type: 'mkdir', path: p, mode: mode & 0o7777, ...owner }, d, p, undefined, nameOf(p, true));
   }
 
@@ -716,7 +716,7 @@ export class DfsFileSystem {
 
   private async symlink(target: string, path: string, owner: Owner, d: Deadline): Promise<void> {
     const p = checkEntryPath(path);
-    this.attrs.invalidate(p);
+    this.attrs.forget(p);
     await this.mutate({ type: 'symlink', path: p, target, ...owner }, d, p, undefined, nameOf(p, true));
   }
 
@@ -801,7 +801,7 @@ export class DfsFileSystem {
     // mknod(2) with no type bits makes a regular file; the kernel has already refused device
     // nodes to callers without CAP_MKNOD.
     const type = (mode & S_IFMT) || S_IFREG;
-    this.attrs.invalidate(p);
+    this.attrs.forget(p);
     await this.mutate({ type: 'mknod', path: p, mode: type | (mode & 0o7777), rdev: dev >>> 0, ...owner }, d, p, undefined, nameOf(p, true));
   }
 
@@ -844,7 +844,7 @@ export class DfsFileSystem {
 
   private async create(path: string, mode: number, flags: number, owner: Owner, d: Deadline): Promise<number> {
     const p = checkEntryPath(path);
-    this.attrs.invalidate(p);
+    this.attrs.forget(p);
     // The kernel calls create only after its lookup found no such name, but another mount
     // may create it meanwhile. With O_EXCL the op then fails (EEXIST: two mounts racing for
     // one lock file must not both win); a plain O_CREAT opens the other mount's file, as
