@@ -5,38 +5,43 @@
  * Data flow. `write(offset, data)` copies the bytes (fuse-native detaches the kernel's
  * buffer after the callback) into the dirty-extent map: a sorted list of non-overlapping,
  * non-touching extents, where a write merges with every extent it overlaps or touches and
- * its bytes win over the older ones. Nothing is sent until one of:
- * - an extent reaches `chunkBytesMax`: its full chunks are sent at once, each as its own op.
- *   This is the sequential path (cp, dd): the kernel's 128 KiB writes grow one extent, and
- *   every full chunk leaves while the next fills, several in flight;
+ * its bytes win over the older ones. Bytes leave the map packed into ops, which join a
+ * queue (FIFO) and start from there as slots free up. They leave it when:
+ * - an extent reaches `chunkBytesMax`: its full chunks are queued at once, one op each,
+ *   and the write waits until they have started. This is the sequential path (cp, dd):
+ *   the kernel's 128 KiB writes grow one extent, and every full chunk leaves while the
+ *   next fills, several in flight;
  * - `flush()` (flush, fsync, close): everything dirty is packed, in offset order, into ops
  *   of up to `chunkBytesMax` bytes and `extentsPerOpMax` extents (a `write` op with
  *   `extents`, common/ops.ts), and flush waits until every op is committed, so flush,
  *   fsync and close return only once the cluster has the data (close-to-open, DESIGN.md);
- * - the handle holds more than `dirtyBytesMax` dirty bytes, or the mount more than its
- *   shared DirtyBudget allows: the writing handle sends all its dirty extents (packed, as
- *   flush does), and the write waits only until they could all be started;
- * - no write for `idleSendMs`, or the oldest dirty byte is `dirtyAgeMsMax` old: everything
- *   is sent in the background, so data an application leaves in a file it keeps open (a
- *   log, a database) reaches the cluster soon, as a kernel's writeback would.
+ * - the map holds more than `dirtyBytesMax` bytes, or the mount's dirty bytes pass its
+ *   shared DirtyBudget: the whole map is packed and queued, and the write goes on without
+ *   waiting for it, so that a random writer does not stall while megabytes replicate;
+ *   only when the previous such batch has not all started yet does the write wait for it
+ *   (back-pressure: a handle holds at most about twice `dirtyBytesMax`, plus what is in
+ *   flight);
+ * - no write for `idleSendMs`, or the oldest dirty byte is `dirtyAgeMsMax` old: the map
+ *   is queued in the background, so data an application leaves in a file it keeps open
+ *   (a log, a database) reaches the cluster soon, as a kernel's writeback would.
  * So random small writes (a database, fio randwrite) become one op per megabyte of dirty
  * data instead of one replicated op per write.
  *
- * Ordering. Up to `inflightMax` ops are in flight together. An op that overlaps one in
- * flight (any of their extents) waits for it, so two versions of the same bytes can never
- * commit in the wrong order; ops that do not overlap commute. Within the map there is one
- * version of each byte, so ops packed from it never overlap each other.
+ * Ordering. Up to `inflightMax` ops are in flight together, started in queue order; the
+ * op at the head waits while it overlaps one in flight (any of their extents), so two
+ * versions of the same bytes can never commit in the wrong order, and ops that do not
+ * overlap commute. Within the map there is one version of each byte, so ops packed from it
+ * never overlap each other.
  *
- * Bytes stay visible until they are committed: an extent leaves the map only at the moment
- * its op starts (it is then in flight, and still counted by `dirtyEnd` and `overlaps`).
+ * Until it is committed a byte stays visible to `dirtyEnd` and `overlaps`, whether it is
+ * in the map, queued or in flight.
  *
  * Errors. The application was told its write succeeded before the op was sent, so an op
  * that fails later is remembered (sticky) and reported by every later write, flush and
  * close of this handle; its data is never dropped silently.
  *
  * Operations on one buffer run one at a time in arrival order (a promise chain), so that
- * concurrent writes from several threads of an application cannot interleave halfway, and
- * the map does not change while an op waits for room. The module does no I/O itself: the
+ * concurrent writes from several threads of an application cannot interleave halfway. The module does no I/O itself: the
  * sender is injected, which keeps it unit-testable.
  */
 import { WRITE_EXTENTS_MAX } from '../common/limits';
@@ -75,10 +80,10 @@ export const WRITE_BUFFER_DEFAULTS: WriteBufferLimits = {
 
 /**
  * The dirty bytes all handles of a mount may hold together, shared by their buffers: past
- * it, the handle that writes sends its own dirty extents. Counted in dirty bytes; an
+ * it, the handle that writes queues its own dirty extents (and waits for its previous
+ * batch to start first). Counted: bytes in the maps and queued, not yet started. An
  * extent's buffer may be up to twice its bytes while it grows (it doubles), and each
- * handle also holds up to inflightMax × chunkBytesMax bytes in flight, which are not
- * counted here.
+ * handle also holds up to inflightMax × chunkBytesMax bytes in flight, not counted here.
  */
 export const DIRTY_BYTES_MOUNT_MAX = 256 * 1024 * 1024;
 
@@ -113,10 +118,13 @@ interface Dirty {
   size: number;
 }
 
-interface Inflight {
+/** One write op, queued or in flight. */
+interface Outgoing {
   /** Sorted, not overlapping. */
   extents: Extent[];
+  data: Buffer;
   end: number;
+  /** Settles once the op committed or failed (in flight only). */
   done: Promise<void>;
 }
 
@@ -126,7 +134,12 @@ export class WriteBuffer {
   private mapBytes = 0;
   /** When the oldest byte in the map was written (ms), or 0 when the map is empty. */
   private dirtySinceMs = 0;
-  private readonly inflight = new Set<Inflight>();
+  /** Ops packed from the map, not started yet, in the order they must start. */
+  private readonly queue: Outgoing[] = [];
+  private queuedBytes = 0;
+  /** Resolved each time the queue empties. */
+  private drainWaiters: Array<() => void> = [];
+  private readonly inflight = new Set<Outgoing>();
   private failure: unknown = null;
   private chain: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | null = null;
@@ -159,7 +172,7 @@ export class WriteBuffer {
 
   /** True while some written data is not yet committed. */
   get dirty(): boolean {
-    return this.map.length > 0 || this.inflight.size > 0;
+    return this.map.length > 0 || this.queue.length > 0 || this.inflight.size > 0;
   }
 
   /** The end of the furthest uncommitted byte (dirty or in flight), or 0: the file is at
@@ -168,6 +181,7 @@ export class WriteBuffer {
   get dirtyEnd(): number {
     const last = this.map[this.map.length - 1];
     let end = last ? last.offset + last.size : 0;
+    for (const c of this.queue) end = Math.max(end, c.end);
     for (const c of this.inflight) end = Math.max(end, c.end);
     return end;
   }
@@ -179,7 +193,9 @@ export class WriteBuffer {
     if (this.map[i] && this.map[i]!.offset + this.map[i]!.size === offset) i++; // touches only
     const e = this.map[i];
     if (e && e.offset < end) return true;
-    for (const c of this.inflight) if (extentsOverlap(c.extents, [[offset, end - offset]])) return true;
+    const range: Extent[] = [[offset, end - offset]];
+    for (const c of this.queue) if (extentsOverlap(c.extents, range)) return true;
+    for (const c of this.inflight) if (extentsOverlap(c.extents, range)) return true;
     return false;
   }
 
@@ -191,6 +207,11 @@ export class WriteBuffer {
   /** Extents in the dirty map. */
   get extentCount(): number {
     return this.map.length;
+  }
+
+  /** Ops queued, not started yet. */
+  get queuedCount(): number {
+    return this.queue.length;
   }
 
   get inflightCount(): number {
@@ -207,8 +228,12 @@ export class WriteBuffer {
       this.throwIfFailed();
       if (copy.length === 0) return;
       const i = this.insert(offset, copy);
-      await this.sendFullChunks(i);
-      if (this.mapBytes > this.limits.dirtyBytesMax || (this.budget.exceeded && this.mapBytes > 0)) await this.sendAll();
+      if (this.queueFullChunks(i)) await this.drained();
+      if (this.mapBytes > this.limits.dirtyBytesMax || (this.budget.exceeded && this.mapBytes > 0)) {
+        // The previous batch first, so that a handle holds at most two.
+        await this.drained();
+        this.queueAll();
+      }
       this.armTimer();
       this.throwIfFailed();
     });
@@ -218,7 +243,8 @@ export class WriteBuffer {
    * error if any op failed. */
   flush(): Promise<void> {
     return this.serialize(async () => {
-      await this.sendAll();
+      this.queueAll();
+      await this.drained();
       while (this.inflight.size > 0) await Promise.all([...this.inflight].map((c) => c.done));
       this.throwIfFailed();
     });
@@ -297,8 +323,8 @@ export class WriteBuffer {
     if (size === e.size) {
       this.map.splice(index, 1);
     } else {
-      // The rest gets its own copy: the taken bytes are in flight, and are never written
-      // again through this extent.
+      // The rest gets its own copy: the taken bytes are on their way, and are never
+      // written again through this extent.
       e.buf = Buffer.from(e.buf.subarray(size, e.size));
       e.offset += size;
       e.size -= size;
@@ -307,6 +333,7 @@ export class WriteBuffer {
     return taken;
   }
 
+  /** Map bytes changed by `bytes` (queued bytes are charged to the budget apart). */
   private charge(bytes: number): void {
     this.mapBytes += bytes;
     this.budget.charge(bytes);
@@ -315,62 +342,89 @@ export class WriteBuffer {
 
   // ---- Sending ---------------------------------------------------------------------
 
-  /** The sequential path: whole chunks of the extent at `index` go out now, one op each. */
-  private async sendFullChunks(index: number): Promise<void> {
+  /** The sequential path: whole chunks of the extent at `index` are queued, one op each.
+   * Returns whether any was. */
+  private queueFullChunks(index: number): boolean {
     const chunk = this.limits.chunkBytesMax;
+    let queued = false;
     for (;;) {
       const e = this.map[index];
-      if (!e || e.size < chunk) return;
-      const extents: Extent[] = [[e.offset, chunk]];
-      await this.waitForRoom(extents);
-      this.start(extents, [this.takeFront(index, e.offset, chunk)]);
+      if (!e || e.size < chunk) return queued;
+      const offset = e.offset;
+      this.enqueue([[offset, chunk]], [this.takeFront(index, offset, chunk)]);
+      queued = true;
     }
   }
 
-  /** Sends the whole map, packed in offset order, without waiting for commits. */
-  private async sendAll(): Promise<void> {
+  /** Packs the whole map, in offset order, into queued ops. */
+  private queueAll(): void {
     this.clearTimer();
     const { chunkBytesMax, extentsPerOpMax } = this.limits;
     while (this.map.length > 0) {
       const extents: Extent[] = [];
+      const parts: Buffer[] = [];
       let bytes = 0;
-      for (const e of this.map) {
-        if (bytes === chunkBytesMax || extents.length === extentsPerOpMax) break;
+      while (this.map.length > 0 && bytes < chunkBytesMax && extents.length < extentsPerOpMax) {
+        // Whole extents from the front; only the last of an op may be cut, and its rest
+        // then stays first in the map.
+        const e = this.map[0]!;
         const take = Math.min(e.size, chunkBytesMax - bytes);
         extents.push([e.offset, take]);
+        parts.push(this.takeFront(0, e.offset, take));
         bytes += take;
       }
-      await this.waitForRoom(extents);
-      // Only the last extent of the op may be taken in part; it then stays first.
-      this.start(extents, extents.map(([offset, size]) => this.takeFront(0, offset, size)));
+      this.enqueue(extents, parts);
     }
   }
 
-  /** Resolves once an op of `extents` may start: a slot is free and nothing in flight
-   * overlaps it. */
-  private async waitForRoom(extents: Extent[]): Promise<void> {
-    for (;;) {
-      const blockers = [...this.inflight].filter((c) => extentsOverlap(c.extents, extents));
-      if (blockers.length === 0 && this.inflight.size < this.limits.inflightMax) return;
-      await Promise.race((blockers.length > 0 ? blockers : [...this.inflight]).map((c) => c.done));
+  private enqueue(extents: Extent[], parts: Buffer[]): void {
+    const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    const [lastOffset, lastSize] = extents[extents.length - 1]!;
+    this.queue.push({ extents, data, end: lastOffset + lastSize, done: Promise.resolve() });
+    this.queuedBytes += data.length;
+    this.budget.charge(data.length);
+    this.pump();
+  }
+
+  /** Starts queued ops in order while a slot is free and the head overlaps nothing in
+   * flight. Runs on every enqueue and every op that settles. */
+  private pump(): void {
+    while (this.queue.length > 0 && this.inflight.size < this.limits.inflightMax) {
+      const head = this.queue[0]!;
+      for (const c of this.inflight) if (extentsOverlap(c.extents, head.extents)) return;
+      this.queue.shift();
+      this.queuedBytes -= head.data.length;
+      this.budget.charge(-head.data.length);
+      this.start(head);
     }
+    if (this.queue.length === 0 && this.drainWaiters.length > 0) {
+      const waiters = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  /** Resolves once every queued op has started. */
+  private drained(): Promise<void> {
+    if (this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
   /** Starts one op, without waiting for it to commit. */
-  private start(extents: Extent[], parts: Buffer[]): void {
-    const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-    const [offset] = extents[0]!;
-    const [lastOffset, lastSize] = extents[extents.length - 1]!;
-    const op: Inflight = { extents, end: lastOffset + lastSize, done: Promise.resolve() };
+  private start(op: Outgoing): void {
+    const [offset] = op.extents[0]!;
+    const extents = op.extents.length > 1 ? op.extents : undefined;
     op.done = Promise.resolve()
-      .then(() => this.send(offset, data, extents.length > 1 ? extents : undefined))
+      .then(() => this.send(offset, op.data, extents))
       .then(
         () => {
           this.inflight.delete(op);
+          this.pump();
         },
         (err: unknown) => {
           this.inflight.delete(op);
           if (this.failure === null) this.failure = err;
+          this.pump();
         },
       );
     this.inflight.add(op);
@@ -378,8 +432,8 @@ export class WriteBuffer {
 
   // ---- Timers ----------------------------------------------------------------------
 
-  /** Arms the background send for the earlier of: idle for idleSendMs, or the oldest
-   * dirty byte dirtyAgeMsMax old. */
+  /** Arms the background send of the map for the earlier of: idle for idleSendMs, or the
+   * oldest dirty byte dirtyAgeMsMax old. */
   private armTimer(): void {
     this.clearTimer();
     if (this.map.length === 0) return;
@@ -391,7 +445,7 @@ export class WriteBuffer {
     this.timer = setTimeout(() => {
       this.timer = null;
       // A failure is kept as the sticky error, reported by the next call on the handle.
-      this.serialize(() => this.sendAll()).catch(() => undefined);
+      this.serialize(async () => this.queueAll()).catch(() => undefined);
     }, Math.max(0, due - now));
     this.timer.unref();
   }

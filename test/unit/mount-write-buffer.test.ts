@@ -355,24 +355,28 @@ test('an op overlapping one in flight waits for it; one that does not, goes', as
   assert.is(wb.overlaps(13, 20), true);
   await wb.write(12, Buffer.from('2')); // a newer version of a byte in flight
   await wb.write(50, Buffer.from('2222'));
-  let written = false;
-  const w = wb.write(60, Buffer.from('2')).then(() => (written = true));
-  await tick();
+  await wb.write(60, Buffer.from('2')); // past the bound: queued, and the write goes on
   assert.is(sent.length, 2, 'the newer version waits for the older one to commit');
-  assert.not.ok(written, 'and so does the write that sent it (back-pressure)');
+  assert.is(wb.queuedCount, 1);
+  let written = false;
+  const w = wb.write(100, Buffer.from('777777')).then(() => (written = true));
+  await tick();
+  assert.not.ok(written, 'the next batch waits for the previous one to start (back-pressure)');
   sent[1]!.resolve();
   await tick();
   assert.is(sent.length, 2, 'still waiting for the one it overlaps');
   sent[0]!.resolve();
   await w;
-  assert.is(sent.length, 3);
+  await until(() => sent.length === 4);
   assert.equal(sent[2]!.extents, [
     [12, 1],
     [50, 4],
     [60, 1],
   ]);
   assert.is(sent[2]!.data.toString(), '222222');
+  assert.equal([sent[3]!.offset, sent[3]!.data.toString()], [100, '777777']);
   sent[2]!.resolve();
+  sent[3]!.resolve();
   await wb.flush();
   assert.not.ok(wb.dirty);
 });
@@ -382,16 +386,16 @@ test('an extent stays visible (dirtyEnd, overlaps) until its op commits', async 
   const wb = new WriteBuffer(send, { chunkBytesMax: 1000, inflightMax: 1, dirtyBytesMax: 5 });
   await wb.write(0, bytes(10, 1)); // in flight
   assert.is(sent.length, 1);
-  const w = wb.write(5000, bytes(10, 2)); // past the bound, waiting for the only slot
-  await tick();
+  await wb.write(5000, bytes(10, 2)); // past the bound: queued behind the only slot
   assert.is(sent.length, 1);
-  assert.is(wb.dirtyEnd, 5010, 'an extent waiting to be sent still counts');
+  assert.is(wb.queuedCount, 1);
+  assert.is(wb.dirtyBytes, 0);
+  assert.is(wb.dirtyEnd, 5010, 'a queued op still counts');
   assert.ok(wb.overlaps(5009, 5010));
   assert.not.ok(wb.overlaps(5010, 5011));
   sent[0]!.resolve();
-  await w;
-  assert.is(sent.length, 2);
-  assert.is(wb.dirtyBytes, 0);
+  await until(() => sent.length === 2);
+  assert.is(wb.queuedCount, 0);
   assert.is(wb.dirtyEnd, 5010, 'in flight still counts');
   sent[1]!.resolve();
   await wb.flush();
