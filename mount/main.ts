@@ -21,6 +21,7 @@ import { isMounted, parseCli, USAGE, type Cli } from './mount-args';
 import { checkFuseNativePatched, DfsFuse, mountFuse, unmountFuse } from './fuse-mount';
 import { metricsAddrText, MountMetrics, serveMetrics } from './metrics';
 import { ProxyClient } from './proxy-client';
+import { resolveWriteBufferLimits } from './write-buffer';
 
 /** How long a stopping mount tries to commit buffered writes before unmounting. */
 export const SHUTDOWN_FLUSH_MS = 5_000;
@@ -42,6 +43,8 @@ async function serve(cli: Cli): Promise<void> {
     atime: cli.atime,
   };
   if (config.writeLimits.chunkBytesMax > WRITE_BYTES_MAX) throw new Error('write chunk is over WRITE_BYTES_MAX');
+  resolveWriteBufferLimits(config.writeLimits); // throws on invalid limits, before mounting
+  if (!(config.mountDirtyBytesMax > 0)) throw new Error('mountDirtyBytesMax must be positive');
   // The file system names its lease identity in every op it sends (mount/leases.ts).
   let leaseIdentity: () => string | undefined = () => undefined;
   const metrics = new MountMetrics();

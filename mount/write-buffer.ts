@@ -44,7 +44,7 @@
  * concurrent writes from several threads of an application cannot interleave halfway. The module does no I/O itself: the
  * sender is injected, which keeps it unit-testable.
  */
-import { WRITE_EXTENTS_MAX } from '../common/limits';
+import { WRITE_BYTES_MAX, WRITE_EXTENTS_MAX } from '../common/limits';
 
 /** [offset, length] of one range of a write op. */
 export type Extent = [offset: number, size: number];
@@ -77,6 +77,29 @@ export const WRITE_BUFFER_DEFAULTS: WriteBufferLimits = {
   dirtyBytesMax: 32 * 1024 * 1024,
   extentsPerOpMax: WRITE_EXTENTS_MAX,
 };
+
+/** The limits with every one left out filled in (the timers off, the bounds at their
+ * defaults), checked; throws on invalid ones. The mount calls it once at start-up. */
+export function resolveWriteBufferLimits(limits: WriteBufferLimits): Required<WriteBufferLimits> {
+  const l: Required<WriteBufferLimits> = {
+    chunkBytesMax: limits.chunkBytesMax,
+    inflightMax: limits.inflightMax,
+    idleSendMs: limits.idleSendMs ?? 0,
+    dirtyAgeMsMax: limits.dirtyAgeMsMax ?? 0,
+    dirtyBytesMax: limits.dirtyBytesMax ?? WRITE_BUFFER_DEFAULTS.dirtyBytesMax!,
+    extentsPerOpMax: limits.extentsPerOpMax ?? WRITE_EXTENTS_MAX,
+  };
+  const intIn = (v: number, min: number, max: number): boolean => Number.isSafeInteger(v) && v >= min && v <= max;
+  const valid =
+    intIn(l.chunkBytesMax, 1, WRITE_BYTES_MAX) &&
+    intIn(l.inflightMax, 1, Number.MAX_SAFE_INTEGER) &&
+    intIn(l.extentsPerOpMax, 1, WRITE_EXTENTS_MAX) &&
+    l.idleSendMs >= 0 &&
+    l.dirtyAgeMsMax >= 0 &&
+    l.dirtyBytesMax > 0;
+  if (!valid) throw new Error(`invalid write buffer limits: ${JSON.stringify(limits)}`);
+  return l;
+}
 
 /**
  * The dirty bytes all handles of a mount may hold together, shared by their buffers: past
@@ -136,7 +159,7 @@ export class WriteBuffer {
   private dirtySinceMs = 0;
   /** Ops packed from the map, not started yet, in the order they must start. */
   private readonly queue: Outgoing[] = [];
-  private queuedBytes = 0;
+  private queueBytes = 0;
   /** Resolved each time the queue empties. */
   private drainWaiters: Array<() => void> = [];
   private readonly inflight = new Set<Outgoing>();
@@ -150,19 +173,7 @@ export class WriteBuffer {
     limits: WriteBufferLimits = WRITE_BUFFER_DEFAULTS,
     private readonly budget: DirtyBudget = new DirtyBudget(Number.MAX_SAFE_INTEGER),
   ) {
-    // A limit left out is off (the timers) or the default (the bounds).
-    this.limits = {
-      chunkBytesMax: limits.chunkBytesMax,
-      inflightMax: limits.inflightMax,
-      idleSendMs: limits.idleSendMs ?? 0,
-      dirtyAgeMsMax: limits.dirtyAgeMsMax ?? 0,
-      dirtyBytesMax: limits.dirtyBytesMax ?? WRITE_BUFFER_DEFAULTS.dirtyBytesMax!,
-      extentsPerOpMax: limits.extentsPerOpMax ?? WRITE_EXTENTS_MAX,
-    };
-    const l = this.limits;
-    if (!(l.chunkBytesMax > 0 && l.inflightMax >= 1 && l.dirtyBytesMax > 0 && l.extentsPerOpMax >= 1 && l.extentsPerOpMax <= WRITE_EXTENTS_MAX)) {
-      throw new Error('invalid write buffer limits');
-    }
+    this.limits = resolveWriteBufferLimits(limits);
   }
 
   /** The first error of a background send, if any (sticky). */
@@ -207,6 +218,11 @@ export class WriteBuffer {
   /** Extents in the dirty map. */
   get extentCount(): number {
     return this.map.length;
+  }
+
+  /** Bytes in ops queued, not started yet. */
+  get queuedBytes(): number {
+    return this.queueBytes;
   }
 
   /** Ops queued, not started yet. */
@@ -381,7 +397,7 @@ export class WriteBuffer {
     const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
     const [lastOffset, lastSize] = extents[extents.length - 1]!;
     this.queue.push({ extents, data, end: lastOffset + lastSize, done: Promise.resolve() });
-    this.queuedBytes += data.length;
+    this.queueBytes += data.length;
     this.budget.charge(data.length);
     this.pump();
   }
@@ -393,7 +409,7 @@ export class WriteBuffer {
       const head = this.queue[0]!;
       for (const c of this.inflight) if (extentsOverlap(c.extents, head.extents)) return;
       this.queue.shift();
-      this.queuedBytes -= head.data.length;
+      this.queueBytes -= head.data.length;
       this.budget.charge(-head.data.length);
       this.start(head);
     }

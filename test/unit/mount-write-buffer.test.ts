@@ -11,7 +11,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { DfsError } from '../../common/errors';
 import { validateWriteExtents } from '../../common/ops';
-import { DirtyBudget, WriteBuffer, type Extent } from '../../mount/write-buffer';
+import { DirtyBudget, extentsOverlap, resolveWriteBufferLimits, WriteBuffer, type Extent } from '../../mount/write-buffer';
 import { rejects } from './mount-test-helpers';
 
 interface Sent {
@@ -163,6 +163,65 @@ test('random writes coalesce into few ops whose bytes match a model of the file'
     assert.ok(cluster.equals(model), `round ${round}: the cluster holds the model's bytes`);
   }
   assert.ok(ops < writes / 4, `${writes} writes became ${ops} ops`);
+});
+
+test('ops that complete in random order: overlapping ones never in flight together, and the bytes match a model', async () => {
+  // The cluster applies each op when it commits; ops in flight together may commit in
+  // any order, so only ops that do not overlap may be in flight together.
+  const fileBytes = 8 * 1024;
+  const cluster = Buffer.alloc(fileBytes);
+  const model = Buffer.alloc(fileBytes);
+  const inflight: Array<{ extents: Extent[]; data: Buffer; resolve: () => void }> = [];
+  let ops = 0;
+  const send = (offset: number, data: Buffer, extents?: Extent[]): Promise<void> =>
+    new Promise<void>((resolve) => {
+      const list = extents ?? [[offset, data.length] as Extent];
+      validateWriteExtents(offset, list, data.length);
+      for (const other of inflight) assert.not.ok(extentsOverlap(other.extents, list), 'two versions of the same bytes in flight together');
+      ops++;
+      inflight.push({ extents: list, data: Buffer.from(data), resolve });
+    });
+  let seed = 99;
+  const rand = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  /** Commits one op in flight, chosen at random. */
+  const commitOne = (): void => {
+    const [op] = inflight.splice(rand(inflight.length), 1);
+    let at = 0;
+    for (const [o, n] of op!.extents) {
+      op!.data.copy(cluster, o, at, at + n);
+      at += n;
+    }
+    op!.resolve();
+  };
+  const wb = new WriteBuffer(send, { chunkBytesMax: 512, inflightMax: 3, dirtyBytesMax: 700, extentsPerOpMax: 5 });
+  for (let round = 0; round < 30; round++) {
+    for (let k = 0; k < 100; k++) {
+      const size = 1 + rand(rand(5) === 0 ? 900 : 40);
+      const offset = rand(fileBytes - size);
+      const data = bytes(size, round * 1000 + k);
+      data.copy(model, offset);
+      const w = wb.write(offset, data);
+      // Let the cluster move while the write waits (for a slot, or a previous batch).
+      for (;;) {
+        const done = await Promise.race([w.then(() => true), tick().then(() => false)]);
+        if (done) break;
+        if (inflight.length > 0) commitOne();
+      }
+      if (rand(3) === 0 && inflight.length > 0) commitOne();
+    }
+    const f = wb.flush();
+    let flushed = false;
+    void f.then(() => (flushed = true));
+    while (!flushed) {
+      await tick();
+      if (inflight.length > 0) commitOne();
+    }
+    assert.ok(cluster.equals(model), `round ${round}: the cluster holds the model's bytes`);
+  }
+  assert.ok(ops > 30);
 });
 
 test('4 KiB random writes over a file: about one op per chunk of dirty data', async () => {
@@ -419,6 +478,9 @@ test('invalid limits are refused', () => {
   assert.throws(() => new WriteBuffer(async () => undefined, { chunkBytesMax: 0, inflightMax: 1 }));
   assert.throws(() => new WriteBuffer(async () => undefined, { chunkBytesMax: 10, inflightMax: 0 }));
   assert.throws(() => new WriteBuffer(async () => undefined, { chunkBytesMax: 10, inflightMax: 1, extentsPerOpMax: 100_000 }));
+  assert.throws(() => new WriteBuffer(async () => undefined, { chunkBytesMax: 8 * 1024 * 1024, inflightMax: 1 }), /invalid/, 'over WRITE_BYTES_MAX');
+  assert.throws(() => resolveWriteBufferLimits({ chunkBytesMax: 10, inflightMax: 1, dirtyBytesMax: 0 }));
+  assert.equal(resolveWriteBufferLimits({ chunkBytesMax: 10, inflightMax: 1 }).idleSendMs, 0, 'a timer left out is off');
   assert.throws(() => new DirtyBudget(0));
 });
 
