@@ -23,8 +23,10 @@ import { metricsAddrText, MountMetrics, serveMetrics } from './metrics';
 import { ProxyClient } from './proxy-client';
 import { resolveWriteBufferLimits } from './write-buffer';
 
-/** How long a stopping mount tries to commit buffered writes before unmounting. */
-export const SHUTDOWN_FLUSH_MS = 5_000;
+/** How long a stopping mount tries to commit buffered writes before unmounting. A handle
+ * may hold tens of MiB of random writes (mount/write-buffer.ts), a few seconds of
+ * replication; within MOUNT_STOP_GRACE_MS of `dfs local` (cli/local-cluster.ts). */
+export const SHUTDOWN_FLUSH_MS = 10_000;
 /** How long mounting may take (fuse-native reports success only when the kernel's INIT
  * arrives; if it never does, we must not wait forever). */
 export const MOUNT_MS_MAX = 30_000;
