@@ -51,8 +51,8 @@ export const READY_TIMEOUT_MS = 20_000;
 export const REDIS_READY_TIMEOUT_MS = 10_000;
 /** How long a mount may take to appear in /proc/mounts. */
 export const MOUNT_READY_TIMEOUT_MS = 20_000;
-/** How long a mount gets after SIGTERM: dfs-mount commits buffered writes for up to 5 s,
- * then unmounts. */
+/** How long a mount gets after SIGTERM: dfs-mount commits buffered writes for up to 10 s
+ * (SHUTDOWN_FLUSH_MS), then unmounts. */
 export const MOUNT_STOP_GRACE_MS = 15_000;
 /** One readiness probe (HTTP request or PING). */
 export const PROBE_TIMEOUT_MS = 2_000;

@@ -23,6 +23,13 @@ export const XATTR_INODE_BYTES_MAX = 3900;
 export const WRITE_BYTES_MAX = 4 * 1024 * 1024;
 /** The JSON header of one frame (op, paths, ids). Two maximal paths fit with room to spare. */
 export const FRAME_HEADER_BYTES_MAX = 64 * 1024;
+/**
+ * The extents one write op may carry (`write { extents }`, common/ops.ts): a mount packs
+ * many small dirty ranges into one op. At most 27 bytes of JSON each
+ * (`[9007199254740991,4194304],`), so a full list beside a path of 4095 bytes that are all
+ * escaped (`\udcXX`, 6 characters a byte) still fits FRAME_HEADER_BYTES_MAX; checked below.
+ */
+export const WRITE_EXTENTS_MAX = 1024;
 /** A request body that carries one op: header, data and framing. */
 export const OP_BODY_BYTES_MAX = WRITE_BYTES_MAX + FRAME_HEADER_BYTES_MAX + 16;
 /** The largest byte range one read request may ask for. */
@@ -34,3 +41,8 @@ export const REPLICATE_BODY_BYTES_MAX = 64 * 1024 * 1024;
 export const HTTP_HEADER_BYTES_MAX = 64 * 1024;
 /** Differences `dfs verify` lists before it only counts them. */
 export const VERIFY_DIFFERENCES_MAX = 100;
+
+// Relationships between limits, checked once at load (STYLE.md, Limits).
+if (WRITE_EXTENTS_MAX * 27 + PATH_BYTES_MAX * 6 + 1024 > FRAME_HEADER_BYTES_MAX) {
+  throw new Error('a write op with WRITE_EXTENTS_MAX extents would not fit FRAME_HEADER_BYTES_MAX');
+}

@@ -10,19 +10,25 @@ import { z } from 'zod';
 import { DfsError } from './errors';
 import { isWireString, wireByteLength } from './names';
 import { validateEntryPath, validatePath } from './paths';
-import { SYMLINK_TARGET_BYTES_MAX, WRITE_BYTES_MAX, XATTR_NAME_BYTES_MAX, XATTR_VALUE_BYTES_MAX } from './limits';
+import { SYMLINK_TARGET_BYTES_MAX, WRITE_BYTES_MAX, WRITE_EXTENTS_MAX, XATTR_NAME_BYTES_MAX, XATTR_VALUE_BYTES_MAX } from './limits';
 
 const path = z.string();
 const mode = z.number().int().min(0).max(0o7777);
 const id = z.number().int().min(0).max(0xffffffff);
 const timeMs = z.number().finite();
 const nsec = z.number().int().min(0).max(999_999);
+const offset = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+/** One range of a write with extents: [offset, length] (validateWriteExtents). */
+const extent = z.tuple([offset, z.number().int().min(1).max(WRITE_BYTES_MAX)]);
 
 export const OpSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('mkdir'), path, mode, uid: id, gid: id }),
   // `exclusive` is O_EXCL: EEXIST if the path exists; otherwise an existing file is kept.
   z.object({ type: z.literal('create'), path, mode, uid: id, gid: id, exclusive: z.boolean() }),
-  z.object({ type: z.literal('write'), path, offset: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }),
+  // Without `extents` the data is written at `offset`. With them, the data is the extents'
+  // bytes concatenated, each written at its own offset in order (one op for many small
+  // dirty ranges of a mount's write buffer); `offset` is then the first extent's.
+  z.object({ type: z.literal('write'), path, offset, extents: z.array(extent).min(1).max(WRITE_EXTENTS_MAX).optional() }),
   z.object({ type: z.literal('truncate'), path, size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }),
   z.object({ type: z.literal('unlink'), path }),
   z.object({ type: z.literal('rmdir'), path }),
@@ -127,6 +133,7 @@ export function validateOp(op: Op, dataBytes: number): void {
     case 'write':
       validateEntryPath(op.path);
       if (dataBytes > WRITE_BYTES_MAX) throw new DfsError('TOO_LARGE', `a write carries at most ${WRITE_BYTES_MAX} bytes`);
+      if (op.extents) validateWriteExtents(op.offset, op.extents, dataBytes);
       return;
     case 'chmod':
     case 'chown':
@@ -151,6 +158,27 @@ export function validateOp(op: Op, dataBytes: number): void {
     default:
       validateEntryPath(op.path);
   }
+}
+
+/**
+ * The extents of a write: at least one and at most WRITE_EXTENTS_MAX, the first at the
+ * op's `offset`, each non-empty, sorted and not overlapping (so that the order they are
+ * written in never matters), ending within a safe integer, and their lengths adding up to
+ * the data. Throws a DfsError (400) otherwise.
+ */
+export function validateWriteExtents(offset: number, extents: ReadonlyArray<readonly [number, number]>, dataBytes: number): void {
+  if (extents.length === 0 || extents.length > WRITE_EXTENTS_MAX) throw new DfsError('BAD_REQUEST', `a write carries 1 to ${WRITE_EXTENTS_MAX} extents`);
+  if (extents[0]![0] !== offset) throw new DfsError('BAD_REQUEST', "a write's first extent is not at its offset");
+  let end = 0;
+  let total = 0;
+  for (const [at, size] of extents) {
+    if (!Number.isSafeInteger(at) || !Number.isSafeInteger(size) || at < 0 || size < 1) throw new DfsError('BAD_REQUEST', 'a write extent is not [offset ≥ 0, length ≥ 1]');
+    if (at < end) throw new DfsError('BAD_REQUEST', "a write's extents are not sorted or overlap");
+    end = at + size;
+    if (!Number.isSafeInteger(end)) throw new DfsError('BAD_REQUEST', 'a write extent ends past the largest file offset');
+    total += size;
+  }
+  if (total !== dataBytes) throw new DfsError('BAD_REQUEST', `a write's extents hold ${total} bytes, its data ${dataBytes}`);
 }
 
 export function parseClientOpHeader(json: unknown): ClientOpHeader {

@@ -10,8 +10,9 @@
  * What is cached, and for how long (the details are in each module's header):
  * - attributes, in user space, for `--attr-timeout-ms` (mount/attr-cache.ts); the kernel is
  *   told to cache none, and changes made through this mount invalidate precisely;
- * - written data, per open handle, until flush/fsync/close, which return only after the
- *   cluster committed it (mount/write-buffer.ts);
+ * - written data, per open handle, in a bounded dirty-extent map until flush/fsync/close
+ *   (which return only after the cluster committed it), a bound, or a pause in writing
+ *   (mount/write-buffer.ts);
  * - read-ahead windows, per open handle, dropped by any change made through this mount
  *   (mount/read-ahead.ts);
  * - nothing else: directory listings, symlink targets and statfs always ask the cluster.
@@ -47,7 +48,7 @@ import type { MountMetrics } from './metrics';
 import type { ProxyClient } from './proxy-client';
 import { ReadAhead, READ_AHEAD_WINDOW_BYTES } from './read-ahead';
 import { parseReplacedAlias } from './replaced-alias';
-import { WriteBuffer, WRITE_BUFFER_DEFAULTS, type WriteBufferLimits } from './write-buffer';
+import { DirtyBudget, DIRTY_BYTES_MOUNT_MAX, WriteBuffer, WRITE_BUFFER_DEFAULTS, type Extent, type WriteBufferLimits } from './write-buffer';
 import { MountLeases, type LeaseRef } from './leases';
 import { leaseKeyOf, LEASE_POLL_HOLD_MS } from '../common/leases';
 import { randomUUID } from 'node:crypto';
@@ -63,6 +64,8 @@ export interface MountConfig {
   /** How long attributes are cached in user space; 0 asks the cluster every time. */
   attrTimeoutMs: number;
   writeLimits: WriteBufferLimits;
+  /** Dirty bytes all handles may buffer together (mount/write-buffer.ts, DirtyBudget). */
+  mountDirtyBytesMax: number;
   readAheadBytes: number;
   /** Whether reads move atime (as the relatime mount option does) or never (noatime). */
   atime: 'relatime' | 'noatime';
@@ -75,6 +78,7 @@ export const MOUNT_CONFIG_DEFAULTS: MountConfig = {
   deadlineMs: 10_000,
   attrTimeoutMs: 0,
   writeLimits: WRITE_BUFFER_DEFAULTS,
+  mountDirtyBytesMax: DIRTY_BYTES_MOUNT_MAX,
   readAheadBytes: READ_AHEAD_WINDOW_BYTES,
   // As JuiceFS: moving atime costs a replicated op on the first read of every file after a
   // change (tar -c of a fresh tree took four times as long); --atime relatime asks for it.
@@ -156,6 +160,8 @@ export class DfsFileSystem {
   private readonly logger: Logger;
   private readonly config: MountConfig;
   private readonly metrics: MountMetrics | null;
+  /** What every handle's write buffer draws its dirty bytes from. */
+  private readonly dirtyBudget: DirtyBudget;
   private warningSecond = 0;
   private warningsThisSecond = 0;
   private warningsSuppressed = 0;
@@ -166,6 +172,7 @@ export class DfsFileSystem {
     this.logger = deps.logger;
     this.config = deps.config;
     this.metrics = deps.metrics ?? null;
+    this.dirtyBudget = new DirtyBudget(this.config.mountDirtyBytesMax);
     this.attrs = new AttrCache(this.config.attrTimeoutMs);
     const client = this.client;
     if (this.config.leases && client.attrLeased && client.dirLeased && client.pollLeases) {
@@ -931,7 +938,7 @@ export class DfsFileSystem {
       h.privilegesChecked = true;
       await this.dropSetgidOnWrite(h.path, caller, d);
     }
-    h.writes ??= new WriteBuffer((offset, data) => this.sendChunk(h, offset, data), this.config.writeLimits);
+    h.writes ??= new WriteBuffer((offset, data, extents) => this.sendChunk(h, offset, data, extents), this.config.writeLimits, this.dirtyBudget);
     this.invalidateReads(h.path, h.ino);
     // Each handle coalesces its own writes, so bytes another handle of this file wrote
     // earlier and has not committed yet must commit first wherever they overlap these:
@@ -946,11 +953,12 @@ export class DfsFileSystem {
     await h.writes.write(pos, buf.subarray(0, len)).catch(lostWrite);
   }
 
-  /** Sends one coalesced chunk as a write op, under its own deadline. */
-  private async sendChunk(h: OpenFile, offset: number, data: Buffer): Promise<void> {
+  /** Sends one write op of the buffer (a chunk, or many extents packed), under its own
+   * deadline. */
+  private async sendChunk(h: OpenFile, offset: number, data: Buffer, extents?: Extent[]): Promise<void> {
     const d = new Deadline(this.config.deadlineMs);
     try {
-      await this.client.op({ type: 'write', path: h.path, offset }, data, d);
+      await this.client.op(extents ? { type: 'write', path: h.path, offset, extents } : { type: 'write', path: h.path, offset }, data, d);
     } finally {
       d.dispose();
       this.dropAttrs(h.path, h.multiLink, h.ino);

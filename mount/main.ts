@@ -21,9 +21,12 @@ import { isMounted, parseCli, USAGE, type Cli } from './mount-args';
 import { checkFuseNativePatched, DfsFuse, mountFuse, unmountFuse } from './fuse-mount';
 import { metricsAddrText, MountMetrics, serveMetrics } from './metrics';
 import { ProxyClient } from './proxy-client';
+import { resolveWriteBufferLimits } from './write-buffer';
 
-/** How long a stopping mount tries to commit buffered writes before unmounting. */
-export const SHUTDOWN_FLUSH_MS = 5_000;
+/** How long a stopping mount tries to commit buffered writes before unmounting. A handle
+ * may hold tens of MiB of random writes (mount/write-buffer.ts), a few seconds of
+ * replication; within MOUNT_STOP_GRACE_MS of `dfs local` (cli/local-cluster.ts). */
+export const SHUTDOWN_FLUSH_MS = 10_000;
 /** How long mounting may take (fuse-native reports success only when the kernel's INIT
  * arrives; if it never does, we must not wait forever). */
 export const MOUNT_MS_MAX = 30_000;
@@ -43,6 +46,8 @@ async function serve(cli: Cli): Promise<void> {
     atime: cli.atime,
   };
   if (config.writeLimits.chunkBytesMax > WRITE_BYTES_MAX) throw new Error('write chunk is over WRITE_BYTES_MAX');
+  resolveWriteBufferLimits(config.writeLimits); // throws on invalid limits, before mounting
+  if (!(config.mountDirtyBytesMax > 0)) throw new Error('mountDirtyBytesMax must be positive');
   // The file system names its lease identity in every op it sends (mount/leases.ts).
   let leaseIdentity: () => string | undefined = () => undefined;
   const metrics = new MountMetrics();

@@ -1,69 +1,179 @@
 /*
- * The write buffer of one open file handle: coalesces the kernel's 128 KiB writes into
- * large chunks and sends them to the cluster in the background.
+ * The write buffer of one open file handle: a bounded map of dirty extents, sent to the
+ * cluster in few large ops.
  *
  * Data flow. `write(offset, data)` copies the bytes (fuse-native detaches the kernel's
- * buffer after the callback) into the pending chunk when they continue it; a write that
- * does not continue it first sends the pending chunk. A chunk that reaches `chunkBytesMax`
- * is sent at once. Up to `inflightMax` chunks are in flight together; a chunk that
- * overlaps one in flight waits for it, so that two versions of the same bytes can never
- * commit in the wrong order (chunks that do not overlap commute). `flush()` sends the
- * pending chunk and waits for every chunk in flight: flush, fsync and close return only
- * once the cluster committed the data (close-to-open, DESIGN.md).
+ * buffer after the callback) into the dirty-extent map: a sorted list of non-overlapping,
+ * non-touching extents, where a write merges with every extent it overlaps or touches and
+ * its bytes win over the older ones. Bytes leave the map packed into ops, which join a
+ * queue (FIFO) and start from there as slots free up. They leave it when:
+ * - an extent reaches `chunkBytesMax`: its full chunks are queued at once, one op each,
+ *   and the write waits until they have started. This is the sequential path (cp, dd):
+ *   the kernel's 128 KiB writes grow one extent, and every full chunk leaves while the
+ *   next fills, several in flight;
+ * - `flush()` (flush, fsync, close): everything dirty is packed, in offset order, into ops
+ *   of up to `chunkBytesMax` bytes and `extentsPerOpMax` extents (a `write` op with
+ *   `extents`, common/ops.ts), and flush waits until every op is committed, so flush,
+ *   fsync and close return only once the cluster has the data (close-to-open, DESIGN.md);
+ * - the map holds more than `dirtyBytesMax` bytes, or the mount's dirty bytes pass its
+ *   shared DirtyBudget: the whole map is packed and queued, and the write goes on without
+ *   waiting for it, so that a random writer does not stall while megabytes replicate;
+ *   only when the previous such batch has not all started yet does the write wait for it
+ *   (back-pressure: a handle holds at most about twice `dirtyBytesMax`, plus what is in
+ *   flight);
+ * - no write for `idleSendMs`, or the oldest dirty byte is `dirtyAgeMsMax` old: the map
+ *   is queued in the background, so data an application leaves in a file it keeps open
+ *   (a log, a database) reaches the cluster soon, as a kernel's writeback would.
+ * So random small writes (a database, fio randwrite) become one op per megabyte of dirty
+ * data instead of one replicated op per write.
  *
- * A pending chunk that sees no more writes for `idleSendMs` is sent on its own, so data an
- * application leaves in a file it keeps open (a log) still reaches the cluster soon, and
- * an idle handle holds no more than what is in flight.
+ * Ordering. Up to `inflightMax` ops are in flight together, started in queue order; the
+ * op at the head waits while it overlaps one in flight (any of their extents), so two
+ * versions of the same bytes can never commit in the wrong order, and ops that do not
+ * overlap commute. Within the map there is one version of each byte, so ops packed from it
+ * never overlap each other.
  *
- * Errors. The application was told its write succeeded before the chunk was sent, so a
- * chunk that fails later is remembered (sticky) and reported by every later write, flush
- * and close of this handle; its data is never dropped silently.
+ * Until it is committed a byte stays visible to `dirtyEnd` and `overlaps`, whether it is
+ * in the map, queued or in flight.
+ *
+ * Errors. The application was told its write succeeded before the op was sent, so an op
+ * that fails later is remembered (sticky) and reported by every later write, flush and
+ * close of this handle; its data is never dropped silently.
  *
  * Operations on one buffer run one at a time in arrival order (a promise chain), so that
- * concurrent writes from several threads of an application cannot interleave halfway.
- * The module does no I/O itself: the sender is injected, which keeps it unit-testable.
+ * concurrent writes from several threads of an application cannot interleave halfway. The module does no I/O itself: the
+ * sender is injected, which keeps it unit-testable.
  */
+import { WRITE_BYTES_MAX, WRITE_EXTENTS_MAX } from '../common/limits';
 
-export type ChunkSender = (offset: number, data: Buffer) => Promise<void>;
+/** [offset, length] of one range of a write op. */
+export type Extent = [offset: number, size: number];
+
+/** Sends one write op: `data` at `offset`, or, with `extents` (sorted, not overlapping,
+ * the first at `offset`), the extents' bytes concatenated in `data`. */
+export type ChunkSender = (offset: number, data: Buffer, extents?: Extent[]) => Promise<void>;
 
 export interface WriteBufferLimits {
-  /** The largest chunk sent in one write op (≤ WRITE_BYTES_MAX). */
+  /** The most data one write op carries (≤ WRITE_BYTES_MAX). */
   chunkBytesMax: number;
-  /** Chunks in flight at once per handle. */
+  /** Ops in flight at once per handle. */
   inflightMax: number;
-  /** A pending chunk idle this long is sent without waiting for flush; 0 never. */
+  /** Dirty bytes are sent after this long without a write; 0 never. */
   idleSendMs?: number;
+  /** Dirty bytes are sent once the oldest is this old, even while writes keep coming; 0
+   * never. */
+  dirtyAgeMsMax?: number;
+  /** Dirty bytes one handle holds before it sends them without waiting for flush. */
+  dirtyBytesMax?: number;
+  /** Extents packed in one op (≤ WRITE_EXTENTS_MAX). */
+  extentsPerOpMax?: number;
 }
 
-export const WRITE_BUFFER_DEFAULTS: WriteBufferLimits = { chunkBytesMax: 1024 * 1024, inflightMax: 4, idleSendMs: 1_000 };
+export const WRITE_BUFFER_DEFAULTS: WriteBufferLimits = {
+  chunkBytesMax: 1024 * 1024,
+  inflightMax: 4,
+  idleSendMs: 1_000,
+  dirtyAgeMsMax: 5_000,
+  dirtyBytesMax: 32 * 1024 * 1024,
+  extentsPerOpMax: WRITE_EXTENTS_MAX,
+};
 
-/** The first allocation of a pending chunk; it doubles up to chunkBytesMax as data comes. */
-const PENDING_BYTES_INITIAL = 64 * 1024;
+/** The limits with every one left out filled in (the timers off, the bounds at their
+ * defaults), checked; throws on invalid ones. The mount calls it once at start-up. */
+export function resolveWriteBufferLimits(limits: WriteBufferLimits): Required<WriteBufferLimits> {
+  const l: Required<WriteBufferLimits> = {
+    chunkBytesMax: limits.chunkBytesMax,
+    inflightMax: limits.inflightMax,
+    idleSendMs: limits.idleSendMs ?? 0,
+    dirtyAgeMsMax: limits.dirtyAgeMsMax ?? 0,
+    dirtyBytesMax: limits.dirtyBytesMax ?? WRITE_BUFFER_DEFAULTS.dirtyBytesMax!,
+    extentsPerOpMax: limits.extentsPerOpMax ?? WRITE_EXTENTS_MAX,
+  };
+  const intIn = (v: number, min: number, max: number): boolean => Number.isSafeInteger(v) && v >= min && v <= max;
+  const valid =
+    intIn(l.chunkBytesMax, 1, WRITE_BYTES_MAX) &&
+    intIn(l.inflightMax, 1, Number.MAX_SAFE_INTEGER) &&
+    intIn(l.extentsPerOpMax, 1, WRITE_EXTENTS_MAX) &&
+    l.idleSendMs >= 0 &&
+    l.dirtyAgeMsMax >= 0 &&
+    l.dirtyBytesMax > 0;
+  if (!valid) throw new Error(`invalid write buffer limits: ${JSON.stringify(limits)}`);
+  return l;
+}
 
-interface Pending {
+/**
+ * The dirty bytes all handles of a mount may hold together, shared by their buffers: past
+ * it, the handle that writes queues its own dirty extents (and waits for its previous
+ * batch to start first). Counted: bytes in the maps and queued, not yet started. An
+ * extent's buffer may be up to twice its bytes while it grows (it doubles), and each
+ * handle also holds up to inflightMax × chunkBytesMax bytes in flight, not counted here.
+ */
+export const DIRTY_BYTES_MOUNT_MAX = 256 * 1024 * 1024;
+
+export class DirtyBudget {
+  private used = 0;
+
+  constructor(readonly bytesMax: number) {
+    if (!(bytesMax > 0)) throw new Error('invalid dirty budget');
+  }
+
+  get bytesUsed(): number {
+    return this.used;
+  }
+
+  get exceeded(): boolean {
+    return this.used > this.bytesMax;
+  }
+
+  charge(bytes: number): void {
+    this.used += bytes;
+    if (this.used < 0) throw new Error('dirty budget below zero');
+  }
+}
+
+/** The first allocation of an extent that grows; it doubles as data comes. */
+const EXTENT_BYTES_INITIAL = 64 * 1024;
+
+interface Dirty {
   offset: number;
+  /** Its bytes are buf[0, size); buf may be longer (room to grow). */
   buf: Buffer;
   size: number;
 }
 
-interface Inflight {
-  offset: number;
+/** One write op, queued or in flight. */
+interface Outgoing {
+  /** Sorted, not overlapping. */
+  extents: Extent[];
+  data: Buffer;
   end: number;
+  /** Settles once the op committed or failed (in flight only). */
   done: Promise<void>;
 }
 
 export class WriteBuffer {
-  private pending: Pending | null = null;
-  private readonly inflight = new Set<Inflight>();
+  /** Sorted by offset; no two overlap or touch. */
+  private readonly map: Dirty[] = [];
+  private mapBytes = 0;
+  /** When the oldest byte in the map was written (ms), or 0 when the map is empty. */
+  private dirtySinceMs = 0;
+  /** Ops packed from the map, not started yet, in the order they must start. */
+  private readonly queue: Outgoing[] = [];
+  private queueBytes = 0;
+  /** Resolved each time the queue empties. */
+  private drainWaiters: Array<() => void> = [];
+  private readonly inflight = new Set<Outgoing>();
   private failure: unknown = null;
   private chain: Promise<void> = Promise.resolve();
-  private idleTimer: NodeJS.Timeout | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private readonly limits: Required<WriteBufferLimits>;
 
   constructor(
     private readonly send: ChunkSender,
-    private readonly limits: WriteBufferLimits = WRITE_BUFFER_DEFAULTS,
+    limits: WriteBufferLimits = WRITE_BUFFER_DEFAULTS,
+    private readonly budget: DirtyBudget = new DirtyBudget(Number.MAX_SAFE_INTEGER),
   ) {
-    if (!(limits.chunkBytesMax > 0 && limits.inflightMax >= 1)) throw new Error('invalid write buffer limits');
+    this.limits = resolveWriteBufferLimits(limits);
   }
 
   /** The first error of a background send, if any (sticky). */
@@ -73,76 +183,84 @@ export class WriteBuffer {
 
   /** True while some written data is not yet committed. */
   get dirty(): boolean {
-    return this.pending !== null || this.inflight.size > 0;
+    return this.map.length > 0 || this.queue.length > 0 || this.inflight.size > 0;
   }
 
-  /** The end of the furthest uncommitted byte, or 0: the file is at least this long, even
-   * when the cluster does not know it yet (getattr must not shrink the kernel's size). */
+  /** The end of the furthest uncommitted byte (dirty or in flight), or 0: the file is at
+   * least this long, even when the cluster does not know it yet (getattr must not shrink
+   * the kernel's size). */
   get dirtyEnd(): number {
-    let end = this.pending ? this.pending.offset + this.pending.size : 0;
+    const last = this.map[this.map.length - 1];
+    let end = last ? last.offset + last.size : 0;
+    for (const c of this.queue) end = Math.max(end, c.end);
     for (const c of this.inflight) end = Math.max(end, c.end);
     return end;
   }
 
   /** True when some uncommitted byte lies in [offset, end). */
   overlaps(offset: number, end: number): boolean {
-    const p = this.pending;
-    if (p && p.offset < end && offset < p.offset + p.size) return true;
-    for (const c of this.inflight) if (c.offset < end && offset < c.end) return true;
+    if (end <= offset) return false;
+    let i = this.firstEndingAfter(offset);
+    if (this.map[i] && this.map[i]!.offset + this.map[i]!.size === offset) i++; // touches only
+    const e = this.map[i];
+    if (e && e.offset < end) return true;
+    const range: Extent[] = [[offset, end - offset]];
+    for (const c of this.queue) if (extentsOverlap(c.extents, range)) return true;
+    for (const c of this.inflight) if (extentsOverlap(c.extents, range)) return true;
     return false;
   }
 
-  get pendingBytes(): number {
-    return this.pending?.size ?? 0;
+  /** Bytes in the dirty map (not yet sent). */
+  get dirtyBytes(): number {
+    return this.mapBytes;
+  }
+
+  /** Extents in the dirty map. */
+  get extentCount(): number {
+    return this.map.length;
+  }
+
+  /** Bytes in ops queued, not started yet. */
+  get queuedBytes(): number {
+    return this.queueBytes;
+  }
+
+  /** Ops queued, not started yet. */
+  get queuedCount(): number {
+    return this.queue.length;
   }
 
   get inflightCount(): number {
     return this.inflight.size;
   }
 
-  /** Buffers a copy of `data` at `offset`. Resolves once the bytes are copied (and, when the
-   * buffer is full, once a chunk could be sent); rejects with the sticky error. */
+  /** Buffers a copy of `data` at `offset`. Resolves once the bytes are copied (and, when a
+   * bound was passed, once what it sent could be started); rejects with the sticky error. */
   write(offset: number, data: Buffer): Promise<void> {
     // Copy now, synchronously: the caller's buffer is detached once its callback ran, and
     // the chained step below may run later.
     const copy = Buffer.from(data);
     return this.serialize(async () => {
       this.throwIfFailed();
-      if (this.pending && offset !== this.pending.offset + this.pending.size) await this.sendPending();
-      let done = 0;
-      while (done < copy.length) {
-        if (!this.pending) this.pending = { offset: offset + done, buf: Buffer.allocUnsafe(0), size: 0 };
-        const p = this.pending;
-        const take = Math.min(copy.length - done, this.limits.chunkBytesMax - p.size);
-        ensureCapacity(p, p.size + take, this.limits.chunkBytesMax);
-        copy.copy(p.buf, p.size, done, done + take);
-        p.size += take;
-        done += take;
-        if (p.size >= this.limits.chunkBytesMax) await this.sendPending();
+      if (copy.length === 0) return;
+      const i = this.insert(offset, copy);
+      if (this.queueFullChunks(i)) await this.drained();
+      if (this.mapBytes > this.limits.dirtyBytesMax || (this.budget.exceeded && this.mapBytes > 0)) {
+        // The previous batch first, so that a handle holds at most two.
+        await this.drained();
+        this.queueAll();
       }
-      this.armIdleSend();
+      this.armTimer();
       this.throwIfFailed();
     });
   }
 
-  private armIdleSend(): void {
-    const ms = this.limits.idleSendMs ?? 0;
-    if (this.idleTimer) clearTimeout(this.idleTimer);
-    this.idleTimer = null;
-    if (ms <= 0 || !this.pending) return;
-    this.idleTimer = setTimeout(() => {
-      this.idleTimer = null;
-      // A failure is kept as the sticky error, reported by the next call on the handle.
-      this.serialize(() => this.sendPending()).catch(() => undefined);
-    }, ms);
-    this.idleTimer.unref();
-  }
-
   /** Sends everything and waits until all of it is committed; rejects with the sticky
-   * error if any chunk failed. */
+   * error if any op failed. */
   flush(): Promise<void> {
     return this.serialize(async () => {
-      if (this.pending) await this.sendPending();
+      this.queueAll();
+      await this.drained();
       while (this.inflight.size > 0) await Promise.all([...this.inflight].map((c) => c.done));
       this.throwIfFailed();
     });
@@ -159,43 +277,221 @@ export class WriteBuffer {
     return run;
   }
 
-  /** Starts sending the pending chunk once there is room for it, without waiting for it to
-   * commit. */
-  private async sendPending(): Promise<void> {
-    const p = this.pending;
-    if (!p) return;
-    this.pending = null;
-    if (this.idleTimer) clearTimeout(this.idleTimer);
-    this.idleTimer = null;
-    const offset = p.offset;
-    const end = p.offset + p.size;
-    for (;;) {
-      const blockers = [...this.inflight].filter((c) => c.offset < end && offset < c.end);
-      if (blockers.length === 0 && this.inflight.size < this.limits.inflightMax) break;
-      await Promise.race((blockers.length > 0 ? blockers : [...this.inflight]).map((c) => c.done));
+  // ---- The map ---------------------------------------------------------------------
+
+  /** The index of the first extent that ends at or after `offset` (touches or passes it). */
+  private firstEndingAfter(offset: number): number {
+    let lo = 0;
+    let hi = this.map.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const e = this.map[mid]!;
+      if (e.offset + e.size < offset) lo = mid + 1;
+      else hi = mid;
     }
-    const data = p.buf.subarray(0, p.size);
-    const chunk: Inflight = { offset, end, done: Promise.resolve() };
-    chunk.done = Promise.resolve()
-      .then(() => this.send(offset, data))
+    return lo;
+  }
+
+  /** Puts `data` (the buffer's own copy) at `offset`, merged with every extent it overlaps
+   * or touches; returns the index of the extent that holds it. */
+  private insert(offset: number, data: Buffer): number {
+    const end = offset + data.length;
+    const lo = this.firstEndingAfter(offset);
+    let hi = lo;
+    while (hi < this.map.length && this.map[hi]!.offset <= end) hi++;
+    if (this.map.length === 0) this.dirtySinceMs = Date.now();
+    if (lo === hi) {
+      this.map.splice(lo, 0, { offset, buf: data, size: data.length });
+      this.charge(data.length);
+      return lo;
+    }
+    // Every gap between the extents [lo, hi) lies inside [offset, end), so the merged
+    // extent has no hole.
+    const first = this.map[lo]!;
+    const last = this.map[hi - 1]!;
+    const start = Math.min(offset, first.offset);
+    const stop = Math.max(end, last.offset + last.size);
+    let before = 0;
+    for (let k = lo; k < hi; k++) before += this.map[k]!.size;
+    if (hi - lo === 1 && first.offset <= offset) {
+      // Within or past the end of one extent (a sequential stream): in place.
+      ensureCapacity(first, stop - start, this.limits.chunkBytesMax);
+      data.copy(first.buf, offset - start);
+      first.size = stop - start;
+    } else {
+      const buf = Buffer.allocUnsafe(stop - start);
+      for (let k = lo; k < hi; k++) {
+        const e = this.map[k]!;
+        e.buf.copy(buf, e.offset - start, 0, e.size);
+      }
+      data.copy(buf, offset - start); // the later bytes win
+      this.map.splice(lo, hi - lo, { offset: start, buf, size: stop - start });
+    }
+    this.charge(stop - start - before);
+    return lo;
+  }
+
+  /** Removes the first `size` bytes of the extent at `index` and returns them. */
+  private takeFront(index: number, offset: number, size: number): Buffer {
+    const e = this.map[index]!;
+    if (e.offset !== offset || size > e.size) throw new Error('write buffer: the map changed under a send');
+    const taken = e.buf.subarray(0, size);
+    if (size === e.size) {
+      this.map.splice(index, 1);
+    } else {
+      // The rest gets its own copy: the taken bytes are on their way, and are never
+      // written again through this extent.
+      e.buf = Buffer.from(e.buf.subarray(size, e.size));
+      e.offset += size;
+      e.size -= size;
+    }
+    this.charge(-size);
+    return taken;
+  }
+
+  /** Map bytes changed by `bytes` (queued bytes are charged to the budget apart). */
+  private charge(bytes: number): void {
+    this.mapBytes += bytes;
+    this.budget.charge(bytes);
+    if (this.map.length === 0) this.dirtySinceMs = 0;
+  }
+
+  // ---- Sending ---------------------------------------------------------------------
+
+  /** The sequential path: whole chunks of the extent at `index` are queued, one op each.
+   * Returns whether any was. */
+  private queueFullChunks(index: number): boolean {
+    const chunk = this.limits.chunkBytesMax;
+    let queued = false;
+    for (;;) {
+      const e = this.map[index];
+      if (!e || e.size < chunk) return queued;
+      const offset = e.offset;
+      this.enqueue([[offset, chunk]], [this.takeFront(index, offset, chunk)]);
+      queued = true;
+    }
+  }
+
+  /** Packs the whole map, in offset order, into queued ops. */
+  private queueAll(): void {
+    this.clearTimer();
+    const { chunkBytesMax, extentsPerOpMax } = this.limits;
+    while (this.map.length > 0) {
+      const extents: Extent[] = [];
+      const parts: Buffer[] = [];
+      let bytes = 0;
+      while (this.map.length > 0 && bytes < chunkBytesMax && extents.length < extentsPerOpMax) {
+        // Whole extents from the front; only the last of an op may be cut, and its rest
+        // then stays first in the map.
+        const e = this.map[0]!;
+        const take = Math.min(e.size, chunkBytesMax - bytes);
+        extents.push([e.offset, take]);
+        parts.push(this.takeFront(0, e.offset, take));
+        bytes += take;
+      }
+      this.enqueue(extents, parts);
+    }
+  }
+
+  private enqueue(extents: Extent[], parts: Buffer[]): void {
+    const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    const [lastOffset, lastSize] = extents[extents.length - 1]!;
+    this.queue.push({ extents, data, end: lastOffset + lastSize, done: Promise.resolve() });
+    this.queueBytes += data.length;
+    this.budget.charge(data.length);
+    this.pump();
+  }
+
+  /** Starts queued ops in order while a slot is free and the head overlaps nothing in
+   * flight. Runs on every enqueue and every op that settles. */
+  private pump(): void {
+    while (this.queue.length > 0 && this.inflight.size < this.limits.inflightMax) {
+      const head = this.queue[0]!;
+      for (const c of this.inflight) if (extentsOverlap(c.extents, head.extents)) return;
+      this.queue.shift();
+      this.queueBytes -= head.data.length;
+      this.budget.charge(-head.data.length);
+      this.start(head);
+    }
+    if (this.queue.length === 0 && this.drainWaiters.length > 0) {
+      const waiters = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  /** Resolves once every queued op has started. */
+  private drained(): Promise<void> {
+    if (this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  /** Starts one op, without waiting for it to commit. */
+  private start(op: Outgoing): void {
+    const [offset] = op.extents[0]!;
+    const extents = op.extents.length > 1 ? op.extents : undefined;
+    op.done = Promise.resolve()
+      .then(() => this.send(offset, op.data, extents))
       .then(
-      () => {
-        this.inflight.delete(chunk);
-      },
-      (err: unknown) => {
-        this.inflight.delete(chunk);
-        if (this.failure === null) this.failure = err;
-      },
-    );
-    this.inflight.add(chunk);
+        () => {
+          this.inflight.delete(op);
+          this.pump();
+        },
+        (err: unknown) => {
+          this.inflight.delete(op);
+          if (this.failure === null) this.failure = err;
+          this.pump();
+        },
+      );
+    this.inflight.add(op);
+  }
+
+  // ---- Timers ----------------------------------------------------------------------
+
+  /** Arms the background send of the map for the earlier of: idle for idleSendMs, or the
+   * oldest dirty byte dirtyAgeMsMax old. */
+  private armTimer(): void {
+    this.clearTimer();
+    if (this.map.length === 0) return;
+    const now = Date.now();
+    let due = Infinity;
+    if (this.limits.idleSendMs > 0) due = now + this.limits.idleSendMs;
+    if (this.limits.dirtyAgeMsMax > 0) due = Math.min(due, this.dirtySinceMs + this.limits.dirtyAgeMsMax);
+    if (due === Infinity) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      // A failure is kept as the sticky error, reported by the next call on the handle.
+      this.serialize(async () => this.queueAll()).catch(() => undefined);
+    }, Math.max(0, due - now));
+    this.timer.unref();
+  }
+
+  private clearTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
   }
 }
 
-function ensureCapacity(p: Pending, needed: number, max: number): void {
-  if (p.buf.length >= needed) return;
-  let cap = Math.max(p.buf.length, PENDING_BYTES_INITIAL);
+/** Whether two sorted lists of non-overlapping extents share a byte (one merge pass). */
+export function extentsOverlap(a: readonly Extent[], b: readonly Extent[]): boolean {
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) {
+    const [ao, as] = a[i]!;
+    const [bo, bs] = b[j]!;
+    if (ao < bo + bs && bo < ao + as) return true;
+    if (ao + as <= bo + bs) i++;
+    else j++;
+  }
+  return false;
+}
+
+function ensureCapacity(e: Dirty, needed: number, chunkBytesMax: number): void {
+  if (e.buf.length >= needed) return;
+  let cap = Math.max(e.buf.length, EXTENT_BYTES_INITIAL);
   while (cap < needed) cap *= 2;
-  const grown = Buffer.allocUnsafe(Math.min(cap, max));
-  p.buf.copy(grown, 0, 0, p.size);
-  p.buf = grown;
+  // Up to a chunk, room to grow; past it, the extent is about to be sent in chunks.
+  const grown = Buffer.allocUnsafe(Math.max(needed, Math.min(cap, chunkBytesMax)));
+  e.buf.copy(grown, 0, 0, e.size);
+  e.buf = grown;
 }

@@ -35,7 +35,7 @@ import nodePath from 'node:path';
 import type { Attr, DirEntry, ManifestEntry, OpResult, StatFs } from '../common/api';
 import { fsError, isErrnoException } from '../common/errors';
 import { parentOf } from '../common/paths';
-import { relatimeDue, S_IFMT, xattrNamespaceOf, type Op } from '../common/ops';
+import { relatimeDue, S_IFMT, validateWriteExtents, xattrNamespaceOf, type Op } from '../common/ops';
 import { READ_BYTES_MAX, XATTR_INODE_BYTES_MAX } from '../common/limits';
 import { DfsError } from '../common/errors';
 import { useXattrScratchDir, xattrGet, xattrList, xattrRemove, xattrSet } from './xattr';
@@ -54,6 +54,12 @@ export const META_XATTR = 'trusted.dfs.meta';
 /** On the brick's root: the last sequence ID applied (Brick.appliedSeqMark). */
 const APPLIED_XATTR = 'trusted.dfs.applied';
 export const ROOT_INO = 1;
+
+/** pwrite(2) until all `size` bytes from `data[from]` are at `offset` (it may write fewer). */
+function writeAllSync(fd: number, data: Buffer, from: number, size: number, offset: number): void {
+  let done = 0;
+  while (done < size) done += fs.writeSync(fd, data, from + done, size - done, offset + done);
+}
 
 /** The inode number of what the op at `seq` creates: sequence IDs start at 1, which is the
  * root's inode number, so every other inode is one past its op. */
@@ -391,9 +397,17 @@ export class Brick {
       case 'write': {
         const abs = this.resolveSync(op.path);
         this.refuseSpecial(abs);
+        // Checked at the edges already (validateOp); a bad list here is a bug, and refusing
+        // it before the first pwrite keeps a write from being applied halfway.
+        if (op.extents) validateWriteExtents(op.offset, op.extents, data.length);
         this.withFd(abs, C.O_WRONLY | C.O_NOFOLLOW, (fd) => {
-          let done = 0;
-          while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, op.offset + done);
+          if (!op.extents) return writeAllSync(fd, data, 0, data.length, op.offset);
+          // The extents' bytes, concatenated in order: each goes to its own offset.
+          let at = 0;
+          for (const [offset, size] of op.extents) {
+            writeAllSync(fd, data, at, size, offset);
+            at += size;
+          }
         });
         this.stamp(abs, { mtimeMs: t, ctimeMs: t });
         return { attr: this.attrAt(abs) };
