@@ -81,6 +81,9 @@ async function serve(cli: Cli): Promise<void> {
   if (!DfsFuse.ctimeOnlySetattrHooked()) {
     logger.warn('libfuse is not the 2.9 this mount knows: chown(f, -1, -1) will not move ctime');
   }
+  if (!DfsFuse.kernelCacheHooked()) {
+    logger.warn('libfuse is not the 2.9 this mount knows: the kernel cannot be let cache attributes or names');
+  }
   if (!DfsFuse.renameKeepsReplaced()) {
     logger.warn('libfuse is not the 2.9 this mount knows: an open or stat racing a rename over its name may fail with ENOENT');
   }
