@@ -26,25 +26,44 @@ export interface ProcessIdentity {
   markers: string[];
 }
 
-interface ProcStat {
+/** The fields of /proc/<pid>/stat that we use (proc(5)). */
+export interface ProcStat {
+  /** Field 3: R, S, D, Z, X… */
   state: string;
+  /** Fields 14 and 15: CPU time in user and kernel mode, in clock ticks (`getconf CLK_TCK`),
+   * summed over the process's threads. */
+  utimeTicks: number;
+  stimeTicks: number;
+  /** Field 22, in clock ticks since boot; kept as text, since it is only compared. */
   startTime: string;
 }
 
-function readProcStat(pid: number): ProcStat | null {
+/** Parses the one line of /proc/<pid>/stat; null when it is not one. */
+export function parseProcStat(text: string): ProcStat | null {
+  // The command name (field 2) is in parentheses and may itself contain spaces and
+  // parentheses, so the fields after it are found from the last ')'.
+  const close = text.lastIndexOf(')');
+  if (close === -1 || text[close + 1] !== ' ') return null;
+  const rest = text.slice(close + 2).trimEnd().split(' ');
+  // `rest` starts at field 3, so field N is rest[N - 3].
+  const state = rest[0];
+  const utime = rest[11];
+  const stime = rest[12];
+  const startTime = rest[19];
+  if (state === undefined || utime === undefined || stime === undefined || startTime === undefined) return null;
+  if (!/^\d+$/.test(utime) || !/^\d+$/.test(stime) || !/^\d+$/.test(startTime)) return null;
+  return { state, utimeTicks: Number(utime), stimeTicks: Number(stime), startTime };
+}
+
+/** The /proc/<pid>/stat of a process, null when it is gone (or not readable). */
+export function readProcStat(pid: number): ProcStat | null {
   let text: string;
   try {
     text = readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
     return null;
   }
-  // The command name (field 2) is in parentheses and may itself contain spaces and
-  // parentheses, so the fields after it are found from the last ')'.
-  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  const state = rest[0];
-  const startTime = rest[19]; // field 22 overall; `rest` starts at field 3
-  if (state === undefined || startTime === undefined) return null;
-  return { state, startTime };
+  return parseProcStat(text);
 }
 
 /** The start time of a live process, to record right after spawning it. */

@@ -52,6 +52,9 @@ export interface OpResult {
   attr?: Attr;
   /** rename: the mode of the entry it replaced, when it replaced one. */
   replacedMode?: number;
+  /** An op that adds or removes a name (create, mkdir, mknod, symlink, link, unlink,
+   * rmdir): the attributes of the directory holding it, after the op. */
+  parent?: Attr;
 }
 
 /** One entry of a brick as `dfs verify` compares it: its attributes (but not the block

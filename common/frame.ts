@@ -25,6 +25,9 @@ function frameChecksum(header: Buffer, data: Buffer): number {
 export interface Frame<H = unknown> {
   header: H;
   data: Buffer;
+  /** Decoded frames: the frame's bytes as received (a view, its checksum verified), so a
+   * node can log and forward what it was sent without encoding it again. */
+  encoded?: Buffer;
 }
 
 export function encodeFrame(header: unknown, data: Buffer = Buffer.alloc(0)): Buffer {
@@ -58,7 +61,7 @@ export function decodeFrameAt(buf: Buffer, offset = 0): DecodeResult {
   } catch {
     return { corrupt: 'header is not JSON' };
   }
-  return { frame: { header, data }, bytes: total };
+  return { frame: { header, data, encoded: buf.subarray(offset, offset + total) }, bytes: total };
 }
 
 /** Decodes a request body that must hold exactly one frame. */

@@ -21,3 +21,7 @@ export const KEY_REMOVING = 'dfs:removing';
  * the primary's durable end when it was first seen to hold it, null until then). They
  * count for commit but are no failover candidates (proxy/leader.ts). */
 export const KEY_JOINING = 'dfs:joining';
+/** String, set once by the first primary that grants a cache lease and never removed: a
+ * new primary that finds it waits out the leases an older primary may have granted
+ * (storage/leases.ts, LeaseGate). */
+export const KEY_LEASES_USED = 'dfs:leases-used';

@@ -26,22 +26,47 @@
  * getattr storm of `ls -l`). The cache is bounded (`entriesMax`); the oldest entry goes
  * first. The clock is injected for tests.
  */
-import type { Attr } from '../common/api';
+import type { Attr, DirEntry } from '../common/api';
 import { isWithin, parentOf } from '../common/paths';
+import type { LeaseRef } from './leases';
 
 export const ATTR_CACHE_ENTRIES_MAX = 100_000;
 /** How long the attributes an op of this mount returned are kept at least (see above). */
 export const OWN_CHANGE_TTL_MS = 200;
 
 interface Entry {
-  attr: Attr;
+  /** null: known not to exist (only ever under a lease). */
+  attr: Attr | null;
   expiresAtMs: number;
+  /** The cache lease it is held under (mount/leases.ts), if any: while that is valid the
+   * entry answers whatever its age. */
+  lease: LeaseRef | null;
+}
+
+export interface Listing {
+  /** name -> attributes, as listed (kept current by this mount's own changes). */
+  byName: Map<string, Attr>;
+  lease: LeaseRef;
+}
+
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+
+/** Whether a leased entry may answer for its path: the attributes of a file with other
+ * names can change through a name in another directory, whose lease says nothing here. */
+function leaseCovers(attr: Attr | null): boolean {
+  return attr === null || (attr.mode & S_IFMT) === S_IFDIR || attr.nlink <= 1;
 }
 
 export class AttrCache {
   private readonly entries = new Map<string, Entry>();
   /** inode -> the cached paths that name it, so that hard links are dropped together. */
   private readonly pathsByIno = new Map<number, Set<string>>();
+
+  /** Directory -> its listing, held under the lease on it. */
+  private readonly listings = new Map<string, Listing>();
+  /** Whether a lease still holds (mount/leases.ts); none hold without it. */
+  leaseValid: (lease: LeaseRef) => boolean = () => false;
 
   constructor(
     private readonly ttlMs: number,
@@ -68,33 +93,99 @@ export class AttrCache {
     return this.entries.size;
   }
 
+  /** The attributes of `path`, if cached and still good. */
   get(path: string): Attr | undefined {
+    return this.lookup(path) ?? undefined;
+  }
+
+  /** The attributes of `path`; null when it is known not to exist; undefined when nothing
+   * usable is cached. */
+  lookup(path: string): Attr | null | undefined {
     const e = this.entries.get(path);
-    if (!e) return undefined;
-    if (e.expiresAtMs <= this.now()) {
-      this.delete(path);
-      return undefined;
+    if (e) {
+      if (e.lease && this.leaseValid(e.lease) && leaseCovers(e.attr)) return e.attr;
+      if (e.expiresAtMs > this.now() && e.attr) return e.attr;
+      if (!(e.lease && this.leaseValid(e.lease))) this.delete(path);
     }
-    return e.attr;
+    // A name missing from a directory's leased listing does not exist.
+    if (path !== '/') {
+      const dir = this.listing(parentOf(path));
+      if (dir && !dir.byName.has(path.slice(path.lastIndexOf('/') + 1))) return null;
+    }
+    return undefined;
+  }
+
+  /** Only what a lease vouches for (what open may use instead of asking: close-to-open). */
+  getLeased(path: string): Attr | undefined {
+    const e = this.entries.get(path);
+    return e?.lease && e.attr && this.leaseValid(e.lease) && leaseCovers(e.attr) ? e.attr : undefined;
   }
 
   set(path: string, attr: Attr): void {
-    this.put(path, attr, this.ttlMs);
+    this.put(path, attr, this.ttlMs, null);
   }
 
-  /** Caches the attributes an op of this mount returned (see the header). */
-  setOwn(path: string, attr: Attr): void {
-    this.put(path, attr, Math.max(this.ttlMs, this.ownTtlMs));
+  /** Caches the attributes an op of this mount returned (see the header), under `lease`
+   * when the mount held it from before it sent the op. */
+  setOwn(path: string, attr: Attr, lease: LeaseRef | null = null): void {
+    this.put(path, attr, Math.max(this.ttlMs, this.ownTtlMs), lease && this.leaseValid(lease) ? lease : null);
   }
 
-  private put(path: string, attr: Attr, ttlMs: number): void {
+  /** Caches an answer fetched under a lease (attr null: no such entry), unless something
+   * was invalidated since `generation`. */
+  setLeased(path: string, attr: Attr | null, lease: LeaseRef | null, generation: number): void {
+    if (generation !== this.generationCount) return;
+    if (attr === null) {
+      if (lease && this.leaseValid(lease)) this.put(path, null, 0, lease);
+      else this.delete(path);
+      return;
+    }
+    this.put(path, attr, this.ttlMs, lease && this.leaseValid(lease) ? lease : null);
+  }
+
+  /** The leased listing of `dir`, if it holds. */
+  listing(dir: string): Listing | undefined {
+    const l = this.listings.get(dir);
+    if (l && !this.leaseValid(l.lease)) {
+      this.listings.delete(dir);
+      return undefined;
+    }
+    return l;
+  }
+
+  /** Caches a directory's listing fetched under `lease`, and its entries' attributes. */
+  setListing(dir: string, entries: DirEntry[], lease: LeaseRef | null, generation: number, childPath: (name: string) => string): void {
+    if (generation !== this.generationCount) return;
+    const held = lease && this.leaseValid(lease) ? lease : null;
+    for (const e of entries) this.put(childPath(e.name), e.attr, this.ttlMs, held);
+    if (held) this.listings.set(dir, { byName: new Map(entries.map((e) => [e.name, e.attr])), lease: held });
+  }
+
+  /** Puts back a listing that this mount's own op changed by one name (`attr` null: the
+   * name is gone), while its lease holds. */
+  keepListing(dir: string, listing: Listing, name: string, attr: Attr | null): void {
+    if (!this.leaseValid(listing.lease)) return;
+    if (attr) listing.byName.set(name, attr);
+    else listing.byName.delete(name);
+    this.listings.set(dir, listing);
+  }
+
+  /** Drops the listings of `keys` (their leases were revoked or lost; the entries cached
+   * under them die with the lease). */
+  dropKeys(keys: string[]): void {
+    for (const k of keys) this.listings.delete(k);
+  }
+
+  private put(path: string, attr: Attr | null, ttlMs: number, lease: LeaseRef | null): void {
     // A newer answer replaces what was kept, even when it is not to be kept itself.
     this.delete(path); // (and re-inserting keeps Map order oldest-first)
-    if (ttlMs <= 0) return;
-    this.entries.set(path, { attr, expiresAtMs: this.now() + ttlMs });
-    let names = this.pathsByIno.get(attr.ino);
-    if (!names) this.pathsByIno.set(attr.ino, (names = new Set()));
-    names.add(path);
+    if (ttlMs <= 0 && !lease) return;
+    this.entries.set(path, { attr, expiresAtMs: this.now() + ttlMs, lease });
+    if (attr) {
+      let names = this.pathsByIno.get(attr.ino);
+      if (!names) this.pathsByIno.set(attr.ino, (names = new Set()));
+      names.add(path);
+    }
     while (this.entries.size > this.entriesMax) {
       const oldest = this.entries.keys().next().value as string;
       this.delete(oldest);
@@ -105,6 +196,7 @@ export class AttrCache {
     const e = this.entries.get(path);
     if (!e) return;
     this.entries.delete(path);
+    if (!e.attr) return;
     const names = this.pathsByIno.get(e.attr.ino);
     if (names) {
       names.delete(path);
@@ -119,7 +211,16 @@ export class AttrCache {
     const e = this.entries.get(path);
     this.delete(path);
     this.delete(parentOf(path));
-    if (e) this.invalidateIno(e.attr.ino);
+    this.listings.delete(parentOf(path));
+    this.listings.delete(path);
+    if (e?.attr) this.invalidateIno(e.attr.ino);
+  }
+
+  /** Drops only `path` (a change to it is about to be sent; its directory's listing stays,
+   * for the op's result to update). */
+  forget(path: string): void {
+    this.generationCount++;
+    this.delete(path);
   }
 
   /** Drops every name of inode `ino` (hard links share it). */
@@ -133,11 +234,13 @@ export class AttrCache {
   invalidateTree(dir: string): void {
     this.invalidate(dir);
     for (const p of [...this.entries.keys()]) if (isWithin(p, dir)) this.delete(p);
+    for (const p of [...this.listings.keys()]) if (isWithin(p, dir)) this.listings.delete(p);
   }
 
   clear(): void {
     this.generationCount++;
     this.entries.clear();
     this.pathsByIno.clear();
+    this.listings.clear();
   }
 }

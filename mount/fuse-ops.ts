@@ -32,7 +32,7 @@
  */
 import { constants as fsConstants, readFileSync } from 'node:fs';
 import type Fuse from 'fuse-native';
-import type { Attr, OpResult } from '../common/api';
+import type { Attr, DirEntry, OpResult } from '../common/api';
 import { DfsError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { relatimeDue, xattrNamespaceOf, type Op } from '../common/ops';
@@ -43,13 +43,19 @@ import { EIO, errnoOfError, errnoOfLostWrite } from './errno';
 import { childPath, HandleTable, renamePath } from './handles';
 import { kernelToWire, wireToKernel } from '../common/names';
 import { inRenameSyscall, isReservedPath, ORPHANS_DIR, orphanOwner, orphanPrefix, OrphanTable } from './orphans';
+import type { MountMetrics } from './metrics';
 import type { ProxyClient } from './proxy-client';
 import { ReadAhead, READ_AHEAD_WINDOW_BYTES } from './read-ahead';
 import { parseReplacedAlias } from './replaced-alias';
 import { WriteBuffer, WRITE_BUFFER_DEFAULTS, type WriteBufferLimits } from './write-buffer';
+import { MountLeases, type LeaseRef } from './leases';
+import { leaseKeyOf, LEASE_POLL_HOLD_MS } from '../common/leases';
+import { randomUUID } from 'node:crypto';
 
-/** What the handlers need from the cluster: the proxy client, or a fake in tests. */
-export type ClusterClient = Pick<ProxyClient, 'op' | 'attr' | 'dir' | 'data' | 'link' | 'statfs' | 'xattr' | 'xattrs'>;
+/** What the handlers need from the cluster: the proxy client, or a fake in tests. Without
+ * the lease calls the mount caches only for --attr-timeout-ms. */
+export type ClusterClient = Pick<ProxyClient, 'op' | 'attr' | 'dir' | 'data' | 'link' | 'statfs' | 'xattr' | 'xattrs'> &
+  Partial<Pick<ProxyClient, 'attrLeased' | 'dirLeased' | 'pollLeases'>>;
 
 export interface MountConfig {
   /** Bound on every FUSE call, and on every background chunk send. */
@@ -60,6 +66,9 @@ export interface MountConfig {
   readAheadBytes: number;
   /** Whether reads move atime (as the relatime mount option does) or never (noatime). */
   atime: 'relatime' | 'noatime';
+  /** Cache attributes, entries and listings under leases the cluster revokes before it
+   * acknowledges a conflicting change (mount/leases.ts); off asks the cluster each time. */
+  leases: boolean;
 }
 
 export const MOUNT_CONFIG_DEFAULTS: MountConfig = {
@@ -70,7 +79,13 @@ export const MOUNT_CONFIG_DEFAULTS: MountConfig = {
   // As JuiceFS: moving atime costs a replicated op on the first read of every file after a
   // change (tar -c of a fresh tree took four times as long); --atime relatime asks for it.
   atime: 'noatime',
+  leases: true,
 };
+
+/** Lookups missed under one directory's lease before the mount lists the directory. */
+const LISTING_AFTER_MISSES = 4;
+/** How long a lease poll may take: the primary holds it, the proxy passes it on. */
+const LEASE_POLL_DEADLINE_MS = LEASE_POLL_HOLD_MS + 3_000;
 
 /** st_blksize: applications size their I/O by it; 128 KiB is what one FUSE request holds. */
 const BLOCK_SIZE_PREFERRED = 128 * 1024;
@@ -124,6 +139,8 @@ function nodeKey(kernelPath: string): string | null {
 
 export class DfsFileSystem {
   readonly attrs: AttrCache;
+  /** Cache leases, when the client and config allow them. */
+  readonly leases: MountLeases | null = null;
   readonly handles = new HandleTable<OpenFile>();
   readonly orphans = new OrphanTable(orphanPrefix(process.pid));
   /** Who made the call being served (fuse-native's context(), set once the mount exists);
@@ -138,15 +155,44 @@ export class DfsFileSystem {
   private readonly client: ClusterClient;
   private readonly logger: Logger;
   private readonly config: MountConfig;
+  private readonly metrics: MountMetrics | null;
   private warningSecond = 0;
   private warningsThisSecond = 0;
   private warningsSuppressed = 0;
 
-  constructor(deps: { client: ClusterClient; logger: Logger; config: MountConfig }) {
+  /** `metrics`: where FUSE requests are counted; none: not counted. */
+  constructor(deps: { client: ClusterClient; logger: Logger; config: MountConfig; metrics?: MountMetrics }) {
     this.client = deps.client;
     this.logger = deps.logger;
     this.config = deps.config;
+    this.metrics = deps.metrics ?? null;
     this.attrs = new AttrCache(this.config.attrTimeoutMs);
+    const client = this.client;
+    if (this.config.leases && client.attrLeased && client.dirLeased && client.pollLeases) {
+      const poll = client.pollLeases.bind(client);
+      const leases = new MountLeases(randomUUID(), {
+        poll: async (identity, acks) => {
+          const d = new Deadline(LEASE_POLL_DEADLINE_MS);
+          try {
+            return await poll(identity, acks, d);
+          } finally {
+            d.dispose();
+          }
+        },
+        dropped: (keys) => this.attrs.dropKeys(keys),
+        logger: this.logger,
+      });
+      this.leases = leases;
+      this.attrs.leaseValid = (ref) => leases.valid(ref);
+    }
+  }
+
+  /** Lookups that missed under the lease of one directory (wantsListing). */
+  private readonly lookupMisses: { lease: LeaseRef | null; count: number } = { lease: null, count: 0 };
+
+  /** What ops name this mount as (the cluster leaves its own leases alone), or undefined. */
+  leaseIdentity(): string | undefined {
+    return this.leases?.identity;
   }
 
   // ---- The handler table --------------------------------------------------------
@@ -226,13 +272,15 @@ export class DfsFileSystem {
     };
   }
 
-  /** Runs one FUSE call under its deadline and answers it exactly once. */
+  /** Runs one FUSE call under its deadline and answers it exactly once. `name` is the
+   * metrics label: always a literal from the handler table, never a path. */
   private serve<T>(
     name: string,
     path: string,
     work: (d: Deadline) => Promise<T>,
     reply: (code: number, value?: T) => void,
   ): void {
+    this.metrics?.fuseRequests.inc({ op: name });
     const d = new Deadline(this.config.deadlineMs);
     const startMs = Date.now();
     let p: Promise<T>;
@@ -316,17 +364,67 @@ export class DfsFileSystem {
     if (ctimeOnly) await this.setattr(p, { type: 'ctime', path: p }, d);
     const atime = this.atimeUpdates.get(p);
     if (atime) await raceDeadline(atime, d);
-    const attr = this.withBufferedSize(p, this.attrs.get(p) ?? (await this.fetchAttr(p, d)));
+    let cached = this.attrs.lookup(p);
+    if (cached === undefined && this.wantsListing(p)) {
+      // Names keep being asked for one by one in a directory with no listing here (a run
+      // of creates, each looked up first): one listing answers them all from now on.
+      await this.listDir(parentOf(p), d);
+      cached = this.attrs.lookup(p);
+    }
+    if (cached === null) throw new DfsError('FS_ERROR', 'no such file', 'ENOENT');
+    const attr = this.withBufferedSize(p, cached ?? (await this.fetchAttr(p, d)));
     // The orphan's own name is not one the application made.
     return this.orphans.isOrphan(p) ? { ...attr, nlink: Math.max(0, attr.nlink - 1) } : attr;
   }
 
-  /** Asks the cluster, bypassing the cache, and caches the answer. */
+  /** Whether a lookup of `p`, not cached, should fetch its directory's listing instead:
+   * when LISTING_AFTER_MISSES lookups in that directory under one lease missed. */
+  private wantsListing(p: string): boolean {
+    if (!this.leases || p === '/') return false;
+    const dir = parentOf(p);
+    const lease = this.leases.current(dir);
+    if (!lease) return false;
+    const m = this.lookupMisses;
+    if (m.lease !== lease) {
+      m.lease = lease;
+      m.count = 0;
+    }
+    return ++m.count >= LISTING_AFTER_MISSES;
+  }
+
+  /** Asks the cluster, bypassing the cache, and caches the answer (under a lease when the
+   * cluster grants one, the absence of the entry too). */
   private async fetchAttr(p: string, d: Deadline): Promise<Attr> {
     const generation = this.attrs.generation;
+    if (this.leases && this.client.attrLeased) {
+      const identity = this.leases.identity;
+      const { attr, grant } = await this.client.attrLeased(p, d, identity);
+      const lease = grant ? this.leases.granted(leaseKeyOf(p), grant, identity) : null;
+      this.attrs.setLeased(p, attr, lease, generation);
+      if (attr === null) throw new DfsError('FS_ERROR', 'no such file', 'ENOENT');
+      return attr;
+    }
     const attr = await this.client.attr(p, d);
     this.attrs.setIfUnchanged(p, attr, generation);
     return attr;
+  }
+
+  /** A directory's entries: the leased listing if this mount holds one, else the cluster's
+   * (cached under a lease when granted). */
+  private async listDir(p: string, d: Deadline): Promise<{ entries: DirEntry[] }> {
+    const generation = this.attrs.generation;
+    const held = this.attrs.listing(p);
+    if (held) return { entries: [...held.byName].map(([name, attr]) => ({ name, attr })) };
+    if (this.leases && this.client.dirLeased) {
+      const identity = this.leases.identity;
+      const { entries, grant } = await this.client.dirLeased(p, d, identity);
+      const lease = grant ? this.leases.granted(p, grant, identity) : null;
+      this.attrs.setListing(p, entries, lease, generation, (name) => childPath(p, name));
+      return { entries };
+    }
+    const entries = await this.client.dir(p, d);
+    for (const e of entries) this.attrs.setIfUnchanged(childPath(p, e.name), e.attr, generation);
+    return { entries };
   }
 
   /** A regular file with writes still buffered here is at least as long as they reach. */
@@ -368,8 +466,7 @@ export class DfsFileSystem {
 
   private async readdir(path: string, d: Deadline): Promise<{ names: string[]; stats: Fuse.Stat[] }> {
     const p = checkPath(path);
-    const generation = this.attrs.generation;
-    const entries = await this.client.dir(p, d);
+    const { entries } = await this.listDir(p, d);
     if (this.config.atime === 'relatime') this.readAccess(p, this.attrs.get(p) ?? (await this.fetchAttr(p, d)));
     const names = ['.', '..'];
     const dirStub = (a: Attr | undefined): Fuse.Stat => (a ? toStat(a) : toStat(stubDirAttr()));
@@ -377,7 +474,6 @@ export class DfsFileSystem {
     for (const e of entries) {
       if (p === '/' && `/${e.name}` === ORPHANS_DIR) continue;
       const child = childPath(p, e.name);
-      this.attrs.setIfUnchanged(child, e.attr, generation);
       names.push(e.name);
       stats.push(toStat(this.withBufferedSize(child, e.attr)));
     }
@@ -414,22 +510,44 @@ export class DfsFileSystem {
   /** Sends one op that makes or changes the entry `p` (if given): drops what the cache held
    * for it and its parent once the op is done, whatever the outcome (an answer fetched
    * meanwhile may predate the op, and the generation check refuses it), then caches the
-   * attributes the op reports. */
-  private async mutate(op: Op, d: Deadline, p?: string, data?: Buffer): Promise<OpResult> {
+   * attributes the op reports. `drop` replaces that dropping when given.
+   *
+   * An op that adds or removes a name (`names`) also keeps the directory's leased listing
+   * and attributes current rather than dropping them, so that a run of creates or unlinks
+   * in one directory asks the cluster once per call: only when the mount held that listing
+   * and lease when the op left and nothing else in the cache changed while it was on its
+   * way (another call of this mount may have changed the directory meanwhile, and its
+   * result may have come first). */
+  private async mutate(op: Op, d: Deadline, p?: string, data?: Buffer, names?: { dir: string; name: string; added: boolean }, drop?: () => void): Promise<OpResult> {
+    const generation = this.attrs.generation;
+    // The lease held when the op leaves: its result is as fresh as that lease while it
+    // holds (a lease granted later may postdate a change after this op).
+    const lease = p !== undefined ? (this.leases?.current(leaseKeyOf(p)) ?? null) : null;
+    const dirLease = names ? (this.leases?.current(leaseKeyOf(names.dir)) ?? null) : null;
+    const listing = names ? this.attrs.listing(names.dir) : undefined;
+    const dropNow = drop ?? (() => p !== undefined && this.attrs.invalidate(p));
     let r: OpResult;
     try {
       r = await this.client.op(op, data, d);
-    } finally {
-      if (p !== undefined) this.attrs.invalidate(p);
+    } catch (err) {
+      dropNow();
+      throw err;
     }
-    if (p !== undefined && r.attr) this.attrs.setOwn(p, r.attr);
+    const quiet = this.attrs.generation === generation;
+    const listingNow = names ? this.attrs.listing(names.dir) : undefined;
+    dropNow();
+    if (p !== undefined && r.attr) this.attrs.setOwn(p, r.attr, quiet ? lease : null);
+    if (names && quiet) {
+      if (r.parent) this.attrs.setOwn(names.dir, r.parent, dirLease);
+      if (listing && listingNow === listing) this.attrs.keepListing(names.dir, listing, names.name, names.added && r.attr ? r.attr : null);
+    }
     return r;
   }
 
   private async mkdir(path: string, mode: number, owner: Owner, d: Deadline): Promise<void> {
     const p = checkEntryPath(path);
-    this.attrs.invalidate(p);
-    await this.mutate({ type: 'mkdir', path: p, mode: mode & 0o7777, ...owner }, d, p);
+    this.attrs.forget(p);
+    await this.mutate({ type: 'mkdir', path: p, mode: mode & 0o7777, ...owner }, d, p, undefined, nameOf(p, true));
   }
 
   private async rmdir(path: string, d: Deadline): Promise<void> {
@@ -472,12 +590,8 @@ export class DfsFileSystem {
   private async unlink(path: string, d: Deadline): Promise<void> {
     const p = checkEntryPath(path);
     const multi = this.mayHaveOtherNames(p);
-    try {
-      await this.mutate({ type: 'unlink', path: p }, d);
-    } finally {
-      // The other names of the inode changed too: their link count.
-      this.dropAttrs(p, multi);
-    }
+    // The other names of the inode changed too: their link count.
+    await this.mutate({ type: 'unlink', path: p }, d, undefined, undefined, nameOf(p, false), () => this.dropAttrs(p, multi));
   }
 
   /** rename from the kernel: either libfuse hiding an open file, or a rename. True when
@@ -602,8 +716,8 @@ export class DfsFileSystem {
 
   private async symlink(target: string, path: string, owner: Owner, d: Deadline): Promise<void> {
     const p = checkEntryPath(path);
-    this.attrs.invalidate(p);
-    await this.mutate({ type: 'symlink', path: p, target, ...owner }, d, p);
+    this.attrs.forget(p);
+    await this.mutate({ type: 'symlink', path: p, target, ...owner }, d, p, undefined, nameOf(p, true));
   }
 
   // ---- Attribute changes ---------------------------------------------------------
@@ -687,8 +801,8 @@ export class DfsFileSystem {
     // mknod(2) with no type bits makes a regular file; the kernel has already refused device
     // nodes to callers without CAP_MKNOD.
     const type = (mode & S_IFMT) || S_IFREG;
-    this.attrs.invalidate(p);
-    await this.mutate({ type: 'mknod', path: p, mode: type | (mode & 0o7777), rdev: dev >>> 0, ...owner }, d, p);
+    this.attrs.forget(p);
+    await this.mutate({ type: 'mknod', path: p, mode: type | (mode & 0o7777), rdev: dev >>> 0, ...owner }, d, p, undefined, nameOf(p, true));
   }
 
   // ---- Extended attributes (user.* only; the cluster keeps its own in trusted.*) ------
@@ -730,13 +844,13 @@ export class DfsFileSystem {
 
   private async create(path: string, mode: number, flags: number, owner: Owner, d: Deadline): Promise<number> {
     const p = checkEntryPath(path);
-    this.attrs.invalidate(p);
+    this.attrs.forget(p);
     // The kernel calls create only after its lookup found no such name, but another mount
     // may create it meanwhile. With O_EXCL the op then fails (EEXIST: two mounts racing for
     // one lock file must not both win); a plain O_CREAT opens the other mount's file, as
     // open(2) would, and truncates it if O_TRUNC was asked.
     const exclusive = (flags & fsConstants.O_EXCL) !== 0;
-    const r = await this.mutate({ type: 'create', path: p, mode: mode & 0o7777, ...owner, exclusive }, d, p);
+    const r = await this.mutate({ type: 'create', path: p, mode: mode & 0o7777, ...owner, exclusive }, d, p, undefined, nameOf(p, true));
     const attr = r.attr;
     const writable = (flags & O_ACCMODE) !== fsConstants.O_RDONLY;
     if (!exclusive && writable && flags & fsConstants.O_TRUNC && attr && attr.size > 0) {
@@ -753,8 +867,9 @@ export class DfsFileSystem {
     this.opening.set(p, opens.add(settled));
     let opened = false;
     try {
-      // Close-to-open: an open always revalidates against the cluster.
-      const attr = await this.fetchAttr(p, d);
+      // Close-to-open: an open revalidates against the cluster, unless a lease vouches for
+      // what is cached (the cluster revokes it before any change is acknowledged).
+      const attr = this.attrs.getLeased(p) ?? (await this.fetchAttr(p, d));
       const writable = (flags & O_ACCMODE) !== fsConstants.O_RDONLY;
       // The kernel turns O_TRUNC into a truncate before the open (libfuse 2 does not ask for
       // atomic_o_trunc), but honour it if it comes.
@@ -920,6 +1035,11 @@ export class DfsFileSystem {
 }
 
 // ---- Helpers ----------------------------------------------------------------------
+
+/** The name `p` adds to or removes from its directory (DfsFileSystem.mutate). */
+function nameOf(p: string, added: boolean): { dir: string; name: string; added: boolean } {
+  return { dir: parentOf(p), name: p.slice(p.lastIndexOf('/') + 1), added };
+}
 
 /** Validates a path from the kernel locally, so an over-long name is ENAMETOOLONG without a
  * round trip (the kernel lets FUSE names of up to 1024 bytes through). */

@@ -2,12 +2,14 @@
  * dfs-mount: mounts the cluster at a directory.
  *
  *   dfs-mount MOUNTPOINT [--proxy URL[,URL…]] [-f] [--attr-timeout-ms N] [--deadline-ms N]
- *                        [--allow-other] [--debug-fuse]
+ *                        [--allow-other] [--debug-fuse] [--metrics-addr HOST:PORT]
  *
  * Without -f it goes to the background once mounted (mount/daemon.ts). In the foreground
  * it serves the mount until SIGINT or SIGTERM, then commits what it can of the data still
  * buffered (within SHUTDOWN_FLUSH_MS), unmounts and exits 0. If the mount disappears
- * underneath it (`fusermount -u`), it exits too rather than linger.
+ * underneath it (`fusermount -u`), it exits too rather than linger. With --metrics-addr it
+ * serves its request counts (mount/metrics.ts) there, bound before mounting so that a taken
+ * port is a start-up error.
  */
 import { runMain } from '../common/config';
 import { createLogger } from '../common/log';
@@ -17,6 +19,7 @@ import { Deadline } from './deadline';
 import { DfsFileSystem, MOUNT_CONFIG_DEFAULTS, type MountConfig } from './fuse-ops';
 import { isMounted, parseCli, USAGE, type Cli } from './mount-args';
 import { checkFuseNativePatched, DfsFuse, mountFuse, unmountFuse } from './fuse-mount';
+import { metricsAddrText, MountMetrics, serveMetrics } from './metrics';
 import { ProxyClient } from './proxy-client';
 
 /** How long a stopping mount tries to commit buffered writes before unmounting. */
@@ -35,13 +38,28 @@ async function serve(cli: Cli): Promise<void> {
   const config: MountConfig = {
     ...MOUNT_CONFIG_DEFAULTS,
     attrTimeoutMs: cli.attrTimeoutMs,
+    leases: cli.leases,
     deadlineMs: cli.deadlineMs,
     atime: cli.atime,
   };
   if (config.writeLimits.chunkBytesMax > WRITE_BYTES_MAX) throw new Error('write chunk is over WRITE_BYTES_MAX');
+  // The file system names its lease identity in every op it sends (mount/leases.ts).
+  let leaseIdentity: () => string | undefined = () => undefined;
+  const metrics = new MountMetrics();
+  if (cli.metricsAddr !== undefined) {
+    const address = metricsAddrText(cli.metricsAddr);
+    try {
+      await serveMetrics(metrics.registry, cli.metricsAddr, logger);
+    } catch (err) {
+      throw new Error(`cannot serve metrics on ${address}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    logger.info({ url: `http://${address}/metrics` }, 'serving metrics');
+  }
   const client = new ProxyClient({
     urls: cli.proxies,
     logger,
+    metrics,
+    identity: () => leaseIdentity(),
     // With several proxies, one hung proxy must leave time to try the others.
     attemptTimeoutMs: cli.proxies.length > 1 ? Math.max(1_000, Math.floor(cli.deadlineMs / 2)) : cli.deadlineMs,
     ...(cli.readNode !== undefined ? { readNode: cli.readNode } : {}),
@@ -59,7 +77,8 @@ async function serve(cli: Cli): Promise<void> {
     probe.dispose();
   }
 
-  const fs = new DfsFileSystem({ client, logger, config });
+  const fs = new DfsFileSystem({ client, logger, config, metrics });
+  leaseIdentity = () => fs.leaseIdentity();
   const fuse = new DfsFuse(cli.mountpoint, fs.handlers(), { allowOther: cli.allowOther, debug: cli.debugFuse });
   fs.callerOf = () => fuse.context();
   let timer: NodeJS.Timeout | undefined;
@@ -77,7 +96,7 @@ async function serve(cli: Cli): Promise<void> {
   } finally {
     clearTimeout(timer);
   }
-  logger.info({ proxies: cli.proxies, attrTimeoutMs: config.attrTimeoutMs, deadlineMs: config.deadlineMs }, 'mounted');
+  logger.info({ proxies: cli.proxies, attrTimeoutMs: config.attrTimeoutMs, leases: config.leases, deadlineMs: config.deadlineMs }, 'mounted');
   if (!DfsFuse.ctimeOnlySetattrHooked()) {
     logger.warn('libfuse is not the 2.9 this mount knows: chown(f, -1, -1) will not move ctime');
   }
@@ -147,8 +166,11 @@ async function main(): Promise<void> {
       '--attr-timeout-ms', String(cli.attrTimeoutMs),
       '--deadline-ms', String(cli.deadlineMs),
       ...(cli.allowOther ? ['--allow-other'] : []),
+      ...(cli.leases ? [] : ['--no-leases']),
+      '--atime', cli.atime,
       ...(cli.readNode !== undefined ? ['--read-node', cli.readNode] : []),
       ...(cli.debugFuse ? ['--debug-fuse'] : []),
+      ...(cli.metricsAddr !== undefined ? ['--metrics-addr', metricsAddrText(cli.metricsAddr)] : []),
       '-f',
     ];
     const code = await daemonize(cli.mountpoint, childArgs);

@@ -7,13 +7,17 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { intOption } from '../common/config';
 import { MOUNT_CONFIG_DEFAULTS } from './fuse-ops';
+import type { MetricsAddress } from './metrics';
 
 export const DEFAULT_PROXY_URL = 'http://127.0.0.1:7400';
 export const USAGE = `usage: dfs-mount MOUNTPOINT [--proxy URL[,URL...]] [-f] [--attr-timeout-ms N] [--deadline-ms N] [--allow-other]
+                 [--metrics-addr HOST:PORT]
 
   --proxy URLS          proxies to use, comma-separated (default: $DFS_PROXY or ${DEFAULT_PROXY_URL})
   -f, --foreground      stay in the foreground (default: go to the background once mounted)
-  --attr-timeout-ms N   how long attributes are cached, 0 for none (default ${MOUNT_CONFIG_DEFAULTS.attrTimeoutMs})
+  --attr-timeout-ms N   how long attributes are cached without a lease, 0 for none (default ${MOUNT_CONFIG_DEFAULTS.attrTimeoutMs})
+  --no-leases           ask the cluster on every lookup and stat instead of caching under
+                        leases the cluster revokes before any conflicting change
   --deadline-ms N       bound on every file system call (default ${MOUNT_CONFIG_DEFAULTS.deadlineMs})
   --allow-other         let other users use the mount (needs user_allow_other for non-root)
   --read-node ID        serve every read from this storage node (it must be in sync)
@@ -21,6 +25,8 @@ export const USAGE = `usage: dfs-mount MOUNTPOINT [--proxy URL[,URL...]] [-f] [-
                         disk mounted relatime, at the cost of one small op on the first
                         read of a file after each change (or a day)
   --debug-fuse          log every FUSE request (libfuse's debug option)
+  --metrics-addr HOST:PORT
+                        serve Prometheus metrics at http://HOST:PORT/metrics (default: off)
 `;
 
 export interface Cli {
@@ -30,10 +36,14 @@ export interface Cli {
   attrTimeoutMs: number;
   deadlineMs: number;
   allowOther: boolean;
+  /** Cache under leases (mount/leases.ts); --no-leases turns it off. */
+  leases: boolean;
   /** Pin reads to one storage node (the dfs-read-node header); undefined: any. */
   readNode: string | undefined;
   debugFuse: boolean;
   atime: 'relatime' | 'noatime';
+  /** Where to serve /metrics; undefined: nowhere. */
+  metricsAddr: MetricsAddress | undefined;
 }
 
 export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): Cli | 'help' {
@@ -46,9 +56,11 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
       'attr-timeout-ms': { type: 'string' },
       'deadline-ms': { type: 'string' },
       'allow-other': { type: 'boolean' },
+      'no-leases': { type: 'boolean' },
       'read-node': { type: 'string' },
       'debug-fuse': { type: 'boolean' },
       atime: { type: 'string' },
+      'metrics-addr': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -75,10 +87,21 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
     attrTimeoutMs: intOption(values['attr-timeout-ms'], 'attr-timeout-ms', MOUNT_CONFIG_DEFAULTS.attrTimeoutMs, 0, 3_600_000),
     deadlineMs: intOption(values['deadline-ms'], 'deadline-ms', MOUNT_CONFIG_DEFAULTS.deadlineMs, 100, 3_600_000),
     allowOther: values['allow-other'] ?? false,
+    leases: !(values['no-leases'] ?? false),
     readNode: values['read-node'],
     debugFuse: values['debug-fuse'] ?? false,
     atime: atimeMode(values.atime),
+    metricsAddr: values['metrics-addr'] === undefined ? undefined : parseMetricsAddr(values['metrics-addr']),
   };
+}
+
+/** HOST:PORT, where HOST is a name, an IPv4 address or a bracketed IPv6 one ([::1]:9464). */
+export function parseMetricsAddr(v: string): MetricsAddress {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]\s]+)):(\d+)$/.exec(v);
+  if (match === null) throw new Error(`--metrics-addr must be HOST:PORT, not ${JSON.stringify(v)}`);
+  const host = match[1] ?? match[2]!;
+  const port = intOption(match[3], 'metrics-addr port', 0, 1, 65535);
+  return { host, port };
 }
 
 function atimeMode(v: string | undefined): 'relatime' | 'noatime' {

@@ -14,6 +14,9 @@
  * reachable, or every proxy kept answering 503 until the deadline) the client remembers
  * it and makes later calls try each proxy once only, without backing off, until one gives
  * a usable answer again: a cluster that is down gives EIO at once.
+ *
+ * Every attempt is counted in dfs_mount_cluster_requests_total{api} (mount/metrics.ts), so
+ * that the cost of a file system call in requests can be measured, retries included.
  */
 import { randomUUID } from 'node:crypto';
 import { Pool } from 'undici';
@@ -25,6 +28,9 @@ import type { Logger } from '../common/log';
 import { encodeQueryValue } from '../common/names';
 import type { Op } from '../common/ops';
 import { Deadline, sleepWithin } from './deadline';
+import { HEADER_LEASE, HEADER_MOUNT, parseLeaseHeader } from '../common/leases';
+import type { LeaseGrant, PollResult } from './leases';
+import type { ClusterApi, MountMetrics } from './metrics';
 
 /** The largest response body we accept (a directory listing is the big one). */
 export const RESPONSE_BYTES_MAX = 256 * 1024 * 1024;
@@ -46,7 +52,15 @@ export interface ProxyClientOptions {
   unreachableRetryMs?: number;
   /** Serve every read from this storage node (docs/api.md, dfs-read-node). */
   readNode?: string;
+  /** The mount's lease identity (mount/leases.ts), sent with every op so that the cluster
+   * leaves this mount's own leases alone. */
+  identity?: () => string | undefined;
+  /** Where attempts are counted; none: not counted. */
+  metrics?: MountMetrics;
 }
+
+/** A final answer's headers, for the callers that read one. */
+type HeadersSeen = (headers: Record<string, string | string[] | undefined>) => void;
 
 const RETRYABLE_STATUS = new Set([421, 502, 503, 504]);
 
@@ -62,6 +76,8 @@ export class ProxyClient {
   private readonly attemptTimeoutMs: number;
   private readonly unreachableRetryMs: number;
   private readonly readHeaders: Record<string, string>;
+  private readonly identity: (() => string | undefined) | undefined;
+  private readonly metrics: MountMetrics | null;
   /** The index of the proxy that answered last: calls start there. */
   private preferred = 0;
   /** Set when a call gave up because no proxy gave a usable answer (none reachable, or
@@ -72,7 +88,9 @@ export class ProxyClient {
   constructor(opts: ProxyClientOptions) {
     if (opts.urls.length === 0) throw new Error('at least one proxy URL is needed');
     this.logger = opts.logger;
+    this.metrics = opts.metrics ?? null;
     this.readHeaders = opts.readNode !== undefined ? { [HEADER_READ_NODE]: opts.readNode } : {};
+    this.identity = opts.identity;
     this.attemptTimeoutMs = opts.attemptTimeoutMs ?? 5_000;
     this.unreachableRetryMs = opts.unreachableRetryMs ?? 3_000;
     const connectTimeoutMs = opts.connectTimeoutMs ?? 2_000;
@@ -112,7 +130,7 @@ export class ProxyClient {
   async op(op: Op, data: Buffer | undefined, deadline: Deadline): Promise<OpResult> {
     const reqId = randomUUID();
     const body = encodeFrame({ reqId, op }, data);
-    const raw = await this.request('POST', '/v1/ops', body, deadline, `${op.type}`);
+    const raw = await this.request('POST', 'ops', '', body, deadline, `${op.type}`, undefined, this.identity?.());
     const result = parseJSON(raw) as OpResult;
     if (typeof result !== 'object' || result === null || typeof result.seq !== 'number') {
       throw new DfsError('INTERNAL', 'malformed op result');
@@ -122,13 +140,49 @@ export class ProxyClient {
   }
 
   async attr(path: string, deadline: Deadline): Promise<Attr> {
-    const attr = parseJSON(await this.request('GET', `/v1/attr?path=${encodeQueryValue(path)}`, null, deadline, 'attr')) as Attr;
+    const attr = parseJSON(await this.request('GET', 'attr', `?path=${encodeQueryValue(path)}`, null, deadline, 'attr')) as Attr;
     checkAttr(attr);
     return attr;
   }
 
+  /** attr with a cache lease asked for under `identity`: the attributes, or null when there
+   * is no such entry (ENOENT), and the lease the answer came with, if any. */
+  async attrLeased(path: string, deadline: Deadline, identity: string): Promise<{ attr: Attr | null; grant: LeaseGrant | null }> {
+    const seen = leaseSeen();
+    try {
+      const raw = await this.request('GET', 'attr', `?path=${encodeQueryValue(path)}&lease=${identity}`, null, deadline, 'attr', seen.onHeaders);
+      const attr = parseJSON(raw) as Attr;
+      checkAttr(attr);
+      return { attr, grant: seen.grant() };
+    } catch (err) {
+      if (err instanceof DfsError && err.errno === 'ENOENT') return { attr: null, grant: seen.grant() };
+      throw err;
+    }
+  }
+
+  /** dir with a cache lease on the directory asked for under `identity`. */
+  async dirLeased(path: string, deadline: Deadline, identity: string): Promise<{ entries: DirEntry[]; grant: LeaseGrant | null }> {
+    const seen = leaseSeen();
+    const entries = await this.dirAt(`?path=${encodeQueryValue(path)}&lease=${identity}`, deadline, seen.onHeaders);
+    return { entries, grant: seen.grant() };
+  }
+
+  /** One lease poll (mount/leases.ts): held by the primary until it has news, or a while. */
+  async pollLeases(identity: string, acks: number[], deadline: Deadline): Promise<PollResult> {
+    const q = acks.length > 0 ? `mount=${identity}&ack=${acks.join(',')}` : `mount=${identity}`;
+    const r = parseJSON(await this.request('GET', 'leases', `?${q}`, null, deadline, 'leases')) as PollResult;
+    if (!r || (r.session !== null && typeof r.session !== 'string') || !Array.isArray(r.revoked) || !r.revoked.every((id) => Number.isSafeInteger(id))) {
+      throw new DfsError('INTERNAL', 'malformed lease poll answer');
+    }
+    return r;
+  }
+
   async dir(path: string, deadline: Deadline): Promise<DirEntry[]> {
-    const listing = parseJSON(await this.request('GET', `/v1/dir?path=${encodeQueryValue(path)}`, null, deadline, 'dir')) as {
+    return this.dirAt(`?path=${encodeQueryValue(path)}`, deadline);
+  }
+
+  private async dirAt(query: string, deadline: Deadline, onHeaders?: HeadersSeen): Promise<DirEntry[]> {
+    const listing = parseJSON(await this.request('GET', 'dir', query, null, deadline, 'dir', onHeaders)) as {
       entries?: DirEntry[];
     };
     if (!listing || !Array.isArray(listing.entries)) throw new DfsError('INTERNAL', 'malformed directory listing');
@@ -139,13 +193,13 @@ export class ProxyClient {
   async data(path: string, offset: number, size: number, deadline: Deadline): Promise<Buffer> {
     if (size > READ_BYTES_MAX) throw new Error(`read of ${size} bytes is over READ_BYTES_MAX`);
     const q = `path=${encodeQueryValue(path)}&offset=${offset}&size=${size}`;
-    const data = await this.request('GET', `/v1/data?${q}`, null, deadline, 'data');
+    const data = await this.request('GET', 'data', `?${q}`, null, deadline, 'data');
     if (data.length > size) throw new DfsError('INTERNAL', `read returned ${data.length} bytes for ${size} asked`);
     return data;
   }
 
   async link(path: string, deadline: Deadline): Promise<string> {
-    const r = parseJSON(await this.request('GET', `/v1/link?path=${encodeQueryValue(path)}`, null, deadline, 'link')) as {
+    const r = parseJSON(await this.request('GET', 'link', `?path=${encodeQueryValue(path)}`, null, deadline, 'link')) as {
       target?: unknown;
     };
     if (!r || typeof r.target !== 'string') throw new DfsError('INTERNAL', 'malformed link answer');
@@ -155,22 +209,34 @@ export class ProxyClient {
   /** One user.* attribute's value (FS_ERROR ENODATA when absent). */
   async xattr(path: string, name: string, deadline: Deadline): Promise<Buffer> {
     const q = `path=${encodeQueryValue(path)}&name=${encodeURIComponent(name)}`;
-    return this.request('GET', `/v1/xattr?${q}`, null, deadline, 'xattr');
+    return this.request('GET', 'xattr', `?${q}`, null, deadline, 'xattr');
   }
 
   async xattrs(path: string, deadline: Deadline): Promise<string[]> {
-    const r = parseJSON(await this.request('GET', `/v1/xattrs?path=${encodeQueryValue(path)}`, null, deadline, 'xattrs')) as { names?: unknown };
+    const r = parseJSON(await this.request('GET', 'xattrs', `?path=${encodeQueryValue(path)}`, null, deadline, 'xattrs')) as { names?: unknown };
     if (!r || !Array.isArray(r.names) || !r.names.every((n) => typeof n === 'string')) throw new DfsError('INTERNAL', 'malformed attribute list');
     return r.names as string[];
   }
 
   async statfs(deadline: Deadline): Promise<StatFs> {
-    return parseJSON(await this.request('GET', '/v1/statfs', null, deadline, 'statfs')) as StatFs;
+    return parseJSON(await this.request('GET', 'statfs', '', null, deadline, 'statfs')) as StatFs;
   }
 
   // ---- Failover ------------------------------------------------------------------
 
-  private async request(method: 'GET' | 'POST', pathAndQuery: string, body: Buffer | null, deadline: Deadline, what: string): Promise<Buffer> {
+  /** Sends `method /v1/<api><query>` (query empty or starting with '?'; the lease poll is
+   * `/v1/leases/poll`). */
+  private async request(
+    method: 'GET' | 'POST',
+    api: ClusterApi,
+    query: string,
+    body: Buffer | null,
+    deadline: Deadline,
+    what: string,
+    onHeaders?: HeadersSeen,
+    mount?: string,
+  ): Promise<Buffer> {
+    const pathAndQuery = api === 'leases' ? `/v1/leases/poll${query}` : `/v1/${api}${query}`;
     const n = this.endpoints.length;
     const start = this.preferred;
     // A client that found the cluster unusable tries each proxy once, without backing off.
@@ -186,9 +252,10 @@ export class ProxyClient {
         const attemptMs = Math.min(deadline.remainingMs(), this.attemptTimeoutMs);
         if (attemptMs <= 0 || attempts >= ATTEMPTS_MAX) throw this.giveUp(what, lastErr);
         attempts++;
-        let answer: { status: number; body: Buffer };
+        this.metrics?.clusterRequests.inc({ api });
+        let answer: { status: number; body: Buffer; headers: Record<string, string | string[] | undefined> };
         try {
-          answer = await this.attempt(endpoint, method, pathAndQuery, body, attemptMs, deadline);
+          answer = await this.attempt(endpoint, method, pathAndQuery, body, attemptMs, deadline, mount);
         } catch (err) {
           if (deadline.expired()) throw this.giveUp(what, err);
           if (err instanceof DfsError) throw err; // our own verdict on the answer (TOO_LARGE)
@@ -201,11 +268,13 @@ export class ProxyClient {
         if (answer.status >= 200 && answer.status < 300) {
           this.preferred = index;
           this.setDegraded(false);
+          onHeaders?.(answer.headers);
           return answer.body;
         }
         const err = errorFromBody(answer.status, parseJSONOrNull(answer.body));
         if (!RETRYABLE_STATUS.has(answer.status)) {
           this.setDegraded(false); // the cluster answered, if only to say no
+          onHeaders?.(answer.headers);
           throw err;
         }
         lastErr = err;
@@ -249,12 +318,13 @@ export class ProxyClient {
     body: Buffer | null,
     attemptMs: number,
     deadline: Deadline,
-  ): Promise<{ status: number; body: Buffer }> {
+    mount?: string,
+  ): Promise<{ status: number; body: Buffer; headers: Record<string, string | string[] | undefined> }> {
     const res = await endpoint.pool.request({
       method,
       path: endpoint.basePath + pathAndQuery,
       body,
-      headers: body ? { 'content-type': 'application/octet-stream' } : this.readHeaders,
+      headers: body ? (mount ? { 'content-type': 'application/octet-stream', [HEADER_MOUNT]: mount } : { 'content-type': 'application/octet-stream' }) : this.readHeaders,
       headersTimeout: attemptMs,
       bodyTimeout: attemptMs,
       signal: deadline.signal,
@@ -269,8 +339,23 @@ export class ProxyClient {
       }
       chunks.push(chunk);
     }
-    return { status: res.statusCode, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size) };
+    return { status: res.statusCode, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size), headers: res.headers };
   }
+}
+
+/** Catches the lease header of a read's final answer; the lease counts from when the read
+ * was first sent (mount/leases.ts). */
+function leaseSeen(): { onHeaders: HeadersSeen; grant: () => LeaseGrant | null } {
+  const sentAtMs = performance.now();
+  let grant: LeaseGrant | null = null;
+  return {
+    onHeaders: (h) => {
+      const v = h[HEADER_LEASE];
+      const parsed = parseLeaseHeader(typeof v === 'string' ? v : undefined);
+      grant = parsed ? { ...parsed, sentAtMs } : null;
+    },
+    grant: () => grant,
+  };
 }
 
 function parseJSON(buf: Buffer): unknown {

@@ -10,6 +10,9 @@
  * A read first takes its barrier, the newest sequence ID taken anywhere (`GET dfs:seq`),
  * and goes to the least-loaded in-sync node, which answers once it applied that far. A
  * node that cannot says so, and the read moves on to the next node.
+ *
+ * Every request is counted by route and status (proxy/metrics.ts) and the counts are served
+ * at GET /metrics, from a registry of this app's own.
  */
 import { Hono, type Context } from 'hono';
 import type { Dispatcher } from 'undici';
@@ -21,6 +24,8 @@ import { OP_BODY_BYTES_MAX, READ_BYTES_MAX } from '../common/limits';
 import type { Logger } from '../common/log';
 import { parseClientOpHeader, validateOp, validateXattrName, xattrNamespaceOf, type SequencedOpHeader } from '../common/ops';
 import { buildQuery } from '../common/names';
+import { HEADER_LEASE, HEADER_MOUNT, LEASE_POLL_HOLD_MS } from '../common/leases';
+import { ProxyMetrics } from './metrics';
 import { READ_HEDGE_MS, type NodePool } from './node-pool';
 import type { Sequencer } from './sequencer';
 import { verifyCluster } from './verify';
@@ -65,15 +70,25 @@ export function smallestStatFs(all: StatFs[]): StatFs {
   };
 }
 
+/** A mount ID from a header or query (the lease protocol's), or null when absent or not
+ * one. */
+function mountIdOf(raw: string | undefined): string | null {
+  return raw !== undefined && /^[A-Za-z0-9-]{1,64}$/.test(raw) ? raw : null;
+}
+
 export function createProxyApp(deps: ProxyAppDeps): Hono {
   const { sequencer, nodes, logger } = deps;
   const clock = deps.clock ?? Date.now;
   const app = new Hono();
   installErrorHandler(app, logger);
+  const metrics = new ProxyMetrics();
+  // First, so that it wraps every route below.
+  app.use(metrics.middleware());
   /** The newest sequence ID this proxy knows committed, for reads while Redis is away. */
   let knownSeq = 0;
 
   app.get('/healthz', (c) => c.json({ ok: true }));
+  app.get('/metrics', async (c) => c.body(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType }));
   app.get('/readyz', async (c) => ((await deps.ready()) ? c.json({ ready: true }) : c.json({ ready: false }, 503)));
   app.get('/v1/cluster', async (c) => c.json(await deps.clusterStatus()));
   app.post('/v1/verify', async (c) => {
@@ -86,6 +101,8 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
     const frame = decodeOneFrame(await readBody(c, OP_BODY_BYTES_MAX));
     const { reqId, op } = parseClientOpHeader(frame.header);
     validateOp(op, frame.data.length);
+    // Which mount made the change: the primary leaves that mount's own cache leases alone.
+    const mountHeader = mountIdOf(c.req.header(HEADER_MOUNT));
     const deadline = clock() + deps.mutationDeadlineMs;
     let seq: number | null = null;
     let lastError: DfsError = new DfsError('UNAVAILABLE', 'no primary');
@@ -107,7 +124,7 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
         res = await nodes.request(m.primary, primaryUrl, {
           method: 'POST',
           path: '/node/v1/ops',
-          headers: { 'content-type': 'application/octet-stream' },
+          headers: mountHeader ? { 'content-type': 'application/octet-stream', [HEADER_MOUNT]: mountHeader } : { 'content-type': 'application/octet-stream' },
           body: encodeFrame(header, frame.data),
           signal: AbortSignal.timeout(Math.max(1, deadline - clock())),
         });
@@ -140,7 +157,7 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
   });
 
   /** Sends a read with its barrier to in-sync nodes, least loaded first, until one answers. */
-  const read = async (c: Context, endpoint: string, query: Record<string, string>, raw: boolean) => {
+  const read = async (c: Context, endpoint: string, query: Record<string, string>, raw: boolean, leasable = false) => {
     let barrier: number;
     try {
       barrier = await sequencer.current();
@@ -160,17 +177,25 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
     if (pinned !== undefined && !m.inSync.includes(pinned)) {
       throw new DfsError('UNAVAILABLE', `node ${JSON.stringify(pinned)} is not an in-sync node`);
     }
-    const candidates = pinned !== undefined ? [pinned] : nodes.rank(m.inSync);
+    // A read that asks for a cache lease goes to the primary, the only node that grants
+    // them (storage/leases.ts); should the primary not answer, another node answers it
+    // without one.
+    const leaseFor = leasable ? mountIdOf(c.req.query('lease')) : null;
+    let candidates = pinned !== undefined ? [pinned] : nodes.rank(m.inSync);
+    if (leaseFor && pinned === undefined && m.inSync.includes(m.primary)) candidates = [m.primary, ...candidates.filter((id) => id !== m!.primary)];
     for (const [i, id] of candidates.entries()) {
       let res: Dispatcher.ResponseData;
+      const withLease = leaseFor !== null && id === m.primary;
       try {
         // Every node but the last gets READ_HEDGE_MS to answer before the next is tried.
         const hedgeMs = i < candidates.length - 1 ? READ_HEDGE_MS : null;
-        res = await nodes.read(id, m.nodes[id]!, { method: 'GET', path: `/node/v1/${endpoint}?${qs}` }, hedgeMs);
+        res = await nodes.read(id, m.nodes[id]!, { method: 'GET', path: `/node/v1/${endpoint}?${withLease ? `${qs}&${buildQuery({ lease: leaseFor })}` : qs}` }, hedgeMs);
       } catch (e) {
         lastError = new DfsError('UNAVAILABLE', `node ${id}: ${(e as Error).message}`);
         continue;
       }
+      const granted = withLease ? res.headers[HEADER_LEASE] : undefined;
+      if (typeof granted === 'string') c.header(HEADER_LEASE, granted);
       if (res.statusCode === 200) {
         c.header(HEADER_SERVED_BY, id);
         if (raw) return octets(c, Buffer.from(await res.body.arrayBuffer()));
@@ -179,6 +204,7 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
       const err = errorFromBody(res.statusCode, await jsonOf(res));
       if (err.code === 'BARRIER_TIMEOUT' || err.code === 'UNAVAILABLE' || err.code === 'INTERNAL') {
         lastError = err;
+        if (typeof granted === 'string') c.header(HEADER_LEASE, undefined);
         continue;
       }
       throw err;
@@ -186,9 +212,33 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
     throw lastError;
   };
 
-  app.get('/v1/attr', (c) => read(c, 'attr', { path: queryPath(c) }, false));
-  app.get('/v1/dir', (c) => read(c, 'dir', { path: queryPath(c) }, false));
-  app.get('/v1/link', (c) => read(c, 'link', { path: queryPath(c) }, false));
+  app.get('/v1/attr', (c) => read(c, 'attr', { path: queryPath(c) }, false, true));
+  app.get('/v1/dir', (c) => read(c, 'dir', { path: queryPath(c) }, false, true));
+  app.get('/v1/link', (c) => read(c, 'link', { path: queryPath(c) }, false, true));
+
+  // A mount's lease poll, passed to the primary (storage/leases.ts): held there up to
+  // LEASE_POLL_HOLD_MS, so it is given that and a margin.
+  app.get('/v1/leases/poll', async (c) => {
+    const mount = mountIdOf(c.req.query('mount'));
+    if (!mount) throw new DfsError('BAD_REQUEST', 'mount must be 1 to 64 letters, digits or -');
+    const m = deps.membership() ?? (await deps.refreshMembership());
+    const primaryUrl = m ? m.nodes[m.primary] : undefined;
+    if (!m || !primaryUrl) throw new DfsError('UNAVAILABLE', 'the cluster has no primary');
+    const ack = c.req.query('ack');
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await nodes.request(m.primary, primaryUrl, {
+        method: 'GET',
+        path: `/node/v1/leases/poll?${buildQuery(ack ? { mount, ack } : { mount })}`,
+        signal: AbortSignal.timeout(LEASE_POLL_HOLD_MS + 2_000),
+      });
+    } catch (e) {
+      throw new DfsError('UNAVAILABLE', `primary ${m.primary}: ${(e as Error).message}`);
+    }
+    const body = await jsonOf(res);
+    if (res.statusCode !== 200) throw errorFromBody(res.statusCode, body);
+    return c.json(body);
+  });
   // Every in-sync node holds all the data, so the cluster holds as much as its fullest node.
   app.get('/v1/statfs', async (c) => {
     const m = deps.membership() ?? (await deps.refreshMembership());

@@ -14,7 +14,7 @@
  */
 import { Client } from 'undici';
 import type { Dispatcher } from 'undici';
-import { h2cClientOptions } from '../common/h2c';
+import { H2_PARALLEL, h2cClientOptions } from '../common/h2c';
 import type { Logger } from '../common/log';
 
 /** How long a read waits for one node before trying the next (and marking it slow). */
@@ -82,11 +82,13 @@ export class NodePool {
     return (fast.length > 0 ? fast : ranked).map((x) => x.id);
   }
 
+  /** Every request the proxy sends a node may run beside others (common/h2c.ts): an op is
+   * safe to send twice (its slot and request ID say so), reads and verify holds are too. */
   async request(id: string, url: string, opts: Dispatcher.RequestOptions): Promise<Dispatcher.ResponseData> {
     const c = this.conn(id, url);
     c.outstanding++;
     try {
-      return await c.client.request({ ...opts, signal: opts.signal ?? AbortSignal.timeout(this.timeoutMs) });
+      return await c.client.request({ ...H2_PARALLEL, ...opts, signal: opts.signal ?? AbortSignal.timeout(this.timeoutMs) });
     } finally {
       c.outstanding--;
     }

@@ -32,13 +32,24 @@ export class MemorySequencer implements Sequencer {
 const NEXT_SCRIPT = `if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 return redis.call('INCR', KEYS[1])`;
 
+/** The script as an ioredis command: it goes by its SHA1 (EVALSHA), not its text, once a
+ * connection has it, and is sent again whole when Redis answers NOSCRIPT (a restart). */
+const NEXT_COMMAND = 'dfsNextSeq';
+
+type WithNextCommand = Redis & { [NEXT_COMMAND]: (seqKey: string, membershipKey: string) => Promise<unknown> };
+
 export class RedisSequencer implements Sequencer {
-  constructor(private readonly redis: Redis) {}
+  private readonly redis: WithNextCommand;
+
+  constructor(redis: Redis) {
+    redis.defineCommand(NEXT_COMMAND, { numberOfKeys: 2, lua: NEXT_SCRIPT });
+    this.redis = redis as WithNextCommand;
+  }
 
   async next(): Promise<number> {
     let seq: number;
     try {
-      seq = Number(await this.redis.eval(NEXT_SCRIPT, 2, KEY_SEQ, KEY_MEMBERSHIP));
+      seq = Number(await this.redis[NEXT_COMMAND](KEY_SEQ, KEY_MEMBERSHIP));
     } catch (e) {
       throw new DfsError('UNAVAILABLE', `cannot take a sequence ID from Redis: ${(e as Error).message}`);
     }

@@ -9,10 +9,12 @@ import { installErrorHandler, octets, queryInt, queryPath, readBody } from '../c
 import { decodeFrames, decodeOneFrame, encodeFrame } from '../common/frame';
 import { DfsError } from '../common/errors';
 import { parseSequencedOpHeader, validateOp } from '../common/ops';
+import { HEADER_LEASE, HEADER_MOUNT, leaseConflictsOf, leaseKeyOf } from '../common/leases';
 import { OP_BODY_BYTES_MAX, READ_BYTES_MAX, REPLICATE_BODY_BYTES_MAX } from '../common/limits';
 import type { Logger } from '../common/log';
 import type { Brick } from './brick';
 import type { Replica } from './replica';
+import type { LeaseGate } from './leases';
 import { SNAPSHOT_DEDUP_FRAME_BYTES, type SnapshotControl } from './full-sync';
 import { brickSnapshotFrames } from './snapshot';
 
@@ -35,12 +37,28 @@ export interface StorageAppDeps {
   /** Fault injection for tests (DFS_FAULT_HANG_REPLICATION_FILE): while it says so, batches
    * from the primary are held unanswered, as across a partition between the two nodes. */
   replicationHung?: () => boolean;
+  /** Cache leases (storage/leases.ts); without it reads grant none. */
+  leases?: LeaseGate;
+}
+
+/** A mount's ID as it names its lease session. */
+const MOUNT_ID = /^[A-Za-z0-9-]{1,64}$/;
+
+/** The `ack` query of a lease poll: lease IDs, comma-separated. */
+function parseAcks(raw: string | undefined): number[] {
+  if (!raw) return [];
+  const parts = raw.split(',');
+  if (parts.length > 65_536) throw new DfsError('BAD_REQUEST', 'too many acks');
+  return parts.map((p) => {
+    if (!/^\d{1,15}$/.test(p)) throw new DfsError('BAD_REQUEST', 'ack must be lease IDs');
+    return Number(p);
+  });
 }
 
 /** How long a hung batch is held before it is refused (fault injection only). */
 const HUNG_REPLICATION_MAX_MS = 30_000;
 
-export function createStorageApp({ replica, brick, logger, refreshMembership, startFullSync, replicationHung }: StorageAppDeps): Hono {
+export function createStorageApp({ replica, brick, logger, refreshMembership, startFullSync, replicationHung, leases }: StorageAppDeps): Hono {
   const app = new Hono();
   installErrorHandler(app, logger);
 
@@ -52,7 +70,22 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
     const header = parseSequencedOpHeader(frame.header);
     validateOp(header.op, frame.data.length);
     if (header.epoch > replica.epoch) await refreshMembership();
-    return c.json(await replica.submit(header, frame.data));
+    const result = await replica.submit(header, frame.data, frame.encoded);
+    // Mounts that cache what this change touches hear of it before anyone hears it is done.
+    if (leases && !result.errno) await leases.beforeAck(leaseConflictsOf(header.op), c.req.header(HEADER_MOUNT) ?? null);
+    return c.json(result);
+  });
+
+  // A mount's lease poll (storage/leases.ts): renews its session, hears of revocations.
+  app.get('/node/v1/leases/poll', async (c) => {
+    const mount = c.req.query('mount') ?? '';
+    if (!MOUNT_ID.test(mount)) throw new DfsError('BAD_REQUEST', 'mount must be 1 to 64 letters, digits or -');
+    const acks = parseAcks(c.req.query('ack'));
+    // Renewals count only from a primary sure of its role, as grants do. A mount answered
+    // no session gives its leases up and asks under a new ID (mount/leases.ts).
+    const table = leases?.grantable();
+    if (!table) return c.json({ session: null, revoked: [] });
+    return c.json(await table.poll(mount, acks));
   });
 
   app.post('/node/v1/replicate', async (c) => {
@@ -69,7 +102,7 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
     const batch = frames.map((f) => {
       const header = parseSequencedOpHeader(f.header);
       validateOp(header.op, f.data.length);
-      return { header, data: f.data };
+      return { header, data: f.data, frame: f.encoded };
     });
     if (epoch > replica.epoch) await refreshMembership();
     return c.json(await replica.replicate({ epoch, commitSeq: commit, prefixSeq: prefix, truncateAfter, entries: batch }));
@@ -158,6 +191,17 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
     return c.body(stream, 200, { 'content-type': 'application/octet-stream' });
   });
 
+  /** A read that asks for a lease (`lease=MOUNT`) gets one on `key` when this node may
+   * grant, registered before the read is made (storage/leases.ts). The answer carries it in
+   * a header, errors (a name not there) included. */
+  const lease = (c: Context, key: string) => {
+    const mount = c.req.query('lease');
+    if (mount === undefined || !leases) return;
+    if (!MOUNT_ID.test(mount)) throw new DfsError('BAD_REQUEST', 'lease must be a mount ID: 1 to 64 letters, digits or -');
+    const g = leases.grantable()?.grant(mount, key);
+    if (g) c.header(HEADER_LEASE, `${g.session};${g.lease};${g.ms}`);
+  };
+
   const barrier = async (c: Context) => {
     if (replica.syncing) throw new DfsError('UNAVAILABLE', `${replica.id} is copying its brick from a peer`);
     await replica.waitApplied(queryInt(c, 'barrier', 0, Number.MAX_SAFE_INTEGER, 0));
@@ -165,11 +209,13 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
 
   app.get('/node/v1/attr', async (c) => {
     const path = queryPath(c);
+    lease(c, leaseKeyOf(path));
     await barrier(c);
     return c.json(await brick.attr(path));
   });
   app.get('/node/v1/dir', async (c) => {
     const path = queryPath(c);
+    lease(c, path);
     await barrier(c);
     return c.json({ entries: await brick.dir(path) });
   });
@@ -183,6 +229,7 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
   });
   app.get('/node/v1/link', async (c) => {
     const path = queryPath(c);
+    lease(c, leaseKeyOf(path));
     await barrier(c);
     return c.json({ target: await brick.readlink(path) });
   });

@@ -262,6 +262,12 @@ export class Brick {
     return attrOf(fs.lstatSync(P(abs)), readMeta(abs));
   }
 
+  /** The attributes of the directory holding `abs`, as an op that changed its entries left
+   * them (the mount caches them: OpResult.parent). */
+  private parentAttrOf(abs: string): Attr {
+    return this.attrAt(nodePath.dirname(abs));
+  }
+
   /**
    * The group and extra mode bits of a new inode: in a setgid directory it takes the
    * directory's group, and a new subdirectory keeps the setgid bit (Linux inode_init_owner).
@@ -357,7 +363,7 @@ export class Brick {
         fs.chmodSync(P(abs), op.mode | own.modeBits); // after chown, which may clear setgid
         this.born(abs, inoOfSeq(seq), t);
         this.dirChanged(abs, t);
-        return { attr: this.attrAt(abs) };
+        return { attr: this.attrAt(abs), parent: this.parentAttrOf(abs) };
       }
       case 'create': {
         const abs = this.resolveSync(op.path);
@@ -380,7 +386,7 @@ export class Brick {
         }
         this.born(abs, inoOfSeq(seq), t);
         this.dirChanged(abs, t);
-        return { attr: this.attrAt(abs) };
+        return { attr: this.attrAt(abs), parent: this.parentAttrOf(abs) };
       }
       case 'write': {
         const abs = this.resolveSync(op.path);
@@ -407,13 +413,13 @@ export class Brick {
         if (st.nlink > 1) this.stamp(abs, { ctimeMs: t });
         fs.unlinkSync(P(abs));
         this.dirChanged(abs, t);
-        return {};
+        return { parent: this.parentAttrOf(abs) };
       }
       case 'rmdir': {
         const abs = this.resolveSync(op.path);
         fs.rmdirSync(P(abs));
         this.dirChanged(abs, t);
-        return {};
+        return { parent: this.parentAttrOf(abs) };
       }
       case 'rename': {
         const from = this.resolveSync(op.from);
@@ -440,7 +446,7 @@ export class Brick {
         fs.lchownSync(P(abs), op.uid, this.inherit(abs, op.gid, false).gid);
         this.born(abs, inoOfSeq(seq), t);
         this.dirChanged(abs, t);
-        return { attr: this.attrAt(abs) };
+        return { attr: this.attrAt(abs), parent: this.parentAttrOf(abs) };
       }
       case 'link': {
         const from = this.resolveSync(op.from);
@@ -449,7 +455,7 @@ export class Brick {
         fs.linkSync(P(from), P(to));
         this.stamp(to, { ctimeMs: t });
         this.dirChanged(to, t);
-        return { attr: this.attrAt(to) };
+        return { attr: this.attrAt(to), parent: this.parentAttrOf(to) };
       }
       case 'chmod': {
         const abs = this.resolveSync(op.path);
@@ -497,7 +503,7 @@ export class Brick {
         const special = kind !== 0o100000;
         this.born(abs, inoOfSeq(seq), t, special ? kind : 0, special ? op.rdev : 0);
         this.dirChanged(abs, t);
-        return { attr: this.attrAt(abs) };
+        return { attr: this.attrAt(abs), parent: this.parentAttrOf(abs) };
       }
       case 'setxattr': {
         const abs = this.resolveSync(op.path);

@@ -12,6 +12,14 @@
  * journal holds twice the table's size, it is rewritten with the newest `entriesMax`
  * (to a temporary file, renamed over the old one). A full sync replaces it with the
  * table copied from the source.
+ *
+ * One write per op, not one per group of ops, on purpose: the line must be in the file
+ * before the brick's applied mark passes its op, and the mark moves op by op because
+ * replaying a run of ops is not safe (Brick.appliedSeqMark). Writing a group's lines at
+ * once would either let marks pass ops whose lines are not written yet (a process killed
+ * then forgets those request IDs, and a retry is applied twice) or hold the mark back over
+ * the group (a restart replays the run). Measured, the line costs about 1 µs of a write
+ * to the page cache per op, against milliseconds for the op's requests and fdatasync.
  */
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import nodePath from 'node:path';

@@ -16,7 +16,7 @@ import type { Membership } from '../common/api';
 import { intOption, requireOption, runMain } from '../common/config';
 import { HTTP_HEADER_BYTES_MAX } from '../common/limits';
 import { createLogger } from '../common/log';
-import { KEY_MEMBERSHIP, KEY_NODES, nodeAliveKey } from '../common/redis-keys';
+import { KEY_LEASES_USED, KEY_MEMBERSHIP, KEY_NODES, nodeAliveKey } from '../common/redis-keys';
 import { createStorageApp } from './app';
 import { Brick } from './brick';
 import { DedupJournal } from './dedup-journal';
@@ -25,6 +25,17 @@ import { NodeStateFile } from './node-state';
 import { OpLog } from './op-log';
 import { HTTP2PeerTransport } from './peer-client';
 import { Replica } from './replica';
+import { LeaseGate } from './leases';
+
+/** Sets the lease mark only while the membership names this node primary in its epoch
+ * (storage/leases.ts, LeaseGate). */
+const MARK_LEASES_SCRIPT = `
+local text = redis.call('GET', KEYS[1])
+if not text then return 0 end
+local m = cjson.decode(text)
+if m.primary ~= ARGV[1] or tonumber(m.epoch) ~= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[2], '1')
+return 1`;
 
 const HEARTBEAT_MS = 1000;
 const ALIVE_TTL_MS = 3000;
@@ -34,6 +45,10 @@ const DEDUP_ENTRIES_MAX = 100_000;
 /** How long a peer that said it is ahead of this primary's log is reported. */
 const PEER_AHEAD_REPORT_MS = 10_000;
 const H2_WINDOW_BYTES = 16 * 1024 * 1024;
+/** How often at most the applied point goes to state.json (and the log is trimmed). The
+ * brick's own mark (Brick.appliedSeqMark, set with every op) is what recovery starts
+ * from; state.json's copy may lag, so it is not rewritten after every op. */
+const STATE_SAVE_INTERVAL_MS = 1000;
 
 runMain(async () => {
   const { values } = parseArgs({
@@ -80,6 +95,16 @@ runMain(async () => {
 
   let saving = false;
   let saveAgain = false;
+  let saveTimer: NodeJS.Timeout | null = null;
+  /** After an apply: save the applied point and trim the log within STATE_SAVE_INTERVAL_MS. */
+  const saveAppliedSoon = (): void => {
+    saveTimer ??= setTimeout(() => {
+      saveTimer = null;
+      // A full sync saves the state it leaves behind itself; the old brick's point must not
+      // land after it.
+      if (!replica.syncing) saveApplied();
+    }, STATE_SAVE_INTERVAL_MS);
+  };
   const saveApplied = (): void => {
     if (saving) {
       saveAgain = true;
@@ -109,7 +134,7 @@ runMain(async () => {
     logger,
     state,
     entries,
-    saveApplied,
+    saveAppliedSoon,
     () => refreshMembership(),
     journal,
   );
@@ -121,8 +146,29 @@ runMain(async () => {
   // The membership this node holds: its text (to skip an unchanged one cheaply) and parsed.
   let membershipText = '';
   let membership: Membership | null = null;
+  /** When Redis last showed a membership naming this node primary (leases need it fresh). */
+  let primaryConfirmedAtMs = 0;
+  const leases = new LeaseGate({
+    role: () => {
+      const s = replica.state();
+      return { primary: s.role === 'primary' && !s.primaryFenced && membership?.primary === id, confirmedAtMs: primaryConfirmedAtMs };
+    },
+    marker: {
+      mark: async () => (await redis.eval(MARK_LEASES_SCRIPT, 2, KEY_MEMBERSHIP, KEY_LEASES_USED, id, String(replica.epoch))) === 1,
+      isSet: async () => (await redis.exists(KEY_LEASES_USED)) === 1,
+    },
+  });
   const refreshMembership = async (): Promise<void> => {
+    const askedAtMs = Date.now();
     const text = await redis.get(KEY_MEMBERSHIP);
+    try {
+      await adopt(text);
+    } finally {
+      if (membership?.primary === id && text === membershipText) primaryConfirmedAtMs = askedAtMs;
+      leases.update();
+    }
+  };
+  const adopt = async (text: string | null): Promise<void> => {
     if (!text || text === membershipText) return;
     const m = JSON.parse(text) as Membership;
     if (m.epoch < replica.epoch) return;
@@ -191,6 +237,7 @@ runMain(async () => {
     refreshMembership,
     startFullSync: (reason) => fullSync.start(reason),
     replicationHung: hangFile ? () => existsSync(hangFile) : undefined,
+    leases,
   });
   const server = serve({
     fetch: app.fetch,
@@ -225,6 +272,7 @@ runMain(async () => {
     stopping = true;
     logger.info({ signal }, 'stopping');
     timers.forEach(clearInterval);
+    if (saveTimer) clearTimeout(saveTimer);
     fullSync.stop();
     replica.close();
     const done = setTimeout(() => process.exit(0), 2000);

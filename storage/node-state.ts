@@ -2,9 +2,13 @@
  * The node's small state file beside its brick and log: node ID, the highest epoch it has
  * seen, and the last sequence ID it applied. Written whole to a temporary file and renamed
  * over the old one, so a crash leaves either the old or the new state, never half of one.
- * An epoch change is fsynced (a node must never forget an epoch it promised to honour); the
- * applied sequence ID is written after each apply run without fsync, and recovery replays
- * the log from it.
+ * An epoch change is fsynced (a node must never forget an epoch it promised to honour).
+ * The applied sequence ID here is only a floor: storage/main.ts saves it at most once a
+ * second, without fsync, and a full sync saves the point it copied durably. What recovery
+ * starts from is the brick's own mark (Brick.appliedSeqMark), which moves with every op in
+ * the same synchronous step, raised to this floor: so the file may lag behind the brick by
+ * any number of ops without a replay of more than the one op the mark may miss (one op
+ * replayed is harmless; a run of them is not, see Brick.appliedSeqMark).
  */
 import { promises as fsp } from 'node:fs';
 import nodePath from 'node:path';

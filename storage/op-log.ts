@@ -26,7 +26,9 @@ import { parseSequencedOpHeader, type SequencedOpHeader } from '../common/ops';
 export interface LogEntry {
   header: SequencedOpHeader;
   data: Buffer;
-  /** The entry's frame, encoded once and shared by the log and every peer. */
+  /** The entry's frame, encoded once and shared by the log and every peer: the bytes the
+   * proxy (on the primary) or the primary (on a backup) sent, checksum verified, or else
+   * encoded here on first use. */
   frame?: Buffer;
 }
 

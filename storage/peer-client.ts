@@ -5,7 +5,7 @@
  * deadline; a snapshot, which may run for minutes, has one between chunks instead.
  */
 import { Client } from 'undici';
-import { h2cClientOptions } from '../common/h2c';
+import { H2_PARALLEL, h2cClientOptions } from '../common/h2c';
 import { DfsError, errorFromBody } from '../common/errors';
 import { frameOf } from './op-log';
 import type { EpochRun } from './op-log';
@@ -55,6 +55,7 @@ export class HTTP2PeerTransport implements PeerTransport {
         headers: { 'content-type': 'application/octet-stream' },
         body,
         signal: AbortSignal.timeout(this.timeoutMs),
+        ...H2_PARALLEL,
       });
     } catch (e) {
       throw new DfsError('UNAVAILABLE', `peer ${url}: ${(e as Error).message}`);
@@ -69,7 +70,7 @@ export class HTTP2PeerTransport implements PeerTransport {
   async requireSync(url: string, epoch: number, seq: number): Promise<void> {
     let res;
     try {
-      res = await this.client(url).request({ method: 'POST', path: `/node/v1/sync-required?epoch=${epoch}&seq=${seq}`, signal: AbortSignal.timeout(this.timeoutMs) });
+      res = await this.client(url).request({ method: 'POST', path: `/node/v1/sync-required?epoch=${epoch}&seq=${seq}`, signal: AbortSignal.timeout(this.timeoutMs), ...H2_PARALLEL });
     } catch (e) {
       throw new DfsError('UNAVAILABLE', `peer ${url}: ${(e as Error).message}`);
     }

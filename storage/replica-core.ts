@@ -42,7 +42,9 @@
  *   refreshes the membership), a request for the wrong role with NOT_PRIMARY.
  * - One batch in flight per backup, so its log grows in order; a batch that does not
  *   continue a backup's log is refused with GAP, and the primary asks again where it ends
- *   (an empty batch). A commit-only notice travels in its own lane and never holds up ops.
+ *   (an empty batch). Every batch carries the commit point; a commit-only notice is sent
+ *   only when no batch is in flight to the peer (the next one would carry it), travels in
+ *   its own lane, and never holds up ops.
  * - A backup answers a batch only once it holds it durably.
  * - A slot the primary waited for `holeTimeoutMs` (a proxy took the ID and died) is claimed
  *   as a no-op, with every other slot below the highest ID known when it started waiting. A barrier read or hold naming a sequence ID tells the primary it exists, so
@@ -126,7 +128,8 @@ export interface PeerState {
   knownCommit: number;
   /** A batch of ops in flight (at most one, so a peer's log grows in order). */
   batch: PeerRequest | null;
-  /** A commit-only notice in flight; it never holds up the next batch. */
+  /** A commit-only notice in flight (sent only while no batch is); it never holds up the
+   * next batch. */
   notice: PeerRequest | null;
   /** Waiting before the next request: on a timer, or on a membership refresh. */
   retry: 'timer' | 'refresh' | null;
@@ -328,7 +331,7 @@ export type ReplicaEvent =
   /** The leader's membership (already persisted by the driver when its epoch is newer). */
   | { type: 'membership'; membership: Membership }
   /** Primary: an op from a proxy. Answered with an OpResult once applied. */
-  | { type: 'submit'; token: number; header: LogEntry['header']; data: Buffer }
+  | { type: 'submit'; token: number; header: LogEntry['header']; data: Buffer; frame?: Buffer }
   /** Backup: a batch (maybe empty: a commit notice, or a question where the log ends). */
   | ({ type: 'replicate'; token: number } & ReplicateRequest)
   /** The `append` in flight is on disk, fsynced, through `seq`. */
@@ -410,7 +413,7 @@ export function step(state: ReplicaCoreState, event: ReplicaEvent): StepResult {
       onMembership(s, fx, event.membership);
       break;
     case 'submit':
-      onSubmit(s, fx, event.token, event.header, event.data);
+      onSubmit(s, fx, event.token, event.header, event.data, event.frame);
       break;
     case 'replicate':
       onReplicate(s, fx, event.token, event.epoch, event.commitSeq, event.prefixSeq, event.truncateAfter, event.entries);
@@ -569,7 +572,7 @@ function epochRefusal(s: ReplicaCoreState, epoch: number): string | null {
 
 // ---- primary: ops from proxies ----
 
-function onSubmit(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, header: LogEntry['header'], data: Buffer): void {
+function onSubmit(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, header: LogEntry['header'], data: Buffer, frame: Buffer | undefined): void {
   const refuse = (code: ErrorCode, message: string) => fx.push({ type: 'refuse', token, code, message });
   const stale = epochRefusal(s, header.epoch);
   if (stale) return void refuse('STALE_EPOCH', stale);
@@ -581,7 +584,7 @@ function onSubmit(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, heade
     return void refuse('UNAVAILABLE', `more than ${s.config.pendingOpsMax} ops in flight`);
   }
   s.submitters.set(seq, token);
-  accept(s, fx, [{ header, data }]);
+  accept(s, fx, [{ header, data, frame }]);
 }
 
 /** A sequence ID exists (a read or hold named it): a slot below it that never arrives is
@@ -811,9 +814,12 @@ function pumpPeer(s: ReplicaCoreState, fx: ReplicaEffect[], peer: PeerState): vo
     }
     peer.strandedAt = null;
     peer.batch = send(s, fx, peer, batch, peer.truncateAfter);
-  } else if (known && peer.notice === null && peer.knownCommit < Math.min(s.commitSeq, peer.ackedSeq)) {
+  } else if (known && peer.batch === null && peer.notice === null && peer.knownCommit < Math.min(s.commitSeq, peer.ackedSeq)) {
     // A peer commits no further than the log it holds (a learner may be behind the commit
-    // point): a notice helps only once it holds more than it knows committed.
+    // point): a notice helps only once it holds more than it knows committed. While a
+    // batch is in flight none is sent: its answer brings the peer the next batch, which
+    // carries the commit point, or, with nothing new to send, a notice then (under load,
+    // one request per batch instead of two).
     peer.notice = send(s, fx, peer, [], null);
   }
 }

@@ -125,9 +125,11 @@ export class Replica {
     this.dispatch({ type: 'membership', membership: m });
   }
 
-  /** Primary: an op from a proxy; resolves with its result once it is committed and applied. */
-  submit(header: SequencedOpHeader, data: Buffer): Promise<OpResult> {
-    return this.request((token) => ({ type: 'submit', token, header, data })) as Promise<OpResult>;
+  /** Primary: an op from a proxy; resolves with its result once it is committed and applied.
+   * `frame`, the op's frame as the proxy sent it (header and data exactly these), is
+   * logged and forwarded as it is instead of being encoded again. */
+  submit(header: SequencedOpHeader, data: Buffer, frame?: Buffer): Promise<OpResult> {
+    return this.request((token) => ({ type: 'submit', token, header, data, frame })) as Promise<OpResult>;
   }
 
   /** Backup: a batch from the primary; resolves once this node holds it durably. */

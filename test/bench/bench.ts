@@ -8,13 +8,29 @@
  *   sequential read   the same file from a fresh open, 1 MiB reads, checked against a
  *                     SHA-256 of what was written; the mount keeps no page cache across
  *                     opens, so the bytes come from the cluster
- *   create/stat/unlink FILES empty files in one directory, one phase each
+ *   create            FILES empty files in one directory, one after the other
+ *   ls -l             of that directory, by `ls -l DIR > /dev/null` (one call in all)
+ *   stat, unlink      of those files, one phase each
+ *   create, 8 loops   FILES empty files again, by 8 concurrent loops, each in its own
+ *                     directory; its rate is also given as a multiple of the single loop's
+ *
+ * Besides its rate, every phase reports what it cost per unit (a MiB, a file): the CPU time
+ * of every process of the cluster (the mount, proxies, storage nodes and Redis, from
+ * /proc/<pid>/stat), and the FUSE requests the mount served and the requests it sent to
+ * the proxies (from the mount's /metrics, --metrics-addr). Unlike the rate, these hardly
+ * move when other work shares the machine, so they are what to compare across changes
+ * (test/bench/cost.ts). The cluster's own idle CPU (leader lease, heartbeats, membership
+ * polls) is measured first and reported apart; it is included in every phase's figure.
+ *
+ * After the table, each figure is printed again on a line of its own for scripts:
+ * `metric <phase>.<figure> <value> <unit>`.
  *
  *   npm run bench [-- --size-mib 256 --files 1000 --nodes 3 --proxies 2 --mount-args='--attr-timeout-ms 1000']
  *
  * Every phase has a time budget; one that runs over stops early and reports what it did,
  * so the benchmark ends in bounded time even on a slow machine.
  */
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { open, stat, unlink, mkdir } from 'node:fs/promises';
@@ -22,25 +38,82 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { intOption } from '../../common/config';
-import { startCluster, type Cluster } from '../../cli/local-cluster';
+import { freePorts, httpGet, startCluster, type Cluster, type ProcessKind } from '../../cli/local-cluster';
+import { clockTicksPerSecond, costBetween, COSTED_KINDS, cpuTicksByKind, requestCounts, type CostSample, type PhaseCost, type RequestCounts } from './cost';
 
 const CHUNK_BYTES = 1024 * 1024;
 const MIB = 1024 * 1024;
 /** Each phase stops when it has run this long, and reports the rate of what it did. */
 const PHASE_BUDGET_MS = 4 * 60 * 1000;
+/** How long the idle cluster is watched to measure its background CPU. */
+const IDLE_MS = 2_000;
+/** The concurrent loops of the parallel create phase. */
+const PARALLEL_LOOPS = 8;
+/** How long one scrape of the mount's /metrics may take. */
+const SCRAPE_TIMEOUT_MS = 5_000;
 
-interface Row {
-  what: string;
-  count: string;
+/** What a phase did: `count` units (MiB or files) in `seconds`. */
+interface Done {
+  count: number;
   seconds: number;
-  rate: string;
+}
+
+interface Phase {
+  /** The machine-readable name in `metric` lines. */
+  slug: string;
+  what: string;
+  unit: 'MiB' | 'file';
+  done: Done;
+  cost: PhaseCost;
+  /** The rate as a multiple of another phase's, with what it is relative to. */
+  speedup?: { ratio: number; of: string };
+}
+
+/** Takes the cluster's CPU and the mount's request counters around a phase. */
+class Meter {
+  constructor(
+    private readonly cluster: Cluster,
+    private readonly metricsUrl: string,
+    private readonly ticksPerSecond: number,
+  ) {}
+
+  async measure<T extends Done>(run: () => Promise<T>): Promise<{ done: T; cost: PhaseCost }> {
+    // Scrape before reading the CPU, and after it at the end: the scrapes cost the mount
+    // CPU too, and must fall outside the window.
+    const requestsBefore = await this.scrape();
+    const before: CostSample = { ticks: this.ticks(), requests: requestsBefore };
+    const done = await run();
+    const ticksAfter = this.ticks();
+    const after: CostSample = { ticks: ticksAfter, requests: await this.scrape() };
+    return { done, cost: costBetween(before, after, this.ticksPerSecond) };
+  }
+
+  /** The cluster's CPU milliseconds per second while nothing uses it. */
+  async idleCpuMsPerSecond(): Promise<number> {
+    const before = this.ticks();
+    const started = performance.now();
+    await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
+    const after = this.ticks();
+    const cost = costBetween({ ticks: before, requests: { fuse: 0, cluster: 0 } }, { ticks: after, requests: { fuse: 0, cluster: 0 } }, this.ticksPerSecond);
+    return cost.cpuMs / seconds(started);
+  }
+
+  private ticks(): Map<ProcessKind, number> {
+    return cpuTicksByKind(this.cluster.records());
+  }
+
+  private async scrape(): Promise<RequestCounts> {
+    const answer = await httpGet(this.metricsUrl, SCRAPE_TIMEOUT_MS);
+    if (answer.status !== 200) throw new Error(`${this.metricsUrl} answered ${answer.status}`);
+    return requestCounts(answer.text);
+  }
 }
 
 function seconds(startedMs: number): number {
   return (performance.now() - startedMs) / 1000;
 }
 
-async function sequentialWrite(file: string, sizeMib: number, pattern: Buffer): Promise<{ row: Row; bytes: number; digest: string }> {
+async function sequentialWrite(file: string, sizeMib: number, pattern: Buffer): Promise<Done & { bytes: number; digest: string }> {
   const hash = createHash('sha256');
   const started = performance.now();
   const handle = await open(file, 'w');
@@ -58,15 +131,10 @@ async function sequentialWrite(file: string, sizeMib: number, pattern: Buffer): 
   } finally {
     await handle.close();
   }
-  const took = seconds(started);
-  return {
-    row: { what: 'sequential write (1 MiB writes, fsync, close)', count: `${written / MIB} MiB`, seconds: took, rate: `${(written / MIB / took).toFixed(1)} MiB/s` },
-    bytes: written,
-    digest: hash.digest('hex'),
-  };
+  return { count: written / MIB, seconds: seconds(started), bytes: written, digest: hash.digest('hex') };
 }
 
-async function sequentialRead(file: string, expectBytes: number, expectDigest: string): Promise<Row> {
+async function sequentialRead(file: string, expectBytes: number, expectDigest: string): Promise<Done> {
   const hash = createHash('sha256');
   const buffer = Buffer.alloc(CHUNK_BYTES);
   const started = performance.now();
@@ -85,31 +153,94 @@ async function sequentialRead(file: string, expectBytes: number, expectDigest: s
   const took = seconds(started);
   if (total !== expectBytes) throw new Error(`read ${total} bytes back, wrote ${expectBytes}`);
   if (hash.digest('hex') !== expectDigest) throw new Error('the bytes read back differ from the bytes written');
-  return { what: 'sequential read (1 MiB reads, fresh open)', count: `${total / MIB} MiB`, seconds: took, rate: `${(total / MIB / took).toFixed(1)} MiB/s` };
+  return { count: total / MIB, seconds: took };
 }
 
-async function timedPhase(what: string, count: number, step: (index: number) => Promise<void>): Promise<{ row: Row; done: number }> {
-  const started = performance.now();
+/** Runs `step(0)`, `step(1)`… up to `count` one after the other, within the phase budget
+ * counted from `startedMs`; returns how many steps ran. */
+async function loop(count: number, startedMs: number, step: (index: number) => Promise<void>): Promise<number> {
   let done = 0;
-  for (; done < count; done++) {
+  while (done < count) {
     await step(done);
-    if (performance.now() - started > PHASE_BUDGET_MS) {
-      done++;
-      break;
-    }
+    done++;
+    if (performance.now() - startedMs > PHASE_BUDGET_MS) break;
   }
-  const took = seconds(started);
-  return { row: { what, count: `${done} files`, seconds: took, rate: `${(done / took).toFixed(0)} /s` }, done };
+  return done;
 }
 
-function printTable(rows: Row[]): void {
-  const header = ['', 'amount', 'seconds', 'rate'];
-  const cells = rows.map((row) => [row.what, row.count, row.seconds.toFixed(2), row.rate]);
+async function timedPhase(count: number, step: (index: number) => Promise<void>): Promise<Done> {
+  const started = performance.now();
+  const done = await loop(count, started, step);
+  return { count: done, seconds: seconds(started) };
+}
+
+/** `PARALLEL_LOOPS` loops at once, loop `index` doing `counts[index]` steps. */
+async function parallelPhase(counts: number[], step: (loopIndex: number, index: number) => Promise<void>): Promise<Done> {
+  const started = performance.now();
+  const done = await Promise.all(counts.map((count, loopIndex) => loop(count, started, (index) => step(loopIndex, index))));
+  return { count: done.reduce((sum, n) => sum + n, 0), seconds: seconds(started) };
+}
+
+/** `ls -l DIR > /dev/null`: one call that reads the directory and stats every entry. */
+async function listLong(dir: string, entries: number): Promise<Done> {
+  const started = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn('ls', ['-l', dir], { stdio: ['ignore', 'ignore', 'pipe'], timeout: PHASE_BUDGET_MS });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+    child.once('error', reject);
+    child.once('close', (code, signal) => (code === 0 ? resolve() : reject(new Error(`ls -l ${dir}: ${signal ?? `exit ${code}`}: ${stderr.trim()}`))));
+  });
+  return { count: entries, seconds: seconds(started) };
+}
+
+/** `count` split over `parts` as evenly as whole numbers go. */
+function split(count: number, parts: number): number[] {
+  return Array.from({ length: parts }, (_, index) => Math.floor(count / parts) + (index < count % parts ? 1 : 0));
+}
+
+function rateOf(phase: Phase): number {
+  return phase.done.count / phase.done.seconds;
+}
+
+const perUnit = (phase: Phase, total: number) => (phase.done.count > 0 ? total / phase.done.count : NaN);
+
+function printTable(phases: Phase[]): void {
+  const header = ['', 'amount', 'seconds', 'rate', 'per', 'CPU ms', 'FUSE req', 'cluster req'];
+  const cells = phases.map((phase) => [
+    phase.what,
+    `${phase.done.count} ${phase.unit === 'MiB' ? 'MiB' : 'files'}`,
+    phase.done.seconds.toFixed(2),
+    (phase.unit === 'MiB' ? `${rateOf(phase).toFixed(1)} MiB/s` : `${rateOf(phase).toFixed(0)} /s`) +
+      (phase.speedup ? ` (${phase.speedup.ratio.toFixed(2)}x)` : ''),
+    phase.unit,
+    perUnit(phase, phase.cost.cpuMs).toFixed(2),
+    perUnit(phase, phase.cost.requests.fuse).toFixed(2),
+    perUnit(phase, phase.cost.requests.cluster).toFixed(2),
+  ]);
   const widths = header.map((title, index) => Math.max(title.length, ...cells.map((cell) => cell[index]!.length)));
   const line = (cell: string[]) => cell.map((text, index) => (index === 0 ? text.padEnd(widths[index]!) : text.padStart(widths[index]!))).join('   ');
   process.stdout.write('\n' + line(header) + '\n' + widths.map((width) => '-'.repeat(width)).join('   ') + '\n');
   for (const cell of cells) process.stdout.write(line(cell) + '\n');
-  process.stdout.write('\n');
+  process.stdout.write(
+    '\nper: the unit the last three columns are per. CPU ms: of every process of the cluster together;' +
+      '\nFUSE req: requests the mount served; cluster req: HTTP requests it sent to proxies, retries included.\n\n',
+  );
+}
+
+/** Prints every figure as `metric <phase>.<figure> <value> <unit>`. */
+function printMetrics(phases: Phase[], idleCpuMsPerSecond: number): void {
+  const metric = (name: string, value: number, unit: string) => process.stdout.write(`metric ${name} ${Number.isFinite(value) ? Number(value.toPrecision(4)) : value} ${unit}\n`);
+  metric('idle.cpu', idleCpuMsPerSecond, 'ms/s');
+  for (const phase of phases) {
+    const per = phase.unit;
+    metric(`${phase.slug}.rate`, rateOf(phase), phase.unit === 'MiB' ? 'MiB/s' : 'files/s');
+    if (phase.speedup) metric(`${phase.slug}.speedup_vs_${phase.speedup.of}`, phase.speedup.ratio, 'x');
+    metric(`${phase.slug}.cpu`, perUnit(phase, phase.cost.cpuMs), `ms/${per}`);
+    for (const kind of COSTED_KINDS) metric(`${phase.slug}.cpu.${kind}`, perUnit(phase, phase.cost.cpuMsByKind.get(kind) ?? 0), `ms/${per}`);
+    metric(`${phase.slug}.fuse_requests`, perUnit(phase, phase.cost.requests.fuse), `req/${per}`);
+    metric(`${phase.slug}.cluster_requests`, perUnit(phase, phase.cost.requests.cluster), `req/${per}`);
+  }
 }
 
 async function main(): Promise<void> {
@@ -129,6 +260,7 @@ async function main(): Promise<void> {
   const proxies = intOption(values.proxies, 'proxies', 2, 1, 16);
   // Extra dfs-mount arguments, to compare settings (e.g. --attr-timeout-ms 1000).
   const mountArgs = (values['mount-args'] ?? '').split(/\s+/).filter((a) => a !== '');
+  const ticksPerSecond = clockTicksPerSecond();
 
   const root = mkdtempSync(join(tmpdir(), 'dfs-bench-'));
   let cluster: Cluster | null = null;
@@ -151,28 +283,64 @@ async function main(): Promise<void> {
     cluster = await startCluster({ dataDir: join(root, 'cluster'), nodes, proxies });
     const mountpoint = join(root, 'mnt');
     mkdirSync(mountpoint);
-    await cluster.mount(mountpoint, { args: mountArgs });
+    const [metricsPort] = await freePorts(1);
+    const metricsAddr = `127.0.0.1:${metricsPort!}`;
+    await cluster.mount(mountpoint, { args: ['--metrics-addr', metricsAddr, ...mountArgs] });
+    const meter = new Meter(cluster, `http://${metricsAddr}/metrics`, ticksPerSecond);
     process.stdout.write(`mounted at ${mountpoint}${mountArgs.length > 0 ? ` (${mountArgs.join(' ')})` : ''}; writing ${sizeMib} MiB, then ${fileCount} small files\n`);
 
-    const rows: Row[] = [];
+    const idleCpuMsPerSecond = await meter.idleCpuMsPerSecond();
+    process.stdout.write(`the idle cluster uses ${idleCpuMsPerSecond.toFixed(1)} CPU ms/s (clock ticks of ${(1000 / ticksPerSecond).toFixed(0)} ms); every figure below includes it\n`);
+
+    const phases: Phase[] = [];
+    const add = (slug: string, what: string, unit: Phase['unit'], measured: { done: Done; cost: PhaseCost }) => {
+      const phase: Phase = { slug, what, unit, done: { count: measured.done.count, seconds: measured.done.seconds }, cost: measured.cost };
+      phases.push(phase);
+      return phase;
+    };
+
     const big = join(mountpoint, 'big.bin');
-    const written = await sequentialWrite(big, sizeMib, randomBytes(CHUNK_BYTES));
-    rows.push(written.row);
-    rows.push(await sequentialRead(big, written.bytes, written.digest));
+    const written = await meter.measure(() => sequentialWrite(big, sizeMib, randomBytes(CHUNK_BYTES)));
+    add('seq_write', 'sequential write (1 MiB writes, fsync, close)', 'MiB', written);
+    add('seq_read', 'sequential read (1 MiB reads, fresh open)', 'MiB', await meter.measure(() => sequentialRead(big, written.done.bytes, written.done.digest)));
     await unlink(big);
 
     const dir = join(mountpoint, 'small');
     await mkdir(dir);
     const name = (index: number) => join(dir, `f${index}`);
-    const created = await timedPhase('create (open O_CREAT|O_EXCL, close)', fileCount, async (index) => {
-      const handle = await open(name(index), 'wx');
-      await handle.close();
-    });
-    rows.push(created.row);
-    rows.push((await timedPhase('stat', created.done, async (index) => void (await stat(name(index))))).row);
-    rows.push((await timedPhase('unlink', created.done, (index) => unlink(name(index)))).row);
+    const created = add(
+      'create',
+      'create (open O_CREAT|O_EXCL, close)',
+      'file',
+      await meter.measure(() =>
+        timedPhase(fileCount, async (index) => {
+          const handle = await open(name(index), 'wx');
+          await handle.close();
+        }),
+      ),
+    );
+    const files = created.done.count;
+    add('ls_l', 'ls -l of the directory (one call)', 'file', await meter.measure(() => listLong(dir, files)));
+    add('stat', 'stat', 'file', await meter.measure(() => timedPhase(files, async (index) => void (await stat(name(index))))));
+    add('unlink', 'unlink', 'file', await meter.measure(() => timedPhase(files, (index) => unlink(name(index)))));
 
-    printTable(rows);
+    const loopDir = (loopIndex: number) => join(mountpoint, 'parallel', `loop${loopIndex}`);
+    for (let loopIndex = 0; loopIndex < PARALLEL_LOOPS; loopIndex++) await mkdir(loopDir(loopIndex), { recursive: true });
+    const parallel = add(
+      'create_8_loops',
+      `create, ${PARALLEL_LOOPS} parallel loops (own directory each)`,
+      'file',
+      await meter.measure(() =>
+        parallelPhase(split(fileCount, PARALLEL_LOOPS), async (loopIndex, index) => {
+          const handle = await open(join(loopDir(loopIndex), `f${index}`), 'wx');
+          await handle.close();
+        }),
+      ),
+    );
+    parallel.speedup = { ratio: rateOf(parallel) / rateOf(created), of: 'create' };
+
+    printTable(phases);
+    printMetrics(phases, idleCpuMsPerSecond);
   } finally {
     await cleanup();
   }

@@ -17,6 +17,14 @@ test('frames back to back decode in order', () => {
   assert.equal(decodeFrames(body).map((f) => (f.header as { n: number }).n), [1, 2, 3]);
 });
 
+test('a decoded frame keeps its bytes as sent, so a node can log and forward them as they are', () => {
+  const frames = [encodeFrame({ n: 1 }), encodeFrame({ n: 2 }, randomBytes(1000)), encodeFrame({ n: 3 })];
+  const decoded = decodeFrames(Buffer.concat(frames));
+  decoded.forEach((f, i) => assert.ok(f.encoded?.equals(frames[i]!), `frame ${i}`));
+  // Encoding the decoded header and data again gives the same bytes.
+  decoded.forEach((f, i) => assert.ok(encodeFrame(f.header, f.data).equals(frames[i]!), `frame ${i} again`));
+});
+
 test('a cut-short frame is incomplete, not corrupt', () => {
   const buf = encodeFrame({ n: 1 }, Buffer.alloc(100, 7));
   for (const cut of [0, 5, FRAME_PREFIX_BYTES, buf.length - 1]) {

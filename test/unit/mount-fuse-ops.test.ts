@@ -17,8 +17,10 @@ import { DfsError, fsError } from '../../common/errors';
 import type { Op } from '../../common/ops';
 import { parentOf } from '../../common/paths';
 import { DfsFileSystem, MOUNT_CONFIG_DEFAULTS, type ClusterClient } from '../../mount/fuse-ops';
+import { MountMetrics } from '../../mount/metrics';
 import { ORPHANS_DIR } from '../../mount/orphans';
 import { ALIAS_MARKER_BYTES, ALIAS_PREFIX } from '../../mount/replaced-alias';
+import { parseMetricsText } from '../bench/cost';
 
 const E = constants.errno;
 /** The process every call comes from, as the patched fuse-native passes it. */
@@ -184,15 +186,17 @@ class FakeCluster implements ClusterClient {
 
 function setup(config: Partial<typeof MOUNT_CONFIG_DEFAULTS> = {}) {
   const cluster = new FakeCluster();
+  const metrics = new MountMetrics();
   const fs = new DfsFileSystem({
     client: cluster,
     logger,
     config: { ...MOUNT_CONFIG_DEFAULTS, writeLimits: { chunkBytesMax: 64, inflightMax: 2 }, ...config },
+    metrics,
   });
   const h = fs.handlers() as Required<Fuse.Handlers>;
   const call = <T = unknown>(f: (cb: (code: number, v?: T) => void) => void): Promise<{ code: number; v?: T }> =>
     new Promise((resolve) => f((code, v) => resolve({ code, v })));
-  return { cluster, fs, h, call };
+  return { cluster, fs, h, call, metrics };
 }
 
 test('create, write, flush: nothing is sent before flush, and flush commits it', async () => {
@@ -210,6 +214,21 @@ test('create, write, flush: nothing is sent before flush, and flush commits it',
   assert.is((await call((cb) => h.flush('/f', fd, cb))).code, 0);
   assert.is(cluster.nodes.get('/f')!.data.toString(), 'hello');
   assert.is((await call((cb) => h.release('/f', fd, cb))).code, 0);
+});
+
+test('every FUSE request is counted by operation, failed ones too', async () => {
+  const { h, call, metrics } = setup();
+  const fd = (await call<number>((cb) => h.create('/f', 0o100644, cb, CALLER, CREATE_FLAGS))).v!;
+  await call((cb) => h.getattr('/f', cb));
+  await call((cb) => h.fgetattr('/f', fd, cb));
+  await call((cb) => h.release('/f', fd, cb));
+  assert.is((await call((cb) => h.getattr('/missing', cb))).code, -2);
+  const counts = Object.fromEntries(
+    parseMetricsText(await metrics.registry.metrics())
+      .filter((sample) => sample.name === 'dfs_mount_fuse_requests_total')
+      .map((sample) => [sample.labels.op, sample.value]),
+  );
+  assert.equal(counts, { create: 1, getattr: 3, release: 1 });
 });
 
 test('a read sees data buffered by another handle of the same file', async () => {

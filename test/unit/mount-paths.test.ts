@@ -96,6 +96,8 @@ test('the command line: defaults, DFS_PROXY, several proxies, validation', () =>
   assert.is(dflt.attrTimeoutMs, 0, 'strict by default: another mount\'s change shows at once');
   assert.is(dflt.atime, 'noatime');
   assert.is(dflt.deadlineMs, 10000);
+  assert.is(dflt.leases, true, 'cached under leases by default');
+  assert.is(cli(['/mnt/x', '--no-leases'], {}).leases, false);
   const env = cli(['/mnt/x', '-f'], { DFS_PROXY: 'http://h:1' });
   assert.ok(env.foreground);
   assert.equal(env.proxies, ['http://h:1']);

@@ -13,7 +13,9 @@ import pino from 'pino';
 import { DfsError } from '../../common/errors';
 import { decodeOneFrame } from '../../common/frame';
 import { Deadline } from '../../mount/deadline';
+import { MountMetrics } from '../../mount/metrics';
 import { ProxyClient } from '../../mount/proxy-client';
+import { parseMetricsText } from '../bench/cost';
 
 const logger = pino({ level: 'silent' });
 
@@ -121,6 +123,22 @@ test('a refused connection fails over to the next proxy', async () => {
   const p = await fakeProxy((_req, _body, res) => json(res, 200, ATTR));
   const c = client([dead, p.url]);
   assert.equal(await c.attr('/a', new Deadline(3000)), ATTR);
+});
+
+test('every attempt is counted under its client API, retries on other proxies too', async () => {
+  const dead = await deadUrl();
+  const unavailable = await fakeProxy((_req, _body, res) => json(res, 503, { code: 'UNAVAILABLE', message: 'no primary' }));
+  const p = await fakeProxy((req, _body, res) => (req.method === 'POST' ? json(res, 200, { seq: 1 }) : json(res, 200, ATTR)));
+  const metrics = new MountMetrics();
+  const c = client([dead, unavailable.url, p.url], { metrics });
+  await c.op({ type: 'unlink', path: '/f' }, undefined, new Deadline(3000));
+  await c.attr('/a', new Deadline(3000)); // p answered last: one attempt
+  const counts = Object.fromEntries(
+    parseMetricsText(await metrics.registry.metrics())
+      .filter((sample) => sample.name === 'dfs_mount_cluster_requests_total')
+      .map((sample) => [sample.labels.api, sample.value]),
+  );
+  assert.equal(counts, { ops: 3, attr: 1 });
 });
 
 test('an op answered with an errno is that FS_ERROR; a 4xx error is final', async () => {
