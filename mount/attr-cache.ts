@@ -115,6 +115,18 @@ export class AttrCache {
     return undefined;
   }
 
+  /** The lease an answer for `path` rests on: the lease of its cached attributes (when
+   * they answer), or of its absence (a negative entry, or its directory's listing without
+   * it); null when the answer rests on none. */
+  leaseBehind(path: string): LeaseRef | null {
+    const e = this.entries.get(path);
+    if (e?.lease && this.leaseValid(e.lease) && leaseCovers(e.attr)) return e.lease;
+    if (e?.attr) return null;
+    if (path === '/') return null;
+    const dir = this.listing(parentOf(path));
+    return dir && !dir.byName.has(path.slice(path.lastIndexOf('/') + 1)) ? dir.lease : null;
+  }
+
   /** Only what a lease vouches for (what open may use instead of asking: close-to-open). */
   getLeased(path: string): Attr | undefined {
     const e = this.entries.get(path);

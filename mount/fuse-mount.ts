@@ -21,13 +21,21 @@
  * fuse-native must be the dfs-patched build (patches/fuse-native+2.2.6.patch, applied and
  * compiled by scripts/build-fuse-native.js from `npm ci` and scripts/setup.sh): unpatched,
  * it would mount fine and then silently set wrong times and owners, so DfsFuse refuses it.
+ *
+ * Kernel caching (patch item 13): the options keep every timeout at 0, and a getattr or
+ * fgetattr answer may carry its own (`cb(0, stat, { entryMs, attrMs })`, libfuse's reply
+ * rewritten); `invalidatePath(path)` / `invalidateEntry(path)` take a cached answer back
+ * before it stops being true, through a thread of the addon's own (a notification sent from
+ * the main thread could wait for kernel locks held by calls only the main thread answers).
+ * `DfsFuse.kernelCacheHooked()` is false on a libfuse other than the 2.9 the patch mirrors:
+ * then times given are ignored (the kernel caches nothing) and invalidation finds nothing.
  */
 import Fuse from 'fuse-native';
 
 /** fuse-native copies the option string into a 1024-byte buffer, NUL included. */
 export const FUSE_OPTIONS_BYTES_MAX = 1023;
 /** The level of the dfs patch this code is written for (Fuse.DFS_PATCH_LEVEL). */
-export const FUSE_NATIVE_PATCH_LEVEL = 5;
+export const FUSE_NATIVE_PATCH_LEVEL = 6;
 /** The largest read and write request libfuse 2 makes. */
 export const FUSE_REQUEST_BYTES_MAX = 128 * 1024;
 

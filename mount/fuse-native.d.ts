@@ -8,7 +8,9 @@
  *
  * What the patch adds: utimens gets both times, each of which may be "now" or "leave it";
  * create, mknod, mkdir and symlink get the calling process after their callback, and create
- * also its open flags; `context()` gives the caller of any handler, synchronously.
+ * also its open flags; `context()` gives the caller of any handler, synchronously; getattr
+ * and fgetattr may say how long the kernel may keep their answer, and `invalidatePath` and
+ * `invalidateEntry` take it back (item 13).
  */
 declare module 'fuse-native' {
   namespace Fuse {
@@ -49,6 +51,14 @@ declare module 'fuse-native' {
 
     type Done = (code: number) => void;
 
+    /** How long the kernel may keep a getattr's answer (dfs patch, item 13): milliseconds
+     * for both the entry (the name) and the attributes, or each on its own; one left out
+     * keeps libfuse's option (dfs-mount's: 0). With ENOENT from a lookup, entryMs is how
+     * long the kernel may remember that the name does not exist. */
+    type CacheTimes = number | { entryMs?: number; attrMs?: number };
+
+    type StatAnswer = (code: number, st?: Stat, cache?: CacheTimes) => void;
+
     /** The process that made a call: libfuse's fuse_get_context(), so the uid and gid are
      * its file system ids (fsuid, fsgid). */
     interface Caller {
@@ -69,8 +79,8 @@ declare module 'fuse-native' {
       init?(cb: Done): void;
       access?(path: string, mode: number, cb: Done): void;
       statfs?(path: string, cb: (code: number, st?: StatFs) => void): void;
-      getattr?(path: string, cb: (code: number, st?: Stat) => void): void;
-      fgetattr?(path: string, fd: number, cb: (code: number, st?: Stat) => void): void;
+      getattr?(path: string, cb: StatAnswer): void;
+      fgetattr?(path: string, fd: number, cb: StatAnswer): void;
       flush?(path: string, fd: number, cb: Done): void;
       fsync?(path: string, datasync: number, fd: number, cb: Done): void;
       readdir?(path: string, cb: (code: number, names?: string[], stats?: Stat[]) => void): void;
@@ -134,6 +144,18 @@ declare module 'fuse-native' {
     /** Whether the last mount keeps a name a rename replaced resolvable for the calls on
      * their way (dfs patch item 12). */
     static renameKeepsReplaced(): boolean;
+    /** Whether the last mount lets getattr answers carry cache times and invalidation
+     * reach the kernel (dfs patch item 13; libfuse 2.9's private layouts checked). */
+    static kernelCacheHooked(): boolean;
+    /** Makes the kernel drop its entry for `path`, the inode's attributes and its cached
+     * data. Resolves true once the kernel has taken that, false at once when libfuse has no
+     * node for the path (the kernel then caches nothing of it). Rejects (err.errno) when
+     * the kernel refuses, or EAGAIN when too many are queued. Main thread only; a handler
+     * must not wait for it before answering a call on the path or its directory. */
+    invalidatePath(path: string): Promise<boolean>;
+    /** Makes the kernel drop its entry for the name `path`, positive or negative, and its
+     * directory's attributes. False at once when libfuse has no node for the directory. */
+    invalidateEntry(path: string): Promise<boolean>;
     static readonly [errno: string]: unknown;
   }
 

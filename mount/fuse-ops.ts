@@ -40,7 +40,7 @@ import { relatimeDue, xattrNamespaceOf, type Op } from '../common/ops';
 import { parentOf, validateEntryPath, validatePath } from '../common/paths';
 import { AttrCache } from './attr-cache';
 import { Deadline, raceDeadline } from './deadline';
-import { EIO, errnoOfError, errnoOfLostWrite } from './errno';
+import { EIO, ENOENT, errnoOfError, errnoOfLostWrite } from './errno';
 import { childPath, HandleTable, renamePath } from './handles';
 import { kernelToWire, wireToKernel } from '../common/names';
 import { inRenameSyscall, isReservedPath, ORPHANS_DIR, orphanOwner, orphanPrefix, OrphanTable } from './orphans';
@@ -85,6 +85,22 @@ export const MOUNT_CONFIG_DEFAULTS: MountConfig = {
   atime: 'noatime',
   leases: true,
 };
+
+/** The longest the kernel is let keep an answer (patch item 13), and how much sooner than
+ * its lease it must let go; a shorter time is not worth giving. */
+const KERNEL_CACHE_MS_MAX = 1_000;
+const KERNEL_CACHE_MARGIN_MS = 250;
+const KERNEL_CACHE_MS_MIN = 50;
+/** A reply that gave the kernel a time may still be on its way (libfuse's thread sends it
+ * after the handler answered, the invalidation goes by another thread): names given a time
+ * this recently are taken back a second time after this long. */
+const KERNEL_REPLY_SLACK_MS = 100;
+
+/** The kernel's caches as the mount drives them (mount/fuse-mount.ts, DfsFuse). */
+export interface KernelCache {
+  invalidatePath(kernelPath: string): Promise<boolean>;
+  invalidateEntry(kernelPath: string): Promise<boolean>;
+}
 
 /** Lookups missed under one directory's lease before the mount lists the directory. */
 const LISTING_AFTER_MISSES = 4;
@@ -186,7 +202,10 @@ export class DfsFileSystem {
             d.dispose();
           }
         },
-        dropped: (keys) => this.attrs.dropKeys(keys),
+        dropped: (keys) => {
+          this.attrs.dropKeys(keys);
+          return this.dropKernel(keys);
+        },
         logger: this.logger,
       });
       this.leases = leases;
@@ -196,6 +215,88 @@ export class DfsFileSystem {
 
   /** Lookups that missed under the lease of one directory (wantsListing). */
   private readonly lookupMisses: { lease: LeaseRef | null; count: number } = { lease: null, count: 0 };
+
+  /** The kernel's caches, once the mount knows it may use them (patch item 13). */
+  kernel: KernelCache | null = null;
+  /** What the kernel was told it may keep, by lease key: kernel paths answered with a time
+   * (names that exist, and names that do not), and until when the longest time runs. */
+  private readonly kernelHeld = new Map<string, { untilMs: number; lastMs: number; paths: Set<string>; absent: Set<string> }>();
+
+  /**
+   * How long the kernel may keep the answer to a getattr (or lookup) of `kernelPath`: only
+   * an answer resting on a lease, for at most KERNEL_CACHE_MS_MAX and never past the lease
+   * (less a margin). Nothing for a file with other names (the kernel gives each name its
+   * own inode), one open for writing here (its size and times move with the writes sent),
+   * a hidden or alias name, or with leases or the kernel hooks off. What it is told is
+   * remembered by key, so that a revocation takes it back first (dropKernel).
+   */
+  private kernelTimes(kernelPath: string, code: number): Fuse.CacheTimes | undefined {
+    if (!this.kernel || !this.leases || (code !== 0 && code !== ENOENT)) return undefined;
+    if (nodeKey(kernelPath) !== null) return undefined;
+    let p: string;
+    try {
+      p = this.fromKernel(kernelPath);
+    } catch {
+      return undefined;
+    }
+    if (this.orphans.isOrphan(p) || this.handles.related(p).some((h) => h.writable)) return undefined;
+    const lease = this.attrs.leaseBehind(p);
+    const ms = Math.floor(Math.min(KERNEL_CACHE_MS_MAX, this.leases.remainingMs(lease) - KERNEL_CACHE_MARGIN_MS));
+    if (!lease || ms < KERNEL_CACHE_MS_MIN) return undefined;
+    const nowMs = performance.now();
+    let held = this.kernelHeld.get(lease.key);
+    if (!held) this.kernelHeld.set(lease.key, (held = { untilMs: 0, lastMs: 0, paths: new Set(), absent: new Set() }));
+    held.untilMs = Math.max(held.untilMs, nowMs + ms);
+    held.lastMs = nowMs;
+    if (code === 0) held.paths.add(kernelPath);
+    else held.absent.add(kernelPath);
+    // The attributes of anything but a directory stay with this mount's cache (attrMs 0: the
+    // kernel asks on every stat): the kernel gives each name of a file its own inode, so a
+    // link made, or a write through another name, would leave what it kept of this one
+    // stale. Names, absent names and a directory's attributes the kernel may keep.
+    if (code !== 0) return { entryMs: ms };
+    const attr = this.attrs.get(p);
+    return attr && (attr.mode & S_IFMT) === S_IFDIR ? { entryMs: ms, attrMs: ms } : { entryMs: ms, attrMs: 0 };
+  }
+
+  /** Takes back what the kernel keeps under `keys`; resolves once the kernel has dropped it
+   * or its times have run out, whichever comes first (a notification may wait for a call
+   * in the same directory, and that call for this revocation). */
+  private dropKernel(keys: string[]): Promise<void> | void {
+    if (!this.kernel) return;
+    const kernel = this.kernel;
+    const nowMs = performance.now();
+    const waits: Promise<unknown>[] = [];
+    let untilMs = 0;
+    const takeBack = (paths: Set<string>, absent: Set<string>) => {
+      for (const p of paths) waits.push(kernel.invalidatePath(p).catch(() => false));
+      for (const p of absent) waits.push(kernel.invalidateEntry(p).catch(() => false));
+    };
+    for (const key of keys) {
+      const held = this.kernelHeld.get(key);
+      if (!held) continue;
+      this.kernelHeld.delete(key);
+      untilMs = Math.max(untilMs, held.untilMs);
+      takeBack(held.paths, held.absent);
+      if (nowMs - held.lastMs < KERNEL_REPLY_SLACK_MS) {
+        waits.push(new Promise((resolve) => setTimeout(resolve, KERNEL_REPLY_SLACK_MS)).then(() => takeBack(held.paths, held.absent)));
+      }
+    }
+    if (waits.length === 0 || untilMs <= nowMs) return;
+    let timer: NodeJS.Timeout | undefined;
+    const runOut = new Promise<void>((resolve) => (timer = setTimeout(resolve, untilMs - nowMs + 1)));
+    // The second round's invalidations are added to `waits` when it runs: wait for it too.
+    const all = async () => {
+      for (let i = 0; i < waits.length; i++) await waits[i];
+    };
+    return Promise.race([all(), runOut]).then(() => clearTimeout(timer));
+  }
+
+  /** Asks the kernel to drop what it may keep of `p` (a change it did not see made). */
+  private forgetInKernel(p: string): void {
+    if (!this.kernel) return;
+    void this.kernel.invalidatePath(wireToKernel(p)).catch(() => false);
+  }
 
   /** What ops name this mount as (the cluster leaves its own leases alone), or undefined. */
   leaseIdentity(): string | undefined {
@@ -209,7 +310,7 @@ export class DfsFileSystem {
       init: (cb) => cb(0),
       getattr: (path, cb) => {
         const ctimeOnly = this.callerOf()?.ctimeOnly === true;
-        this.serve('getattr', path, (d) => this.getattr(this.fromKernel(path), d, ctimeOnly), (code, attr) => cb(code, attr && toStat(attr)));
+        this.serve('getattr', path, (d) => this.getattr(this.fromKernel(path), d, ctimeOnly), (code, attr) => cb(code, attr && toStat(attr), this.kernelTimes(path, code)));
       },
       fgetattr: (path, fd, cb) => {
         const ctimeOnly = this.callerOf()?.ctimeOnly === true;
@@ -507,6 +608,7 @@ export class DfsFileSystem {
       .finally(() => {
         d.dispose();
         this.attrs.invalidate(p);
+        this.forgetInKernel(p);
         this.atimeUpdates.delete(p);
       });
     this.atimeUpdates.set(p, done);
@@ -977,6 +1079,9 @@ export class DfsFileSystem {
       if (h.writes) await raceDeadline(h.writes.flush().catch(lostWrite), d);
     } finally {
       this.handles.delete(fd);
+      // While it was open for writing the kernel was given no time for it, but an answer
+      // from before may still be kept, and the writes sent since moved its times.
+      if (h.writable) this.forgetInKernel(h.path);
     }
     // The last descriptor of an unlinked file: it goes now.
     if (this.orphanUnused(h.path)) await this.removeOrphan(h.path, d);

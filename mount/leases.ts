@@ -58,8 +58,10 @@ export class MountLeases {
     private readonly mountId: string,
     private readonly deps: {
       poll: (identity: string, acks: number[]) => Promise<PollResult>;
-      /** Called with the keys whose leases were revoked or lost: drop what is cached. */
-      dropped: (keys: string[]) => void;
+      /** Called with the keys whose leases were revoked or lost: drop what is cached. A
+       * revocation is acknowledged only once what it returns has settled (the kernel's
+       * copies are gone too). */
+      dropped: (keys: string[]) => void | Promise<void>;
       logger: Logger;
       now?: () => number;
     },
@@ -79,6 +81,11 @@ export class MountLeases {
     if (!ref || ref.revoked) return false;
     const s = this.session;
     return s !== null && s.id === ref.session && this.now() < s.validUntilMs;
+  }
+
+  /** How much longer the session counts on `ref`, in ms (0 when it does not). */
+  remainingMs(ref: LeaseRef | null | undefined): number {
+    return this.valid(ref) ? this.session!.validUntilMs - this.now() : 0;
   }
 
   /** The live lease on `key`, if any. */
@@ -129,10 +136,11 @@ export class MountLeases {
     if (keys.length > 0) this.deps.dropped(keys);
   }
 
-  private revoke(ids: number[]): void {
+  /** Takes revoked leases out of use at once; resolves with their IDs once what was
+   * cached under them is gone everywhere (then they may be acknowledged). */
+  private revoke(ids: number[]): Promise<number[]> {
     const keys: string[] = [];
     for (const id of ids) {
-      this.acks.push(id);
       const ref = this.byId.get(id);
       this.remember(`${this.session?.id}:${id}`);
       if (!ref) continue;
@@ -141,7 +149,8 @@ export class MountLeases {
       if (this.byKey.get(ref.key) === ref) this.byKey.delete(ref.key);
       keys.push(ref.key);
     }
-    if (keys.length > 0) this.deps.dropped(keys);
+    const settled = keys.length > 0 ? this.deps.dropped(keys) : undefined;
+    return settled ? settled.then(() => ids) : Promise.resolve(ids);
   }
 
   private remember(id: string): void {
@@ -180,8 +189,9 @@ export class MountLeases {
         break;
       }
       // Revocations first: the renewal below must not cover a lease revoked in this answer.
-      this.revoke(r.revoked);
+      const revoking = this.revoke(r.revoked);
       this.session.validUntilMs = Math.max(this.session.validUntilMs, sentAtMs + this.session.leaseMs);
+      if (r.revoked.length > 0) this.acks.push(...(await revoking));
     }
   }
 }

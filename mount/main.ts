@@ -105,6 +105,13 @@ async function serve(cli: Cli): Promise<void> {
   if (!DfsFuse.ctimeOnlySetattrHooked()) {
     logger.warn('libfuse is not the 2.9 this mount knows: chown(f, -1, -1) will not move ctime');
   }
+  if (!DfsFuse.kernelCacheHooked()) {
+    logger.warn('libfuse is not the 2.9 this mount knows: the kernel cannot be let cache attributes or names');
+  } else if (fs.leases) {
+    // What a lease vouches for, the kernel may keep too, as long as the mount can take it
+    // back before the lease is given up (mount/fuse-ops.ts, kernelTimes).
+    fs.kernel = { invalidatePath: (p) => fuse.invalidatePath(p), invalidateEntry: (p) => fuse.invalidateEntry(p) };
+  }
   if (!DfsFuse.renameKeepsReplaced()) {
     logger.warn('libfuse is not the 2.9 this mount knows: an open or stat racing a rename over its name may fail with ENOENT');
   }

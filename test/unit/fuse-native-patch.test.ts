@@ -80,6 +80,16 @@ test('a package changed some other way is refused, not patched over', () => {
   assert.throws(() => build.applyPatch(dir), /neither fuse-native 2\.2\.6 as published nor patched/);
 });
 
+test('the patch level is the same in the C source, index.js, the build script and the mount', () => {
+  const patch = readFileSync(build.PATCH_FILE, 'utf8');
+  const c = /^\+static const uint32_t dfs_patch_level = (\d+);$/m.exec(patch);
+  const js = /^\+const DFS_PATCH_LEVEL = (\d+)$/m.exec(patch);
+  assert.ok(c && js, 'the patch sets both levels');
+  assert.is(Number(c![1]), FUSE_NATIVE_PATCH_LEVEL);
+  assert.is(Number(js![1]), FUSE_NATIVE_PATCH_LEVEL);
+  assert.is((require(SCRIPT) as { PATCH_LEVEL: number }).PATCH_LEVEL, FUSE_NATIVE_PATCH_LEVEL);
+});
+
 test('this work tree has the patched addon built (the script has nothing to do)', () => {
   const r = spawnSync(process.execPath, [SCRIPT, '--check'], { encoding: 'utf8' });
   assert.is(r.status, 0, r.stdout + r.stderr);

@@ -159,7 +159,9 @@ test('the mount: leases hold until revoked, renewed by polls, and a grant revoke
   const dropped: string[][] = [];
   const leases = new MountLeases('m', {
     poll: (identity, acks) => new Promise<PollResult>((answer) => polls.push({ identity, acks, answer })),
-    dropped: (keys) => dropped.push(keys),
+    dropped: (keys) => {
+      dropped.push(keys);
+    },
     logger,
     now: () => now,
   });
