@@ -94,7 +94,7 @@ const KERNEL_CACHE_MS_MIN = 50;
 /** A reply that gave the kernel a time may still be on its way (libfuse's thread sends it
  * after the handler answered, the invalidation goes by another thread): names given a time
  * this recently are taken back a second time after this long. */
-const KERNEL_REPLY_SLACK_MS = 100;
+const KERNEL_REPLY_SLACK_MS = 20;
 
 /** The kernel's caches as the mount drives them (mount/fuse-mount.ts, DfsFuse). */
 export interface KernelCache {
@@ -279,7 +279,8 @@ export class DfsFileSystem {
       untilMs = Math.max(untilMs, held.untilMs);
       takeBack(held.paths, held.absent);
       if (nowMs - held.lastMs < KERNEL_REPLY_SLACK_MS) {
-        waits.push(new Promise((resolve) => setTimeout(resolve, KERNEL_REPLY_SLACK_MS)).then(() => takeBack(held.paths, held.absent)));
+        const leftMs = KERNEL_REPLY_SLACK_MS - (nowMs - held.lastMs);
+        waits.push(new Promise((resolve) => setTimeout(resolve, leftMs)).then(() => takeBack(held.paths, held.absent)));
       }
     }
     if (waits.length === 0 || untilMs <= nowMs) return;
