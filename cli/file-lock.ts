@@ -13,8 +13,10 @@
  * Two waiters breaking the same stale lock at once could both go on; that takes a crash
  * inside a critical section of milliseconds first, and a local cluster has few writers.
  *
- * (A package such as proper-lockfile would do this with mtime-based staleness; adding a
- * dependency is for a change that also installs it, and this is the whole of what we need.)
+ * (proper-lockfile does much the same with a directory, mtime staleness and a timer that
+ * refreshes the mtime while held. For a lock that a few local processes hold for
+ * milliseconds, this is the whole need, and it keeps the holder check by pid and start
+ * time, which tells a crashed holder at once rather than after a staleness period.)
  */
 import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { DfsError } from '../common/errors';

@@ -113,7 +113,8 @@ test('setup links into an empty bin dir; CI in a second clone leaves the links a
   assert.match(againA.output, 'which no longer exists');
 
   // What the PATH now calls `dfs` is A's, and it works.
-  const help = await run(join(binDir, 'dfs'), ['--help'], { cwd: root, env });
+  const user = { ...env, PATH: `${binDir}:${process.env.PATH}` };
+  const help = await run('dfs', ['--help'], { cwd: root, env: user });
   assert.is(help.code, 0, help.output);
   assert.match(help.output, 'dfs local up');
 
@@ -124,7 +125,7 @@ test('setup links into an empty bin dir; CI in a second clone leaves the links a
     if (description !== null) await stopRecorded(description);
     if (isFuseMounted(mountpoint)) await unmountFuse(mountpoint);
   });
-  const up = await run(join(binDir, 'dfs'), ['local', 'up', '--data', dataDir, '--nodes', '1', '--proxies', '1', '--mount', mountpoint], { cwd: root, env });
+  const up = await run('dfs', ['local', 'up', '--data', dataDir, '--nodes', '1', '--proxies', '1', '--mount', mountpoint], { cwd: root, env: user });
   assert.is(up.code, 0, up.output);
   assert.ok(isFuseMounted(mountpoint), 'the cluster is mounted');
   writeFileSync(join(mountpoint, 'hello.txt'), 'hello\n');
@@ -135,7 +136,7 @@ test('setup links into an empty bin dir; CI in a second clone leaves the links a
     if (record.kind === 'redis') continue;
     assert.ok(record.argv[1]!.startsWith(join(a, '')), `${record.kind} ${record.id} runs A's code: ${record.argv.join(' ')}`);
   }
-  const down = await run(join(binDir, 'dfs'), ['local', 'down', '--data', dataDir], { cwd: root, env });
+  const down = await run('dfs', ['local', 'down', '--data', dataDir], { cwd: root, env: user });
   assert.is(down.code, 0, down.output);
   assert.not.ok(isFuseMounted(mountpoint), 'down unmounted it');
 });
