@@ -147,6 +147,9 @@ interface OpenFile {
   atimeFrom: Attr | null;
   writes: WriteBuffer | null;
   readAhead: ReadAhead | null;
+  /** The file's size when it was opened, null for one this handle created: how far ahead
+   * reading may fetch. */
+  sizeAtOpen: number | null;
 }
 
 /** For a kernel path that names one node of libfuse's only, a key for that node: the alias
@@ -998,7 +1001,7 @@ export class DfsFileSystem {
         await this.setattr(p, { type: 'truncate', path: p, size: 0 }, d);
       }
       const readable = (flags & O_ACCMODE) !== fsConstants.O_WRONLY;
-      const fh = this.openHandle(p, attr.ino, attr.nlink > 1, writable, readable ? attr : null, openedAs);
+      const fh = this.openHandle(p, attr.ino, attr.nlink > 1, writable, readable ? attr : null, openedAs, attr.size);
       opened = true;
       return fh;
     } finally {
@@ -1010,8 +1013,8 @@ export class DfsFileSystem {
     }
   }
 
-  private openHandle(p: string, ino: number, multiLink: boolean, writable: boolean, atimeFrom: Attr | null = null, openedAs: string | null = null): number {
-    const h = this.handles.add((fh) => ({ fh, path: p, ino, openedAs, multiLink, writable, privilegesChecked: false, atimeFrom, writes: null, readAhead: null }));
+  private openHandle(p: string, ino: number, multiLink: boolean, writable: boolean, atimeFrom: Attr | null = null, openedAs: string | null = null, sizeAtOpen: number | null = null): number {
+    const h = this.handles.add((fh) => ({ fh, path: p, ino, openedAs, multiLink, writable, privilegesChecked: false, atimeFrom, writes: null, readAhead: null, sizeAtOpen }));
     if (!h) throw new DfsError('FS_ERROR', 'too many open files', 'ENFILE');
     return h.fh;
   }
@@ -1030,7 +1033,7 @@ export class DfsFileSystem {
     }
     // Reads see what this mount wrote, even if it is still buffered.
     await this.flushAll(this.handles.related(h.path, h.ino), d);
-    h.readAhead ??= new ReadAhead((offset, size) => this.fetchData(h, offset, size), this.config.readAheadBytes);
+    h.readAhead ??= new ReadAhead((offset, size) => this.fetchData(h, offset, size), this.config.readAheadBytes, () => h.sizeAtOpen);
     return raceDeadline(h.readAhead.read(pos, len), d);
   }
 

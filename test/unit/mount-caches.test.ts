@@ -8,7 +8,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Attr } from '../../common/api';
 import { AttrCache } from '../../mount/attr-cache';
-import { ReadAhead } from '../../mount/read-ahead';
+import { READ_AHEAD_DEPTH, ReadAhead } from '../../mount/read-ahead';
 import { rejects } from './mount-test-helpers';
 
 function fileOf(size: number): Buffer {
@@ -28,10 +28,10 @@ function fakeFile(content: Buffer) {
 
 const KIB = 1024;
 
-test('sequential 128 KiB reads are served from 1 MiB windows, fetched one ahead', async () => {
+test('sequential 128 KiB reads are served from 1 MiB windows, fetched ahead up to the size known', async () => {
   const content = fileOf(3 * 1024 * KIB + 100);
   const { fetches, fetch } = fakeFile(content);
-  const ra = new ReadAhead(fetch, 1024 * KIB);
+  const ra = new ReadAhead(fetch, 1024 * KIB, () => content.length);
   const out: Buffer[] = [];
   for (let off = 0; off < content.length; off += 128 * KIB) out.push(await ra.read(off, 128 * KIB));
   assert.ok(Buffer.concat(out).equals(content));
@@ -45,6 +45,30 @@ test('sequential 128 KiB reads are served from 1 MiB windows, fetched one ahead'
   const eof = await ra.read(content.length, 128 * KIB);
   assert.is(eof.length, 0, 'a read at the end of file inside a short window is empty, with no fetch');
   assert.is(fetches.length, 4);
+});
+
+test('without a size, windows go READ_AHEAD_DEPTH ahead; at the end of file the short one stops them', async () => {
+  const content = fileOf(6 * 1024 * KIB + 100);
+  const { fetches, fetch } = fakeFile(content);
+  const ra = new ReadAhead(fetch, 1024 * KIB);
+  const first = await ra.read(0, 128 * KIB);
+  assert.ok(first.equals(content.subarray(0, 128 * KIB)));
+  assert.is(fetches.length, 1, 'the first read fetches its window only');
+  await ra.read(128 * KIB, 512 * KIB); // past the middle of the first window
+  assert.equal(
+    fetches.map(([offset]) => offset / (1024 * KIB)),
+    [0, 1, 2, 3],
+    'past the middle of a full window, the next READ_AHEAD_DEPTH windows are asked for at once',
+  );
+  assert.is(READ_AHEAD_DEPTH, 3);
+  const out: Buffer[] = [first, content.subarray(128 * KIB, 640 * KIB)];
+  for (let off = 640 * KIB; off < content.length; off += 128 * KIB) out.push(await ra.read(off, 128 * KIB));
+  assert.ok(Buffer.concat(out).equals(content));
+  // Windows 0..6 hold the file (the 7th is short); none past the short one was started
+  // after it came back, and none is fetched twice.
+  const offsets = fetches.map(([offset]) => offset / (1024 * KIB));
+  assert.equal(offsets, [...new Set(offsets)].sort((a, b) => a - b));
+  assert.ok(offsets.at(-1)! <= 6 + READ_AHEAD_DEPTH - 1, `fetched ${offsets.join(',')}`);
 });
 
 test('a random read fetches exactly what it asks and starts no window', async () => {
