@@ -104,6 +104,8 @@ export interface KernelCache {
 
 /** Lookups missed under one directory's lease before the mount lists the directory. */
 const LISTING_AFTER_MISSES = 4;
+/** Directories whose misses are counted at once (past it the counts start again). */
+const LOOKUP_MISS_DIRS_MAX = 256;
 /** How long a lease poll may take: the primary holds it, the proxy passes it on. */
 const LEASE_POLL_DEADLINE_MS = LEASE_POLL_HOLD_MS + 3_000;
 
@@ -217,8 +219,10 @@ export class DfsFileSystem {
     }
   }
 
-  /** Lookups that missed under the lease of one directory (wantsListing). */
-  private readonly lookupMisses: { lease: LeaseRef | null; count: number } = { lease: null, count: 0 };
+  /** Lookups that missed, by directory, under the lease each was counted under
+   * (wantsListing): one count per directory, so that runs of creates in several directories
+   * at once (a parallel build, `cp -r` of many trees) each get their listing. */
+  private readonly lookupMisses = new Map<string, { lease: LeaseRef; count: number }>();
 
   /** The kernel's caches, once the mount knows it may use them (patch item 13). */
   kernel: KernelCache | null = null;
@@ -507,10 +511,10 @@ export class DfsFileSystem {
     const dir = parentOf(p);
     const lease = this.leases.current(dir);
     if (!lease) return false;
-    const m = this.lookupMisses;
-    if (m.lease !== lease) {
-      m.lease = lease;
-      m.count = 0;
+    let m = this.lookupMisses.get(dir);
+    if (!m || m.lease !== lease) {
+      if (this.lookupMisses.size >= LOOKUP_MISS_DIRS_MAX) this.lookupMisses.clear();
+      this.lookupMisses.set(dir, (m = { lease, count: 0 }));
     }
     return ++m.count >= LISTING_AFTER_MISSES;
   }
@@ -657,7 +661,9 @@ export class DfsFileSystem {
       dropNow();
       throw err;
     }
-    const quiet = this.attrs.generation === generation;
+    // Nothing this op's result covers (its path, its directory) changed through another
+    // call of this mount while it was on its way.
+    const quiet = !(p !== undefined && this.attrs.changedSince(generation, p, r.attr?.ino)) && !(names && this.attrs.changedSince(generation, names.dir));
     const listingNow = names ? this.attrs.listing(names.dir) : undefined;
     dropNow();
     if (p !== undefined && r.attr) this.attrs.setOwn(p, r.attr, quiet ? lease : null);

@@ -175,14 +175,41 @@ test('invalidateTree drops everything below a renamed or removed directory', () 
   );
 });
 
-test('setIfUnchanged refuses an answer fetched across an invalidation', () => {
+test('setIfUnchanged refuses an answer fetched across a change to what it describes, not to something else', () => {
   const c = new AttrCache(10_000);
-  const g = c.generation;
+  let g = c.generation;
   c.invalidate('/x'); // a change raced with the fetch
   c.setIfUnchanged('/a', attr(1), g);
-  assert.is(c.get('/a'), undefined);
+  assert.ok(c.get('/a'), 'a change to another name leaves the answer good');
+  g = c.generation;
+  c.invalidate('/a/b'); // changes /a/b and its directory /a
+  c.setIfUnchanged('/a', attr(1), g);
+  assert.is(c.get('/a'), undefined, 'the directory of a changed name changed too');
   c.setIfUnchanged('/a', attr(1), c.generation);
   assert.ok(c.get('/a'));
+});
+
+test('changedSince: a path, a name of the same inode, a tree above, everything', () => {
+  const c = new AttrCache(10_000);
+  c.set('/d/f', attr(7));
+  c.set('/e/link', attr(7));
+  let g = c.generation;
+  assert.not.ok(c.changedSince(g, '/d/f', 7));
+  c.invalidate('/e/link'); // a change through another name of inode 7
+  assert.ok(c.changedSince(g, '/d/f', 7), 'the inode changed');
+  assert.ok(c.changedSince(g, '/d/f'), 'its cached names are counted as changed too');
+  assert.not.ok(c.changedSince(g, '/d/g', 8));
+  g = c.generation;
+  c.invalidateTree('/d');
+  assert.ok(c.changedSince(g, '/d/x/y/z'), 'below a moved tree');
+  assert.not.ok(c.changedSince(g, '/dd/x'));
+  g = c.generation;
+  c.clear();
+  assert.ok(c.changedSince(g, '/anything'));
+  g = c.generation;
+  for (let i = 0; i < 5000; i++) c.forget(`/many/${i}`); // past the record's bound
+  assert.ok(c.changedSince(g, '/unrelated'), 'a pruned record counts everything as changed');
+  assert.not.ok(c.changedSince(c.generation, '/unrelated'));
 });
 
 test('the cache is bounded: the oldest entry goes first', () => {
