@@ -1,7 +1,7 @@
 /*
  * The `dfs` command: runs a whole cluster on one machine and reports on a cluster.
  *
- *   dfs local up     [--data DIR] [--nodes 3] [--proxies 2] [--mount DIR] [--no-supervise]
+ *   dfs local up     [--data DIR] [--nodes 3] [--proxies 2] [--mount DIR [--private]] [--no-supervise]
  *   dfs local status [--data DIR] [--json]
  *   dfs local down   [--data DIR]
  *   dfs local supervise [--data DIR]     (started by `up`; by hand only to replace a dead one)
@@ -45,7 +45,7 @@ import { localAddNode, nodeRemove, nodeStart } from './node-commands';
 import { rmSync } from 'node:fs';
 
 const USAGE = `usage:
-  dfs local up     [--data DIR] [--nodes N] [--proxies N] [--mount DIR] [--no-supervise]
+  dfs local up     [--data DIR] [--nodes N] [--proxies N] [--mount DIR [--private]] [--no-supervise]
   dfs local status [--data DIR] [--json]
   dfs local down   [--data DIR]
   dfs local supervise [--data DIR]
@@ -108,6 +108,9 @@ async function localUp(args: string[]): Promise<number> {
     nodes: { type: 'string' },
     proxies: { type: 'string' },
     mount: { type: 'string' },
+    // The mount lets every user in when made by root (dfs-mount's default); --private keeps
+    // it to the user who ran this.
+    private: { type: 'boolean' },
     // Node 20's parseArgs has no negated booleans (allowNegative is Node 22).
     'no-supervise': { type: 'boolean' },
   });
@@ -140,7 +143,7 @@ async function localUp(args: string[]): Promise<number> {
   const cluster = await startCluster({ dataDir, nodes, proxies, detached: true, redisPersistent: true, supervise: supervised });
   if (values.mount !== undefined) {
     try {
-      await mountRecorded(dataDir, values.mount, { detached: true });
+      await mountRecorded(dataDir, values.mount, { detached: true, ...(values.private ? { args: ['--private'] } : {}) });
     } catch (error) {
       // Leave nothing half up: a cluster without the mount the user asked for is a failure.
       await cluster.stop().catch(() => undefined);

@@ -11,7 +11,7 @@ import { checkEntryPath, checkPath } from '../../mount/fuse-ops';
 import { errnoOfError } from '../../mount/errno';
 import { childPath, HandleTable, renamePath } from '../../mount/handles';
 import { buildFuseOptions, FUSE_OPTIONS_BYTES_MAX } from '../../mount/fuse-mount';
-import { parseCli, DEFAULT_PROXY_URL, type Cli } from '../../mount/mount-args';
+import { allowOtherByDefault, parseCli, userAllowOther, DEFAULT_PROXY_URL, type Cli } from '../../mount/mount-args';
 import { daemonLogPath } from '../../mount/daemon';
 
 const E = constants.errno;
@@ -115,6 +115,20 @@ test('the command line: defaults, DFS_PROXY, several proxies, validation', () =>
   assert.throws(() => parseCli(['/m', '--proxy', 'not a url'], {}), /not a URL/);
   assert.throws(() => parseCli(['/m', '--deadline-ms', 'soon'], {}), /deadline-ms/);
   assert.throws(() => parseCli(['/m', '--bogus'], {}));
+});
+
+test('other users: allowed by default on a root mount, or where fuse.conf lets users allow them; --private, --allow-other', () => {
+  assert.is(allowOtherByDefault(0, null), true, 'root: every user, as on a local disk');
+  assert.is(allowOtherByDefault(1000, null), false, 'no fuse.conf: fusermount would refuse allow_other');
+  assert.is(allowOtherByDefault(1000, '# mount_max = 1000\n#user_allow_other\n'), false, 'commented out');
+  assert.is(allowOtherByDefault(1000, 'mount_max = 1000\n  user_allow_other  # yes\n'), true);
+  assert.is(userAllowOther('user_allow_others\n'), false);
+  const asRoot = process.getuid?.() === 0;
+  assert.is(cli(['/m'], {}).allowOther, allowOtherByDefault());
+  if (asRoot) assert.is(cli(['/m'], {}).allowOther, true);
+  assert.is(cli(['/m', '--private'], {}).allowOther, false);
+  assert.is(cli(['/m', '--allow-other'], {}).allowOther, true);
+  assert.throws(() => parseCli(['/m', '--private', '--allow-other'], {}), /contradict/);
 });
 
 test('the libfuse option string has what we need and fits in 1024 bytes', () => {
