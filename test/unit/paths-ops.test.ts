@@ -32,8 +32,9 @@ const cases: Array<[string, unknown, string | null]> = [
   ['255-byte name', '/' + 'n'.repeat(255), null],
   ['256-byte name', '/' + 'n'.repeat(256), 'NAME_TOO_LONG'],
   ['255 bytes of two-byte characters', '/' + 'é'.repeat(128), 'NAME_TOO_LONG'],
-  ['4095-byte path', '/' + Array.from({ length: 16 }, () => 'd'.repeat(254)).join('/') + '/' + 'f'.repeat(4095 - 16 * 255 - 1), null],
-  ['4096-byte path', '/' + Array.from({ length: 16 }, () => 'd'.repeat(254)).join('/') + '/' + 'f'.repeat(4096 - 16 * 255 - 1), 'NAME_TOO_LONG'],
+  ['4096-byte path: PATH_MAX bounds a call, not a tree', '/' + Array.from({ length: 16 }, () => 'd'.repeat(254)).join('/') + '/' + 'f'.repeat(4096 - 16 * 255 - 1), null],
+  ['65536-byte path', '/' + Array.from({ length: 256 }, () => 'd'.repeat(255)).join('/'), null],
+  ['65537-byte path', '/' + Array.from({ length: 256 }, () => 'd'.repeat(255)).join('/') + '/e', 'NAME_TOO_LONG'],
 ];
 
 for (const [name, path, code] of cases) {
