@@ -20,6 +20,8 @@ import { brickSnapshotFrames } from './snapshot';
 
 /** How long a node may take to reach the sequence ID a verify holds it at. */
 const MANIFEST_HOLD_TIMEOUT_MS = 10_000;
+/** Manifest entries per piece of the streamed answer. */
+const MANIFEST_ENTRIES_PER_CHUNK = 256;
 /** A snapshot's source holds its brick still at most this long (the log keeps growing
  * meanwhile, in memory too); a copy that takes longer is cut off and tried again. */
 const SNAPSHOT_TIME_MAX_MS = 30 * 60_000;
@@ -252,11 +254,32 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
   app.post('/node/v1/manifest', async (c) => {
     const at = queryInt(c, 'at', 0, Number.MAX_SAFE_INTEGER);
     await replica.holdAt(at, MANIFEST_HOLD_TIMEOUT_MS);
+    let entries: Awaited<ReturnType<Brick['manifest']>>;
+    const appliedSeq = replica.appliedSeq;
     try {
-      return c.json({ nodeId: replica.id, appliedSeq: replica.appliedSeq, entries: await brick.manifest() });
+      entries = await brick.manifest();
     } finally {
       replica.release();
     }
+    // Streamed a slice of entries at a time rather than as one JSON body: a deep tree's
+    // manifest runs to megabytes (every entry carries its whole path), and undici's HTTP/2
+    // client was seen to end such a body early when it came as one buffer.
+    const head = `{"nodeId":${JSON.stringify(replica.id)},"appliedSeq":${appliedSeq},"entries":[`;
+    let next = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(ctrl) {
+        if (next === 0 && entries.length === 0) ctrl.enqueue(Buffer.from(head));
+        if (next >= entries.length) {
+          ctrl.enqueue(Buffer.from(']}'));
+          ctrl.close();
+          return;
+        }
+        const slice = entries.slice(next, next + MANIFEST_ENTRIES_PER_CHUNK);
+        ctrl.enqueue(Buffer.from((next === 0 ? head : ',') + slice.map((e) => JSON.stringify(e)).join(',')));
+        next += slice.length;
+      },
+    });
+    return c.body(stream, 200, { 'content-type': 'application/json' });
   });
 
   return app;

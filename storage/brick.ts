@@ -34,7 +34,8 @@ import type { Stats } from 'node:fs';
 import type { Attr, DirEntry, ManifestEntry, OpResult, StatFs } from '../common/api';
 import { fsError, isErrnoException } from '../common/errors';
 import { parentOf } from '../common/paths';
-import { relatimeDue, S_IFMT, validateWriteExtents, xattrNamespaceOf, type Op } from '../common/ops';
+import { FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, relatimeDue, S_IFMT, validateWriteExtents, xattrNamespaceOf, type Op } from '../common/ops';
+import { fallocateSync } from './fallocate';
 import { READ_BYTES_MAX, XATTR_INODE_BYTES_MAX } from '../common/limits';
 import { DfsError } from '../common/errors';
 import { useXattrScratchDir, xattrGet, xattrList, xattrRemove, xattrSet } from './xattr';
@@ -427,6 +428,22 @@ export class Brick {
         this.refuseSpecial(abs);
         this.withFd(abs, C.O_WRONLY | C.O_NOFOLLOW, (fd) => fs.ftruncateSync(fd, op.size));
         this.stamp(abs, { mtimeMs: t, ctimeMs: t });
+        return { attr: this.attrAt(abs) };
+      }
+      case 'fallocate': {
+        // The modes are the same on every node (validateOp keeps to FALLOCATE_MODES), and
+        // so are the outcomes: the size as the mode says, a punched or zeroed range reading
+        // back zeros, blocks reserved for an allocated one (the nodes' own layouts differ,
+        // which only st_blocks shows). As ext4: ctime always moves, mtime when the size
+        // changes or data is thrown away.
+        const abs = this.resolveSync(op.path);
+        this.refuseSpecial(abs);
+        const before = fs.lstatSync(this.os(abs));
+        if (before.isDirectory()) throw fsError('EISDIR');
+        this.withFd(abs, C.O_WRONLY | C.O_NOFOLLOW, (fd) => fallocateSync(fd, op.mode, op.offset, op.size));
+        const after = fs.lstatSync(this.os(abs));
+        const dataChanged = (op.mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) !== 0;
+        this.stamp(abs, after.size !== before.size || dataChanged ? { mtimeMs: t, ctimeMs: t } : { ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
       case 'unlink': {
