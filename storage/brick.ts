@@ -34,7 +34,7 @@ import type { Stats } from 'node:fs';
 import type { Attr, DirEntry, ManifestEntry, OpResult, StatFs } from '../common/api';
 import { fsError, isErrnoException } from '../common/errors';
 import { parentOf } from '../common/paths';
-import { FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, relatimeDue, S_IFMT, validateWriteExtents, xattrNamespaceOf, type Op } from '../common/ops';
+import { relatimeDue, S_IFMT, validateWriteExtents, xattrNamespaceOf, type Op } from '../common/ops';
 import { fallocateSync } from './fallocate';
 import { READ_BYTES_MAX, XATTR_INODE_BYTES_MAX } from '../common/limits';
 import { DfsError } from '../common/errors';
@@ -434,16 +434,13 @@ export class Brick {
         // The modes are the same on every node (validateOp keeps to FALLOCATE_MODES), and
         // so are the outcomes: the size as the mode says, a punched or zeroed range reading
         // back zeros, blocks reserved for an allocated one (the nodes' own layouts differ,
-        // which only st_blocks shows). As ext4: ctime always moves, mtime when the size
-        // changes or data is thrown away.
+        // which only st_blocks shows). As ext4, mtime and ctime move whatever the mode,
+        // even when the size stays.
         const abs = this.resolveSync(op.path);
         this.refuseSpecial(abs);
-        const before = fs.lstatSync(this.os(abs));
-        if (before.isDirectory()) throw fsError('EISDIR');
+        if (fs.lstatSync(this.os(abs)).isDirectory()) throw fsError('EISDIR');
         this.withFd(abs, C.O_WRONLY | C.O_NOFOLLOW, (fd) => fallocateSync(fd, op.mode, op.offset, op.size));
-        const after = fs.lstatSync(this.os(abs));
-        const dataChanged = (op.mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) !== 0;
-        this.stamp(abs, after.size !== before.size || dataChanged ? { mtimeMs: t, ctimeMs: t } : { ctimeMs: t });
+        this.stamp(abs, { mtimeMs: t, ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
       case 'unlink': {
