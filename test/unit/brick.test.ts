@@ -307,6 +307,37 @@ test('a setgid directory gives new entries its group, and new subdirectories its
     assert.is(g.attr!.mode & 0o7777, 0o4755, 'the mode asked for, setuid included');
   }));
 
+test('fallocate: allocate, keep-size, zero a range, punch holes; times as ext4; special files and directories refused', () =>
+  withBrick(async (b) => {
+    let seq = 0;
+    const ok = (op: Parameters<Brick['apply']>[0], data = none, t = T) => {
+      const r = b.apply(op, data, t, ++seq);
+      assert.is(r.errno, undefined, op.type);
+      return r;
+    };
+    ok({ type: 'create', path: '/f', mode: 0o644, uid: 0, gid: 0, exclusive: true });
+    ok({ type: 'write', path: '/f', offset: 0 }, Buffer.alloc(10000, 'x'));
+    const grown = ok({ type: 'fallocate', path: '/f', mode: 0, offset: 0, size: 65536 }, none, T + 5);
+    assert.is(grown.attr!.size, 65536);
+    assert.ok(grown.attr!.blocks * 512 >= 65536, 'the blocks are reserved');
+    assert.is(grown.attr!.mtimeMs, T + 5);
+    const kept = ok({ type: 'fallocate', path: '/f', mode: 0x01, offset: 65536, size: 65536 }, none, T + 6);
+    assert.is(kept.attr!.size, 65536, 'KEEP_SIZE');
+    assert.is(kept.attr!.ctimeMs, T + 6);
+    ok({ type: 'fallocate', path: '/f', mode: 0x03, offset: 4096, size: 4096 });
+    ok({ type: 'fallocate', path: '/f', mode: 0x10, offset: 10, size: 5 });
+    const data = await b.read('/f', 0, 65536);
+    assert.ok(data.subarray(0, 10).equals(Buffer.alloc(10, 'x')));
+    assert.ok(data.subarray(10, 15).equals(Buffer.alloc(5)), 'zeroed');
+    assert.ok(data.subarray(4096, 8192).equals(Buffer.alloc(4096)), 'punched');
+    assert.ok(data.subarray(8192, 10000).equals(Buffer.alloc(1808, 'x')));
+    ok({ type: 'mkdir', path: '/d', mode: 0o755, uid: 0, gid: 0 });
+    assert.is(b.apply({ type: 'fallocate', path: '/d', mode: 0, offset: 0, size: 10 }, none, T, ++seq).errno, 'EISDIR');
+    ok({ type: 'mknod', path: '/p', mode: 0o010644, rdev: 0, uid: 0, gid: 0 });
+    assert.is(b.apply({ type: 'fallocate', path: '/p', mode: 0, offset: 0, size: 10 }, none, T, ++seq).errno, 'EINVAL');
+    assert.is(b.apply({ type: 'fallocate', path: '/none', mode: 0, offset: 0, size: 10 }, none, T, ++seq).errno, 'ENOENT');
+  }));
+
 test('a tree far deeper than PATH_MAX, in both modes: every op, reads, the manifest, a snapshot of it, its removal', async () => {
   const dir = tempDir('brick-deep');
   const cwd = process.cwd();

@@ -51,6 +51,14 @@ test('bad paths are 400, over-long ones too, oversize bodies 413', () => {
   assert.is(httpStatusOf(new DfsError('FS_ERROR', '', 'ENOTEMPTY')), 409);
 });
 
+test('fallocate: the modes every node applies alike pass; others are EOPNOTSUPP before sequencing', () => {
+  const fa = (mode: number, offset = 0, size = 4096) => validateOp({ type: 'fallocate', path: '/f', mode, offset, size }, 0);
+  for (const mode of [0, 0x01, 0x03, 0x10, 0x11]) assert.is(codeOf(() => fa(mode)), null, `mode ${mode}`);
+  for (const mode of [0x02, 0x08, 0x09, 0x20, 0x40, 0x04]) assert.is(codeOf(() => fa(mode)), 'FS_ERROR', `mode ${mode}`);
+  assert.is(codeOf(() => fa(0, Number.MAX_SAFE_INTEGER, 10)), 'FS_ERROR', 'past the largest offset: EFBIG');
+  assert.is(codeOf(() => validateOp({ type: 'fallocate', path: '/', mode: 0, offset: 0, size: 1 }, 0)), 'BAD_PATH');
+});
+
 test('every path-bearing op field is validated', () => {
   assert.is(codeOf(() => validateOp({ type: 'rename', from: '/a', to: '/../x' }, 0)), 'BAD_PATH');
   assert.is(codeOf(() => validateOp({ type: 'rename', from: '/../a', to: '/x' }, 0)), 'BAD_PATH');
