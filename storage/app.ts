@@ -5,7 +5,7 @@
  * reads carry a barrier and are answered once this node applied up to it.
  */
 import { Hono, type Context } from 'hono';
-import { installErrorHandler, octets, queryInt, queryPath, readBody } from '../common/http';
+import { installErrorHandler, octets, queryInBody, queryInt, queryParam, queryPath, readBody } from '../common/http';
 import { decodeFrames, decodeOneFrame, encodeFrame } from '../common/frame';
 import { DfsError } from '../common/errors';
 import { parseSequencedOpHeader, validateOp } from '../common/ops';
@@ -64,6 +64,8 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
   const app = new Hono();
   installErrorHandler(app, logger);
 
+  // A read too long for a URL brings its query as the body (common/http.ts).
+  app.use('/node/v1/*', queryInBody);
   app.get('/healthz', (c) => c.json({ ok: true }));
   app.get('/node/v1/state', (c) => c.json(replica.state()));
 
@@ -197,7 +199,7 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
    * grant, registered before the read is made (storage/leases.ts). The answer carries it in
    * a header, errors (a name not there) included. */
   const lease = (c: Context, key: string) => {
-    const mount = c.req.query('lease');
+    const mount = queryParam(c, 'lease');
     if (mount === undefined || !leases) return;
     if (!MOUNT_ID.test(mount)) throw new DfsError('BAD_REQUEST', 'lease must be a mount ID: 1 to 64 letters, digits or -');
     const g = leases.grantable()?.grant(mount, key);
@@ -209,19 +211,19 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
     await replica.waitApplied(queryInt(c, 'barrier', 0, Number.MAX_SAFE_INTEGER, 0));
   };
 
-  app.get('/node/v1/attr', async (c) => {
+  app.on(['GET', 'POST'], '/node/v1/attr', async (c) => {
     const path = queryPath(c);
     lease(c, leaseKeyOf(path));
     await barrier(c);
     return c.json(await brick.attr(path));
   });
-  app.get('/node/v1/dir', async (c) => {
+  app.on(['GET', 'POST'], '/node/v1/dir', async (c) => {
     const path = queryPath(c);
     lease(c, path);
     await barrier(c);
     return c.json({ entries: await brick.dir(path) });
   });
-  app.get('/node/v1/data', async (c) => {
+  app.on(['GET', 'POST'], '/node/v1/data', async (c) => {
     const path = queryPath(c);
     const offset = queryInt(c, 'offset', 0, Number.MAX_SAFE_INTEGER);
     const size = queryInt(c, 'size', 0, READ_BYTES_MAX);
@@ -229,20 +231,20 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
     const data = await brick.read(path, offset, size);
     return octets(c, data);
   });
-  app.get('/node/v1/link', async (c) => {
+  app.on(['GET', 'POST'], '/node/v1/link', async (c) => {
     const path = queryPath(c);
     lease(c, leaseKeyOf(path));
     await barrier(c);
     return c.json({ target: await brick.readlink(path) });
   });
-  app.get('/node/v1/xattr', async (c) => {
+  app.on(['GET', 'POST'], '/node/v1/xattr', async (c) => {
     const path = queryPath(c);
-    const name = c.req.query('name') ?? '';
+    const name = queryParam(c, 'name') ?? '';
     await barrier(c);
     const value = await brick.xattr(path, name);
     return octets(c, value);
   });
-  app.get('/node/v1/xattrs', async (c) => {
+  app.on(['GET', 'POST'], '/node/v1/xattrs', async (c) => {
     const path = queryPath(c);
     await barrier(c);
     return c.json({ names: await brick.xattrNames(path) });
