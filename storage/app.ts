@@ -64,8 +64,6 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
   const app = new Hono();
   installErrorHandler(app, logger);
 
-  // A read too long for a URL brings its query as the body (common/http.ts).
-  app.use('/node/v1/*', queryInBody);
   app.get('/healthz', (c) => c.json({ ok: true }));
   app.get('/node/v1/state', (c) => c.json(replica.state()));
 
@@ -211,19 +209,20 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
     await replica.waitApplied(queryInt(c, 'barrier', 0, Number.MAX_SAFE_INTEGER, 0));
   };
 
-  app.on(['GET', 'POST'], '/node/v1/attr', async (c) => {
+  // The reads: a POST carries a query too long for a URL as its body (common/http.ts).
+  app.on(['GET', 'POST'], '/node/v1/attr', queryInBody, async (c) => {
     const path = queryPath(c);
     lease(c, leaseKeyOf(path));
     await barrier(c);
     return c.json(await brick.attr(path));
   });
-  app.on(['GET', 'POST'], '/node/v1/dir', async (c) => {
+  app.on(['GET', 'POST'], '/node/v1/dir', queryInBody, async (c) => {
     const path = queryPath(c);
     lease(c, path);
     await barrier(c);
     return c.json({ entries: await brick.dir(path) });
   });
-  app.on(['GET', 'POST'], '/node/v1/data', async (c) => {
+  app.on(['GET', 'POST'], '/node/v1/data', queryInBody, async (c) => {
     const path = queryPath(c);
     const offset = queryInt(c, 'offset', 0, Number.MAX_SAFE_INTEGER);
     const size = queryInt(c, 'size', 0, READ_BYTES_MAX);
@@ -231,20 +230,20 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
     const data = await brick.read(path, offset, size);
     return octets(c, data);
   });
-  app.on(['GET', 'POST'], '/node/v1/link', async (c) => {
+  app.on(['GET', 'POST'], '/node/v1/link', queryInBody, async (c) => {
     const path = queryPath(c);
     lease(c, leaseKeyOf(path));
     await barrier(c);
     return c.json({ target: await brick.readlink(path) });
   });
-  app.on(['GET', 'POST'], '/node/v1/xattr', async (c) => {
+  app.on(['GET', 'POST'], '/node/v1/xattr', queryInBody, async (c) => {
     const path = queryPath(c);
     const name = queryParam(c, 'name') ?? '';
     await barrier(c);
     const value = await brick.xattr(path, name);
     return octets(c, value);
   });
-  app.on(['GET', 'POST'], '/node/v1/xattrs', async (c) => {
+  app.on(['GET', 'POST'], '/node/v1/xattrs', queryInBody, async (c) => {
     const path = queryPath(c);
     await barrier(c);
     return c.json({ names: await brick.xattrNames(path) });
