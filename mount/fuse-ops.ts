@@ -36,7 +36,7 @@ import type Fuse from 'fuse-native';
 import type { Attr, DirEntry, OpResult } from '../common/api';
 import { DfsError } from '../common/errors';
 import type { Logger } from '../common/log';
-import { relatimeDue, xattrNamespaceOf, type Op } from '../common/ops';
+import { FALLOCATE_MODES, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, relatimeDue, xattrNamespaceOf, type Op } from '../common/ops';
 import { parentOf, validateEntryPath, validatePath } from '../common/paths';
 import { AttrCache } from './attr-cache';
 import { Deadline, raceDeadline } from './deadline';
@@ -354,6 +354,7 @@ export class DfsFileSystem {
         const caller = this.callerOf();
         this.serve('ftruncate', path, (d) => this.ftruncate(fd, size, caller, d), cb);
       },
+      fallocate: (path, fd, mode, offset, length, cb) => this.serve('fallocate', path, (d) => this.fallocate(fd, mode, offset, length, d), cb),
       mknod: (path, mode, dev, cb, caller) => this.serve('mknod', path, (d) => this.mknod(this.fromKernel(path, 'new'), mode, dev, ownerOf(caller), d), cb),
       setxattr: (path, name, value, _position, flags, cb) => {
         // fuse-native hands over the kernel's buffer, detached once this call returns.
@@ -907,6 +908,24 @@ export class DfsFileSystem {
     const h = this.handle(fd);
     await this.dropSetgidOnWrite(h.path, caller, d);
     await this.setattr(h.path, { type: 'truncate', path: h.path, size }, d, h.ino);
+  }
+
+  /**
+   * fallocate(2), one replicated op applied alike on every node (storage/brick.ts). Like a
+   * truncate it goes through setattr: the file's buffered writes are committed first, so
+   * none lands after it and undoes a punched hole, and what this mount caches of the file
+   * is dropped after. A mode the cluster does not apply is EOPNOTSUPP without a round trip.
+   * An allocation larger than the space the fullest node has left is ENOSPC here, before
+   * it is sequenced: a node that ran out applying it could not answer like the others.
+   */
+  private async fallocate(fd: number, mode: number, offset: number, size: number, d: Deadline): Promise<void> {
+    const h = this.handle(fd);
+    if (!FALLOCATE_MODES.has(mode)) throw new DfsError('FS_ERROR', `fallocate mode 0x${mode.toString(16)} is not supported`, 'EOPNOTSUPP');
+    if ((mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) === 0) {
+      const fs = await this.client.statfs(d);
+      if (size > fs.bavail * fs.bsize) throw new DfsError('FS_ERROR', 'not that much space left on the cluster', 'ENOSPC');
+    }
+    await this.setattr(h.path, { type: 'fallocate', path: h.path, mode, offset, size }, d, h.ino);
   }
 
   /**

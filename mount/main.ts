@@ -2,7 +2,7 @@
  * dfs-mount: mounts the cluster at a directory.
  *
  *   dfs-mount MOUNTPOINT [--proxy URL[,URL…]] [-f] [--attr-timeout-ms N] [--deadline-ms N]
- *                        [--allow-other] [--debug-fuse] [--metrics-addr HOST:PORT]
+ *                        [--allow-other | --private] [--debug-fuse] [--metrics-addr HOST:PORT]
  *
  * Without -f it goes to the background once mounted (mount/daemon.ts). In the foreground
  * it serves the mount until SIGINT or SIGTERM, then commits what it can of the data still
@@ -174,7 +174,7 @@ async function main(): Promise<void> {
       '--proxy', cli.proxies.join(','),
       '--attr-timeout-ms', String(cli.attrTimeoutMs),
       '--deadline-ms', String(cli.deadlineMs),
-      ...(cli.allowOther ? ['--allow-other'] : []),
+      cli.allowOther ? '--allow-other' : '--private',
       ...(cli.leases ? [] : ['--no-leases']),
       '--atime', cli.atime,
       ...(cli.readNode !== undefined ? ['--read-node', cli.readNode] : []),

@@ -21,7 +21,7 @@ import type { Dispatcher } from 'undici';
 import { HEADER_READ_NODE, HEADER_SERVED_BY, type Membership, type OpResult, type StatFs } from '../common/api';
 import { DfsError, errorFromBody } from '../common/errors';
 import { decodeOneFrame, encodeFrameParts } from '../common/frame';
-import { installErrorHandler, octets, queryInt, queryPath, readBody } from '../common/http';
+import { installErrorHandler, octets, queryInt, queryPath, readBody, QUERY_IN_BODY_TYPE, QUERY_URL_BYTES_MAX } from '../common/http';
 import { OP_BODY_BYTES_MAX, READ_BYTES_MAX } from '../common/limits';
 import type { Logger } from '../common/log';
 import { parseClientOpHeader, validateOp, validateXattrName, xattrNamespaceOf, type SequencedOpHeader } from '../common/ops';
@@ -231,7 +231,13 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
       try {
         // Every node but the last gets READ_HEDGE_MS to answer before the next is tried.
         const hedgeMs = i < candidates.length - 1 ? READ_HEDGE_MS : null;
-        res = await nodes.read(id, m.nodes[id]!, { method: 'GET', path: `/node/v1/${endpoint}?${withLease ? `${qs}&${buildQuery({ lease: leaseFor })}` : qs}` }, hedgeMs);
+        const query = withLease ? `${qs}&${buildQuery({ lease: leaseFor })}` : qs;
+        // A query too long for an HTTP/2 header field (a deep path) goes as the body.
+        const request: Dispatcher.RequestOptions =
+          query.length <= QUERY_URL_BYTES_MAX
+            ? { method: 'GET', path: `/node/v1/${endpoint}?${query}` }
+            : { method: 'POST', path: `/node/v1/${endpoint}`, body: query, headers: { 'content-type': QUERY_IN_BODY_TYPE } };
+        res = await nodes.read(id, m.nodes[id]!, request, hedgeMs);
       } catch (e) {
         lastError = new DfsError('UNAVAILABLE', `node ${id}: ${(e as Error).message}`);
         continue;
