@@ -125,6 +125,9 @@ declare module 'fuse-native' {
       allowOther?: boolean;
       fsname?: string;
       subtype?: string;
+      /** dfs patch item 15: getxattr of a name with one of these prefixes ('security.') is
+       * answered ENODATA by the addon, without calling the handler. */
+      absentXattrNamespaces?: string[];
       [key: string]: unknown;
     }
   }

@@ -115,7 +115,10 @@ const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
 /** The namespaces Linux knows besides the stored ones (XATTR_NAMESPACES): never stored
  * here, so never found. */
-const KNOWN_XATTR_NAMESPACES = ['security.', 'system.'];
+/** Namespaces the kernel asks about that are never stored (the addon answers them at
+ * mount/main.ts's request: patch item 15; the handler below answers them too, for a Fuse
+ * mounted without that option). */
+export const KNOWN_XATTR_NAMESPACES: readonly string[] = ['security.', 'system.'];
 const ENODATA = errnoOf('ENODATA');
 /** setxattr(2) flags. */
 const XATTR_CREATE = 1;

@@ -16,7 +16,7 @@ import { createLogger } from '../common/log';
 import { WRITE_BYTES_MAX } from '../common/limits';
 import { daemonize, reportReady } from './daemon';
 import { Deadline } from './deadline';
-import { DfsFileSystem, MOUNT_CONFIG_DEFAULTS, type MountConfig } from './fuse-ops';
+import { DfsFileSystem, KNOWN_XATTR_NAMESPACES, MOUNT_CONFIG_DEFAULTS, type MountConfig } from './fuse-ops';
 import { isMounted, parseCli, USAGE, type Cli } from './mount-args';
 import { checkFuseNativePatched, DfsFuse, mountFuse, unmountFuse } from './fuse-mount';
 import { metricsAddrText, MountMetrics, serveMetrics } from './metrics';
@@ -84,7 +84,7 @@ async function serve(cli: Cli): Promise<void> {
 
   const fs = new DfsFileSystem({ client, logger, config, metrics });
   leaseIdentity = () => fs.leaseIdentity();
-  const fuse = new DfsFuse(cli.mountpoint, fs.handlers(), { allowOther: cli.allowOther, debug: cli.debugFuse });
+  const fuse = new DfsFuse(cli.mountpoint, fs.handlers(), { allowOther: cli.allowOther, debug: cli.debugFuse, absentXattrNamespaces: [...KNOWN_XATTR_NAMESPACES] });
   fs.callerOf = () => fuse.context();
   let timer: NodeJS.Timeout | undefined;
   try {
