@@ -35,6 +35,10 @@ export function encodeFrame(header: unknown, data: Buffer = Buffer.alloc(0)): Bu
   return body.length === 0 ? head : Buffer.concat([head, body], head.length + body.length);
 }
 
+/** Data below this size is sent in one buffer with its frame's header: copying it costs
+ * less than a second write (pieces of a body may leave as separate packets). */
+export const FRAME_PIECES_BYTES_MIN = 64 * 1024;
+
 /**
  * A frame as two pieces, its prefix and header, then its data as given: for a body sent
  * as a list of pieces, so that a write's MiB is not copied once more only to be written

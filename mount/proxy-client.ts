@@ -22,7 +22,7 @@ import { randomUUID } from 'node:crypto';
 import { Pool } from 'undici';
 import { HEADER_READ_NODE, type Attr, type DirEntry, type OpResult, type StatFs } from '../common/api';
 import { DfsError, errorFromBody, fsError } from '../common/errors';
-import { encodeFrame, encodeFrameParts } from '../common/frame';
+import { encodeFrame, encodeFrameParts, FRAME_PIECES_BYTES_MIN } from '../common/frame';
 import { READ_BYTES_MAX } from '../common/limits';
 import type { Logger } from '../common/log';
 import { encodeQueryValue } from '../common/names';
@@ -144,8 +144,9 @@ export class ProxyClient {
    * was applied and failed the same way everywhere) is thrown as that FS_ERROR. */
   async op(op: Op, data: Buffer | undefined, deadline: Deadline): Promise<OpResult> {
     const reqId = randomUUID();
-    // A write's data goes as a piece of its own, not copied into one buffer with the header.
-    const body = data && data.length > 0 ? encodeFrameParts({ reqId, op }, data) : encodeFrame({ reqId, op });
+    // A large write's data goes as a piece of its own, not copied into one buffer with the
+    // header (common/frame.ts: FRAME_PIECES_BYTES_MIN).
+    const body = data && data.length >= FRAME_PIECES_BYTES_MIN ? encodeFrameParts({ reqId, op }, data) : encodeFrame({ reqId, op }, data);
     const raw = await this.request('POST', 'ops', '', body, deadline, `${op.type}`, undefined, this.identity?.());
     const result = parseJSON(raw) as OpResult;
     if (typeof result !== 'object' || result === null || typeof result.seq !== 'number') {

@@ -20,7 +20,7 @@ import { Hono, type Context } from 'hono';
 import type { Dispatcher } from 'undici';
 import { HEADER_READ_NODE, HEADER_SERVED_BY, type Membership, type OpResult, type StatFs } from '../common/api';
 import { DfsError, errorFromBody } from '../common/errors';
-import { decodeOneFrame, encodeFrameParts } from '../common/frame';
+import { decodeOneFrame, encodeFrameParts, FRAME_PIECES_BYTES_MIN } from '../common/frame';
 import { installErrorHandler, octets, queryInt, queryPath, readBody, QUERY_IN_BODY_TYPE, QUERY_URL_BYTES_MAX } from '../common/http';
 import { OP_BODY_BYTES_MAX, READ_BYTES_MAX } from '../common/limits';
 import type { Logger } from '../common/log';
@@ -158,8 +158,10 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
       const header: SequencedOpHeader = { epoch: m.epoch, seq, reqId, timeMs: clock(), op };
       let res: Dispatcher.ResponseData;
       try {
-        // The op's data goes on as a piece of its own, not copied in with the new header.
+        // Large data goes on as a piece of its own, not copied in with the new header;
+        // small data is copied, so that the frame leaves in one write.
         const parts = encodeFrameParts(header, frame.data);
+        const body = frame.data.length >= FRAME_PIECES_BYTES_MIN ? parts : Buffer.concat(parts);
         const headers: Record<string, string> = { 'content-type': 'application/octet-stream', 'content-length': String(parts[0].length + parts[1].length) };
         if (mountHeader) headers[HEADER_MOUNT] = mountHeader;
         res = await nodes.request(m.primary, primaryUrl, {
@@ -167,7 +169,7 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
           path: '/node/v1/ops',
           headers,
           // undici sends an iterable body piece by piece (documented; not in its types).
-          body: parts as unknown as Buffer,
+          body: body as Buffer,
           signal: AbortSignal.timeout(Math.max(1, deadline - clock())),
         });
       } catch (e) {
