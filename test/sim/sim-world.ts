@@ -1302,6 +1302,10 @@ export function describeEvent(e: ReplicaEvent): string {
       return `truncated ${e.seq}`;
     case 'logDurable':
       return `logDurable ${e.seq}`;
+    case 'logFailed':
+      return `logFailed ${e.seq} ${e.code}`;
+    case 'space':
+      return `space ${e.state}`;
     case 'applied':
       return `applied ${e.seq} ${JSON.stringify(e.result)}`;
     case 'peerAcked':
