@@ -255,6 +255,7 @@ function printClusterView(proxyUrl: string, status: ClusterStatus): void {
     let state: string = node.state ?? (node.alive ? 'in-sync' : 'down');
     if (state === 'syncing' && node.sync) state += ` (${node.sync.entries} entries, ${formatBytes(node.sync.bytes)} from ${node.sync.source})`;
     if (state === 'in-sync' && node.confirming) state += ' (confirming)';
+    if (node.space === 'low' && state !== 'down') state += ' (low on space)';
     const reads = node.reads === undefined ? '-' : `${node.reads}${node.slow ? ' (slow)' : ''}`;
     rows.push([node.id, node.role, state, node.appliedSeq === null ? '-' : String(node.appliedSeq), node.lag === null || node.lag === undefined ? '-' : String(node.lag), reads, node.url]);
   }

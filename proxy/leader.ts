@@ -35,7 +35,8 @@
  * - a backup whose heartbeat lapsed, that the primary reports it has not reached for 3 s
  *   (`failingPeers`: a partition between the two; a learner the primary cannot reach is
  *   not promoted meanwhile), or that says it is copying a
- *   brick, leaves the in-sync set, so the primary commits without it once it holds the new membership
+ *   brick, or that is out of space (its heartbeat says `full`: its log cannot grow, and it
+ *   refuses batches with NO_SPACE; docs/space.md), leaves the in-sync set, so the primary commits without it once it holds the new membership
  *   (fenced by the epoch: it never commits without it before); it stays a learner and
  *   rejoins by catching up;
  * - a node an operator asked to remove (`dfs node remove`, KEY_REMOVING) leaves the
@@ -100,6 +101,8 @@ export interface NodeView {
   peersAhead: string[];
   /** Copying a brick from a peer (storage/full-sync.ts). */
   syncing: boolean;
+  /** Its disk's room (storage/disk-space.ts): `full` means its log cannot grow. */
+  space: 'ok' | 'low' | 'full';
   sync: { source: string; seq: number | null; entries: number; bytes: number } | null;
 }
 
@@ -133,6 +136,7 @@ export async function readNodes(redis: Redis): Promise<NodeView[]> {
           failingPeers?: Record<string, number>;
           peersAhead?: string[];
           syncing?: boolean;
+          space?: string;
           sync?: NodeView['sync'];
           membership?: Membership | null;
         })
@@ -152,6 +156,7 @@ export async function readNodes(redis: Redis): Promise<NodeView[]> {
       failingPeers: a?.failingPeers ?? {},
       peersAhead: a?.peersAhead ?? [],
       syncing: a?.syncing === true,
+      space: a?.space === 'full' || a?.space === 'low' ? a.space : 'ok',
       sync: a?.sync ?? null,
     };
   });
@@ -317,6 +322,7 @@ export class LeaderDuty {
       if (!n || !n.alive) return { next: { ...m, inSync: without(m.inSync, id) }, why: `${id} stopped heartbeating` };
       if (unreachable.includes(id)) return { next: { ...m, inSync: without(m.inSync, id) }, why: `${id} stopped answering the primary` };
       if (n.syncing) return { next: { ...m, inSync: without(m.inSync, id) }, why: `${id} is copying its brick from a peer` };
+      if (n.space === 'full') return { next: { ...m, inSync: without(m.inSync, id) }, why: `${id} is out of space` };
     }
     // New nodes and moved ones.
     for (const n of nodes) {
@@ -338,7 +344,7 @@ export class LeaderDuty {
       for (const id of Object.keys(m.nodes).sort()) {
         if (m.inSync.includes(id) || removing[id] !== undefined) continue;
         const n = byId.get(id);
-        if (!n || !n.alive || n.syncing || n.epoch !== m.epoch || n.role !== 'learner' || n.durableSeq === null) continue;
+        if (!n || !n.alive || n.syncing || n.space === 'full' || n.epoch !== m.epoch || n.role !== 'learner' || n.durableSeq === null) continue;
         // One the primary cannot reach now would only be dropped again.
         if (failing[id] !== undefined) continue;
         if (n.durableSeq >= primary.durableSeq - JOIN_LAG_OPS) {
