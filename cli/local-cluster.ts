@@ -24,7 +24,7 @@
  * supervisor first, so that nothing it stops is started again behind its back.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync, fstatSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync, fstatSync } from 'node:fs';
 import { createServer, connect, type Server } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { Client, request } from 'undici';
@@ -33,6 +33,7 @@ import type { ClusterStatus } from '../common/api';
 import { h2cClientOptions } from '../common/h2c';
 import { nodeAliveKey } from '../common/redis-keys';
 import { findMount, isFuseMounted, unmountFuse } from './mounts';
+import { readRecordFile, tryLock, writeRecordFile } from './record-files';
 import { STOP_GRACE_MS, isSameProcess, pollUntil, processStartTime, signalProcess, stopProcesses, type ProcessIdentity } from './processes';
 import { RESTART_BACKOFF_MS_MAX } from './restart-backoff';
 
@@ -202,38 +203,33 @@ export function clusterFilePath(dataDir: string): string {
 /** Reads <dataDir>/cluster.json; null when there is none. Throws on a corrupt file. */
 export function readClusterFile(dataDir: string): ClusterFile | null {
   const file = clusterFilePath(dataDir);
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw error;
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    throw new DfsError('BAD_REQUEST', `${file} is not valid JSON; move it away if no cluster runs from ${dataDir}`);
-  }
-  const value = parsed as Partial<ClusterFile>;
-  if (value.version !== 1 || !Array.isArray(value.processes) || !Array.isArray(value.mounts)) {
-    throw new DfsError('BAD_REQUEST', `${file} is not a dfs cluster description (version 1)`);
-  }
-  return value as ClusterFile;
+  // One cut short (record-files.ts) is replaced by the version before it.
+  const read = readRecordFile(file, (text) => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new DfsError('BAD_REQUEST', `${file} is not valid JSON; move it away if no cluster runs from ${dataDir}`);
+    }
+    const value = parsed as Partial<ClusterFile>;
+    if (value.version !== 1 || !Array.isArray(value.processes) || !Array.isArray(value.mounts)) {
+      throw new DfsError('BAD_REQUEST', `${file} is not a dfs cluster description (version 1)`);
+    }
+    return value as ClusterFile;
+  });
+  return read?.value ?? null;
 }
 
 /** Writes cluster.json atomically (temp file, then rename), so a reader never sees half. */
 export function writeClusterFile(description: ClusterFile): void {
-  const file = clusterFilePath(description.dataDir);
-  const temp = `${file}.${process.pid}.tmp`;
-  writeFileSync(temp, JSON.stringify(description, null, 2) + '\n');
-  renameSync(temp, file);
+  writeRecordFile(clusterFilePath(description.dataDir), JSON.stringify(description, null, 2) + '\n');
 }
 
 /**
- * Runs `critical` holding <dataDir>/cluster.json.lock, a file created with O_EXCL that
- * names its holder (pid and start time). A lock whose holder no longer runs (it crashed
- * holding it) is broken; one held longer than CLUSTER_LOCK_WAIT_MS by a live process is
+ * Runs `critical` holding <dataDir>/cluster.json.lock, a file that names its holder (pid
+ * and start time), published whole (record-files.ts, tryLock). A lock whose holder no
+ * longer runs (it crashed holding it), or that is empty or cut short and not new, is
+ * broken; one held longer than CLUSTER_LOCK_WAIT_MS by a live process is
  * an error, not a wait without end. (Two writers breaking the same dead holder's lock at
  * once could both go on; that needs a crash inside a critical section of milliseconds
  * first, and a local cluster has at most a few writers.)
@@ -243,22 +239,9 @@ export async function withClusterLock<T>(dataDir: string, critical: () => T | Pr
   const holder = `${process.pid} ${processStartTime(process.pid)}`;
   let other = '';
   const acquired = await pollUntil(() => {
-    try {
-      writeFileSync(lockFile, holder, { flag: 'wx' });
-      return true;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
-    try {
-      other = readFileSync(lockFile, 'utf8');
-    } catch {
-      return undefined; // released meanwhile
-    }
-    // An empty file is a holder between its create and its write: it runs.
-    const [pid, startTime] = other.split(' ');
-    if (pid !== undefined && /^\d+$/.test(pid) && startTime !== undefined && processStartTime(Number(pid)) !== startTime) {
-      rmSync(lockFile, { force: true });
-    }
+    const taken = tryLock(lockFile, holder, (pid, startTime) => processStartTime(pid) === startTime);
+    if (taken === true) return true;
+    other = taken;
     return undefined;
   }, CLUSTER_LOCK_WAIT_MS, CLUSTER_LOCK_POLL_MS);
   if (!acquired) {
