@@ -17,11 +17,13 @@
  * refuses batches (NO_SPACE) and leaves the in-sync set; a primary stops appending. The
  * node leaves `full` when a poll finds room again (at least the floor free).
  *
- * Free space is read with statfs every `pollMs`, never per op. Between polls the primary
- * counts what it admitted (`noteAdmitted`), as if every byte were written ESTIMATE_FACTOR
- * times (log and brick, on up to three nodes sharing one file system), and asks again early
- * once that count reaches a quarter of the floor. The floor must cover what is admitted
- * and not yet written (ops in flight); the reserve covers a miss.
+ * Free space is read with statfs every `pollMs`, never per op. The primary counts the ops
+ * it admitted and has not yet answered (`noteAdmitted`, `noteSettled`: an answered op is
+ * in every in-sync log and in its brick) as if every byte were written ESTIMATE_FACTOR
+ * times (log and brick, on up to three nodes sharing one file system) and not yet counted
+ * by statfs, and reads free space again early once a quarter of the floor was admitted
+ * since the last read. What that misses (backups applying late, other writers) falls in
+ * the floor; a miss past it, in the reserve.
  */
 import { promises as fsp } from 'node:fs';
 import nodePath from 'node:path';
@@ -71,7 +73,10 @@ function availOf(s: { bavail: number; bsize: number }): number {
 
 export class SpaceGuard {
   private availBytes = Number.MAX_SAFE_INTEGER;
-  private admittedBytes = 0;
+  /** Admitted by the primary and not yet answered. */
+  private inFlightBytes = 0;
+  /** Admitted since the last statfs (to read it again early). */
+  private sincePollBytes = 0;
   private reserveHeld = 0;
   private noRoom = false;
   private polling: Promise<void> | null = null;
@@ -110,7 +115,7 @@ export class SpaceGuard {
   get state(): SpaceState {
     if (this.noRoom) return 'full';
     if (this.reserveHeld < this.config.reserveBytes) return 'low';
-    return this.availBytes - this.admittedBytes * ESTIMATE_FACTOR < this.config.floorBytes ? 'low' : 'ok';
+    return this.availBytes - this.inFlightBytes * ESTIMATE_FACTOR < this.config.floorBytes ? 'low' : 'ok';
   }
 
   /** Bytes of the reserve held now. */
@@ -118,11 +123,18 @@ export class SpaceGuard {
     return this.reserveHeld;
   }
 
-  /** The primary admitted an op carrying `bytes`: counted until the next statfs. */
+  /** The primary admitted an op carrying `bytes`: counted until `noteSettled`. */
   noteAdmitted(bytes: number): void {
-    this.admittedBytes += bytes;
+    this.inFlightBytes += bytes;
+    this.sincePollBytes += bytes;
     this.report();
-    if (this.admittedBytes * ESTIMATE_FACTOR >= this.config.floorBytes / 4) void this.poll();
+    if (this.sincePollBytes * ESTIMATE_FACTOR >= this.config.floorBytes / 4) void this.poll();
+  }
+
+  /** An op counted by `noteAdmitted` was answered (applied, or refused). */
+  noteSettled(bytes: number): void {
+    this.inFlightBytes -= bytes;
+    this.report();
   }
 
   /** An append or apply met ENOSPC: frees the reserve for it. False when there was none
@@ -167,10 +179,8 @@ export class SpaceGuard {
   }
 
   private async pollOnce(): Promise<void> {
-    const admittedBefore = this.admittedBytes;
+    this.sincePollBytes = 0;
     const s = await fsp.statfs(this.dir);
-    // Bytes admitted while statfs ran may not show in it yet.
-    this.admittedBytes -= admittedBefore;
     this.availBytes = availOf(s);
     if (this.noRoom && this.availBytes >= this.config.floorBytes) {
       this.noRoom = false;

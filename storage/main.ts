@@ -110,7 +110,7 @@ runMain(async () => {
     },
     logger,
     (state) => {
-      logger.info({ space: state }, 'space state changed');
+      logger.debug({ space: state }, 'space state changed');
       // Short of room, the log keeps only what it must (OpLog.setTight).
       log.setTight(state !== 'ok');
       if (replicaBuilt) replica.setSpace(state);

@@ -73,6 +73,8 @@ export interface SpaceControl {
   markFull(): void;
   /** The primary admitted an op of `bytes`. */
   noteAdmitted(bytes: number): void;
+  /** That op was answered. */
+  noteSettled(bytes: number): void;
 }
 
 /** How long an apply that found no room waits before it is tried again. */
@@ -169,8 +171,18 @@ export class Replica {
   submit(header: SequencedOpHeader, data: Buffer, frame?: Buffer): Promise<OpResult> {
     // Counted before the core sees it: the op that brings the estimate under the floor is
     // the first one refused.
-    if (this.space && this.core.role === 'primary' && !opAdmittedWhenLow(header.op)) this.space.noteAdmitted(data.length + OP_OVERHEAD_BYTES);
-    return this.request((token) => ({ type: 'submit', token, header, data, frame })) as Promise<OpResult>;
+    const space = this.space;
+    if (!space || this.core.role !== 'primary' || opAdmittedWhenLow(header.op)) {
+      return this.request((token) => ({ type: 'submit', token, header, data, frame })) as Promise<OpResult>;
+    }
+    const bytes = data.length + OP_OVERHEAD_BYTES;
+    space.noteAdmitted(bytes);
+    const answered = this.request((token) => ({ type: 'submit', token, header, data, frame })) as Promise<OpResult>;
+    answered.then(
+      () => space.noteSettled(bytes),
+      () => space.noteSettled(bytes),
+    );
+    return answered;
   }
 
   /** Backup: a batch from the primary; resolves once this node holds it durably. */

@@ -1,0 +1,101 @@
+/*
+ * The launcher's record and lock files (cli/record-files.ts, used for cluster.json and its
+ * lock): an empty lock, a lock cut short, a lock whose owner is gone and a record cut short
+ * are all recovered from; a live owner's lock is respected; a write that fails part way
+ * leaves the record as it was.
+ */
+import { existsSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { clusterFilePath, readClusterFile, withClusterLock, writeClusterFile, type ClusterFile } from '../../cli/local-cluster';
+import { LOCK_UNREADABLE_STALE_MS, parseLockHolder, readRecordFile, tryLock, writeRecordFile } from '../../cli/record-files';
+import { withTempDir } from '../helpers/temp';
+
+const runs = () => true;
+const gone = () => false;
+
+/** Makes a file look `ageMs` old. */
+function age(file: string, ageMs: number): void {
+  const t = (Date.now() - ageMs) / 1000;
+  utimesSync(file, t, t);
+}
+
+test('a lock is taken whole, held against others while its owner runs, and names its owner', () =>
+  withTempDir('records', (dir) => {
+    const lock = join(dir, 'x.lock');
+    assert.is(tryLock(lock, '100 555', runs), true);
+    assert.equal(parseLockHolder(readFileSync(lock, 'utf8')), { pid: 100, startTime: '555' });
+    assert.is(tryLock(lock, '200 777', runs), '100 555', 'a live owner keeps it');
+    assert.is(readFileSync(lock, 'utf8'), '100 555');
+    assert.equal(readdirSync(dir), ['x.lock'], 'no temporary file is left behind');
+  }));
+
+test('a lock whose owner is gone is broken, and the next attempt takes it', () =>
+  withTempDir('records', (dir) => {
+    const lock = join(dir, 'x.lock');
+    writeFileSync(lock, '100 555');
+    assert.is(tryLock(lock, '200 777', gone), '100 555');
+    assert.is(tryLock(lock, '200 777', runs), true);
+    assert.is(readFileSync(lock, 'utf8'), '200 777');
+  }));
+
+test('an empty lock (a disk that filled between create and write) is stale after a bound, not held forever', () =>
+  withTempDir('records', (dir) => {
+    const lock = join(dir, 'x.lock');
+    writeFileSync(lock, '');
+    // New, it may be a writer of an older launcher between its create and its write.
+    assert.is(tryLock(lock, '200 777', runs), '');
+    assert.ok(existsSync(lock));
+    age(lock, LOCK_UNREADABLE_STALE_MS + 1000);
+    assert.is(tryLock(lock, '200 777', runs), '');
+    assert.is(tryLock(lock, '200 777', runs), true);
+  }));
+
+test('a lock cut short is stale after the same bound', () =>
+  withTempDir('records', (dir) => {
+    const lock = join(dir, 'x.lock');
+    writeFileSync(lock, '12');
+    age(lock, LOCK_UNREADABLE_STALE_MS + 1000);
+    tryLock(lock, '200 777', runs);
+    assert.is(tryLock(lock, '200 777', runs), true);
+  }));
+
+test('withClusterLock gets past an empty lock file that is not new', () =>
+  withTempDir('records', async (dir) => {
+    const lock = `${clusterFilePath(dir)}.lock`;
+    writeFileSync(lock, '');
+    age(lock, LOCK_UNREADABLE_STALE_MS + 1000);
+    const started = Date.now();
+    assert.is(await withClusterLock(dir, () => 'held'), 'held');
+    assert.ok(Date.now() - started < 2000, 'without waiting out the lock timeout');
+    assert.not.ok(existsSync(lock), 'released');
+  }));
+
+test('a record cut short is replaced by the one before it', () =>
+  withTempDir('records', (dir) => {
+    const file = join(dir, 'r.json');
+    writeRecordFile(file, '{"v":1}');
+    writeRecordFile(file, '{"v":2}');
+    assert.equal(readRecordFile(file, JSON.parse), { value: { v: 2 }, recovered: false });
+    writeFileSync(file, '{"v":');
+    assert.equal(readRecordFile(file, JSON.parse), { value: { v: 1 }, recovered: true });
+    assert.is(readFileSync(file, 'utf8'), '{"v":1}', 'the good copy is put back');
+    assert.is(readRecordFile(join(dir, 'none.json'), JSON.parse), null);
+  }));
+
+test('cluster.json cut short is read from its previous version', () =>
+  withTempDir('records', (dir) => {
+    const description: ClusterFile = { version: 1, dataDir: dir, createdAt: 'now', redisUrl: 'redis://x', proxyUrls: [], processes: [], mounts: [] };
+    writeClusterFile(description);
+    writeClusterFile({ ...description, proxyUrls: ['http://p1'] });
+    const file = clusterFilePath(dir);
+    writeFileSync(file, readFileSync(file, 'utf8').slice(0, 20));
+    assert.equal(readClusterFile(dir)?.proxyUrls, [], 'the version before the damaged one');
+    // With no good version at all, the error says what to do.
+    writeFileSync(file, '');
+    writeFileSync(`${file}.prev`, '');
+    assert.throws(() => readClusterFile(dir), /not valid JSON/);
+  }));
+
+test.run();
