@@ -42,6 +42,7 @@ import { isFuseMounted } from './mounts';
 import { isSameProcess } from './processes';
 import { supervise } from './supervisor';
 import { localAddNode, nodeRemove, nodeStart } from './node-commands';
+import { readRestartProblems, restartProblemKey, type RestartProblem } from './supervisor-notes';
 import { rmSync } from 'node:fs';
 
 const USAGE = `usage:
@@ -185,6 +186,8 @@ export interface StatusProcess {
   brickDir?: string;
   mountpoint?: string;
   logFile: string;
+  /** Down, and the supervisor's restarts of it fail: why. */
+  restartProblem?: RestartProblem;
 }
 
 interface StatusMount {
@@ -195,12 +198,15 @@ interface StatusMount {
 }
 
 function describeProcesses(description: ClusterFile): { processes: StatusProcess[]; mounts: StatusMount[] } {
+  const problems = readRestartProblems(description.dataDir);
   const processes = description.processes.map((record) => ({
     kind: record.kind,
     id: record.id,
     pid: record.pid,
     alive: isSameProcess(record),
     restarts: record.restartCount ?? 0,
+    // Why the supervisor cannot restart it, while it is down (supervisor-notes.ts).
+    ...(problems[restartProblemKey(record.kind, record.id)] !== undefined && !isSameProcess(record) ? { restartProblem: problems[restartProblemKey(record.kind, record.id)] } : {}),
     url: record.url,
     ...(record.brickDir !== undefined ? { brickDir: record.brickDir } : {}),
     ...(record.mountpoint !== undefined ? { mountpoint: record.mountpoint } : {}),
@@ -230,6 +236,10 @@ function printProcesses(description: ClusterFile): void {
     rows.push([entry.kind, entry.id, String(entry.pid), entry.alive ? 'running' : 'stopped', String(entry.restarts), entry.url ?? '-', where]);
   }
   for (const line of table(rows)) out('  ' + line);
+  for (const entry of processes) {
+    const p = entry.restartProblem;
+    if (p) out(`  ${entry.kind} ${entry.id} cannot be restarted: ${p.error} (${p.failures} attempts since ${p.since})`);
+  }
 }
 
 function formatBytes(n: number): string {

@@ -79,6 +79,8 @@ export class SpaceGuard {
   private sincePollBytes = 0;
   private reserveHeld = 0;
   private noRoom = false;
+  /** Counts markFull calls: a statfs begun before the latest one cannot clear it. */
+  private fullMarks = 0;
   private polling: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
   private last: SpaceState = 'ok';
@@ -159,6 +161,7 @@ export class SpaceGuard {
   markFull(): void {
     if (!this.noRoom) this.logger.error({ availBytes: this.availBytes }, 'out of space with no reserve left: the log cannot grow');
     this.noRoom = true;
+    this.fullMarks++;
     this.report();
   }
 
@@ -180,9 +183,10 @@ export class SpaceGuard {
 
   private async pollOnce(): Promise<void> {
     this.sincePollBytes = 0;
+    const marks = this.fullMarks;
     const s = await fsp.statfs(this.dir);
     this.availBytes = availOf(s);
-    if (this.noRoom && this.availBytes >= this.config.floorBytes) {
+    if (this.noRoom && marks === this.fullMarks && this.availBytes >= this.config.floorBytes) {
       this.noRoom = false;
       this.logger.info({ availBytes: this.availBytes }, 'space is back: the log may grow again');
     }

@@ -120,6 +120,12 @@ test('the space guard: reserve held, low below the floor, reserve freed on deman
     const states: SpaceState[] = [];
     const guard = new SpaceGuard(dir, { reserveBytes: 4 * MiB, floorBytes: 8 * MiB, pollMs: 20 }, logger, (s) => states.push(s));
     await guard.start();
+    // A poll the timer began before the change may still be under way: wait it out, then
+    // read afresh.
+    const freshPoll = async () => {
+      await guard.poll();
+      await guard.poll();
+    };
     try {
       assert.is(guard.state, 'ok');
       assert.is(statSync(join(dir, RESERVE_FILE)).size, 4 * MiB, 'the reserve is written');
@@ -130,11 +136,11 @@ test('the space guard: reserve held, low below the floor, reserve freed on deman
 
       // Someone fills the file system to under the floor: low.
       writeFileSync(join(dir, 'hog'), Buffer.alloc(22 * MiB));
-      await guard.poll();
+      await freshPoll();
       assert.is(guard.state, 'low');
       // Ops in flight count against the floor too.
       rmSync(join(dir, 'hog'));
-      await guard.poll();
+      await freshPoll();
       assert.is(guard.state, 'ok');
       guard.noteAdmitted(4 * MiB);
       assert.is(guard.state, 'low', 'a 4 MiB op in flight counts six times against 28 MiB free');
@@ -149,7 +155,7 @@ test('the space guard: reserve held, low below the floor, reserve freed on deman
       assert.is(guard.state, 'full');
       // Full until a poll finds at least the floor free; the reserve is made again then.
       writeFileSync(join(dir, 'hog'), Buffer.alloc(26 * MiB));
-      await guard.poll();
+      await freshPoll();
       assert.is(guard.state, 'full');
       resize(64);
       const back = await pollUntil(() => (guard.state === 'ok' ? true : undefined), 2000, 20);

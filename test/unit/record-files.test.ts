@@ -10,6 +10,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { clusterFilePath, readClusterFile, withClusterLock, writeClusterFile, type ClusterFile } from '../../cli/local-cluster';
 import { LOCK_UNREADABLE_STALE_MS, parseLockHolder, readRecordFile, tryLock, writeRecordFile } from '../../cli/record-files';
+import { readRestartProblems, RestartNotes, SUPERVISOR_NOTES_FILE } from '../../cli/supervisor-notes';
 import { withTempDir } from '../helpers/temp';
 
 const runs = () => true;
@@ -96,6 +97,26 @@ test('cluster.json cut short is read from its previous version', () =>
     writeFileSync(file, '');
     writeFileSync(`${file}.prev`, '');
     assert.throws(() => readClusterFile(dir), /not valid JSON/);
+  }));
+
+test('the supervisor records why a restart fails, for dfs local status, and forgets it once it succeeds', () =>
+  withTempDir('records', (dir) => {
+    const writeErrors: Error[] = [];
+    const notes = new RestartNotes(dir, (e) => writeErrors.push(e));
+    assert.equal(readRestartProblems(dir), {});
+    notes.failed('storage', 'n2', 'cluster.json.lock is held', new Date(0));
+    notes.failed('storage', 'n2', 'ENOSPC', new Date(1000));
+    assert.equal(readRestartProblems(dir), { 'storage:n2': { error: 'ENOSPC', since: new Date(0).toISOString(), failures: 2 } });
+    notes.started('storage', 'n2');
+    assert.equal(readRestartProblems(dir), {});
+    // A notes file cut short reads as the version before; one that cannot be read, as none.
+    notes.failed('proxy', 'p1', 'x');
+    writeFileSync(join(dir, SUPERVISOR_NOTES_FILE), '{"pro');
+    assert.equal(readRestartProblems(dir), {});
+    writeFileSync(join(dir, `${SUPERVISOR_NOTES_FILE}.prev`), 'nonsense');
+    writeFileSync(join(dir, SUPERVISOR_NOTES_FILE), '');
+    assert.equal(readRestartProblems(dir), {});
+    assert.equal(writeErrors, []);
   }));
 
 test.run();
