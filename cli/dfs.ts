@@ -1,15 +1,10 @@
 /*
  * The `dfs` command: runs a whole cluster on one machine and reports on a cluster.
  *
- *   dfs local up     [--data DIR] [--nodes 3] [--proxies 2] [--mount DIR] [--no-supervise]
- *   dfs local status [--data DIR] [--json]
- *   dfs local down   [--data DIR]
- *   dfs local supervise [--data DIR]     (started by `up`; by hand only to replace a dead one)
- *   dfs local add-node [--data DIR]
- *   dfs node start   --id ID --data DIR --port N [--host H] [--redis URL] [storage options]
- *   dfs node remove  ID [--redis URL | --data DIR]
- *   dfs status       [--proxy URL[,URL…] | --data DIR] [--json]
- *   dfs verify       [--proxy URL[,URL…] | --data DIR] [--json]   (exit 1 on divergence)
+ * Its subcommands (`local up|status|down|supervise|add-node`, `node start|remove`,
+ * `status`, `verify`), their synopses and options are a table in command-table.ts: this
+ * module looks a command up there, parses its arguments with parseArgs from the table,
+ * answers `--help` from it, and runs the handler below.
  *
  * `local up` starts Redis, the storage nodes and the proxies as detached processes (they
  * outlive this command), records them in DIR/cluster.json, optionally mounts the cluster
@@ -20,7 +15,7 @@
  */
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { parseArgs } from 'node:util';
 import type { ClusterStatus, VerifyReport } from '../common/api';
 import { request } from 'undici';
 import { intOption } from '../common/config';
@@ -38,31 +33,13 @@ import {
   STOP_ORDER,
   type ClusterFile,
 } from './local-cluster';
+import { commandHelp, commandsUnder, findCommand, groupUsage, overallUsage, parseArgsOptions } from './command-table';
 import { isFuseMounted } from './mounts';
 import { isSameProcess } from './processes';
 import { supervise } from './supervisor';
 import { localAddNode, nodeRemove, nodeStart } from './node-commands';
 import { readRestartProblems, restartProblemKey, type RestartProblem } from './supervisor-notes';
 import { rmSync } from 'node:fs';
-
-const USAGE = `usage:
-  dfs local up     [--data DIR] [--nodes N] [--proxies N] [--mount DIR] [--no-supervise]
-  dfs local status [--data DIR] [--json]
-  dfs local down   [--data DIR]
-  dfs local supervise [--data DIR]
-  dfs local add-node [--data DIR]
-  dfs node start   --id ID --data DIR --port N [--host H] [--redis URL] [storage options]
-  dfs node remove  ID [--redis URL | --data DIR]
-  dfs status       [--proxy URL[,URL...] | --data DIR] [--json]
-  dfs verify       [--proxy URL[,URL...] | --data DIR] [--json]
-
-  --data DIR   where the local cluster keeps its data and cluster.json
-               (default: $DFS_DATA, else ~/.dfs/local)
-  --proxy URL  a proxy to ask (default: $DFS_PROXY, else the local cluster's proxies)
-  --no-supervise  \`up\` starts no supervisor: a process that dies stays down
-               (\`dfs local supervise\` is that supervisor; \`up\` starts it, and
-               run by hand it replaces one that died)
-`;
 
 /** A mistake in the command line: printed with the usage, exit code 2. */
 class UsageError extends Error {}
@@ -80,18 +57,20 @@ function out(line = ''): void {
   process.stdout.write(line + '\n');
 }
 
-type OptionsConfig = NonNullable<ParseArgsConfig['options']>;
-
-function parse<T extends OptionsConfig>(args: string[], options: T) {
-  try {
-    return parseArgs({ args, options, allowPositionals: true as const, strict: true as const });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-}
-
-function noPositionals(positionals: string[]): void {
-  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
+/** Every option of every command (command-table.ts), as parseArgs gives them. */
+interface Values {
+  help?: boolean;
+  data?: string;
+  nodes?: string;
+  proxies?: string;
+  mount?: string;
+  'no-supervise'?: boolean;
+  json?: boolean;
+  proxy?: string;
+  redis?: string;
+  id?: string;
+  port?: string;
+  host?: string;
 }
 
 function table(rows: string[][]): string[] {
@@ -103,16 +82,7 @@ function table(rows: string[][]): string[] {
 // ---------------------------------------------------------------------------------------
 // dfs local up
 
-async function localUp(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
-    data: { type: 'string' },
-    nodes: { type: 'string' },
-    proxies: { type: 'string' },
-    mount: { type: 'string' },
-    // Node 20's parseArgs has no negated booleans (allowNegative is Node 22).
-    'no-supervise': { type: 'boolean' },
-  });
-  noPositionals(positionals);
+async function localUp(values: Values): Promise<number> {
   const dataDir = resolve(values.data ?? defaultDataDir());
   let nodes: number;
   let proxies: number;
@@ -165,9 +135,7 @@ async function localUp(args: string[]): Promise<number> {
 // ---------------------------------------------------------------------------------------
 // dfs local supervise
 
-async function localSupervise(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, { data: { type: 'string' } });
-  noPositionals(positionals);
+async function localSupervise(values: Values): Promise<number> {
   await supervise(resolve(values.data ?? defaultDataDir()));
   return 0;
 }
@@ -272,9 +240,7 @@ function printClusterView(proxyUrl: string, status: ClusterStatus): void {
   for (const line of table(rows)) out('  ' + line);
 }
 
-async function localStatus(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, { data: { type: 'string' }, json: { type: 'boolean' } });
-  noPositionals(positionals);
+async function localStatus(values: Values): Promise<number> {
   const dataDir = resolve(values.data ?? defaultDataDir());
   const description = readClusterFile(dataDir);
   if (description === null) {
@@ -302,9 +268,7 @@ async function localStatus(args: string[]): Promise<number> {
 // ---------------------------------------------------------------------------------------
 // dfs local down
 
-async function localDown(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, { data: { type: 'string' } });
-  noPositionals(positionals);
+async function localDown(values: Values): Promise<number> {
   const dataDir = resolve(values.data ?? defaultDataDir());
   const description = readClusterFile(dataDir);
   if (description === null) {
@@ -342,9 +306,7 @@ function resolveProxyUrls(values: { proxy?: string; data?: string }): string[] {
   return description.proxyUrls;
 }
 
-async function clusterStatus(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, { proxy: { type: 'string' }, data: { type: 'string' }, json: { type: 'boolean' } });
-  noPositionals(positionals);
+async function clusterStatus(values: Values): Promise<number> {
   const proxyUrls = resolveProxyUrls(values);
   const view = await fetchClusterStatus(proxyUrls);
   if (view === null) throw new DfsError('UNAVAILABLE', `no proxy answers GET /v1/cluster (${proxyUrls.join(', ')})`);
@@ -359,9 +321,7 @@ async function clusterStatus(args: string[]): Promise<number> {
 /** How long a verify may take: every node reads its whole brick. */
 const VERIFY_TIMEOUT_MS = 300_000;
 
-async function clusterVerify(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, { proxy: { type: 'string' }, data: { type: 'string' }, json: { type: 'boolean' } });
-  noPositionals(positionals);
+async function clusterVerify(values: Values): Promise<number> {
   const proxyUrls = resolveProxyUrls(values);
   let report: VerifyReport | null = null;
   const failures: string[] = [];
@@ -396,45 +356,74 @@ async function clusterVerify(args: string[]): Promise<number> {
 
 // ---------------------------------------------------------------------------------------
 
+/** What each command of the table runs. */
+const HANDLERS: Record<string, (values: Values, positionals: string[], args: string[]) => Promise<number>> = {
+  'local up': (values) => localUp(values),
+  'local status': (values) => localStatus(values),
+  'local down': (values) => localDown(values),
+  'local supervise': (values) => localSupervise(values),
+  'local add-node': (values) => localAddNode(resolve(values.data ?? defaultDataDir()), out),
+  'node start': (_values, _positionals, args) => nodeStart(args, out),
+  'node remove': (values, positionals) => nodeRemove(positionals[0]!, values, defaultDataDir(), out),
+  status: (values) => clusterStatus(values),
+  verify: (values) => clusterVerify(values),
+};
+
+/** The usage a mistake is printed with: the command's own, else its group's, else all. */
+let usageForErrors = overallUsage();
+
 async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
-    process.stdout.write(USAGE);
-    return command === undefined ? 2 : 0;
+  const [first, ...rest] = argv;
+  if (first === undefined || first === '--help' || first === '-h') {
+    process.stdout.write(overallUsage());
+    return first === undefined ? 2 : 0;
   }
-  if (command === 'status') return clusterStatus(rest);
-  if (command === 'verify') return clusterVerify(rest);
-  if (command === 'local') {
-    const [action, ...args] = rest;
-    if (action === 'up') return localUp(args);
-    if (action === 'status') return localStatus(args);
-    if (action === 'down') return localDown(args);
-    if (action === 'supervise') return localSupervise(args);
-    if (action === 'add-node') {
-      const { values, positionals } = parse(args, { data: { type: 'string' } });
-      noPositionals(positionals);
-      return localAddNode(resolve(values.data ?? defaultDataDir()), out);
+  if (first === 'help') {
+    const command = findCommand(rest);
+    const group = commandsUnder(rest[0] ?? '');
+    process.stdout.write(command !== null ? commandHelp(command) : group.length > 0 ? groupUsage(rest[0]!) : overallUsage());
+    return 0;
+  }
+  const command = findCommand(argv);
+  if (command === null) {
+    const group = commandsUnder(first);
+    if (group.length === 0) throw new UsageError(`unknown command ${JSON.stringify(first)}`);
+    usageForErrors = groupUsage(first);
+    const [action] = rest;
+    if (action === '--help' || action === '-h') {
+      process.stdout.write(usageForErrors);
+      return 0;
     }
-    throw new UsageError(action === undefined ? 'dfs local wants up, status, down, supervise or add-node' : `unknown action ${JSON.stringify(action)} for dfs local`);
+    const actions = group.map((entry) => entry.words[1]).join(', ');
+    throw new UsageError(action === undefined ? `dfs ${first} wants one of ${actions}` : `unknown action ${JSON.stringify(action)} for dfs ${first}`);
   }
-  if (command === 'node') {
-    const [action, ...args] = rest;
-    if (action === 'start') return nodeStart(args, out);
-    if (action === 'remove') {
-      const { values, positionals } = parse(args, { redis: { type: 'string' }, data: { type: 'string' } });
-      if (positionals.length !== 1) throw new UsageError('dfs node remove wants one node ID');
-      return nodeRemove(positionals[0]!, values, defaultDataDir(), out);
-    }
-    throw new UsageError(action === undefined ? 'dfs node wants start or remove' : `unknown action ${JSON.stringify(action)} for dfs node`);
+  usageForErrors = commandHelp(command);
+  const args = argv.slice(command.words.length);
+  let parsed: { values: Values; positionals: string[] };
+  try {
+    // A command that passes options on (node start) takes what it does not know, unchecked.
+    const strict = command.passesOn === undefined;
+    const result = parseArgs({ args, options: parseArgsOptions(command), allowPositionals: true, strict });
+    parsed = { values: result.values as Values, positionals: result.positionals };
+  } catch (error) {
+    throw new UsageError((error as Error).message);
   }
-  throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  if (parsed.values.help === true) {
+    process.stdout.write(usageForErrors);
+    return 0;
+  }
+  const wanted = command.positionals?.count ?? 0;
+  if (command.passesOn === undefined && parsed.positionals.length !== wanted) {
+    throw new UsageError(wanted === 0 ? `unexpected argument ${JSON.stringify(parsed.positionals[0])}` : `dfs ${command.words.join(' ')} wants ${command.positionals!.name}`);
+  }
+  return HANDLERS[command.words.join(' ')]!(parsed.values, parsed.positionals, args);
 }
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
     if (error instanceof UsageError) {
-      process.stderr.write(`dfs: ${error.message}\n\n${USAGE}`);
+      process.stderr.write(`dfs: ${error.message}\n\n${usageForErrors}`);
       process.exit(2);
     }
     if (error instanceof DfsError) {

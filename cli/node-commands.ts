@@ -2,9 +2,7 @@
  * `dfs node …` and `dfs local add-node`: adding and removing storage nodes while the
  * cluster runs (docs/cluster.md, Membership changes).
  *
- *   dfs node start --id ID --data DIR --port N [--host H] [--redis URL] [storage options]
- *   dfs node remove ID [--redis URL | --data DIR]
- *   dfs local add-node [--data DIR]
+ * (Their synopses and options are in command-table.ts.)
  *
  * `node start` runs a storage node in the foreground (as a container's command would): it
  * registers, the leader makes it a learner, the primary feeds it (from memory, its log, or
@@ -19,6 +17,7 @@
  */
 import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { DfsError } from '../common/errors';
 import { KEY_NODES, KEY_REMOVING, nodeAliveKey } from '../common/redis-keys';
@@ -105,11 +104,11 @@ export async function localAddNode(dataDir: string, out: Out): Promise<number> {
 
 /** Runs the storage node in the foreground with the given arguments; returns its exit code. */
 export async function nodeStart(args: string[], out: Out): Promise<number> {
-  const at = args.indexOf('--id');
-  const id = at >= 0 ? args[at + 1] : undefined;
+  // The storage node's own options pass through (strict: false); only these two are ours.
+  const { values } = parseArgs({ args, options: { id: { type: 'string' }, redis: { type: 'string' } }, strict: false, allowPositionals: true });
+  const id = typeof values.id === 'string' ? values.id : undefined;
   if (id === undefined) throw new DfsError('BAD_REQUEST', 'dfs node start wants --id ID');
-  const redisAt = args.indexOf('--redis');
-  const url = redisAt >= 0 ? args[redisAt + 1]! : (process.env.DFS_REDIS ?? 'redis://127.0.0.1:6379');
+  const url = typeof values.redis === 'string' ? values.redis : (process.env.DFS_REDIS ?? 'redis://127.0.0.1:6379');
   await withRedis(url, async (redis) => {
     if ((await redis.hdel(KEY_REMOVING, id)) > 0) out(`withdrew the earlier request to remove ${id}`);
   });

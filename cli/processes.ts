@@ -10,6 +10,7 @@
  * init does not.
  */
 import { readFileSync } from 'node:fs';
+import { retry } from '../common/retry';
 
 /** How often the wait loops look at /proc. */
 export const POLL_INTERVAL_MS = 50;
@@ -103,16 +104,19 @@ export function sleep(ms: number): Promise<void> {
 
 /**
  * Calls `check` until it returns a value other than undefined, or the deadline passes;
- * then returns undefined. `check` may be async; its errors propagate.
+ * then returns undefined. `check` may be async; its errors propagate. It looks every
+ * `intervalMs`, and once more at the deadline (common/retry.ts, a fixed interval).
  */
 export async function pollUntil<T>(check: () => T | undefined | Promise<T | undefined>, timeoutMs: number, intervalMs = POLL_INTERVAL_MS): Promise<T | undefined> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
+  const outcome = await retry<T>(async () => {
     const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() >= deadline) return undefined;
-    await sleep(Math.min(intervalMs, Math.max(1, deadline - Date.now())));
-  }
+    return value === undefined ? { done: false } : { done: true, value };
+  }, {
+    // The deadline bounds the looks; the attempt bound only has to allow all of them.
+    policy: { attemptsMax: Math.ceil(Math.max(0, timeoutMs) / Math.max(1, intervalMs)) + 2, backoffMsMin: intervalMs, backoffMsMax: intervalMs, backoffFactor: 1, jitter: 0, waitPastDeadline: 'clamp' },
+    deadlineAtMs: Date.now() + timeoutMs,
+  });
+  return outcome.ok ? outcome.value : undefined;
 }
 
 /** Sends `signal` to the process if it is still ours; returns whether it was sent. */

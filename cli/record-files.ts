@@ -1,22 +1,16 @@
 /*
- * The launcher's small record and lock files (cluster.json and its lock), written so that
- * a crash or a full disk part way leaves nothing that blocks the next writer (docs/space.md):
+ * The launcher's small record files (cluster.json, the supervisor's notes), written so that
+ * a crash or a full disk part way leaves a record a reader can use (docs/space.md; the lock
+ * beside cluster.json is file-lock.ts):
  *
  * - a record is written whole to a temporary name, fsynced, and renamed over the old one;
  *   the old one stays as `<file>.prev` (a hard link, so no copy), and a reader that finds
- *   the record unreadable (cut short by something other than us) falls back to it. A write
- *   that fails part way (ENOSPC) removes its temporary file and leaves the record as it was.
- * - a lock is published complete: the holder's identity is written to a temporary file and
- *   hard-linked to the lock's name, which fails if the lock exists (link(2) is atomic), so
- *   the lock is never seen empty or half-written. A lock whose holder no longer runs is
- *   broken. One that cannot be read as a holder (empty or cut short: an older launcher's,
- *   or a file system that lost the write) is broken once it is older than
- *   LOCK_UNREADABLE_STALE_MS: no live writer of ours ever leaves one like that.
+ *   the record unreadable (cut short by something other than this writer: an older one,
+ *   a machine crash on a file system that lost the data) falls back to it;
+ * - a write that fails part way (ENOSPC) removes its temporary file and leaves the record
+ *   as it was.
  */
-import { closeSync, fsyncSync, linkSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
-
-/** An unreadable lock older than this is stale. */
-export const LOCK_UNREADABLE_STALE_MS = 2_000;
+import { closeSync, fsyncSync, linkSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 
 /** Writes `text` to a temporary file next to `file` and fsyncs it; returns its name. On
  * any failure the temporary file is removed and the error thrown. */
@@ -87,41 +81,4 @@ export function readRecordFile<T>(file: string, parse: (text: string) => T): { v
     writeRecordFile(file, prev);
     return { value, recovered: true };
   }
-}
-
-/** What a lock file says of its holder: `<pid> <start time>`, or null if unreadable. */
-export function parseLockHolder(text: string): { pid: number; startTime: string } | null {
-  const m = /^(\d+) (\S+)$/.exec(text);
-  return m ? { pid: Number(m[1]), startTime: m[2]! } : null;
-}
-
-/**
- * One attempt to take `lockFile` for `holder` (`<pid> <start time>`). True when taken.
- * Otherwise breaks the lock if it is stale (`holderRuns` says its holder is gone, or it is
- * unreadable and older than LOCK_UNREADABLE_STALE_MS) and returns what it says now ('' if
- * gone or unreadable), for the caller to wait and try again.
- */
-export function tryLock(lockFile: string, holder: string, holderRuns: (pid: number, startTime: string) => boolean, nowMs = Date.now()): true | string {
-  const temp = writeTemp(lockFile, holder);
-  try {
-    linkSync(temp, lockFile);
-    return true;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-  } finally {
-    rmSync(temp, { force: true });
-  }
-  let text: string;
-  let mtimeMs: number;
-  try {
-    text = readFileSync(lockFile, 'utf8');
-    mtimeMs = statSync(lockFile).mtimeMs;
-  } catch {
-    return ''; // released meanwhile
-  }
-  const other = parseLockHolder(text);
-  if (other === null ? nowMs - mtimeMs >= LOCK_UNREADABLE_STALE_MS : !holderRuns(other.pid, other.startTime)) {
-    rmSync(lockFile, { force: true });
-  }
-  return text;
 }

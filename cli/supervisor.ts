@@ -28,15 +28,8 @@ import { resolve } from 'node:path';
 import { DfsError } from '../common/errors';
 import { createLogger, type Logger } from '../common/log';
 import { RestartNotes } from './supervisor-notes';
-import {
-  readClusterFile,
-  spawnRecorded,
-  supervisorTemplate,
-  withClusterLock,
-  writeClusterFile,
-  type ClusterFile,
-  type ProcessRecord,
-} from './local-cluster';
+import { readClusterFile, withClusterLock, writeClusterFile, type ClusterFile, type ProcessRecord } from './cluster-file';
+import { spawnRecorded, supervisorTemplate } from './cluster-processes';
 import { isFuseMounted, unmountFuse } from './mounts';
 import { isSameProcess, processStartTime, readCommandLine } from './processes';
 import { DEFAULT_BACKOFF_POLICY, initialRestartState, stepRestart, validateBackoffPolicy, type BackoffPolicy, type RestartState } from './restart-backoff';

@@ -48,19 +48,6 @@ export class Deadline {
   }
 }
 
-/** Resolves after `ms`, or rejects with TIMEOUT when the deadline passes first. */
-export function sleepWithin(ms: number, deadline: Deadline): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (deadline.remainingMs() <= ms) {
-      reject(new DfsError('TIMEOUT', 'deadline passed while backing off'));
-      return;
-    }
-    // Not unref'd: a call that backs off is work in progress, and before the mount exists
-    // nothing else may be keeping the process alive.
-    setTimeout(resolve, ms);
-  });
-}
-
 /** Runs `p` but gives up with TIMEOUT when the deadline passes first (the work itself
  * continues; its result is dropped). Used for waits that are not HTTP requests. */
 export function raceDeadline<T>(p: Promise<T>, deadline: Deadline): Promise<T> {

@@ -27,7 +27,8 @@ import { READ_BYTES_MAX } from '../common/limits';
 import type { Logger } from '../common/log';
 import { encodeQueryValue } from '../common/names';
 import type { Op } from '../common/ops';
-import { Deadline, sleepWithin } from './deadline';
+import { retry, type AttemptResult, type RetryPolicy } from '../common/retry';
+import { Deadline } from './deadline';
 import { HEADER_LEASE, HEADER_MOUNT, parseLeaseHeader } from '../common/leases';
 import type { LeaseGrant, PollResult } from './leases';
 import type { ClusterApi, MountMetrics } from './metrics';
@@ -40,6 +41,17 @@ export const CONNECTIONS_PER_PROXY = 16;
 export const ATTEMPTS_MAX = 64;
 export const BACKOFF_MS_MIN = 50;
 export const BACKOFF_MS_MAX = 1_000;
+/** Between rounds over the proxies: doubling waits, each shortened by up to half at random,
+ * and none that would reach the deadline (the call fails rather than wait it out). Every
+ * round makes at least one request, so ATTEMPTS_MAX bounds the rounds too. */
+const ROUND_RETRY_POLICY: RetryPolicy = {
+  attemptsMax: ATTEMPTS_MAX,
+  backoffMsMin: BACKOFF_MS_MIN,
+  backoffMsMax: BACKOFF_MS_MAX,
+  backoffFactor: 2,
+  jitter: 0.5,
+  waitPastDeadline: 'stop',
+};
 
 export interface ProxyClientOptions {
   urls: string[];
@@ -245,7 +257,8 @@ export class ProxyClient {
     let attempts = 0;
     // Time of the first transport failure in the current streak (no HTTP answer since).
     let unreachableSinceMs: number | null = null;
-    for (let round = 0; ; round++) {
+    // One attempt of the retry loop is a round over every proxy, preferred first.
+    const round = async (): Promise<AttemptResult<Buffer>> => {
       for (let i = 0; i < n; i++) {
         const index = (start + i) % n;
         const endpoint = this.endpoints[index]!;
@@ -269,7 +282,7 @@ export class ProxyClient {
           this.preferred = index;
           this.setDegraded(false);
           onHeaders?.(answer.headers);
-          return answer.body;
+          return { done: true, value: answer.body };
         }
         const err = errorFromBody(answer.status, parseJSONOrNull(answer.body));
         if (!RETRYABLE_STATUS.has(answer.status)) {
@@ -286,13 +299,12 @@ export class ProxyClient {
       if (unreachableSinceMs !== null && Date.now() - unreachableSinceMs >= this.unreachableRetryMs) {
         throw this.giveUp(what, lastErr, `no proxy reachable (${errText(lastErr)})`);
       }
-      const backoffMs = Math.min(BACKOFF_MS_MAX, BACKOFF_MS_MIN * 2 ** round) * (0.5 + Math.random() / 2);
-      try {
-        await sleepWithin(backoffMs, deadline);
-      } catch {
-        throw this.giveUp(what, lastErr);
-      }
-    }
+      return { done: false, error: lastErr };
+    };
+    // Time as the deadline counts it: the remaining ms, negated, run up to 0 at the deadline.
+    const outcome = await retry(round, { policy: ROUND_RETRY_POLICY, deadlineAtMs: 0, clock: () => -deadline.remainingMs() });
+    if (outcome.ok) return outcome.value;
+    throw this.giveUp(what, lastErr);
   }
 
   /** The error a call ends with when no proxy gave a usable answer: the cluster is

@@ -24,6 +24,7 @@ import { OP_BODY_BYTES_MAX, READ_BYTES_MAX } from '../common/limits';
 import type { Logger } from '../common/log';
 import { parseClientOpHeader, validateOp, validateXattrName, xattrNamespaceOf, type SequencedOpHeader } from '../common/ops';
 import { buildQuery } from '../common/names';
+import { retry, type RetryPolicy } from '../common/retry';
 import { HEADER_LEASE, HEADER_MOUNT, LEASE_POLL_HOLD_MS } from '../common/leases';
 import { ProxyMetrics } from './metrics';
 import { READ_HEDGE_MS, type NodePool } from './node-pool';
@@ -44,10 +45,17 @@ export interface ProxyAppDeps {
   clock?: () => number;
 }
 
-const MUTATION_ATTEMPTS_MAX = 8;
-const RETRY_PAUSE_MS = 100;
-
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A mutation's retries: at most 8 attempts within its deadline, doubling waits from 100 ms
+ * to 1 s (each shortened by up to half at random, so that proxies that failed together do
+ * not retry together), none that would reach the deadline. */
+const MUTATION_RETRY_POLICY: RetryPolicy = {
+  attemptsMax: 8,
+  backoffMsMin: 100,
+  backoffMsMax: 1_000,
+  backoffFactor: 2,
+  jitter: 0.5,
+  waitPastDeadline: 'stop',
+};
 
 async function jsonOf(res: Dispatcher.ResponseData): Promise<unknown> {
   return res.body.json().catch(() => null);
@@ -106,16 +114,13 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
     const deadline = clock() + deps.mutationDeadlineMs;
     let seq: number | null = null;
     let lastError: DfsError = new DfsError('UNAVAILABLE', 'no primary');
-    let backoff = false;
-    for (let attempt = 0; attempt < MUTATION_ATTEMPTS_MAX && clock() < deadline; attempt++) {
-      // Something unreachable earns a pause; a moved epoch or a taken slot is retried at once.
-      if (backoff) await pause(Math.min(RETRY_PAUSE_MS * attempt, 1000));
-      backoff = true;
+    // Something unreachable earns a wait; a moved epoch or a taken slot is retried at once.
+    const outcome = await retry<OpResult>(async (attempt) => {
       const m = attempt === 0 ? deps.membership() ?? (await deps.refreshMembership()) : await deps.refreshMembership().catch(() => deps.membership());
       const primaryUrl = m ? m.nodes[m.primary] : undefined;
       if (!m || !primaryUrl) {
         lastError = new DfsError('UNAVAILABLE', 'the cluster has no primary');
-        continue;
+        return { done: false };
       }
       if (seq === null) seq = await sequencer.next();
       const header: SequencedOpHeader = { epoch: m.epoch, seq, reqId, timeMs: clock(), op };
@@ -131,27 +136,27 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
       } catch (e) {
         // Ambiguous: the primary may hold the op. Retrying the same slot is safe either way.
         lastError = new DfsError('UNAVAILABLE', `primary ${m.primary}: ${(e as Error).message}`);
-        continue;
+        return { done: false };
       }
       const body = await jsonOf(res);
       if (res.statusCode === 200 && (body === null || typeof (body as OpResult).seq !== 'number')) {
         // The primary died while it answered: the op may hold its slot. Ask again.
         lastError = new DfsError('UNAVAILABLE', `primary ${m.primary}: the answer was cut short`);
-        continue;
+        return { done: false };
       }
-      if (res.statusCode === 200) {
-        const result = body as OpResult;
-        knownSeq = Math.max(knownSeq, result.seq);
-        return c.json(result);
-      }
+      if (res.statusCode === 200) return { done: true, value: body as OpResult };
       const err = errorFromBody(res.statusCode, body);
       lastError = err;
       if (err.code !== 'SLOT_TAKEN' && err.code !== 'NOT_PRIMARY' && err.code !== 'STALE_EPOCH' && err.code !== 'UNAVAILABLE') {
         throw err; // the node's own 4xx: bad input it caught
       }
       if (err.code === 'SLOT_TAKEN') seq = null;
-      backoff = err.code === 'UNAVAILABLE';
       logger.debug({ reqId, code: err.code, attempt }, 'mutation retried');
+      return { done: false, backoff: err.code === 'UNAVAILABLE' };
+    }, { policy: MUTATION_RETRY_POLICY, deadlineAtMs: deadline, clock });
+    if (outcome.ok) {
+      knownSeq = Math.max(knownSeq, outcome.value.seq);
+      return c.json(outcome.value);
     }
     throw new DfsError(lastError.code === 'UNAVAILABLE' ? 'UNAVAILABLE' : 'TIMEOUT', `mutation not committed: ${lastError.message}`);
   });

@@ -13,7 +13,8 @@
  * Total - Passed. A file that exits non-zero without failing tests (an unhandled error
  * after the run), or prints no totals at all, counts one failure. The last line is
  * `N passed, N failed`, and the exit code is non-zero when anything failed or when no
- * test ran at all.
+ * test ran at all. The checkout's own bin/ comes first on every child's PATH, so a test
+ * that runs `dfs` runs this checkout's, not whatever the machine has installed.
  *
  *   npm test                     everything
  *   npm test -- unit             only files whose path contains "unit" (any of the words)
@@ -35,6 +36,8 @@ const FOLDERS_SKIPPED = ['bench'];
 const FILE_TIMEOUT_MS = Number(process.env.DFS_TEST_FILE_TIMEOUT_MS || 5 * 60 * 1000);
 /** How long a timed-out file's group gets between SIGTERM and SIGKILL. */
 const KILL_GRACE_MS = 5_000;
+/** The children's environment: this checkout's `dfs` and `dfs-mount` before any other. */
+const CHILD_ENV = { ...process.env, PATH: [join(ROOT, 'bin'), process.env.PATH].filter(Boolean).join(':') };
 
 function findTests(dir) {
   const found = [];
@@ -93,7 +96,7 @@ function runFile(file) {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true, // its own process group, so that a timeout can kill all it started
-      env: process.env,
+      env: CHILD_ENV,
     });
     current = child;
     let output = '';

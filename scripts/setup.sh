@@ -4,12 +4,19 @@
 # cheap to run before every command (the README's quick start and .ci/run do).
 #
 #   ./scripts/setup.sh              as root, or as a user who may sudo
+#   ./scripts/setup.sh --link       point the commands on the PATH at this checkout
+#   ./scripts/setup.sh --no-link    leave the commands on the PATH alone (.ci/run)
 #
 # Steps: the system packages (libfuse 2 for fuse-native, fusermount, redis-server, and what
 # compiles fuse-native's patched addon: GNU patch, make, g++, python3), then `npm ci` when
 # node_modules does not match package-lock.json, the patched fuse-native
 # (scripts/build-fuse-native.js, a no-op when current), `npm run build`, and symlinks from
 # $DFS_BIN_DIR (default /usr/local/bin) to bin/dfs and bin/dfs-mount.
+#
+# The symlinks are the user's install, shared by every checkout on the machine, so a
+# second clone (a test run, CI in a temporary folder) must not take them over: setup links
+# a command only when there is none yet, or when the link points at a checkout that no
+# longer exists, or when asked with --link. It says what it did with each.
 # When run with sudo, the npm steps run as the invoking user, so the work tree stays theirs.
 set -euo pipefail
 
@@ -20,6 +27,17 @@ export DEBIAN_FRONTEND=noninteractive
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+# auto: link only where no working link exists; force: --link; none: --no-link.
+LINK_MODE=auto
+for arg in "$@"; do
+  case "$arg" in
+    --link) LINK_MODE=force ;;
+    --no-link) LINK_MODE=none ;;
+    -h|--help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) die "unknown argument ${arg} (--link, --no-link or --help)" ;;
+  esac
+done
 
 if [ "$(id -u)" -eq 0 ]; then
   SUDO=()
@@ -117,17 +135,50 @@ as_user npm run build --silent
 chmod +x bin/dfs bin/dfs-mount 2>/dev/null || true
 
 # --- commands on the PATH -----------------------------------------------------------------
-"${SUDO[@]}" mkdir -p "$BIN_DIR"
+# What $BIN_DIR/<command> is now decides what happens to it (LINK_MODE above): a link
+# here stays; a link to another checkout that exists, or a file installed another way, is
+# the user's choice and stays unless --link; a dangling link (its checkout was deleted) or
+# no file at all is (re)made.
+link_command() {
+  local command="$1"
+  local link="$BIN_DIR/$command"
+  local target="$ROOT/bin/$command"
+  local current
+  current="$(readlink "$link" 2>/dev/null || true)"
+  if [ "$current" = "$target" ]; then
+    say "$link already points at this checkout"
+    return
+  fi
+  if [ "$LINK_MODE" = none ]; then
+    say "left $link as it is (--no-link); this checkout's $command is $target"
+    return
+  fi
+  local was="none"
+  if [ -L "$link" ] && [ -e "$link" ]; then
+    was="a link to $current"
+  elif [ -L "$link" ]; then
+    was="a link to $current, which no longer exists"
+  elif [ -e "$link" ]; then
+    was="a file installed another way"
+  fi
+  if [ "$LINK_MODE" = auto ] && [ -e "$link" ]; then
+    say "left $link as it is ($was); run scripts/setup.sh --link to point it at this checkout"
+    return
+  fi
+  "${SUDO[@]}" ln -sfn "$target" "$link"
+  say "linked $link -> $target (was: $was)"
+}
+
 for command in dfs dfs-mount; do
   [ -f "bin/$command" ] || die "bin/$command is missing from the work tree"
-  if [ "$(readlink "$BIN_DIR/$command" 2>/dev/null || true)" != "$ROOT/bin/$command" ]; then
-    "${SUDO[@]}" ln -sfn "$ROOT/bin/$command" "$BIN_DIR/$command"
-    say "linked $BIN_DIR/$command -> $ROOT/bin/$command"
-  fi
 done
-case ":$PATH:" in
-  *":$BIN_DIR:"*) ;;
-  *) say "note: $BIN_DIR is not on your PATH; add it to run dfs and dfs-mount by name" ;;
-esac
+[ "$LINK_MODE" = none ] || "${SUDO[@]}" mkdir -p "$BIN_DIR"
+for command in dfs dfs-mount; do link_command "$command"; done
+if [ "$LINK_MODE" != none ]; then
+  case ":$PATH:" in
+    *":$BIN_DIR:"*) ;;
+    *) say "note: $BIN_DIR is not on your PATH; add it to run dfs and dfs-mount by name" ;;
+  esac
+fi
 
 say "ready: dfs local up --mount DIR starts a cluster and mounts it; npm test runs the tests"

@@ -6,19 +6,21 @@
  * - an append that finds no room fails with NO_SPACE and leaves the log valid: reopened,
  *   it holds every entry appended before, none half-written, and a later append (once
  *   there is room) continues it;
- * - the journal cuts a line it could not write whole;
+ * - the journal cuts a line it could not write whole, and a launcher record that cannot be
+ *   written whole is left as it was;
  * - the guard holds its reserve, says `low` below the floor, frees the reserve on demand,
  *   is `full` until room comes back, makes the reserve again then, and counts the floor
  *   as used in statfs.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { DfsError } from '../../common/errors';
 import { createLogger } from '../../common/log';
 import { pollUntil } from '../../cli/processes';
+import { writeRecordFile } from '../../cli/record-files';
 import { DedupJournal } from '../../storage/dedup-journal';
 import { RESERVE_FILE, SpaceGuard, type SpaceState } from '../../storage/disk-space';
 import { OpLog, type LogEntry } from '../../storage/op-log';
@@ -113,6 +115,21 @@ test('a journal line the disk cannot take whole is cut away, and the next one st
     const lines = readFileSync(join(dir, 'dedup.journal'), 'utf8').trim().split('\n');
     for (const line of lines) JSON.parse(line); // every line whole
     assert.equal(JSON.parse(lines[lines.length - 1]!), ['after', { seq: 99_999 }]);
+  }));
+
+test('a record write the disk cannot take leaves the record as it was, and no temporary file', () =>
+  withSmallFs(1, async (dir) => {
+    const file = join(dir, 'cluster.json');
+    writeRecordFile(file, '{"v":1}');
+    let failed = '';
+    try {
+      writeRecordFile(file, JSON.stringify({ v: 2, pad: 'x'.repeat(2 * MiB) }));
+    } catch (e) {
+      failed = (e as NodeJS.ErrnoException).code ?? '';
+    }
+    assert.is(failed, 'ENOSPC');
+    assert.is(readFileSync(file, 'utf8'), '{"v":1}');
+    assert.equal(readdirSync(dir).sort(), ['cluster.json']);
   }));
 
 test('the space guard: reserve held, low below the floor, reserve freed on demand, full until room comes back', () =>

@@ -1,20 +1,18 @@
 /*
- * The launcher's record and lock files (cli/record-files.ts, used for cluster.json and its
- * lock): an empty lock, a lock cut short, a lock whose owner is gone and a record cut short
- * are all recovered from; a live owner's lock is respected; a write that fails part way
- * leaves the record as it was.
+ * The launcher's record files (cli/record-files.ts: cluster.json, the supervisor's notes):
+ * a record cut short is read from its previous version; cluster.json's lock gets past an
+ * empty lock file (the lock's own cases are test/unit/file-lock.test.ts: an empty lock, one
+ * naming no holder, one whose holder is gone).
  */
-import { existsSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { clusterFilePath, readClusterFile, withClusterLock, writeClusterFile, type ClusterFile } from '../../cli/local-cluster';
-import { LOCK_UNREADABLE_STALE_MS, parseLockHolder, readRecordFile, tryLock, writeRecordFile } from '../../cli/record-files';
+import { LOCK_UNWRITTEN_MS } from '../../cli/file-lock';
+import { readRecordFile, writeRecordFile } from '../../cli/record-files';
 import { readRestartProblems, RestartNotes, SUPERVISOR_NOTES_FILE } from '../../cli/supervisor-notes';
 import { withTempDir } from '../helpers/temp';
-
-const runs = () => true;
-const gone = () => false;
 
 /** Makes a file look `ageMs` old. */
 function age(file: string, ageMs: number): void {
@@ -22,51 +20,11 @@ function age(file: string, ageMs: number): void {
   utimesSync(file, t, t);
 }
 
-test('a lock is taken whole, held against others while its owner runs, and names its owner', () =>
-  withTempDir('records', (dir) => {
-    const lock = join(dir, 'x.lock');
-    assert.is(tryLock(lock, '100 555', runs), true);
-    assert.equal(parseLockHolder(readFileSync(lock, 'utf8')), { pid: 100, startTime: '555' });
-    assert.is(tryLock(lock, '200 777', runs), '100 555', 'a live owner keeps it');
-    assert.is(readFileSync(lock, 'utf8'), '100 555');
-    assert.equal(readdirSync(dir), ['x.lock'], 'no temporary file is left behind');
-  }));
-
-test('a lock whose owner is gone is broken, and the next attempt takes it', () =>
-  withTempDir('records', (dir) => {
-    const lock = join(dir, 'x.lock');
-    writeFileSync(lock, '100 555');
-    assert.is(tryLock(lock, '200 777', gone), '100 555');
-    assert.is(tryLock(lock, '200 777', runs), true);
-    assert.is(readFileSync(lock, 'utf8'), '200 777');
-  }));
-
-test('an empty lock (a disk that filled between create and write) is stale after a bound, not held forever', () =>
-  withTempDir('records', (dir) => {
-    const lock = join(dir, 'x.lock');
-    writeFileSync(lock, '');
-    // New, it may be a writer of an older launcher between its create and its write.
-    assert.is(tryLock(lock, '200 777', runs), '');
-    assert.ok(existsSync(lock));
-    age(lock, LOCK_UNREADABLE_STALE_MS + 1000);
-    assert.is(tryLock(lock, '200 777', runs), '');
-    assert.is(tryLock(lock, '200 777', runs), true);
-  }));
-
-test('a lock cut short is stale after the same bound', () =>
-  withTempDir('records', (dir) => {
-    const lock = join(dir, 'x.lock');
-    writeFileSync(lock, '12');
-    age(lock, LOCK_UNREADABLE_STALE_MS + 1000);
-    tryLock(lock, '200 777', runs);
-    assert.is(tryLock(lock, '200 777', runs), true);
-  }));
-
 test('withClusterLock gets past an empty lock file that is not new', () =>
   withTempDir('records', async (dir) => {
     const lock = `${clusterFilePath(dir)}.lock`;
     writeFileSync(lock, '');
-    age(lock, LOCK_UNREADABLE_STALE_MS + 1000);
+    age(lock, LOCK_UNWRITTEN_MS + 1000);
     const started = Date.now();
     assert.is(await withClusterLock(dir, () => 'held'), 'held');
     assert.ok(Date.now() - started < 2000, 'without waiting out the lock timeout');
