@@ -24,6 +24,7 @@ import {
   NODE_COUNT_MAX,
   PROXY_COUNT_MAX,
   fetchClusterStatus,
+  fetchRedisPersistenceErrors,
   liveProcesses,
   mountRecorded,
   readClusterFile,
@@ -249,16 +250,18 @@ async function localStatus(values: Values): Promise<number> {
     return STATUS_NOT_RUNNING;
   }
   const { processes, mounts } = describeProcesses(description);
-  const view = await fetchClusterStatus(description.proxyUrls);
+  const [view, redisErrors] = await Promise.all([fetchClusterStatus(description.proxyUrls), fetchRedisPersistenceErrors(description.redisUrl)]);
   const aliveCount = processes.filter((entry) => entry.alive).length;
   const code = aliveCount === 0 ? STATUS_NOT_RUNNING : aliveCount === processes.length && mounts.every((mount) => mount.mounted) ? STATUS_RUNNING : STATUS_DEGRADED;
 
   if (values.json) {
-    out(JSON.stringify({ dataDir, redisUrl: description.redisUrl, proxyUrls: description.proxyUrls, processes, mounts, cluster: view?.status ?? null }, null, 2));
+    out(JSON.stringify({ dataDir, redisUrl: description.redisUrl, proxyUrls: description.proxyUrls, processes, mounts, redisErrors, cluster: view?.status ?? null }, null, 2));
     return code;
   }
   out(`local cluster in ${dataDir}${code === STATUS_RUNNING ? '' : code === STATUS_DEGRADED ? ' (degraded: not everything runs)' : ' (stopped)'}`);
   printProcesses(description);
+  // A full disk stops Redis writing its append-only file; it then refuses writes.
+  if (redisErrors !== null && redisErrors.length > 0) out(`  redis cannot write its data (${redisErrors.join(', ')}): is its disk full? see ${description.processes.find((p) => p.kind === 'redis')?.logFile ?? 'its log'}`);
   out();
   if (view === null) out(`no proxy answers GET /v1/cluster (${description.proxyUrls.join(', ')})`);
   else printClusterView(view.proxyUrl, view.status);

@@ -10,6 +10,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { clusterFilePath, readClusterFile, withClusterLock, writeClusterFile, type ClusterFile } from '../../cli/local-cluster';
 import { LOCK_UNWRITTEN_MS } from '../../cli/file-lock';
+import { redisPersistenceErrors } from '../../cli/probes';
 import { readRecordFile, writeRecordFile } from '../../cli/record-files';
 import { readRestartProblems, RestartNotes, SUPERVISOR_NOTES_FILE } from '../../cli/supervisor-notes';
 import { withTempDir } from '../helpers/temp';
@@ -76,5 +77,11 @@ test('the supervisor records why a restart fails, for dfs local status, and forg
     assert.equal(readRestartProblems(dir), {});
     assert.equal(writeErrors, []);
   }));
+
+test("Redis's persistence errors are read from INFO persistence (a full disk stops its append-only file)", () => {
+  const ok = '# Persistence\r\nloading:0\r\nrdb_last_bgsave_status:ok\r\naof_enabled:1\r\naof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\n';
+  assert.equal(redisPersistenceErrors(ok), []);
+  assert.equal(redisPersistenceErrors(ok.replace('aof_last_write_status:ok', 'aof_last_write_status:err')), ['aof_last_write_status']);
+});
 
 test.run();
