@@ -33,7 +33,8 @@ export interface StorageAppDeps {
   logger: Logger;
   /** Asks Redis for the newest membership (a request from a newer epoch prompts it). */
   refreshMembership: () => Promise<void>;
-  /** The primary says its log no longer holds what this node needs: start a full sync. */
+  /** The primary says its log no longer holds what this node needs: start a full sync
+   * (throws NO_SPACE while the node is out of space). */
   startFullSync: (reason: string) => void;
   /** Fault injection for tests (DFS_FAULT_HANG_REPLICATION_FILE): while it says so, batches
    * from the primary are held unanswered, as across a partition between the two nodes. */

@@ -19,6 +19,7 @@ import { Redis } from 'ioredis';
 import type { Membership } from '../common/api';
 import { intOption, requireOption, runMain } from '../common/config';
 import { HTTP_HEADER_BYTES_MAX } from '../common/limits';
+import { DfsError } from '../common/errors';
 import { createLogger } from '../common/log';
 import { KEY_LEASES_USED, KEY_MEMBERSHIP, KEY_NODES, nodeAliveKey } from '../common/redis-keys';
 import { createStorageApp } from './app';
@@ -267,7 +268,12 @@ runMain(async () => {
     brick,
     logger,
     refreshMembership,
-    startFullSync: (reason) => fullSync.start(reason),
+    startFullSync: (reason) => {
+      // A copy needs room for a whole brick, and an apply waiting for room would hold the
+      // sync's start; the primary asks again, and a node with room again goes ahead.
+      if (space.state === 'full') throw new DfsError('NO_SPACE', `${id} is out of space: no full sync until it has room`);
+      fullSync.start(reason);
+    },
     replicationHung: hangFile ? () => existsSync(hangFile) : undefined,
     leases,
     space,

@@ -150,7 +150,8 @@ test('a full file system gives ENOSPC, not EIO; rm or growing it brings writes b
   assert.is(df.status, 0, `df while full: ${df.stderr}`);
   rmSync(join(mountpoint, 'big'));
   rmSync(join(mountpoint, 'more.bin'), { force: true });
-  const afterRm = await writableWithin(join(mountpoint, 'after-rm.bin'), randomBytes(4 * MiB), BACK_WITHIN_MS);
+  const afterRmData = randomBytes(4 * MiB);
+  const afterRm = await writableWithin(join(mountpoint, 'after-rm.bin'), afterRmData, BACK_WITHIN_MS);
   assert.ok(afterRm !== null, 'writes succeed again after the rm, with no manual step');
   console.log(`full: dd said ${JSON.stringify(first.stderr.split('\n')[0])}; df: ${df.stdout.split('\n')[1]}; writable ${afterRm} ms after the rm`);
 
@@ -162,6 +163,7 @@ test('a full file system gives ENOSPC, not EIO; rm or growing it brings writes b
   assert.ok(afterGrow !== null, `writes succeed within ${BACK_WITHIN_MS} ms of the file system growing`);
   console.log(`full again: dd said ${JSON.stringify(second.stderr.split('\n')[0])}; writable ${afterGrow} ms after growing`);
   assert.ok(readFileSync(join(mountpoint, 'keep.bin')).equals(keep), 'what was acknowledged before the disk filled reads back');
+  assert.ok(readFileSync(join(mountpoint, 'after-rm.bin')).equals(afterRmData), 'and what was acknowledged before it filled again');
   await verify(dataDir);
   await assertNoneDied(dataDir, 'at the end');
 
