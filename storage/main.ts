@@ -114,7 +114,10 @@ runMain(async () => {
       logger.debug({ space: state }, 'space state changed');
       // Short of room, the log keeps only what it must (OpLog.setTight).
       log.setTight(state !== 'ok');
-      if (replicaBuilt) replica.setSpace(state);
+      if (!replicaBuilt) return;
+      replica.setSpace(state);
+      // Trim now, not only after the next apply: an apply may be what waits for room.
+      if (state !== 'ok' && !replica.syncing) saveApplied();
     },
   );
   // Before the replica starts: a node that restarts on a full disk starts out `low`.

@@ -448,7 +448,7 @@ export class Replica {
 
   /** An apply that found no room: the reserve is freed and it runs again at once, the
    * first time; after that the node is full and it runs again every APPLY_RETRY_MS. */
-  private retryApply(entry: LogEntry, attempt: number): void {
+  private retryApply(entry: LogEntry, attempt: number, err: unknown): void {
     const again = () => {
       if (this.core.closed) return;
       const applied = this.applyOne(entry, attempt + 1);
@@ -456,7 +456,7 @@ export class Replica {
     };
     void (async () => {
       if (attempt === 0 && this.space && (await this.space.release())) return again();
-      if (attempt === 0) this.logger.warn({ nodeId: this.id, seq: entry.header.seq }, 'no room to apply an op; trying again until there is');
+      if (attempt <= 1) this.logger.warn({ nodeId: this.id, seq: entry.header.seq, attempt, err: String(err) }, 'no room to apply an op; trying again until there is');
       this.space?.markFull();
       setTimeout(again, APPLY_RETRY_MS);
     })().catch((err: unknown) => {
@@ -476,7 +476,7 @@ export class Replica {
       result = this.brick.apply(header.op, data, header.timeMs, header.seq, journal && reqId !== '' ? (r) => journal.record(reqId, { seq: header.seq, ...r }) : undefined);
     } catch (err) {
       if (isNoSpace(err)) {
-        this.retryApply(entry, attempt);
+        this.retryApply(entry, attempt, err);
         return null;
       }
       this.logger.fatal({ nodeId: this.id, seq: header.seq, err }, 'apply failed');

@@ -4,11 +4,12 @@
  * removes itself.
  *
  * 1. `dfs local up` with its whole data directory on a 256 MiB file system (the issue's
- *    was 96 MiB: DFS_TEST_FULL_DISK_MIB=96); `dd` until it
+ *    was 96 MiB: DFS_TEST_FULL_DISK_MIB=96; tmpfs, or ext4 on a loop device with
+ *    DFS_TEST_FULL_DISK_FS=ext4); `dd` until it
  *    is full gives ENOSPC at the mount (never EIO), and no process dies (restart counts
  *    stay 0). While full, `ls -l`, `cat` of a file written before, and `rm` of the big
  *    file work, and after the `rm` writes succeed again with no manual step. Filled again
- *    and then grown from outside, the cluster takes writes within 10 s; `dfs verify`
+ *    and then given room from outside (grown, or a file deleted), the cluster takes writes within 10 s; `dfs verify`
  *    passes, and what was acknowledged before the disk filled reads back.
  * 2. One backup's file system full and the others not: writes go on, that node shows
  *    `full` (and leaves the in-sync set), and it rejoins in sync once space is freed.
@@ -46,15 +47,41 @@ function tempRoot(): string {
   return root;
 }
 
-/** Mounts a tmpfs of `sizeMiB` at `dir` (made if need be); unmounted after the test. */
-function smallFs(dir: string, sizeMiB: number): { grow: (mib: number) => void } {
+/**
+ * Mounts a small file system of `sizeMiB` at `dir` (made if need be), unmounted and removed
+ * after the test: tmpfs, or with DFS_TEST_FULL_DISK_FS=ext4 an ext4 image on a loop device
+ * (delayed allocation, a journal that frees blocks at commit). `makeRoom` adds room from
+ * outside: tmpfs grows to three times its size; ext4 (which cannot be resized online in
+ * every container) loses a ballast file of a quarter of it, written at the start.
+ */
+function smallFs(dir: string, sizeMiB: number): { makeRoom: () => void } {
   mkdirSync(dir, { recursive: true });
+  if (process.env.DFS_TEST_FULL_DISK_FS === 'ext4') {
+    const image = `${dir}.img`;
+    const run = (cmd: string, args: string[]) => {
+      const r = spawnSync(cmd, args, { encoding: 'utf8' });
+      assert.is(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+      return r.stdout.trim();
+    };
+    run('truncate', ['-s', `${sizeMiB}M`, image]);
+    run('mkfs.ext4', ['-q', '-F', image]);
+    const loop = run('losetup', ['-f', '--show', image]);
+    cleanups.push(() => {
+      spawnSync('umount', ['-l', dir]);
+      spawnSync('losetup', ['-d', loop]);
+      rmSync(image, { force: true });
+    });
+    run('mount', [loop, dir]);
+    const ballast = join(dir, 'ballast');
+    writeFileSync(ballast, Buffer.alloc((sizeMiB / 4) * MiB, 1));
+    return { makeRoom: () => rmSync(ballast) };
+  }
   const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeMiB}m,mode=0755`, 'tmpfs', dir], { encoding: 'utf8' });
   assert.is(r.status, 0, `mount tmpfs at ${dir}: ${r.stderr}`);
   cleanups.push(() => spawnSync('umount', ['-l', dir]));
   return {
-    grow: (mib) => {
-      const g = spawnSync('mount', ['-o', `remount,size=${mib}m`, dir], { encoding: 'utf8' });
+    makeRoom: () => {
+      const g = spawnSync('mount', ['-o', `remount,size=${sizeMiB * 3}m`, dir], { encoding: 'utf8' });
       assert.is(g.status, 0, `grow ${dir}: ${g.stderr}`);
     },
   };
@@ -158,7 +185,7 @@ test('a full file system gives ENOSPC, not EIO; rm or growing it brings writes b
   // 3. Full again, then grown from outside: writes within 10 s, verify passes.
   const second = dd(join(mountpoint, 'big2'), 400);
   assert.match(second.stderr, /No space left on device/, `dd says ENOSPC again: ${second.stderr}`);
-  fs.grow(FS_MIB * 3);
+  fs.makeRoom();
   const afterGrow = await writableWithin(join(mountpoint, 'after-grow.bin'), randomBytes(4 * MiB), BACK_WITHIN_MS);
   assert.ok(afterGrow !== null, `writes succeed within ${BACK_WITHIN_MS} ms of the file system growing`);
   console.log(`full again: dd said ${JSON.stringify(second.stderr.split('\n')[0])}; writable ${afterGrow} ms after growing`);
@@ -176,7 +203,8 @@ test('a backup whose file system fills leaves the in-sync set as full, writes go
   const dataDir = join(root, 'data');
   const mountpoint = join(root, 'mnt');
   // n1 is the primary (the lowest ID); n3's data directory is a small file system of its own.
-  smallFs(join(dataDir, 'nodes', 'n3'), 96);
+  // A node holds what it applied twice for a while (brick and log): room for both.
+  smallFs(join(dataDir, 'nodes', 'n3'), 128);
   cleanUpCluster(dataDir, mountpoint);
   const cluster = await startCluster({ dataDir, nodes: 3, proxies: 1 });
   cleanups.push(() => cluster.stop());
@@ -195,7 +223,7 @@ test('a backup whose file system fills leaves the in-sync set as full, writes go
   // Writes go on (the cluster has room on n1 and n2).
   const files: Array<[string, Buffer]> = [];
   for (let i = 0; i < 8; i++) {
-    const data = randomBytes(4 * MiB);
+    const data = randomBytes(3 * MiB);
     const name = join(mountpoint, `f${i}.bin`);
     assert.is(tryWrite(name, data), null, `write ${i} goes on with one backup full`);
     files.push([name, data]);
