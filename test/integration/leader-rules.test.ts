@@ -44,6 +44,7 @@ interface Beat {
   primaryFenced?: boolean;
   failingPeers?: Record<string, number>;
   peersAhead?: string[];
+  space?: 'ok' | 'low' | 'full';
 }
 
 /** Writes a membership (at `epoch`) and the heartbeats of the live nodes; nodes without a
@@ -178,6 +179,21 @@ s('a backup the primary has not reached for a while leaves the in-sync set, and 
   assert.equal((await round(redis)).inSync, ['n1', 'n2'], 'still failing: not promoted');
   await beats({}, dropped);
   assert.equal((await round(redis)).inSync, ['n1', 'n2', 'n3'], 'reached again: promoted');
+});
+
+s('a backup out of space leaves the in-sync set at once, and is promoted again only once it has room', async () => {
+  const redis = ctx.redis!.client;
+  const beats = (space: 'ok' | 'low' | 'full', m: Membership) =>
+    world(redis, m, { n1: { durableSeq: 10, epoch: m.epoch, role: 'primary' }, n2: { durableSeq: 10, epoch: m.epoch }, n3: { durableSeq: 10, epoch: m.epoch, role: m.inSync.includes('n3') ? 'backup' : 'learner', space } });
+  await beats('low', three(7));
+  assert.equal((await round(redis)).inSync, ['n1', 'n2', 'n3'], 'low on space is not out of it');
+  await beats('full', three(7));
+  const dropped = await round(redis);
+  assert.equal(dropped.inSync, ['n1', 'n2']);
+  await beats('full', dropped);
+  assert.equal((await round(redis)).inSync, ['n1', 'n2'], 'still full: not promoted');
+  await beats('low', dropped);
+  assert.equal((await round(redis)).inSync, ['n1', 'n2', 'n3'], 'room again: promoted');
 });
 
 s('a primary being removed hands its role to the best confirmed in-sync node, then drains', async () => {
