@@ -21,6 +21,9 @@
  * - a primary that reports a peer holding committed ops its log lacks (`peersAhead`: it
  *   was chosen on stale figures and can commit nothing past that peer) hands the role to
  *   that peer;
+ * - a primary short of space (its heartbeat says `low`: it refuses ops that need room, or
+ *   `full`: it can log nothing; docs/space.md) hands the role to the best confirmed
+ *   in-sync node whose space is `ok`, if there is one, and leaves the in-sync set;
  * - a node that registers later becomes a member, first as a learner (in `nodes`, not in
  *   `inSync`): the primary feeds it from memory, its log or, when the log no longer
  *   reaches back, by telling it to full-sync; while the cluster never sequenced an op it
@@ -398,6 +401,21 @@ export class LeaderDuty {
           next: { ...m, primary: ahead.id, inSync: [...new Set([...m.inSync.filter((id) => id !== m.primary), ahead.id])].sort() },
           why: `${ahead.id} holds committed ops primary ${m.primary} lacks: it takes over`,
         };
+      }
+      // A primary short of space refuses every op that needs room (low) or can log nothing
+      // at all (full), while a backup may have room: the role goes to a confirmed in-sync
+      // node whose space is ok (none when they share the file system: they are short of room
+      // too). As when a removed primary hands over, every op the old one committed is on
+      // each in-sync node. It stays a member, as a learner, and rejoins as a backup, as a
+      // backup that fills leaves and rejoins.
+      if (primary.space !== 'ok') {
+        const roomy = this.rankSuccessors(m, byId, unconfirmed, 0).find((n) => n.space === 'ok');
+        if (roomy) {
+          return {
+            next: { ...m, primary: roomy.id, inSync: m.inSync.filter((id) => id !== m.primary) },
+            why: `primary ${m.primary} is ${primary.space === 'full' ? 'out of' : 'low on'} space: ${roomy.id}, which has room, takes over`,
+          };
+        }
       }
       return null;
     }

@@ -13,6 +13,8 @@
  * - the floor: below `floorBytes` free, or while the reserve is not whole, the node is
  *   `low`: as primary it admits only ops that free space or need none (unlink, rmdir,
  *   truncate, removexattr), so a full cluster still takes `rm`.
+ * Within a second floor of the first (`tight`), the op log already keeps only what it must,
+ * so that its catch-up window is given up before any write is refused.
  * `full` is worse: a log append failed even with the reserve released. A backup then
  * refuses batches (NO_SPACE) and leaves the in-sync set; a primary stops appending. The
  * node leaves `full` when a poll finds room again (at least the floor free).
@@ -84,6 +86,7 @@ export class SpaceGuard {
   private polling: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
   private last: SpaceState = 'ok';
+  private lastTight = false;
   private readonly reserveFile: string;
 
   constructor(
@@ -92,6 +95,8 @@ export class SpaceGuard {
     private readonly logger: Logger,
     /** Called when the state changes, with the new one. */
     private readonly onChange: (state: SpaceState) => void = () => undefined,
+    /** Called when `tight` changes, with the new value. */
+    private readonly onTight: (tight: boolean) => void = () => undefined,
   ) {
     validateSpaceConfig(config);
     this.reserveFile = nodePath.join(dir, RESERVE_FILE);
@@ -220,7 +225,22 @@ export class SpaceGuard {
     this.availBytes = availOf(await fsp.statfs(this.dir));
   }
 
+  /**
+   * Whether the op log should keep no more than it must (OpLog.setTight): short of space,
+   * or within a second floor of it. Trimming before the floor is reached, not after,
+   * means a write is refused for want of room in the bricks, not for the log's catch-up
+   * window, which would be given back a moment later.
+   */
+  get tight(): boolean {
+    return this.state !== 'ok' || this.availBytes - this.inFlightBytes * ESTIMATE_FACTOR < 2 * this.config.floorBytes;
+  }
+
   private report(): void {
+    const tight = this.tight;
+    if (tight !== this.lastTight) {
+      this.lastTight = tight;
+      this.onTight(tight);
+    }
     const now = this.state;
     if (now === this.last) return;
     this.last = now;

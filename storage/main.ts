@@ -112,17 +112,19 @@ runMain(async () => {
     logger,
     (state) => {
       logger.debug({ space: state }, 'space state changed');
-      // Short of room, the log keeps only what it must (OpLog.setTight).
-      log.setTight(state !== 'ok');
-      if (!replicaBuilt) return;
-      replica.setSpace(state);
-      // Trim now, not only after the next apply: an apply may be what waits for room.
-      if (state !== 'ok' && !replica.syncing) saveApplied();
+      if (replicaBuilt) replica.setSpace(state);
+    },
+    (tight) => {
+      logger.debug({ tight }, 'op log tight');
+      // Near the floor, the log keeps only what it must (OpLog.setTight), and is trimmed
+      // now, not only after the next apply: an apply may be what waits for room.
+      log.setTight(tight);
+      if (tight && replicaBuilt && !replica.syncing) saveApplied();
     },
   );
   // Before the replica starts: a node that restarts on a full disk starts out `low`.
   await space.start();
-  log.setTight(space.state !== 'ok');
+  log.setTight(space.tight);
   const transport = new HTTP2PeerTransport(5000);
 
   let saving = false;

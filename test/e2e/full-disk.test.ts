@@ -13,6 +13,8 @@
  *    passes, and what was acknowledged before the disk filled reads back.
  * 2. One backup's file system full and the others not: writes go on, that node shows
  *    `full` (and leaves the in-sync set), and it rejoins in sync once space is freed.
+ * 3. The primary's file system full and the others not: the role moves to a node with room,
+ *    writes go on, and the old primary rejoins as a backup once space is freed.
  *
  *   node dist/test/e2e/full-disk.test.js      (root, /dev/fuse, after npm run build)
  */
@@ -246,6 +248,44 @@ test('a backup whose file system fills leaves the in-sync set as full, writes go
   for (const [name, data] of files) assert.ok(readFileSync(name).equals(data), `${name} reads back`);
   assert.ok(readFileSync(join(mountpoint, 'keep.bin')).equals(keep));
   assert.ok(cluster.isRunning('storage', 'n3'), 'n3 never died');
+  await verify(dataDir);
+});
+
+test("a primary whose file system fills hands its role to a node with room; writes go on; it rejoins as a backup", async () => {
+  const root = tempRoot();
+  const dataDir = join(root, 'data');
+  const mountpoint = join(root, 'mnt');
+  // n1 is the first primary (the lowest ID); its data directory is a small file system.
+  smallFs(join(dataDir, 'nodes', 'n1'), 128);
+  cleanUpCluster(dataDir, mountpoint);
+  const cluster = await startCluster({ dataDir, nodes: 3, proxies: 1 });
+  cleanups.push(() => cluster.stop());
+  await cluster.mount(mountpoint);
+  const keep = randomBytes(MiB);
+  writeFileSync(join(mountpoint, 'keep.bin'), keep);
+
+  const hog = join(dataDir, 'nodes', 'n1', 'hog');
+  try {
+    writeFileSync(hog, Buffer.alloc(200 * MiB));
+  } catch (e) {
+    assert.is((e as NodeJS.ErrnoException).code, 'ENOSPC');
+  }
+  const status = async () => JSON.parse((await runDfs(['status', '--data', dataDir, '--json'])).stdout) as ClusterStatus;
+  const movedTo = await pollUntil(async () => {
+    const m = (await status()).membership;
+    return m && m.primary !== 'n1' && !m.inSync.includes('n1') ? m.primary : undefined;
+  }, NODE_STATE_MS, 250);
+  assert.ok(movedTo, `the primary role moved off n1: ${JSON.stringify(await status())}`);
+  // Writes go on at the new primary (the first may still meet the old one: poll).
+  const data = randomBytes(4 * MiB);
+  assert.ok((await writableWithin(join(mountpoint, 'after.bin'), data, BACK_WITHIN_MS)) !== null, 'writes go on');
+
+  rmSync(hog, { force: true });
+  const rejoined = await pollUntil(async () => ((await status()).membership?.inSync.includes('n1') ? true : undefined), NODE_STATE_MS, 250);
+  assert.ok(rejoined, `n1 rejoins in sync: ${JSON.stringify(await status())}`);
+  assert.ok(readFileSync(join(mountpoint, 'keep.bin')).equals(keep));
+  assert.ok(readFileSync(join(mountpoint, 'after.bin')).equals(data));
+  assert.ok(cluster.isRunning('storage', 'n1'), 'n1 never died');
   await verify(dataDir);
 });
 

@@ -196,6 +196,23 @@ s('a backup out of space leaves the in-sync set at once, and is promoted again o
   assert.equal((await round(redis)).inSync, ['n1', 'n2', 'n3'], 'room again: promoted');
 });
 
+s('a primary short of space hands its role to an in-sync node with room, and to none merely low', async () => {
+  const redis = ctx.redis!.client;
+  type Space = 'ok' | 'low' | 'full';
+  const beats = (n1: Space, n2: Space, n3: Space) =>
+    world(redis, three(7), { n1: { durableSeq: 10, epoch: 7, role: 'primary', space: n1 }, n2: { durableSeq: 10, epoch: 7, space: n2 }, n3: { durableSeq: 10, epoch: 7, space: n3 } });
+  await beats('full', 'low', 'low');
+  assert.is((await round(redis)).primary, 'n1', 'a shared file system: the others are short of room too');
+  await beats('ok', 'ok', 'ok');
+  assert.is((await round(redis)).primary, 'n1');
+  for (const short of ['full', 'low'] as const) {
+    await beats(short, 'low', 'ok');
+    const m = await round(redis);
+    assert.equal([m.primary, m.inSync, m.epoch], ['n3', ['n2', 'n3'], 8], `a primary ${short} on space`);
+    assert.ok(m.nodes.n1, 'the old primary stays a member');
+  }
+});
+
 s('a primary being removed hands its role to the best confirmed in-sync node, then drains', async () => {
   const redis = ctx.redis!.client;
   // The primary runs and reports commit 50, past n2's last heartbeat: no floor for a handover.

@@ -135,7 +135,8 @@ test('a record write the disk cannot take leaves the record as it was, and no te
 test('the space guard: reserve held, low below the floor, reserve freed on demand, full until room comes back', () =>
   withSmallFs(32, async (dir, resize) => {
     const states: SpaceState[] = [];
-    const guard = new SpaceGuard(dir, { reserveBytes: 4 * MiB, floorBytes: 8 * MiB, pollMs: 20 }, logger, (s) => states.push(s));
+    const tights: boolean[] = [];
+    const guard = new SpaceGuard(dir, { reserveBytes: 4 * MiB, floorBytes: 8 * MiB, pollMs: 20 }, logger, (s) => states.push(s), (t) => tights.push(t));
     await guard.start();
     // A poll the timer began before the change may still be under way: wait it out, then
     // read afresh.
@@ -151,6 +152,11 @@ test('the space guard: reserve held, low below the floor, reserve freed on deman
       assert.is(guard.statfs(raw).bavail, 6000 - 2048);
       assert.is(guard.statfs({ ...raw, bavail: 100, bfree: 100 }).bavail, 0);
 
+      assert.not.ok(guard.tight);
+      // Within two floors of full: the log is tight, and nothing is refused yet.
+      writeFileSync(join(dir, 'hog'), Buffer.alloc(14 * MiB));
+      await freshPoll();
+      assert.equal([guard.state, guard.tight, tights[tights.length - 1]], ['ok', true, true]);
       // Someone fills the file system to under the floor: low.
       writeFileSync(join(dir, 'hog'), Buffer.alloc(22 * MiB));
       await freshPoll();
