@@ -12,6 +12,7 @@ import { readClusterFile, updateClusterFile, upsertRecord, type ClusterFile, typ
 import { assertBuilt, describeExit, failure, MOUNT_BIN, spawnRecorded, type Running } from './cluster-processes';
 import { findMount, isFuseMounted } from './mounts';
 import { pollUntil, stopProcesses } from './processes';
+import { NODE_RUNTIME_FLAGS } from '../common/node-runtime';
 
 /** How long a mount may take to appear in /proc/mounts. */
 export const MOUNT_READY_TIMEOUT_MS = 20_000;
@@ -75,7 +76,7 @@ async function startMount(options: StartMountOptions): Promise<Running> {
   const running = await spawnRecorded(
     {
       kind: 'mount', id: options.id, url: null, port: null, logFile: options.logFile,
-      argv: [process.execPath, MOUNT_BIN, mountpoint, '--proxy', options.proxyUrls.join(','), '-f', ...(options.args ?? [])],
+      argv: [process.execPath, ...NODE_RUNTIME_FLAGS, MOUNT_BIN, mountpoint, '--proxy', options.proxyUrls.join(','), '-f', ...(options.args ?? [])],
       markers: [MOUNT_BIN, mountpoint],
       mountpoint,
     },

@@ -13,6 +13,7 @@ import { readClusterFile, STOP_ORDER, type ClusterFile, type ProcessRecord } fro
 import { isFuseMounted, unmountFuse } from './mounts';
 import { freePorts } from './ports';
 import { processStartTime, STOP_GRACE_MS, stopProcesses } from './processes';
+import { NODE_RUNTIME_FLAGS } from '../common/node-runtime';
 
 /** The repository root: this file runs as dist/cli/cluster-processes.js. */
 export const REPO_ROOT = resolve(__dirname, '..', '..');
@@ -129,7 +130,7 @@ export function storageTemplate(o: { id: string; port: number; host: string; dat
   mkdirSync(nodeDataDir, { recursive: true });
   return {
     kind: 'storage', id: o.id, url: `http://${o.host}:${o.port}`, port: o.port, logFile: join(o.logDir, `${o.id}.log`),
-    argv: [process.execPath, STORAGE_MAIN, '--id', o.id, '--data', nodeDataDir, '--port', String(o.port), '--host', o.host, '--redis', o.redisUrl, ...o.nodeArgs],
+    argv: [process.execPath, ...NODE_RUNTIME_FLAGS, STORAGE_MAIN, '--id', o.id, '--data', nodeDataDir, '--port', String(o.port), '--host', o.host, '--redis', o.redisUrl, ...o.nodeArgs],
     markers: [STORAGE_MAIN, `--id ${o.id} `, `--port ${o.port}`],
     dataDir: nodeDataDir,
     brickDir: join(nodeDataDir, 'brick'),

@@ -38,13 +38,14 @@ const REDIS: OptionSpec = { type: 'string', value: 'URL', help: 'the cluster\'s 
 export const COMMANDS: readonly CommandSpec[] = [
   {
     words: ['local', 'up'],
-    synopsis: '[--data DIR] [--nodes N] [--proxies N] [--mount DIR] [--no-supervise]',
+    synopsis: '[--data DIR] [--nodes N] [--proxies N] [--mount DIR [--private]] [--no-supervise]',
     summary: 'Starts Redis, the storage nodes and the proxies on loopback as processes that outlive the command, waits until every node is in sync, records them in DIR/cluster.json, and starts a supervisor that restarts what dies.',
     options: {
       data: DATA,
       nodes: { type: 'string', value: 'N', help: 'storage nodes, 1 to 16 (default 3)' },
       proxies: { type: 'string', value: 'N', help: 'proxies, 1 to 16 (default 2)' },
       mount: { type: 'string', value: 'DIR', help: 'also mount the cluster at DIR (created if missing) with dfs-mount' },
+      private: { type: 'boolean', help: "with --mount: only the user who ran this may use the mount (a mount made by root lets every user in, the kernel checking permissions)" },
       // Node 20's parseArgs has no negated booleans (allowNegative is Node 22).
       'no-supervise': { type: 'boolean', help: 'start no supervisor: a process that dies stays down' },
     },

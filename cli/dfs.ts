@@ -65,6 +65,7 @@ interface Values {
   nodes?: string;
   proxies?: string;
   mount?: string;
+  private?: boolean;
   'no-supervise'?: boolean;
   json?: boolean;
   proxy?: string;
@@ -112,7 +113,7 @@ async function localUp(values: Values): Promise<number> {
   const cluster = await startCluster({ dataDir, nodes, proxies, detached: true, redisPersistent: true, supervise: supervised });
   if (values.mount !== undefined) {
     try {
-      await mountRecorded(dataDir, values.mount, { detached: true });
+      await mountRecorded(dataDir, values.mount, { detached: true, ...(values.private ? { args: ['--private'] } : {}) });
     } catch (error) {
       // Leave nothing half up: a cluster without the mount the user asked for is a failure.
       await cluster.stop().catch(() => undefined);

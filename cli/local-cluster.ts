@@ -53,6 +53,7 @@ import {
 import { freePorts, readPreviousPorts, writePorts } from './ports';
 import { countRedisKeys, pingRedis, probeReady, READY_TIMEOUT_MS } from './probes';
 import { isSameProcess, pollUntil } from './processes';
+import { NODE_RUNTIME_FLAGS } from '../common/node-runtime';
 
 export * from './cluster-file';
 export * from './cluster-handle';
@@ -232,7 +233,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       const port = ports[nodeCount + index]!;
       await start({
         kind: 'proxy', id, url: `http://${host}:${port}`, port, logFile: join(logDir, `${id}.log`),
-        argv: [process.execPath, PROXY_MAIN, '--id', id, '--port', String(port), '--host', host, '--redis', redisUrl],
+        argv: [process.execPath, ...NODE_RUNTIME_FLAGS, PROXY_MAIN, '--id', id, '--port', String(port), '--host', host, '--redis', redisUrl],
         markers: [PROXY_MAIN, `--id ${id} `, `--port ${port}`],
       });
     }

@@ -24,6 +24,7 @@ import { KEY_NODES, KEY_REMOVING, nodeAliveKey } from '../common/redis-keys';
 import { readMembership } from '../proxy/leader';
 import { addNodeRecorded, readClusterFile, STORAGE_MAIN, updateClusterFile } from './local-cluster';
 import { isSameProcess, pollUntil, stopProcesses } from './processes';
+import { NODE_RUNTIME_FLAGS } from '../common/node-runtime';
 
 /** How long `node remove` waits for the leader to drain the node and drop it. */
 const REMOVE_WAIT_MS = 30_000;
@@ -112,7 +113,7 @@ export async function nodeStart(args: string[], out: Out): Promise<number> {
   await withRedis(url, async (redis) => {
     if ((await redis.hdel(KEY_REMOVING, id)) > 0) out(`withdrew the earlier request to remove ${id}`);
   });
-  const child = spawn(process.execPath, [STORAGE_MAIN, ...args], { stdio: 'inherit' });
+  const child = spawn(process.execPath, [...NODE_RUNTIME_FLAGS, STORAGE_MAIN, ...args], { stdio: 'inherit' });
   const forward = (signal: NodeJS.Signals) => child.kill(signal);
   process.on('SIGTERM', forward);
   process.on('SIGINT', forward);

@@ -21,6 +21,20 @@ export const H2_STREAMS_MAX = 100;
 /** Request options that let a POST run beside others on one connection (see above). */
 export const H2_PARALLEL = { idempotent: true } as const;
 
+/** The flow-control windows a client offers: a stream may carry a 4 MiB read answer (the
+ * mount reads ahead several 1 MiB windows at once) without stopping for a WINDOW_UPDATE.
+ * undici's own defaults (256 KiB a stream, 512 KiB the connection) held each answer to a
+ * round trip per 256 KiB, and several answers in flight to one window between them. */
+export const H2_CLIENT_STREAM_WINDOW_BYTES = 4 * 1024 * 1024;
+export const H2_CLIENT_CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024;
+
 export function h2cClientOptions(opts: Client.Options): Client.Options {
-  return { pipelining: H2_STREAMS_MAX, ...opts, allowH2: true, useH2c: true } as Client.Options;
+  return {
+    pipelining: H2_STREAMS_MAX,
+    initialWindowSize: H2_CLIENT_STREAM_WINDOW_BYTES,
+    connectionWindowSize: H2_CLIENT_CONNECTION_WINDOW_BYTES,
+    ...opts,
+    allowH2: true,
+    useH2c: true,
+  } as Client.Options;
 }

@@ -7,6 +7,7 @@ import type { Context, Hono } from 'hono';
 import { DfsError, httpStatusOf } from './errors';
 import { validatePath } from './paths';
 import { queryValue } from './names';
+import { HTTP_HEADER_BYTES_MAX } from './limits';
 import type { Logger } from './log';
 
 export function installErrorHandler(app: Hono, logger: Logger): void {
@@ -42,11 +43,41 @@ export async function readBody(c: Context, bytesMax: number): Promise<Buffer> {
 /** A path from the query string, decoded as bytes (common/names.ts: a name need not be
  * UTF-8, so the usual decoding, which replaces what is not, would change it). */
 export function queryPath(c: Context, name = 'path'): string {
-  return validatePath(queryValue(c.req.url, name), name);
+  return validatePath(queryValue(queryUrl(c), name), name);
+}
+
+/**
+ * A read whose query is too long for the URL of an HTTP/2 request (nghttp2 refuses a header
+ * field over 64 KiB, and a deep path percent-encoded can pass that) carries the same query
+ * string as its body instead: a POST of this content type to the read's own endpoint.
+ */
+export const QUERY_IN_BODY_TYPE = 'application/x-www-form-urlencoded';
+/** The longest URL a proxy sends a node; a longer read carries its query as the body. */
+export const QUERY_URL_BYTES_MAX = 16 * 1024;
+/** The query strings read from bodies, by request. */
+const bodyQueries = new WeakMap<Request, string>();
+
+/** Middleware: a POST of QUERY_IN_BODY_TYPE has its query string in the body. */
+export async function queryInBody(c: Context, next: () => Promise<void>): Promise<void> {
+  if (c.req.method === 'POST' && c.req.header('content-type') === QUERY_IN_BODY_TYPE) {
+    bodyQueries.set(c.req.raw, (await readBody(c, HTTP_HEADER_BYTES_MAX)).toString('latin1'));
+  }
+  await next();
+}
+
+/** The URL whose query the helpers read (see QUERY_IN_BODY_TYPE). */
+function queryUrl(c: Context): string {
+  const body = bodyQueries.get(c.req.raw);
+  return body === undefined ? c.req.url : `?${body}`;
+}
+
+/** A query parameter as text, from the URL or the body (queryInBody); undefined if absent. */
+export function queryParam(c: Context, name: string): string | undefined {
+  return bodyQueries.has(c.req.raw) ? queryValue(queryUrl(c), name) : c.req.query(name);
 }
 
 export function queryInt(c: Context, name: string, min: number, max: number, dflt?: number): number {
-  const raw = c.req.query(name);
+  const raw = queryParam(c, name);
   if (raw === undefined || raw === '') {
     if (dflt !== undefined) return dflt;
     throw new DfsError('BAD_REQUEST', `${name} is missing`);

@@ -74,6 +74,7 @@ export function leaseConflictsOf(op: Op): LeaseConflicts {
       break;
     case 'write':
     case 'truncate':
+    case 'fallocate':
     case 'chmod':
     case 'chown':
     case 'utimens':

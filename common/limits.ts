@@ -1,11 +1,15 @@
 /*
  * Named limits shared by every service (STYLE.md: every body, batch, queue and retry loop
- * has a named bound). The POSIX ones follow Linux: NAME_MAX 255 and PATH_MAX 4096 including
- * the terminating NUL, so 4095 bytes of path.
+ * has a named bound). The POSIX ones follow Linux: NAME_MAX 255, and a symlink's target
+ * within PATH_MAX (4096 including the terminating NUL, so 4095 bytes). PATH_MAX bounds the
+ * path of one system call, not the depth of a tree: from inside a directory a tree can go
+ * as deep as one likes, and libfuse's path-based API hands the mount the whole path from
+ * the root. So a cluster path is bounded only as a resource, far above PATH_MAX.
  */
 
 export const NAME_BYTES_MAX = 255;
-export const PATH_BYTES_MAX = 4095;
+/** The longest cluster path, in bytes: a resource bound (see the header), not PATH_MAX. */
+export const PATH_BYTES_MAX = 64 * 1024;
 export const SYMLINK_TARGET_BYTES_MAX = 4095;
 /** Linux's XATTR_NAME_MAX and XATTR_SIZE_MAX. */
 export const XATTR_NAME_BYTES_MAX = 255;
@@ -21,12 +25,13 @@ export const XATTR_INODE_BYTES_MAX = 3900;
 
 /** The largest data payload of one write op, and so of one client request body. */
 export const WRITE_BYTES_MAX = 4 * 1024 * 1024;
-/** The JSON header of one frame (op, paths, ids). Two maximal paths fit with room to spare. */
-export const FRAME_HEADER_BYTES_MAX = 64 * 1024;
+/** The JSON header of one frame (op, paths, ids). Two maximal paths, every byte escaped
+ * (`\udcXX`, 6 characters a byte), fit with room to spare; checked below. */
+export const FRAME_HEADER_BYTES_MAX = 1024 * 1024;
 /**
  * The extents one write op may carry (`write { extents }`, common/ops.ts): a mount packs
  * many small dirty ranges into one op. At most 27 bytes of JSON each
- * (`[9007199254740991,4194304],`), so a full list beside a path of 4095 bytes that are all
+ * (`[9007199254740991,4194304],`), so a full list beside a maximal path whose bytes are all
  * escaped (`\udcXX`, 6 characters a byte) still fits FRAME_HEADER_BYTES_MAX; checked below.
  */
 export const WRITE_EXTENTS_MAX = 1024;
@@ -36,13 +41,20 @@ export const OP_BODY_BYTES_MAX = WRITE_BYTES_MAX + FRAME_HEADER_BYTES_MAX + 16;
 export const READ_BYTES_MAX = 4 * 1024 * 1024;
 /** One replication batch from the primary to a backup. */
 export const REPLICATE_BODY_BYTES_MAX = 64 * 1024 * 1024;
-/** Servers accept URLs long enough for a maximal path, percent-encoded, so that an
- * over-long path gets our 400 NAME_TOO_LONG and not the HTTP parser's 431. */
-export const HTTP_HEADER_BYTES_MAX = 64 * 1024;
+/** Servers accept URLs long enough for a maximal path, percent-encoded (3 bytes a byte at
+ * worst), so that an over-long path gets our 400 NAME_TOO_LONG and not the HTTP parser's
+ * 431; checked below. */
+export const HTTP_HEADER_BYTES_MAX = 256 * 1024;
 /** Differences `dfs verify` lists before it only counts them. */
 export const VERIFY_DIFFERENCES_MAX = 100;
 
 // Relationships between limits, checked once at load (STYLE.md, Limits).
 if (WRITE_EXTENTS_MAX * 27 + PATH_BYTES_MAX * 6 + 1024 > FRAME_HEADER_BYTES_MAX) {
   throw new Error('a write op with WRITE_EXTENTS_MAX extents would not fit FRAME_HEADER_BYTES_MAX');
+}
+if (2 * PATH_BYTES_MAX * 6 + 1024 > FRAME_HEADER_BYTES_MAX) {
+  throw new Error('a rename of two maximal paths would not fit FRAME_HEADER_BYTES_MAX');
+}
+if (PATH_BYTES_MAX * 3 + 4096 > HTTP_HEADER_BYTES_MAX) {
+  throw new Error('a maximal path in a query string would not fit HTTP_HEADER_BYTES_MAX');
 }

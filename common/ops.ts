@@ -30,6 +30,8 @@ export const OpSchema = z.discriminatedUnion('type', [
   // dirty ranges of a mount's write buffer); `offset` is then the first extent's.
   z.object({ type: z.literal('write'), path, offset, extents: z.array(extent).min(1).max(WRITE_EXTENTS_MAX).optional() }),
   z.object({ type: z.literal('truncate'), path, size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }),
+  // fallocate(2): `mode` is the FALLOC_FL_* bits, one of FALLOCATE_MODES.
+  z.object({ type: z.literal('fallocate'), path, mode: z.number().int().min(0).max(0xffff), offset, size: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER) }),
   z.object({ type: z.literal('unlink'), path }),
   z.object({ type: z.literal('rmdir'), path }),
   z.object({ type: z.literal('rename'), from: path, to: path }),
@@ -114,6 +116,24 @@ export function validateXattrName(name: string): void {
   if (xattrNamespaceOf(name) === null) throw new DfsError('FS_ERROR', 'only user.* and trusted.* attributes are supported', 'EOPNOTSUPP');
 }
 
+/** fallocate(2)'s mode bits (linux/falloc.h). */
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const FALLOC_FL_ZERO_RANGE = 0x10;
+/**
+ * The fallocate modes dfs applies, each the same on every node: allocate (growing the
+ * file unless KEEP_SIZE), punch a hole (PUNCH_HOLE needs KEEP_SIZE, as in Linux), zero a
+ * range. Any other (COLLAPSE_RANGE, INSERT_RANGE, UNSHARE_RANGE…) is EOPNOTSUPP, as a file
+ * system that lacks it answers.
+ */
+export const FALLOCATE_MODES: ReadonlySet<number> = new Set([
+  0,
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_ZERO_RANGE,
+  FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+]);
+
 export function validateOp(op: Op, dataBytes: number): void {
   if (op.type !== 'write' && op.type !== 'setxattr' && dataBytes !== 0) throw new DfsError('BAD_REQUEST', `${op.type} carries no data`);
   switch (op.type) {
@@ -154,6 +174,11 @@ export function validateOp(op: Op, dataBytes: number): void {
     case 'removexattr':
       validatePath(op.path);
       validateXattrName(op.name);
+      return;
+    case 'fallocate':
+      validateEntryPath(op.path);
+      if (!FALLOCATE_MODES.has(op.mode)) throw new DfsError('FS_ERROR', `fallocate mode ${op.mode.toString(16)} is not supported`, 'EOPNOTSUPP');
+      if (!Number.isSafeInteger(op.offset + op.size)) throw new DfsError('FS_ERROR', 'fallocate range ends past the largest file offset', 'EFBIG');
       return;
     default:
       validateEntryPath(op.path);

@@ -33,6 +33,9 @@ import type { LeaseRef } from './leases';
 export const ATTR_CACHE_ENTRIES_MAX = 100_000;
 /** How long the attributes an op of this mount returned are kept at least (see above). */
 export const OWN_CHANGE_TTL_MS = 200;
+/** Paths (and inodes) whose last change is remembered, and trees (see changedSince). */
+const CHANGE_RECORD_MAX = 4096;
+const CHANGE_TREES_MAX = 64;
 
 interface Entry {
   /** null: known not to exist (only ever under a lease). */
@@ -75,18 +78,53 @@ export class AttrCache {
     private readonly ownTtlMs: number = OWN_CHANGE_TTL_MS,
   ) {}
 
-  /** Counts invalidations. An answer fetched while some change happened may predate the
-   * change, so `setIfUnchanged` caches it only when the generation did not move. */
+  /** Counts invalidations. An answer fetched while a change to what it describes happened
+   * may predate that change, so it is cached only if nothing it covers changed since the
+   * generation it was asked at (changedSince). Changes elsewhere do not count: with a single
+   * counter for the whole cache, eight loops creating files each in its own directory kept
+   * every answer and every op result out of the cache, and each create cost three more
+   * round trips than it did alone. */
   private generationCount = 0;
+  /** The generation at which each path, inode and tree was last changed through this mount,
+   * and before which everything counts as changed (clear, or the record pruned). */
+  private readonly changedPaths = new Map<string, number>();
+  private readonly changedInos = new Map<number, number>();
+  private changedTrees: { dir: string; at: number }[] = [];
+  private changedAllAt = 0;
 
   get generation(): number {
     return this.generationCount;
   }
 
-  /** Caches an attribute fetched when the generation was `generation`, unless something
-   * was invalidated since. */
+  /** Whether `path` (with inode `ino`, when known) may have changed through this mount since
+   * `generation`: itself, a name of its inode, a tree above it, or everything. */
+  changedSince(generation: number, path: string, ino?: number): boolean {
+    if (this.changedAllAt > generation) return true;
+    if ((this.changedPaths.get(path) ?? -1) > generation) return true;
+    if (ino !== undefined && (this.changedInos.get(ino) ?? -1) > generation) return true;
+    return this.changedTrees.some((t) => t.at > generation && isWithin(path, t.dir));
+  }
+
+  /** A new generation, at which `paths`, `inos` and `trees` change. */
+  private recordChange(paths: Iterable<string>, inos: Iterable<number> = [], trees: string[] = []): void {
+    const at = ++this.generationCount;
+    for (const p of paths) this.changedPaths.set(p, at);
+    for (const i of inos) this.changedInos.set(i, at);
+    for (const dir of trees) this.changedTrees.push({ dir, at });
+    // Bounded: past the limits, forget the details and count everything as changed now
+    // (answers in flight are then refused, which is always safe).
+    if (this.changedPaths.size > CHANGE_RECORD_MAX || this.changedInos.size > CHANGE_RECORD_MAX || this.changedTrees.length > CHANGE_TREES_MAX) {
+      this.changedPaths.clear();
+      this.changedInos.clear();
+      this.changedTrees = [];
+      this.changedAllAt = at;
+    }
+  }
+
+  /** Caches an attribute fetched when the generation was `generation`, unless it may have
+   * changed since. */
   setIfUnchanged(path: string, attr: Attr, generation: number): void {
-    if (generation === this.generationCount) this.set(path, attr);
+    if (!this.changedSince(generation, path, attr.ino)) this.set(path, attr);
   }
 
   get size(): number {
@@ -146,7 +184,7 @@ export class AttrCache {
   /** Caches an answer fetched under a lease (attr null: no such entry), unless something
    * was invalidated since `generation`. */
   setLeased(path: string, attr: Attr | null, lease: LeaseRef | null, generation: number): void {
-    if (generation !== this.generationCount) return;
+    if (this.changedSince(generation, path, attr?.ino)) return;
     if (attr === null) {
       if (lease && this.leaseValid(lease)) this.put(path, null, 0, lease);
       else this.delete(path);
@@ -167,7 +205,9 @@ export class AttrCache {
 
   /** Caches a directory's listing fetched under `lease`, and its entries' attributes. */
   setListing(dir: string, entries: DirEntry[], lease: LeaseRef | null, generation: number, childPath: (name: string) => string): void {
-    if (generation !== this.generationCount) return;
+    // A change to an entry also changes its directory (invalidate); one through another
+    // name of an entry's inode does not, hence the inodes.
+    if (this.changedSince(generation, dir) || entries.some((e) => this.changedSince(generation, childPath(e.name), e.attr.ino))) return;
     const held = lease && this.leaseValid(lease) ? lease : null;
     for (const e of entries) this.put(childPath(e.name), e.attr, this.ttlMs, held);
     if (held) this.listings.set(dir, { byName: new Map(entries.map((e) => [e.name, e.attr])), lease: held });
@@ -219,8 +259,8 @@ export class AttrCache {
   /** Drops `path`, its parent (whose mtime, size or link count the change affects) and
    * every cached name of the same inode. */
   invalidate(path: string): void {
-    this.generationCount++;
     const e = this.entries.get(path);
+    this.recordChange([path, parentOf(path), ...(e?.attr ? (this.pathsByIno.get(e.attr.ino) ?? []) : [])], e?.attr ? [e.attr.ino] : []);
     this.delete(path);
     this.delete(parentOf(path));
     this.listings.delete(parentOf(path));
@@ -231,26 +271,30 @@ export class AttrCache {
   /** Drops only `path` (a change to it is about to be sent; its directory's listing stays,
    * for the op's result to update). */
   forget(path: string): void {
-    this.generationCount++;
+    this.recordChange([path]);
     this.delete(path);
   }
 
   /** Drops every name of inode `ino` (hard links share it). */
   invalidateIno(ino: number): void {
-    this.generationCount++;
     const names = this.pathsByIno.get(ino);
+    this.recordChange(names ?? [], [ino]);
     if (names) for (const p of [...names]) this.delete(p);
   }
 
   /** Drops `dir` and everything below it, and its parent. */
   invalidateTree(dir: string): void {
     this.invalidate(dir);
+    this.recordChange([], [], [dir]);
     for (const p of [...this.entries.keys()]) if (isWithin(p, dir)) this.delete(p);
     for (const p of [...this.listings.keys()]) if (isWithin(p, dir)) this.listings.delete(p);
   }
 
   clear(): void {
-    this.generationCount++;
+    this.changedAllAt = ++this.generationCount;
+    this.changedPaths.clear();
+    this.changedInos.clear();
+    this.changedTrees = [];
     this.entries.clear();
     this.pathsByIno.clear();
     this.listings.clear();

@@ -35,13 +35,15 @@ import Fuse from 'fuse-native';
 /** fuse-native copies the option string into a 1024-byte buffer, NUL included. */
 export const FUSE_OPTIONS_BYTES_MAX = 1023;
 /** The level of the dfs patch this code is written for (Fuse.DFS_PATCH_LEVEL). */
-export const FUSE_NATIVE_PATCH_LEVEL = 6;
+export const FUSE_NATIVE_PATCH_LEVEL = 8;
 /** The largest read and write request libfuse 2 makes. */
 export const FUSE_REQUEST_BYTES_MAX = 128 * 1024;
 
 export interface FuseMountOptions {
   allowOther?: boolean;
   debug?: boolean;
+  /** Extended attribute namespaces never stored: the addon answers ENODATA for them. */
+  absentXattrNamespaces?: string[];
 }
 
 /** The -o argument for libfuse. */
@@ -83,7 +85,12 @@ export class DfsFuse extends Fuse {
     // timeout: false, because fuse-native would otherwise answer ETIMEDOUT after 15 s on
     // its own; every handler keeps its own, shorter deadline. force: remount over a dead
     // mount left by a killed process ("Transport endpoint is not connected").
-    super(mountpoint, handlers, { timeout: false, force: true, mkdir: false });
+    const absent = opts.absentXattrNamespaces ?? [];
+    // The addon takes them as one line each, 255 bytes in all (patch item 15).
+    if (absent.some((ns) => ns === '' || ns.includes('\n')) || Buffer.byteLength(absent.map((ns) => `${ns}\n`).join('')) > 255) {
+      throw new Error('absentXattrNamespaces: non-empty prefixes without newlines, 255 bytes in all');
+    }
+    super(mountpoint, handlers, { timeout: false, force: true, mkdir: false, absentXattrNamespaces: absent });
     this.fuseOptionString = buildFuseOptions(opts);
   }
 

@@ -86,6 +86,8 @@ declare module 'fuse-native' {
       readdir?(path: string, cb: (code: number, names?: string[], stats?: Stat[]) => void): void;
       truncate?(path: string, size: number, cb: Done): void;
       ftruncate?(path: string, fd: number, size: number, cb: Done): void;
+      /** fallocate(2) on an open file (dfs patch item 14): `mode` is the FALLOC_FL_* bits. */
+      fallocate?(path: string, fd: number, mode: number, offset: number, length: number, cb: Done): void;
       utimens?(path: string, atime: TimeArg, mtime: TimeArg, cb: Done): void;
       readlink?(path: string, cb: (code: number, target?: string) => void): void;
       chown?(path: string, uid: number, gid: number, cb: Done): void;
@@ -123,6 +125,9 @@ declare module 'fuse-native' {
       allowOther?: boolean;
       fsname?: string;
       subtype?: string;
+      /** dfs patch item 15: getxattr of a name with one of these prefixes ('security.') is
+       * answered ENODATA by the addon, without calling the handler. */
+      absentXattrNamespaces?: string[];
       [key: string]: unknown;
     }
   }

@@ -36,7 +36,7 @@ import type Fuse from 'fuse-native';
 import type { Attr, DirEntry, OpResult } from '../common/api';
 import { DfsError } from '../common/errors';
 import type { Logger } from '../common/log';
-import { relatimeDue, xattrNamespaceOf, type Op } from '../common/ops';
+import { FALLOCATE_MODES, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, relatimeDue, xattrNamespaceOf, type Op } from '../common/ops';
 import { parentOf, validateEntryPath, validatePath } from '../common/paths';
 import { AttrCache } from './attr-cache';
 import { Deadline, raceDeadline } from './deadline';
@@ -104,6 +104,8 @@ export interface KernelCache {
 
 /** Lookups missed under one directory's lease before the mount lists the directory. */
 const LISTING_AFTER_MISSES = 4;
+/** Directories whose misses are counted at once (past it the counts start again). */
+const LOOKUP_MISS_DIRS_MAX = 256;
 /** How long a lease poll may take: the primary holds it, the proxy passes it on. */
 const LEASE_POLL_DEADLINE_MS = LEASE_POLL_HOLD_MS + 3_000;
 
@@ -113,7 +115,10 @@ const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
 /** The namespaces Linux knows besides the stored ones (XATTR_NAMESPACES): never stored
  * here, so never found. */
-const KNOWN_XATTR_NAMESPACES = ['security.', 'system.'];
+/** Namespaces the kernel asks about that are never stored (the addon answers them at
+ * mount/main.ts's request: patch item 15; the handler below answers them too, for a Fuse
+ * mounted without that option). */
+export const KNOWN_XATTR_NAMESPACES: readonly string[] = ['security.', 'system.'];
 const ENODATA = errnoOf('ENODATA');
 /** setxattr(2) flags. */
 const XATTR_CREATE = 1;
@@ -147,6 +152,9 @@ interface OpenFile {
   atimeFrom: Attr | null;
   writes: WriteBuffer | null;
   readAhead: ReadAhead | null;
+  /** The file's size when it was opened, null for one this handle created: how far ahead
+   * reading may fetch. */
+  sizeAtOpen: number | null;
 }
 
 /** For a kernel path that names one node of libfuse's only, a key for that node: the alias
@@ -214,8 +222,10 @@ export class DfsFileSystem {
     }
   }
 
-  /** Lookups that missed under the lease of one directory (wantsListing). */
-  private readonly lookupMisses: { lease: LeaseRef | null; count: number } = { lease: null, count: 0 };
+  /** Lookups that missed, by directory, under the lease each was counted under
+   * (wantsListing): one count per directory, so that runs of creates in several directories
+   * at once (a parallel build, `cp -r` of many trees) each get their listing. */
+  private readonly lookupMisses = new Map<string, { lease: LeaseRef; count: number }>();
 
   /** The kernel's caches, once the mount knows it may use them (patch item 13). */
   kernel: KernelCache | null = null;
@@ -347,6 +357,7 @@ export class DfsFileSystem {
         const caller = this.callerOf();
         this.serve('ftruncate', path, (d) => this.ftruncate(fd, size, caller, d), cb);
       },
+      fallocate: (path, fd, mode, offset, length, cb) => this.serve('fallocate', path, (d) => this.fallocate(fd, mode, offset, length, d), cb),
       mknod: (path, mode, dev, cb, caller) => this.serve('mknod', path, (d) => this.mknod(this.fromKernel(path, 'new'), mode, dev, ownerOf(caller), d), cb),
       setxattr: (path, name, value, _position, flags, cb) => {
         // fuse-native hands over the kernel's buffer, detached once this call returns.
@@ -504,10 +515,10 @@ export class DfsFileSystem {
     const dir = parentOf(p);
     const lease = this.leases.current(dir);
     if (!lease) return false;
-    const m = this.lookupMisses;
-    if (m.lease !== lease) {
-      m.lease = lease;
-      m.count = 0;
+    let m = this.lookupMisses.get(dir);
+    if (!m || m.lease !== lease) {
+      if (this.lookupMisses.size >= LOOKUP_MISS_DIRS_MAX) this.lookupMisses.clear();
+      this.lookupMisses.set(dir, (m = { lease, count: 0 }));
     }
     return ++m.count >= LISTING_AFTER_MISSES;
   }
@@ -654,7 +665,9 @@ export class DfsFileSystem {
       dropNow();
       throw err;
     }
-    const quiet = this.attrs.generation === generation;
+    // Nothing this op's result covers (its path, its directory) changed through another
+    // call of this mount while it was on its way.
+    const quiet = !(p !== undefined && this.attrs.changedSince(generation, p, r.attr?.ino)) && !(names && this.attrs.changedSince(generation, names.dir));
     const listingNow = names ? this.attrs.listing(names.dir) : undefined;
     dropNow();
     if (p !== undefined && r.attr) this.attrs.setOwn(p, r.attr, quiet ? lease : null);
@@ -901,6 +914,24 @@ export class DfsFileSystem {
   }
 
   /**
+   * fallocate(2), one replicated op applied alike on every node (storage/brick.ts). Like a
+   * truncate it goes through setattr: the file's buffered writes are committed first, so
+   * none lands after it and undoes a punched hole, and what this mount caches of the file
+   * is dropped after. A mode the cluster does not apply is EOPNOTSUPP without a round trip.
+   * An allocation larger than the space the fullest node has left is ENOSPC here, before
+   * it is sequenced: a node that ran out applying it could not answer like the others.
+   */
+  private async fallocate(fd: number, mode: number, offset: number, size: number, d: Deadline): Promise<void> {
+    const h = this.handle(fd);
+    if (!FALLOCATE_MODES.has(mode)) throw new DfsError('FS_ERROR', `fallocate mode 0x${mode.toString(16)} is not supported`, 'EOPNOTSUPP');
+    if ((mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) === 0) {
+      const fs = await this.client.statfs(d);
+      if (size > fs.bavail * fs.bsize) throw new DfsError('FS_ERROR', 'not that much space left on the cluster', 'ENOSPC');
+    }
+    await this.setattr(h.path, { type: 'fallocate', path: h.path, mode, offset, size }, d, h.ino);
+  }
+
+  /**
    * A write or truncate by anyone but root clears setuid, and setgid where it marks the
    * file as executable by its group (the kernel asks for those as a chmod), and since
    * Linux 6.2 also a setgid without group-exec when the writer is not in the file's group:
@@ -998,7 +1029,7 @@ export class DfsFileSystem {
         await this.setattr(p, { type: 'truncate', path: p, size: 0 }, d);
       }
       const readable = (flags & O_ACCMODE) !== fsConstants.O_WRONLY;
-      const fh = this.openHandle(p, attr.ino, attr.nlink > 1, writable, readable ? attr : null, openedAs);
+      const fh = this.openHandle(p, attr.ino, attr.nlink > 1, writable, readable ? attr : null, openedAs, attr.size);
       opened = true;
       return fh;
     } finally {
@@ -1010,8 +1041,8 @@ export class DfsFileSystem {
     }
   }
 
-  private openHandle(p: string, ino: number, multiLink: boolean, writable: boolean, atimeFrom: Attr | null = null, openedAs: string | null = null): number {
-    const h = this.handles.add((fh) => ({ fh, path: p, ino, openedAs, multiLink, writable, privilegesChecked: false, atimeFrom, writes: null, readAhead: null }));
+  private openHandle(p: string, ino: number, multiLink: boolean, writable: boolean, atimeFrom: Attr | null = null, openedAs: string | null = null, sizeAtOpen: number | null = null): number {
+    const h = this.handles.add((fh) => ({ fh, path: p, ino, openedAs, multiLink, writable, privilegesChecked: false, atimeFrom, writes: null, readAhead: null, sizeAtOpen }));
     if (!h) throw new DfsError('FS_ERROR', 'too many open files', 'ENFILE');
     return h.fh;
   }
@@ -1030,7 +1061,7 @@ export class DfsFileSystem {
     }
     // Reads see what this mount wrote, even if it is still buffered.
     await this.flushAll(this.handles.related(h.path, h.ino), d);
-    h.readAhead ??= new ReadAhead((offset, size) => this.fetchData(h, offset, size), this.config.readAheadBytes);
+    h.readAhead ??= new ReadAhead((offset, size) => this.fetchData(h, offset, size), this.config.readAheadBytes, () => h.sizeAtOpen);
     return raceDeadline(h.readAhead.read(pos, len), d);
   }
 

@@ -2,7 +2,7 @@
  * dfs-mount: mounts the cluster at a directory.
  *
  *   dfs-mount MOUNTPOINT [--proxy URL[,URL…]] [-f] [--attr-timeout-ms N] [--deadline-ms N]
- *                        [--allow-other] [--debug-fuse] [--metrics-addr HOST:PORT]
+ *                        [--allow-other | --private] [--debug-fuse] [--metrics-addr HOST:PORT]
  *
  * Without -f it goes to the background once mounted (mount/daemon.ts). In the foreground
  * it serves the mount until SIGINT or SIGTERM, then commits what it can of the data still
@@ -16,7 +16,7 @@ import { createLogger } from '../common/log';
 import { WRITE_BYTES_MAX } from '../common/limits';
 import { daemonize, reportReady } from './daemon';
 import { Deadline } from './deadline';
-import { DfsFileSystem, MOUNT_CONFIG_DEFAULTS, type MountConfig } from './fuse-ops';
+import { DfsFileSystem, KNOWN_XATTR_NAMESPACES, MOUNT_CONFIG_DEFAULTS, type MountConfig } from './fuse-ops';
 import { isMounted, parseCli, USAGE, type Cli } from './mount-args';
 import { checkFuseNativePatched, DfsFuse, mountFuse, unmountFuse } from './fuse-mount';
 import { metricsAddrText, MountMetrics, serveMetrics } from './metrics';
@@ -84,7 +84,7 @@ async function serve(cli: Cli): Promise<void> {
 
   const fs = new DfsFileSystem({ client, logger, config, metrics });
   leaseIdentity = () => fs.leaseIdentity();
-  const fuse = new DfsFuse(cli.mountpoint, fs.handlers(), { allowOther: cli.allowOther, debug: cli.debugFuse });
+  const fuse = new DfsFuse(cli.mountpoint, fs.handlers(), { allowOther: cli.allowOther, debug: cli.debugFuse, absentXattrNamespaces: [...KNOWN_XATTR_NAMESPACES] });
   fs.callerOf = () => fuse.context();
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -174,7 +174,7 @@ async function main(): Promise<void> {
       '--proxy', cli.proxies.join(','),
       '--attr-timeout-ms', String(cli.attrTimeoutMs),
       '--deadline-ms', String(cli.deadlineMs),
-      ...(cli.allowOther ? ['--allow-other'] : []),
+      cli.allowOther ? '--allow-other' : '--private',
       ...(cli.leases ? [] : ['--no-leases']),
       '--atime', cli.atime,
       ...(cli.readNode !== undefined ? ['--read-node', cli.readNode] : []),

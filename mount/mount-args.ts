@@ -10,7 +10,7 @@ import { MOUNT_CONFIG_DEFAULTS } from './fuse-ops';
 import type { MetricsAddress } from './metrics';
 
 export const DEFAULT_PROXY_URL = 'http://127.0.0.1:7400';
-export const USAGE = `usage: dfs-mount MOUNTPOINT [--proxy URL[,URL...]] [-f] [--attr-timeout-ms N] [--deadline-ms N] [--allow-other]
+export const USAGE = `usage: dfs-mount MOUNTPOINT [--proxy URL[,URL...]] [-f] [--attr-timeout-ms N] [--deadline-ms N] [--allow-other | --private]
                  [--metrics-addr HOST:PORT]
 
   --proxy URLS          proxies to use, comma-separated (default: $DFS_PROXY or ${DEFAULT_PROXY_URL})
@@ -19,7 +19,9 @@ export const USAGE = `usage: dfs-mount MOUNTPOINT [--proxy URL[,URL...]] [-f] [-
   --no-leases           ask the cluster on every lookup and stat instead of caching under
                         leases the cluster revokes before any conflicting change
   --deadline-ms N       bound on every file system call (default ${MOUNT_CONFIG_DEFAULTS.deadlineMs})
-  --allow-other         let other users use the mount (needs user_allow_other for non-root)
+  --allow-other         let other users use the mount, the kernel checking their permissions
+                        (default for root, and for others when /etc/fuse.conf has user_allow_other)
+  --private             only the mounting user may use the mount (libfuse's default)
   --read-node ID        serve every read from this storage node (it must be in sync)
   --atime MODE          noatime (default): reads never move atime; relatime: as a local
                         disk mounted relatime, at the cost of one small op on the first
@@ -56,6 +58,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
       'attr-timeout-ms': { type: 'string' },
       'deadline-ms': { type: 'string' },
       'allow-other': { type: 'boolean' },
+      private: { type: 'boolean' },
       'no-leases': { type: 'boolean' },
       'read-node': { type: 'string' },
       'debug-fuse': { type: 'boolean' },
@@ -66,6 +69,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
   });
   if (values.help) return 'help';
   if (positionals.length !== 1) throw new Error(`expected one MOUNTPOINT\n${USAGE}`);
+  if (values['allow-other'] && values.private) throw new Error('--allow-other and --private contradict each other');
   const proxies = (values.proxy ?? env.DFS_PROXY ?? DEFAULT_PROXY_URL)
     .split(',')
     .map((s) => s.trim())
@@ -86,13 +90,39 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
     foreground: values.foreground ?? false,
     attrTimeoutMs: intOption(values['attr-timeout-ms'], 'attr-timeout-ms', MOUNT_CONFIG_DEFAULTS.attrTimeoutMs, 0, 3_600_000),
     deadlineMs: intOption(values['deadline-ms'], 'deadline-ms', MOUNT_CONFIG_DEFAULTS.deadlineMs, 100, 3_600_000),
-    allowOther: values['allow-other'] ?? false,
+    allowOther: values['allow-other'] ? true : values.private ? false : allowOtherByDefault(),
     leases: !(values['no-leases'] ?? false),
     readNode: values['read-node'],
     debugFuse: values['debug-fuse'] ?? false,
     atime: atimeMode(values.atime),
     metricsAddr: values['metrics-addr'] === undefined ? undefined : parseMetricsAddr(values['metrics-addr']),
   };
+}
+
+/**
+ * Whether a mount lets other users in when neither --allow-other nor --private is given. A
+ * local disk, an NFS or a JuiceFS mount made by root is usable by every user, the kernel
+ * checking permissions; dfs always mounts with default_permissions, so allow_other gives
+ * exactly that. A user other than root may only ask for it when /etc/fuse.conf says
+ * user_allow_other (fusermount refuses the mount otherwise), so there it is the default
+ * only then, and without it the mount stays the user's own as before.
+ */
+export function allowOtherByDefault(uid: number = process.getuid?.() ?? -1, fuseConf: string | null = readFuseConf()): boolean {
+  if (uid === 0) return true;
+  return fuseConf !== null && userAllowOther(fuseConf);
+}
+
+/** Whether fuse.conf(5) text has the user_allow_other line (comments start with #). */
+export function userAllowOther(fuseConf: string): boolean {
+  return fuseConf.split('\n').some((line) => line.replace(/#.*/, '').trim() === 'user_allow_other');
+}
+
+function readFuseConf(): string | null {
+  try {
+    return readFileSync('/etc/fuse.conf', 'utf8');
+  } catch {
+    return null;
+  }
 }
 
 /** HOST:PORT, where HOST is a name, an IPv4 address or a bracketed IPv6 one ([::1]:9464). */

@@ -22,7 +22,7 @@ import { randomUUID } from 'node:crypto';
 import { Pool } from 'undici';
 import { HEADER_READ_NODE, type Attr, type DirEntry, type OpResult, type StatFs } from '../common/api';
 import { DfsError, errorFromBody, fsError } from '../common/errors';
-import { encodeFrame } from '../common/frame';
+import { encodeFrame, encodeFrameParts } from '../common/frame';
 import { READ_BYTES_MAX } from '../common/limits';
 import type { Logger } from '../common/log';
 import { encodeQueryValue } from '../common/names';
@@ -70,6 +70,9 @@ export interface ProxyClientOptions {
   /** Where attempts are counted; none: not counted. */
   metrics?: MountMetrics;
 }
+
+/** A request's body: one buffer, or pieces sent one after another. */
+type RequestBody = Buffer | Buffer[] | null;
 
 /** A final answer's headers, for the callers that read one. */
 type HeadersSeen = (headers: Record<string, string | string[] | undefined>) => void;
@@ -141,7 +144,8 @@ export class ProxyClient {
    * was applied and failed the same way everywhere) is thrown as that FS_ERROR. */
   async op(op: Op, data: Buffer | undefined, deadline: Deadline): Promise<OpResult> {
     const reqId = randomUUID();
-    const body = encodeFrame({ reqId, op }, data);
+    // A write's data goes as a piece of its own, not copied into one buffer with the header.
+    const body = data && data.length > 0 ? encodeFrameParts({ reqId, op }, data) : encodeFrame({ reqId, op });
     const raw = await this.request('POST', 'ops', '', body, deadline, `${op.type}`, undefined, this.identity?.());
     const result = parseJSON(raw) as OpResult;
     if (typeof result !== 'object' || result === null || typeof result.seq !== 'number') {
@@ -242,7 +246,7 @@ export class ProxyClient {
     method: 'GET' | 'POST',
     api: ClusterApi,
     query: string,
-    body: Buffer | null,
+    body: RequestBody,
     deadline: Deadline,
     what: string,
     onHeaders?: HeadersSeen,
@@ -323,11 +327,19 @@ export class ProxyClient {
     else this.logger.info({ proxies: this.urls }, 'cluster usable again');
   }
 
+  private bodyHeaders(body: Buffer | Buffer[], mount: string | undefined): Record<string, string> {
+    const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
+    // Pieces have no length undici can see: declared, they go without chunked encoding.
+    if (Array.isArray(body)) headers['content-length'] = String(body.reduce((n, b) => n + b.length, 0));
+    if (mount) headers[HEADER_MOUNT] = mount;
+    return headers;
+  }
+
   private async attempt(
     endpoint: Endpoint,
     method: 'GET' | 'POST',
     pathAndQuery: string,
-    body: Buffer | null,
+    body: RequestBody,
     attemptMs: number,
     deadline: Deadline,
     mount?: string,
@@ -335,8 +347,10 @@ export class ProxyClient {
     const res = await endpoint.pool.request({
       method,
       path: endpoint.basePath + pathAndQuery,
-      body,
-      headers: body ? (mount ? { 'content-type': 'application/octet-stream', [HEADER_MOUNT]: mount } : { 'content-type': 'application/octet-stream' }) : this.readHeaders,
+      // undici sends an iterable body piece by piece (its documentation lists Iterable
+      // bodies; its type definitions do not).
+      body: body as Buffer | null,
+      headers: body ? this.bodyHeaders(body, mount) : this.readHeaders,
       headersTimeout: attemptMs,
       bodyTimeout: attemptMs,
       signal: deadline.signal,

@@ -4,8 +4,10 @@
  * The kernel reads a FUSE file in requests of at most 128 KiB. Fetching each from the
  * cluster would cost a round trip per 128 KiB, so when the reads are sequential (each
  * starts where the last one ended) the handle fetches a window of `windowBytes` (1 MiB)
- * and serves the following reads from it; when a read reaches the second half of a window
- * the next window is fetched in the background, so a streaming reader rarely waits. A read
+ * and serves the following reads from it; when a read reaches the second half of a full
+ * window, the next `READ_AHEAD_DEPTH` windows are fetched in the background, so several
+ * requests are in flight at once and a streaming reader rarely waits: one window at a time
+ * left the mount, the proxy and the node each idle half the time, waiting on the others. A read
  * that is not sequential fetches exactly what it asks for and leaves the windows alone.
  *
  * Consistency: the windows live only as long as the handle (a new open starts empty, which
@@ -19,8 +21,10 @@
 export type RangeFetcher = (offset: number, size: number) => Promise<Buffer>;
 
 export const READ_AHEAD_WINDOW_BYTES = 1024 * 1024;
-/** Windows kept per handle: the one being read and the one fetched ahead of it. */
-export const READ_AHEAD_WINDOWS_MAX = 2;
+/** Windows fetched ahead of the one being read. */
+export const READ_AHEAD_DEPTH = 3;
+/** Windows kept per handle: the one being read and those fetched ahead of it. */
+export const READ_AHEAD_WINDOWS_MAX = READ_AHEAD_DEPTH + 1;
 
 interface Window {
   offset: number;
@@ -33,9 +37,13 @@ export class ReadAhead {
   /** Where the next read starts if the reader is sequential. */
   private nextOffset = 0;
 
+  /** `sizeHint` gives the file's size as last known (at open), or null: windows are not
+   * fetched ahead from past it, where they would only come back empty. A read there still
+   * asks the cluster, so a file that grew since is read whole. */
   constructor(
     private readonly fetch: RangeFetcher,
     private readonly windowBytes: number = READ_AHEAD_WINDOW_BYTES,
+    private readonly sizeHint: () => number | null = () => null,
   ) {}
 
   /** Drops every window: the file changed. */
@@ -60,8 +68,11 @@ export class ReadAhead {
     // A full window means the file goes on: fetch the next one once the reader is past
     // the middle of this one.
     if (data.length === w.size && end > w.offset + w.size / 2) {
-      const next = w.offset + w.size;
-      if (!this.windows.some((x) => x.offset === next)) this.startWindow(next, this.windowBytes, offset);
+      let next = w.offset + w.size;
+      const known = this.sizeHint();
+      for (let i = 0; i < READ_AHEAD_DEPTH && (known === null || next < known); i++, next += this.windowBytes) {
+        if (!this.windows.some((x) => x.offset === next)) this.startWindow(next, this.windowBytes, offset);
+      }
     }
     return data.subarray(Math.min(offset - w.offset, data.length), Math.min(end - w.offset, data.length));
   }

@@ -14,12 +14,14 @@
  * Every request is counted by route and status (proxy/metrics.ts) and the counts are served
  * at GET /metrics, from a registry of this app's own.
  */
+import type { ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream/promises';
 import { Hono, type Context } from 'hono';
 import type { Dispatcher } from 'undici';
 import { HEADER_READ_NODE, HEADER_SERVED_BY, type Membership, type OpResult, type StatFs } from '../common/api';
 import { DfsError, errorFromBody } from '../common/errors';
-import { decodeOneFrame, encodeFrame } from '../common/frame';
-import { installErrorHandler, octets, queryInt, queryPath, readBody } from '../common/http';
+import { decodeOneFrame, encodeFrameParts } from '../common/frame';
+import { installErrorHandler, octets, queryInt, queryPath, readBody, QUERY_IN_BODY_TYPE, QUERY_URL_BYTES_MAX } from '../common/http';
 import { OP_BODY_BYTES_MAX, READ_BYTES_MAX } from '../common/limits';
 import type { Logger } from '../common/log';
 import { parseClientOpHeader, validateOp, validateXattrName, xattrNamespaceOf, type SequencedOpHeader } from '../common/ops';
@@ -78,6 +80,36 @@ export function smallestStatFs(all: StatFs[]): StatFs {
   };
 }
 
+/** What @hono/node-server takes as "the handler wrote the answer itself" (its
+ * RESPONSE_ALREADY_SENT, which this project's module resolution cannot import by name). */
+const ALREADY_SENT_HEADER = 'x-hono-already-sent';
+
+/**
+ * A node's 200 answer of raw bytes (file data), passed on to the client as it arrives: its
+ * pieces go from the node's HTTP/2 stream to the client's socket without being gathered
+ * into one buffer first. A read-ahead window is 1 MiB, and gathering cost a copy and, worse,
+ * 1 MiB more outside V8's heap per MiB read, which is what brings on full collections
+ * (common/node-runtime.ts). Only an answer of declared length is streamed, so a node that
+ * fails half way leaves the client a body shorter than its content-length, which its HTTP
+ * client reports as an error (the mount then retries), never as a short file.
+ */
+async function passBytes(c: Context, res: Dispatcher.ResponseData, headers: Record<string, string>): Promise<Response> {
+  const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+  const length = res.headers['content-length'];
+  if (!outgoing || typeof length !== 'string' || !/^\d+$/.test(length)) {
+    for (const [name, value] of Object.entries(headers)) c.header(name, value);
+    return octets(c, Buffer.from(await res.body.arrayBuffer()));
+  }
+  outgoing.writeHead(200, { ...headers, 'content-type': 'application/octet-stream', 'content-length': length });
+  try {
+    await pipeline(res.body, outgoing);
+  } catch {
+    // The client sees its answer cut short (above); the socket is not reused.
+    outgoing.destroy();
+  }
+  return new Response(null, { headers: { [ALREADY_SENT_HEADER]: 'true' } });
+}
+
 /** A mount ID from a header or query (the lease protocol's), or null when absent or not
  * one. */
 function mountIdOf(raw: string | undefined): string | null {
@@ -126,11 +158,16 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
       const header: SequencedOpHeader = { epoch: m.epoch, seq, reqId, timeMs: clock(), op };
       let res: Dispatcher.ResponseData;
       try {
+        // The op's data goes on as a piece of its own, not copied in with the new header.
+        const parts = encodeFrameParts(header, frame.data);
+        const headers: Record<string, string> = { 'content-type': 'application/octet-stream', 'content-length': String(parts[0].length + parts[1].length) };
+        if (mountHeader) headers[HEADER_MOUNT] = mountHeader;
         res = await nodes.request(m.primary, primaryUrl, {
           method: 'POST',
           path: '/node/v1/ops',
-          headers: mountHeader ? { 'content-type': 'application/octet-stream', [HEADER_MOUNT]: mountHeader } : { 'content-type': 'application/octet-stream' },
-          body: encodeFrame(header, frame.data),
+          headers,
+          // undici sends an iterable body piece by piece (documented; not in its types).
+          body: parts as unknown as Buffer,
           signal: AbortSignal.timeout(Math.max(1, deadline - clock())),
         });
       } catch (e) {
@@ -194,7 +231,13 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
       try {
         // Every node but the last gets READ_HEDGE_MS to answer before the next is tried.
         const hedgeMs = i < candidates.length - 1 ? READ_HEDGE_MS : null;
-        res = await nodes.read(id, m.nodes[id]!, { method: 'GET', path: `/node/v1/${endpoint}?${withLease ? `${qs}&${buildQuery({ lease: leaseFor })}` : qs}` }, hedgeMs);
+        const query = withLease ? `${qs}&${buildQuery({ lease: leaseFor })}` : qs;
+        // A query too long for an HTTP/2 header field (a deep path) goes as the body.
+        const request: Dispatcher.RequestOptions =
+          query.length <= QUERY_URL_BYTES_MAX
+            ? { method: 'GET', path: `/node/v1/${endpoint}?${query}` }
+            : { method: 'POST', path: `/node/v1/${endpoint}`, body: query, headers: { 'content-type': QUERY_IN_BODY_TYPE } };
+        res = await nodes.read(id, m.nodes[id]!, request, hedgeMs);
       } catch (e) {
         lastError = new DfsError('UNAVAILABLE', `node ${id}: ${(e as Error).message}`);
         continue;
@@ -203,7 +246,7 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
       if (typeof granted === 'string') c.header(HEADER_LEASE, granted);
       if (res.statusCode === 200) {
         c.header(HEADER_SERVED_BY, id);
-        if (raw) return octets(c, Buffer.from(await res.body.arrayBuffer()));
+        if (raw) return passBytes(c, res, typeof granted === 'string' ? { [HEADER_SERVED_BY]: id, [HEADER_LEASE]: granted } : { [HEADER_SERVED_BY]: id });
         return c.json(await res.body.json());
       }
       const err = errorFromBody(res.statusCode, await jsonOf(res));

@@ -5,7 +5,7 @@
  * reads carry a barrier and are answered once this node applied up to it.
  */
 import { Hono, type Context } from 'hono';
-import { installErrorHandler, octets, queryInt, queryPath, readBody } from '../common/http';
+import { installErrorHandler, octets, queryInBody, queryInt, queryParam, queryPath, readBody } from '../common/http';
 import { decodeFrames, decodeOneFrame, encodeFrame } from '../common/frame';
 import { DfsError } from '../common/errors';
 import { parseSequencedOpHeader, validateOp } from '../common/ops';
@@ -21,6 +21,8 @@ import { brickSnapshotFrames } from './snapshot';
 
 /** How long a node may take to reach the sequence ID a verify holds it at. */
 const MANIFEST_HOLD_TIMEOUT_MS = 10_000;
+/** Manifest entries per piece of the streamed answer. */
+const MANIFEST_ENTRIES_PER_CHUNK = 256;
 /** A snapshot's source holds its brick still at most this long (the log keeps growing
  * meanwhile, in memory too); a copy that takes longer is cut off and tried again. */
 const SNAPSHOT_TIME_MAX_MS = 30 * 60_000;
@@ -199,7 +201,7 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
    * grant, registered before the read is made (storage/leases.ts). The answer carries it in
    * a header, errors (a name not there) included. */
   const lease = (c: Context, key: string) => {
-    const mount = c.req.query('lease');
+    const mount = queryParam(c, 'lease');
     if (mount === undefined || !leases) return;
     if (!MOUNT_ID.test(mount)) throw new DfsError('BAD_REQUEST', 'lease must be a mount ID: 1 to 64 letters, digits or -');
     const g = leases.grantable()?.grant(mount, key);
@@ -211,19 +213,20 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
     await replica.waitApplied(queryInt(c, 'barrier', 0, Number.MAX_SAFE_INTEGER, 0));
   };
 
-  app.get('/node/v1/attr', async (c) => {
+  // The reads: a POST carries a query too long for a URL as its body (common/http.ts).
+  app.on(['GET', 'POST'], '/node/v1/attr', queryInBody, async (c) => {
     const path = queryPath(c);
     lease(c, leaseKeyOf(path));
     await barrier(c);
     return c.json(await brick.attr(path));
   });
-  app.get('/node/v1/dir', async (c) => {
+  app.on(['GET', 'POST'], '/node/v1/dir', queryInBody, async (c) => {
     const path = queryPath(c);
     lease(c, path);
     await barrier(c);
     return c.json({ entries: await brick.dir(path) });
   });
-  app.get('/node/v1/data', async (c) => {
+  app.on(['GET', 'POST'], '/node/v1/data', queryInBody, async (c) => {
     const path = queryPath(c);
     const offset = queryInt(c, 'offset', 0, Number.MAX_SAFE_INTEGER);
     const size = queryInt(c, 'size', 0, READ_BYTES_MAX);
@@ -231,20 +234,20 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
     const data = await brick.read(path, offset, size);
     return octets(c, data);
   });
-  app.get('/node/v1/link', async (c) => {
+  app.on(['GET', 'POST'], '/node/v1/link', queryInBody, async (c) => {
     const path = queryPath(c);
     lease(c, leaseKeyOf(path));
     await barrier(c);
     return c.json({ target: await brick.readlink(path) });
   });
-  app.get('/node/v1/xattr', async (c) => {
+  app.on(['GET', 'POST'], '/node/v1/xattr', queryInBody, async (c) => {
     const path = queryPath(c);
-    const name = c.req.query('name') ?? '';
+    const name = queryParam(c, 'name') ?? '';
     await barrier(c);
     const value = await brick.xattr(path, name);
     return octets(c, value);
   });
-  app.get('/node/v1/xattrs', async (c) => {
+  app.on(['GET', 'POST'], '/node/v1/xattrs', queryInBody, async (c) => {
     const path = queryPath(c);
     await barrier(c);
     return c.json({ names: await brick.xattrNames(path) });
@@ -259,11 +262,32 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
   app.post('/node/v1/manifest', async (c) => {
     const at = queryInt(c, 'at', 0, Number.MAX_SAFE_INTEGER);
     await replica.holdAt(at, MANIFEST_HOLD_TIMEOUT_MS);
+    let entries: Awaited<ReturnType<Brick['manifest']>>;
+    const appliedSeq = replica.appliedSeq;
     try {
-      return c.json({ nodeId: replica.id, appliedSeq: replica.appliedSeq, entries: await brick.manifest() });
+      entries = await brick.manifest();
     } finally {
       replica.release();
     }
+    // Streamed a slice of entries at a time rather than as one JSON body: a deep tree's
+    // manifest runs to megabytes (every entry carries its whole path), and undici's HTTP/2
+    // client was seen to end such a body early when it came as one buffer.
+    const head = `{"nodeId":${JSON.stringify(replica.id)},"appliedSeq":${appliedSeq},"entries":[`;
+    let next = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(ctrl) {
+        if (next === 0 && entries.length === 0) ctrl.enqueue(Buffer.from(head));
+        if (next >= entries.length) {
+          ctrl.enqueue(Buffer.from(']}'));
+          ctrl.close();
+          return;
+        }
+        const slice = entries.slice(next, next + MANIFEST_ENTRIES_PER_CHUNK);
+        ctrl.enqueue(Buffer.from((next === 0 ? head : ',') + slice.map((e) => JSON.stringify(e)).join(',')));
+        next += slice.length;
+      },
+    });
+    return c.body(stream, 200, { 'content-type': 'application/json' });
   });
 
   return app;

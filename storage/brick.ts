@@ -31,20 +31,19 @@
 import { createHash } from 'node:crypto';
 import fs, { constants as C, promises as fsp } from 'node:fs';
 import type { Stats } from 'node:fs';
-import nodePath from 'node:path';
 import type { Attr, DirEntry, ManifestEntry, OpResult, StatFs } from '../common/api';
 import { fsError, isErrnoException } from '../common/errors';
 import { parentOf } from '../common/paths';
 import { relatimeDue, S_IFMT, validateWriteExtents, xattrNamespaceOf, type Op } from '../common/ops';
+import { fallocateSync } from './fallocate';
 import { READ_BYTES_MAX, XATTR_INODE_BYTES_MAX } from '../common/limits';
 import { DfsError } from '../common/errors';
 import { useXattrScratchDir, xattrGet, xattrList, xattrRemove, xattrSet } from './xattr';
-import { bytesToWire, isPlainText, wireToBytes } from '../common/names';
+import { bytesToWire } from '../common/names';
+import { DeepPaths, osPath } from './deep-path';
 
-/** A brick path (a wire string: common/names.ts) as the file system takes it: the string
- * itself when it is plain text, else its bytes. */
-function P(path: string): string | Buffer {
-  return isPlainText(path) ? path : wireToBytes(path);
+function childOf(dir: string, name: string): string {
+  return dir === '/' ? `/${name}` : `${dir}/${name}`;
 }
 
 /** What applying an op gives: the op's answer but its sequence ID. */
@@ -175,6 +174,11 @@ function xattrEntryBytes(name: string, valueBytes: number): number {
 /** Times to set; a time set without its nanoseconds has none. */
 type TimeChange = Partial<Pick<Meta, 'atimeMs' | 'mtimeMs' | 'ctimeMs' | 'atimeNsec' | 'mtimeNsec'>>;
 
+/** pread(2) through the thread pool. */
+function readAt(fd: number, buf: Buffer, at: number, size: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.read(fd, buf, at, size, position, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
 /** A long listing yields to the event loop every so many entries. */
 const DIR_ENTRIES_PER_YIELD = 256;
 
@@ -182,21 +186,25 @@ export class Brick {
   /** What a brick path starts from: '.' when the process works in the brick root, else
    * the root itself. */
   private readonly base: string;
+  /** Every path the OS is given comes from here (storage/deep-path.ts): as it is when it
+   * fits in PATH_MAX, else through directory descriptors, so a tree may be of any depth. */
+  private readonly paths: DeepPaths;
 
   private constructor(
     readonly root: string,
     private readonly relative: boolean,
   ) {
     this.base = relative ? '.' : root;
+    this.paths = new DeepPaths(this.base);
   }
 
   /**
    * Opens (creating if needed) the brick at `dir`; the root is kept as its real path.
    * With `relativeToCwd` the process moves into the brick root and every brick path is
-   * relative to it, so a cluster path of up to PATH_MAX bytes fits however long the root
-   * is, as on a local disk (storage/main.ts: one brick a process). Without it paths are
-   * absolute, for several bricks in one process (tests), and the root's length counts
-   * against PATH_MAX.
+   * relative to it (storage/main.ts: one brick a process), so the paths that go to the OS
+   * as they are reach as deep as they can; without it paths are absolute, for several
+   * bricks in one process (tests). Either way a path too long for the OS is reached through
+   * directory descriptors (storage/deep-path.ts).
    */
   static async open(dir: string, opts: { relativeToCwd?: boolean } = {}): Promise<Brick> {
     await fsp.mkdir(dir, { recursive: true, mode: 0o755 });
@@ -223,55 +231,58 @@ export class Brick {
     const root = await fsp.realpath(this.root);
     if (root !== this.root) throw new Error(`the brick moved: ${root}, was ${this.root}`);
     if (!readMeta(root)) throw new Error(`the brick ${root} has no ${META_XATTR}`);
+    this.paths.clear(); // its descriptors are of the old directory's tree
     if (this.relative) process.chdir(root);
   }
 
-  /** The brick path of a validated cluster path. */
-  private local(path: string): string {
-    if (path === '/') return this.base;
-    return this.relative ? path.slice(1) : this.root + path;
+  /** The path the OS takes for a validated cluster path (a wire string), at any depth.
+   * Use it at once: a deep one names a descriptor the next resolution may close. */
+  private at(path: string): string {
+    return this.paths.at(path);
+  }
+
+  /** The same, as the fs calls take it (bytes where the name is not UTF-8). */
+  private os(path: string): string | Buffer {
+    return osPath(this.paths.at(path));
   }
 
   /**
-   * The brick path of a validated cluster path, with its parents checked. Apply runs one
-   * op at a time, so its file system calls are synchronous: each is a few microseconds,
-   * far cheaper than a thread-pool round trip per call.
+   * A validated cluster path with its parents checked. Apply runs one op at a time, so its
+   * file system calls are synchronous: each is a few microseconds, far cheaper than a
+   * thread-pool round trip per call. Helpers take cluster paths and resolve them at each
+   * call (at, os).
    */
   private resolveSync(path: string): string {
     if (path !== '/') this.checkParents(parentOf(path));
-    return this.local(path);
+    return path;
   }
 
   /**
    * No symlink among a path's directories: the kernel would have resolved it, so such a
    * request did not come from a mount; refuse rather than follow it anywhere. realpath
-   * shows it in one call, unless the real path is longer than PATH_MAX (a deep tree in a
-   * brick whose root is long): then each directory is looked at in turn.
+   * shows it in one call, unless the path or its real path is longer than PATH_MAX (a
+   * deep tree): then its directories are walked with O_NOFOLLOW (DeepPaths.checkDir).
    */
   private checkParents(dir: string): void {
+    if (!this.paths.isShort(dir)) return this.paths.checkDir(dir);
     let real: string;
     try {
-      real = bytesToWire(fs.realpathSync.native(P(this.local(dir)), { encoding: 'buffer' }));
+      real = bytesToWire(fs.realpathSync.native(osPath(this.paths.local(dir)), { encoding: 'buffer' }));
     } catch (e) {
       if (!isErrnoException(e) || e.code !== 'ENAMETOOLONG') throw e;
-      let prefix = '';
-      for (const part of dir.slice(1).split('/')) {
-        prefix += '/' + part;
-        if (fs.lstatSync(P(this.local(prefix))).isSymbolicLink()) throw fsError('ELOOP', 'path crosses a symlink');
-      }
-      return;
+      return this.paths.checkDir(dir);
     }
     if (real !== (dir === '/' ? this.root : this.root + dir)) throw fsError('ELOOP', 'path crosses a symlink');
   }
 
   private attrAt(abs: string): Attr {
-    return attrOf(fs.lstatSync(P(abs)), readMeta(abs));
+    return attrOf(fs.lstatSync(this.os(abs)), readMeta(this.at(abs)));
   }
 
   /** The attributes of the directory holding `abs`, as an op that changed its entries left
    * them (the mount caches them: OpResult.parent). */
   private parentAttrOf(abs: string): Attr {
-    return this.attrAt(nodePath.dirname(abs));
+    return this.attrAt(parentOf(abs));
   }
 
   /**
@@ -279,33 +290,33 @@ export class Brick {
    * directory's group, and a new subdirectory keeps the setgid bit (Linux inode_init_owner).
    */
   private inherit(abs: string, gid: number, isDir: boolean): { gid: number; modeBits: number } {
-    const parent = fs.lstatSync(P(nodePath.dirname(abs)));
+    const parent = fs.lstatSync(this.os(parentOf(abs)));
     if (!(parent.mode & 0o2000)) return { gid, modeBits: 0 };
     return { gid: parent.gid, modeBits: isDir ? 0o2000 : 0 };
   }
 
   /** A new inode: its identity, and its real times mirrored. */
   private born(abs: string, ino: number, timeMs: number, kind = 0, rdev = 0): void {
-    writeMeta(abs, { ino, atimeMs: timeMs, mtimeMs: timeMs, ctimeMs: timeMs, kind, rdev, atimeNsec: 0, mtimeNsec: 0, ctimeNsec: 0 });
-    fs.lutimesSync(P(abs), timeMs / 1000, timeMs / 1000);
+    writeMeta(this.at(abs), { ino, atimeMs: timeMs, mtimeMs: timeMs, ctimeMs: timeMs, kind, rdev, atimeNsec: 0, mtimeNsec: 0, ctimeNsec: 0 });
+    fs.lutimesSync(this.os(abs), timeMs / 1000, timeMs / 1000);
   }
 
   /** Changes some of an inode's times (and mirrors atime and mtime onto the real file). */
   private stamp(abs: string, change: TimeChange): void {
-    const st = fs.lstatSync(P(abs));
-    const m = readMeta(abs) ?? { ino: st.ino, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, kind: 0, rdev: 0, atimeNsec: 0, mtimeNsec: 0, ctimeNsec: 0 };
+    const st = fs.lstatSync(this.os(abs));
+    const m = readMeta(this.at(abs)) ?? { ino: st.ino, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, kind: 0, rdev: 0, atimeNsec: 0, mtimeNsec: 0, ctimeNsec: 0 };
     const next = { ...m, ...change };
     if (change.atimeMs !== undefined) next.atimeNsec = change.atimeNsec ?? 0;
     if (change.mtimeMs !== undefined) next.mtimeNsec = change.mtimeNsec ?? 0;
     if (change.ctimeMs !== undefined) next.ctimeNsec = 0;
-    writeMeta(abs, next);
-    if (change.atimeMs !== undefined || change.mtimeMs !== undefined) fs.lutimesSync(P(abs), next.atimeMs / 1000, next.mtimeMs / 1000);
+    writeMeta(this.at(abs), next);
+    if (change.atimeMs !== undefined || change.mtimeMs !== undefined) fs.lutimesSync(this.os(abs), next.atimeMs / 1000, next.mtimeMs / 1000);
   }
 
   /** An entry was added to or removed from the directory holding `abs` (POSIX: the
    * directory's mtime and ctime change). */
   private dirChanged(abs: string, timeMs: number): void {
-    this.stamp(abs === this.base ? abs : nodePath.dirname(abs), { mtimeMs: timeMs, ctimeMs: timeMs });
+    this.stamp(abs === '/' ? abs : parentOf(abs), { mtimeMs: timeMs, ctimeMs: timeMs });
   }
 
   /**
@@ -349,7 +360,7 @@ export class Brick {
   }
 
   private withFd<T>(abs: string, flags: number, fn: (fd: number) => T): T {
-    const fd = fs.openSync(P(abs), flags);
+    const fd = fs.openSync(this.os(abs), flags);
     try {
       return fn(fd);
     } finally {
@@ -364,9 +375,9 @@ export class Brick {
       case 'mkdir': {
         const abs = this.resolveSync(op.path);
         const own = this.inherit(abs, op.gid, true);
-        fs.mkdirSync(P(abs), op.mode);
-        fs.lchownSync(P(abs), op.uid, own.gid);
-        fs.chmodSync(P(abs), op.mode | own.modeBits); // after chown, which may clear setgid
+        fs.mkdirSync(this.os(abs), op.mode);
+        fs.lchownSync(this.os(abs), op.uid, own.gid);
+        fs.chmodSync(this.os(abs), op.mode | own.modeBits); // after chown, which may clear setgid
         this.born(abs, inoOfSeq(seq), t);
         this.dirChanged(abs, t);
         return { attr: this.attrAt(abs), parent: this.parentAttrOf(abs) };
@@ -375,14 +386,14 @@ export class Brick {
         const abs = this.resolveSync(op.path);
         let fd: number;
         try {
-          fd = fs.openSync(P(abs), C.O_CREAT | C.O_EXCL | C.O_WRONLY | C.O_NOFOLLOW, op.mode);
+          fd = fs.openSync(this.os(abs), C.O_CREAT | C.O_EXCL | C.O_WRONLY | C.O_NOFOLLOW, op.mode);
         } catch (e) {
           if (op.exclusive || !isErrnoException(e) || e.code !== 'EEXIST') throw e;
           // open(O_CREAT) without O_EXCL on an existing file opens it and changes nothing.
-          const st = fs.lstatSync(P(abs));
+          const st = fs.lstatSync(this.os(abs));
           if (st.isDirectory()) throw fsError('EISDIR');
           if (st.isSymbolicLink()) throw fsError('ELOOP');
-          return { attr: attrOf(st, readMeta(abs)) };
+          return { attr: attrOf(st, readMeta(this.at(abs))) };
         }
         try {
           fs.fchownSync(fd, op.uid, this.inherit(abs, op.gid, false).gid);
@@ -419,36 +430,56 @@ export class Brick {
         this.stamp(abs, { mtimeMs: t, ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
+      case 'fallocate': {
+        // The modes are the same on every node (validateOp keeps to FALLOCATE_MODES), and
+        // so are the outcomes: the size as the mode says, a punched or zeroed range reading
+        // back zeros, blocks reserved for an allocated one (the nodes' own layouts differ,
+        // which only st_blocks shows). As ext4, mtime and ctime move whatever the mode,
+        // even when the size stays.
+        const abs = this.resolveSync(op.path);
+        this.refuseSpecial(abs);
+        if (fs.lstatSync(this.os(abs)).isDirectory()) throw fsError('EISDIR');
+        this.withFd(abs, C.O_WRONLY | C.O_NOFOLLOW, (fd) => fallocateSync(fd, op.mode, op.offset, op.size));
+        this.stamp(abs, { mtimeMs: t, ctimeMs: t });
+        return { attr: this.attrAt(abs) };
+      }
       case 'unlink': {
         const abs = this.resolveSync(op.path);
-        const st = fs.lstatSync(P(abs));
+        const st = fs.lstatSync(this.os(abs));
         if (st.isDirectory()) throw fsError('EISDIR');
         // The inode's other names see its link count, and so its ctime, change.
         if (st.nlink > 1) this.stamp(abs, { ctimeMs: t });
-        fs.unlinkSync(P(abs));
+        fs.unlinkSync(this.os(abs));
         this.dirChanged(abs, t);
         return { parent: this.parentAttrOf(abs) };
       }
       case 'rmdir': {
         const abs = this.resolveSync(op.path);
-        fs.rmdirSync(P(abs));
+        fs.rmdirSync(this.os(abs));
+        this.paths.clear(); // a directory went
         this.dirChanged(abs, t);
         return { parent: this.parentAttrOf(abs) };
       }
       case 'rename': {
         const from = this.resolveSync(op.from);
         const to = this.resolveSync(op.to);
-        const src = fs.lstatSync(P(from));
+        const src = fs.lstatSync(this.os(from));
         let dst: fs.Stats | null = null;
         try {
-          dst = fs.lstatSync(P(to));
+          dst = fs.lstatSync(this.os(to));
         } catch (e) {
           if (!isErrnoException(e) || e.code !== 'ENOENT') throw e;
         }
         // POSIX: renaming one name of a file onto another name of the same file does nothing.
-        if (dst && dst.ino === src.ino && dst.dev === src.dev) return { attr: attrOf(src, readMeta(from)) };
+        if (dst && dst.ino === src.ino && dst.dev === src.dev) return { attr: attrOf(src, readMeta(this.at(from))) };
         if (dst && !dst.isDirectory() && dst.nlink > 1 && !src.isDirectory()) this.stamp(to, { ctimeMs: t });
-        fs.renameSync(P(from), P(to));
+        const source = this.paths.pin(from);
+        try {
+          fs.renameSync(osPath(source.path), this.os(to));
+        } finally {
+          source.release();
+        }
+        this.paths.clear(); // a directory may have moved
         this.stamp(to, { ctimeMs: t }); // Linux changes the moved inode's ctime
         this.dirChanged(from, t);
         this.dirChanged(to, t);
@@ -456,8 +487,9 @@ export class Brick {
       }
       case 'symlink': {
         const abs = this.resolveSync(op.path);
-        fs.symlinkSync(P(op.target), P(abs));
-        fs.lchownSync(P(abs), op.uid, this.inherit(abs, op.gid, false).gid);
+        fs.symlinkSync(osPath(op.target), this.os(abs));
+        const { gid } = this.inherit(abs, op.gid, false); // before os(abs): a path from at() is used at once
+        fs.lchownSync(this.os(abs), op.uid, gid);
         this.born(abs, inoOfSeq(seq), t);
         this.dirChanged(abs, t);
         return { attr: this.attrAt(abs), parent: this.parentAttrOf(abs) };
@@ -465,22 +497,27 @@ export class Brick {
       case 'link': {
         const from = this.resolveSync(op.from);
         const to = this.resolveSync(op.to);
-        if (fs.lstatSync(P(from)).isDirectory()) throw fsError('EPERM', 'hard links to directories are not allowed');
-        fs.linkSync(P(from), P(to));
+        if (fs.lstatSync(this.os(from)).isDirectory()) throw fsError('EPERM', 'hard links to directories are not allowed');
+        const source = this.paths.pin(from);
+        try {
+          fs.linkSync(osPath(source.path), this.os(to));
+        } finally {
+          source.release();
+        }
         this.stamp(to, { ctimeMs: t });
         this.dirChanged(to, t);
         return { attr: this.attrAt(to), parent: this.parentAttrOf(to) };
       }
       case 'chmod': {
         const abs = this.resolveSync(op.path);
-        if (fs.lstatSync(P(abs)).isSymbolicLink()) throw fsError('EOPNOTSUPP', 'symlinks have no mode of their own');
-        fs.chmodSync(P(abs), op.mode);
+        if (fs.lstatSync(this.os(abs)).isSymbolicLink()) throw fsError('EOPNOTSUPP', 'symlinks have no mode of their own');
+        fs.chmodSync(this.os(abs), op.mode);
         this.stamp(abs, { ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
       case 'chown': {
         const abs = this.resolveSync(op.path);
-        fs.lchownSync(P(abs), op.uid, op.gid);
+        fs.lchownSync(this.os(abs), op.uid, op.gid);
         this.stamp(abs, { ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
@@ -495,7 +532,7 @@ export class Brick {
       }
       case 'ctime': {
         const abs = this.resolveSync(op.path);
-        fs.lstatSync(P(abs));
+        fs.lstatSync(this.os(abs));
         this.stamp(abs, { ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
@@ -507,7 +544,7 @@ export class Brick {
       case 'mknod': {
         const abs = this.resolveSync(op.path);
         const kind = op.mode & S_IFMT;
-        const fd = fs.openSync(P(abs), C.O_CREAT | C.O_EXCL | C.O_WRONLY | C.O_NOFOLLOW, op.mode & 0o7777);
+        const fd = fs.openSync(this.os(abs), C.O_CREAT | C.O_EXCL | C.O_WRONLY | C.O_NOFOLLOW, op.mode & 0o7777);
         try {
           fs.fchownSync(fd, op.uid, this.inherit(abs, op.gid, false).gid);
           fs.fchmodSync(fd, op.mode & 0o7777);
@@ -521,23 +558,23 @@ export class Brick {
       }
       case 'setxattr': {
         const abs = this.resolveSync(op.path);
-        fs.lstatSync(P(abs)); // ENOENT before anything else, as getxattr(2) on a missing path
-        const exists = xattrGet(abs, brickXattrName(op.name)) !== null;
+        fs.lstatSync(this.os(abs)); // ENOENT before anything else, as getxattr(2) on a missing path
+        const exists = xattrGet(this.at(abs), brickXattrName(op.name)) !== null;
         if (op.flags === 1 && exists) throw fsError('EEXIST');
         if (op.flags === 2 && !exists) throw fsError('ENODATA');
         let room = XATTR_INODE_BYTES_MAX - xattrEntryBytes(op.name, data.length);
-        for (const name of clientXattrNames(abs)) {
-          if (name !== op.name) room -= xattrEntryBytes(name, xattrGet(abs, brickXattrName(name))?.length ?? 0);
+        for (const name of clientXattrNames(this.at(abs))) {
+          if (name !== op.name) room -= xattrEntryBytes(name, xattrGet(this.at(abs), brickXattrName(name))?.length ?? 0);
         }
         if (room < 0) throw fsError('ENOSPC', 'no room for more extended attributes on this inode');
-        xattrSet(abs, brickXattrName(op.name), data);
+        xattrSet(this.at(abs), brickXattrName(op.name), data);
         this.stamp(abs, { ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
       case 'removexattr': {
         const abs = this.resolveSync(op.path);
-        fs.lstatSync(P(abs));
-        xattrRemove(abs, brickXattrName(op.name));
+        fs.lstatSync(this.os(abs));
+        xattrRemove(this.at(abs), brickXattrName(op.name));
         this.stamp(abs, { ctimeMs: t });
         return { attr: this.attrAt(abs) };
       }
@@ -546,7 +583,7 @@ export class Brick {
 
   /** A FIFO, socket or device holds no data of its own on a brick. */
   private refuseSpecial(abs: string): void {
-    if (readMeta(abs)?.kind) throw fsError('EINVAL', 'not a regular file');
+    if (readMeta(this.at(abs))?.kind) throw fsError('EINVAL', 'not a regular file');
   }
 
   // ---- reads: never mutate, never follow the last component ----
@@ -559,13 +596,13 @@ export class Brick {
     return this.mapFs(async () => {
       const abs = this.resolveSync(path);
       // readdir follows a symlink; a listing is only ever of a real directory in the brick.
-      if ((await fsp.lstat(P(abs))).isSymbolicLink()) throw fsError('ELOOP', 'path is a symlink');
-      const names = (await fsp.readdir(P(abs), { encoding: 'buffer' })).map(bytesToWire);
+      if (fs.lstatSync(this.os(abs)).isSymbolicLink()) throw fsError('ELOOP', 'path is a symlink');
+      const names = (await this.readdirBytes(abs)).map(bytesToWire);
       const entries: DirEntry[] = [];
       for (const [i, name] of names.entries()) {
         if (i > 0 && i % DIR_ENTRIES_PER_YIELD === 0) await new Promise((r) => setImmediate(r));
         try {
-          entries.push({ name, attr: this.attrAt(nodePath.join(abs, name)) });
+          entries.push({ name, attr: this.attrAt(childOf(abs, name)) });
         } catch (e) {
           // An entry removed between readdir and lstat is simply not listed.
           if (!isErrnoException(e) || e.code !== 'ENOENT') throw e;
@@ -575,23 +612,32 @@ export class Brick {
     });
   }
 
+  /** A directory's names, off the main thread when its path goes to the OS as it is; a
+   * deep one's path names a descriptor, so it is listed at once (see at()). */
+  private async readdirBytes(path: string): Promise<Buffer[]> {
+    const p = this.os(path);
+    return this.paths.isShort(path) ? fsp.readdir(p, { encoding: 'buffer' }) : fs.readdirSync(p, { encoding: 'buffer' });
+  }
+
   async read(path: string, offset: number, size: number): Promise<Buffer> {
     if (size > READ_BYTES_MAX) throw new DfsError('TOO_LARGE', `a read asks for at most ${READ_BYTES_MAX} bytes`);
     return this.mapFs(async () => {
       const abs = this.resolveSync(path);
       this.refuseSpecial(abs);
-      const fh = await fsp.open(P(abs), C.O_RDONLY | C.O_NOFOLLOW);
+      // Opened at once, as every other call on a path here (a few microseconds); the reads
+      // go through the thread pool.
+      const fd = fs.openSync(this.os(abs), C.O_RDONLY | C.O_NOFOLLOW);
       try {
         const buf = Buffer.allocUnsafe(size);
         let done = 0;
         while (done < size) {
-          const { bytesRead } = await fh.read(buf, done, size - done, offset + done);
+          const bytesRead = await readAt(fd, buf, done, size - done, offset + done);
           if (bytesRead === 0) break;
           done += bytesRead;
         }
         return buf.subarray(0, done);
       } finally {
-        await fh.close();
+        fs.closeSync(fd);
       }
     });
   }
@@ -600,8 +646,8 @@ export class Brick {
   async xattr(path: string, name: string): Promise<Buffer> {
     return this.mapFs(async () => {
       const abs = this.resolveSync(path);
-      fs.lstatSync(P(abs));
-      const v = xattrNamespaceOf(name) === null ? null : xattrGet(abs, brickXattrName(name));
+      fs.lstatSync(this.os(abs));
+      const v = xattrNamespaceOf(name) === null ? null : xattrGet(this.at(abs), brickXattrName(name));
       if (!v) throw fsError('ENODATA');
       return v;
     });
@@ -611,9 +657,9 @@ export class Brick {
   async xattrNames(path: string): Promise<string[]> {
     return this.mapFs(async () => {
       const abs = this.resolveSync(path);
-      fs.lstatSync(P(abs));
+      fs.lstatSync(this.os(abs));
       // Sorted: every node answers the same whatever order its file system keeps.
-      return clientXattrNames(abs).sort();
+      return clientXattrNames(this.at(abs)).sort();
     });
   }
 
@@ -621,46 +667,52 @@ export class Brick {
    * apply loop still (Replica.holdAt) so that the walk sees one point of the history. */
   async manifest(): Promise<ManifestEntry[]> {
     const out: ManifestEntry[] = [];
-    const walk = async (rel: string): Promise<void> => {
-      const abs = this.local(rel === '' ? '/' : rel);
-      const names = (await fsp.readdir(P(abs), { encoding: 'buffer' })).map(bytesToWire).sort();
-      const entry = await this.manifestEntry(rel === '' ? '/' : rel, abs);
-      out.push(entry);
-      for (const name of names) {
-        const childRel = `${rel}/${name}`;
-        const childAbs = nodePath.join(abs, name);
-        if (fs.lstatSync(P(childAbs)).isDirectory()) await walk(childRel);
-        else out.push(await this.manifestEntry(childRel, childAbs));
-      }
+    // Depth first with a stack of listings, not recursion: a tree may be thousands deep.
+    const stack: Array<{ path: string; names: string[]; next: number }> = [];
+    const enter = async (path: string) => {
+      const names = (await this.readdirBytes(path)).map(bytesToWire).sort();
+      out.push(await this.manifestEntry(path));
+      stack.push({ path, names, next: 0 });
     };
-    await walk('');
+    await enter('/');
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      if (top.next === top.names.length) {
+        stack.pop();
+        continue;
+      }
+      const child = childOf(top.path, top.names[top.next++]!);
+      if (fs.lstatSync(this.os(child)).isDirectory()) await enter(child);
+      else out.push(await this.manifestEntry(child));
+    }
     return out;
   }
 
-  private async manifestEntry(path: string, abs: string): Promise<ManifestEntry> {
-    const { blocks: _blocks, ...attr } = this.attrAt(abs);
+  private async manifestEntry(path: string): Promise<ManifestEntry> {
+    const { blocks: _blocks, ...attr } = this.attrAt(path);
     const kind = attr.mode & S_IFMT;
     if (kind === 0o040000) attr.size = 0; // a directory's size is the local layout's
     const e: ManifestEntry = { path, attr };
-    if (kind === 0o120000) e.target = bytesToWire(fs.readlinkSync(P(abs), { encoding: 'buffer' }));
+    if (kind === 0o120000) e.target = bytesToWire(fs.readlinkSync(this.os(path), { encoding: 'buffer' }));
     else if (kind === 0o100000) {
       const hash = createHash('sha256');
-      const fh = await fsp.open(P(abs), C.O_RDONLY | C.O_NOFOLLOW);
+      const fd = fs.openSync(this.os(path), C.O_RDONLY | C.O_NOFOLLOW);
       try {
-        for await (const chunk of fh.createReadStream({ autoClose: false })) hash.update(chunk as Buffer);
+        for await (const chunk of fs.createReadStream('', { fd, autoClose: false })) hash.update(chunk as Buffer);
       } finally {
-        await fh.close();
+        fs.closeSync(fd);
       }
       e.sha256 = hash.digest('hex');
     }
     // A symlink may carry trusted.* ones.
-    const names = clientXattrNames(abs).sort();
-    if (names.length > 0) e.xattrs = Object.fromEntries(names.map((n) => [n, createHash('sha256').update(xattrGet(abs, brickXattrName(n)) ?? Buffer.alloc(0)).digest('hex')]));
+    const at = this.at(path);
+    const names = clientXattrNames(at).sort();
+    if (names.length > 0) e.xattrs = Object.fromEntries(names.map((n) => [n, createHash('sha256').update(xattrGet(at, brickXattrName(n)) ?? Buffer.alloc(0)).digest('hex')]));
     return e;
   }
 
   async readlink(path: string): Promise<string> {
-    return this.mapFs(async () => bytesToWire(await fsp.readlink(P(this.resolveSync(path)), { encoding: 'buffer' })));
+    return this.mapFs(async () => bytesToWire(fs.readlinkSync(this.os(this.resolveSync(path)), { encoding: 'buffer' })));
   }
 
   async statfs(): Promise<StatFs> {

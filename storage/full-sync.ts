@@ -27,6 +27,7 @@
  * A failed attempt (the source died, the stream was cut, the source is not in sync) is
  * tried again after SYNC_RETRY_MS with the next candidate, for as long as it takes.
  */
+import { removeTree } from './deep-path';
 import { DEDUP_JOURNAL_FILE } from './dedup-journal';
 import { promises as fsp } from 'node:fs';
 import nodePath from 'node:path';
@@ -85,7 +86,8 @@ export async function discardInterruptedSync(dataDir: string): Promise<boolean> 
   } catch {
     return false;
   }
-  for (const name of ['brick', 'brick.sync', 'brick.old', 'wal', DEDUP_JOURNAL_FILE]) await fsp.rm(nodePath.join(dataDir, name), { recursive: true, force: true });
+  // removeTree: a brick may be deeper than PATH_MAX, which fs.rm cannot remove.
+  for (const name of ['brick', 'brick.sync', 'brick.old', 'wal', DEDUP_JOURNAL_FILE]) await removeTree(nodePath.join(dataDir, name));
   await fsp.rm(nodePath.join(dataDir, 'state.json'), { force: true });
   await syncDir(dataDir);
   return true;
@@ -168,7 +170,7 @@ export class FullSync {
     await fsp.writeFile(nodePath.join(dataDir, MARKER), JSON.stringify({ source: sourceId, startedAtMs: progress.startedAtMs }));
     await syncDir(dataDir);
     const target = nodePath.join(dataDir, 'brick.sync');
-    await fsp.rm(target, { recursive: true, force: true });
+    await removeTree(target);
     const writer = await SnapshotWriter.create(target);
     const decoder = new FrameStreamDecoder();
     const dedup: Array<[string, OpResult]> = [];
@@ -213,7 +215,7 @@ export class FullSync {
     // Swap the copy in. Until the marker goes, a crash restarts the sync from nothing.
     const live = nodePath.join(dataDir, 'brick');
     const old = nodePath.join(dataDir, 'brick.old');
-    await fsp.rm(old, { recursive: true, force: true });
+    await removeTree(old);
     await fsp.rename(live, old);
     await fsp.rename(target, live);
     await syncDir(dataDir);
@@ -225,6 +227,6 @@ export class FullSync {
     await syncDir(dataDir);
     replica.finishSync(begin, dedup);
     logger.info({ source: sourceId, seq: begin, entries: treeEntries, bytes: progress.bytes, ms: Date.now() - progress.startedAtMs }, 'full sync finished');
-    await fsp.rm(old, { recursive: true, force: true }).catch((err: unknown) => logger.warn({ err: String(err) }, 'could not remove the old brick'));
+    await removeTree(old).catch((err: unknown) => logger.warn({ err: String(err) }, 'could not remove the old brick'));
   }
 }

@@ -76,6 +76,7 @@
 import assert from 'node:assert/strict';
 import type { Membership, OpResult } from '../common/api';
 import type { ErrorCode } from '../common/errors';
+import { FALLOC_FL_PUNCH_HOLE, type Op } from '../common/ops';
 import type { ApplyResult } from './brick';
 import type { EpochRun, LogEntry } from './op-log';
 
@@ -90,8 +91,15 @@ export type SpaceState = 'ok' | 'low' | 'full';
  * unlinks an open file by renaming it away (mount/orphans.ts). */
 const OPS_ADMITTED_WHEN_LOW: ReadonlySet<string> = new Set(['noop', 'unlink', 'rmdir', 'truncate', 'rename', 'removexattr', 'chmod', 'chown', 'utimens', 'atime', 'ctime']);
 
-export function opAdmittedWhenLow(op: { type: string }): boolean {
+export function opAdmittedWhenLow(op: Op): boolean {
+  // Punching a hole frees blocks; allocating or zeroing a range may take them.
+  if (op.type === 'fallocate') return (op.mode & FALLOC_FL_PUNCH_HOLE) !== 0;
   return OPS_ADMITTED_WHEN_LOW.has(op.type);
+}
+
+/** The bytes an op may take on a brick beyond its data: what fallocate allocates. */
+export function opBlocksBytes(op: Op): number {
+  return op.type === 'fallocate' && (op.mode & FALLOC_FL_PUNCH_HOLE) === 0 ? op.size : 0;
 }
 
 /** A backup out of room is asked again this many peer retries later. */

@@ -49,6 +49,7 @@ import {
   type SpaceState,
   type TimerKey,
   opAdmittedWhenLow,
+  opBlocksBytes,
 } from './replica-core';
 
 export type { ReplicaConfig, ReplicaState, ReplicateRequest } from './replica-core';
@@ -175,7 +176,7 @@ export class Replica {
     if (!space || this.core.role !== 'primary' || opAdmittedWhenLow(header.op)) {
       return this.request((token) => ({ type: 'submit', token, header, data, frame })) as Promise<OpResult>;
     }
-    const bytes = data.length + OP_OVERHEAD_BYTES;
+    const bytes = data.length + opBlocksBytes(header.op) + OP_OVERHEAD_BYTES;
     space.noteAdmitted(bytes);
     const answered = this.request((token) => ({ type: 'submit', token, header, data, frame })) as Promise<OpResult>;
     answered.then(

@@ -52,8 +52,10 @@
  * never drops it to the one before: exact to the microsecond while a float64's step is
  * under half a microsecond, that is for times before 2106.
  *
- * Paths: wire strings (common/names.ts) joined under the root as Brick does, so a root
- * given relative to the working directory keeps deep trees within PATH_MAX.
+ * Paths: wire strings (common/names.ts) under the root, given to the OS through a
+ * DeepPaths (storage/deep-path.ts) as Brick does, so trees deeper than PATH_MAX travel too.
+ * Each walk has its own, used by one step at a time: a path it gave is used (across the
+ * step's awaits) before the next is resolved.
  */
 import fs, { constants as C, promises as fsp } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
@@ -61,10 +63,11 @@ import type { FileHandle } from 'node:fs/promises';
 import { z } from 'zod';
 import { DfsError, isErrnoException } from '../common/errors';
 import { FRAME_HEADER_BYTES_MAX, SYMLINK_TARGET_BYTES_MAX, WRITE_BYTES_MAX, XATTR_NAME_BYTES_MAX, XATTR_VALUE_BYTES_MAX } from '../common/limits';
-import { bytesToWire, isPlainText, wireToBytes } from '../common/names';
+import { bytesToWire } from '../common/names';
 import { xattrNamespaceOf } from '../common/ops';
 import { parentOf, validatePath } from '../common/paths';
 import { xattrGet, xattrList, xattrSet } from './xattr';
+import { DeepPaths, osPath as P } from './deep-path';
 
 /** The most content one `chunk` entry carries. */
 export const SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
@@ -130,16 +133,6 @@ export function parseSnapshotEntryHeader(json: unknown): SnapshotEntryHeader {
 }
 
 // ---- shared ----
-
-/** A path (a wire string) as the file system takes it, as in brick.ts. */
-function P(path: string): string | Buffer {
-  return isPlainText(path) ? path : wireToBytes(path);
-}
-
-/** Where the entry at `path` is under `root`. */
-function under(root: string, path: string): string {
-  return path === '/' ? root : root + path;
-}
 
 function childPath(dir: string, name: string): string {
   return dir === '/' ? `/${name}` : `${dir}/${name}`;
@@ -250,6 +243,20 @@ export async function* brickSnapshotFrames(root: string): AsyncGenerator<Snapsho
   const firstPaths = new Map<string, string>();
   /** The directories the walk is inside, each with its listing and how far it got. */
   const stack: Array<{ path: string; names: Buffer[]; next: number }> = [];
+  const paths = new DeepPaths(root);
+  try {
+    yield* walkFrames(root, paths, firstPaths, stack);
+  } finally {
+    paths.clear();
+  }
+}
+
+async function* walkFrames(
+  root: string,
+  paths: DeepPaths,
+  firstPaths: Map<string, string>,
+  stack: Array<{ path: string; names: Buffer[]; next: number }>,
+): AsyncGenerator<SnapshotFrame> {
   const rootSt = fs.lstatSync(P(root), { bigint: true });
   if (!rootSt.isDirectory()) throw new Error(`${root} is not a directory`);
   // Attributes before the listing: reading a directory may move its atime.
@@ -262,7 +269,7 @@ export async function* brickSnapshotFrames(root: string): AsyncGenerator<Snapsho
       continue;
     }
     const path = childPath(dir.path, bytesToWire(dir.names[dir.next++]!));
-    const abs = under(root, path);
+    const abs = paths.at(path);
     const st = fs.lstatSync(P(abs), { bigint: true });
     if (st.isDirectory()) {
       yield inodeFrame({ type: 'dir', ...inodeFields(path, abs, st) });
@@ -333,7 +340,11 @@ export class SnapshotWriter {
   private file: OpenFile | null = null;
   private state: 'empty' | 'writing' | 'finished' | 'failed' = 'empty';
 
-  private constructor(readonly root: string) {}
+  private readonly paths: DeepPaths;
+
+  private constructor(readonly root: string) {
+    this.paths = new DeepPaths(root);
+  }
 
   /** A writer into `root` (a wire string), which must not exist or be an empty directory.
    * It is made private to root until the root entry gives it its mode. */
@@ -368,6 +379,7 @@ export class SnapshotWriter {
       if (this.state === 'empty') refuse('the stream ended before its root entry');
       await this.closeFile();
       while (this.dirs.length > 0) await this.closeDir(this.dirs.pop()!);
+      this.paths.clear();
       this.state = 'finished';
     } catch (e) {
       await this.fail();
@@ -375,8 +387,9 @@ export class SnapshotWriter {
     }
   }
 
+  /** Where `path` is for the OS: use it before resolving another (see the header). */
   private local(path: string): string {
-    return under(this.root, path);
+    return this.paths.at(path);
   }
 
   private async apply(h: SnapshotEntryHeader, data: Buffer): Promise<void> {
@@ -422,7 +435,12 @@ export class SnapshotWriter {
       }
       case 'link': {
         this.checkWritten(h.firstPath);
-        fs.linkSync(P(this.local(h.firstPath)), P(abs)); // link(2) does not follow a symlink
+        const first = this.paths.pin(h.firstPath);
+        try {
+          fs.linkSync(P(first.path), P(this.local(h.path))); // link(2) does not follow a symlink
+        } finally {
+          first.release();
+        }
         return;
       }
     }
@@ -445,9 +463,11 @@ export class SnapshotWriter {
   /** `path` names an entry written earlier, not a directory, reached through real
    * directories only (a symlink the stream wrote could lead anywhere). */
   private checkWritten(path: string): void {
-    for (let i = path.indexOf('/', 1); i > 0; i = path.indexOf('/', i + 1)) {
-      const st = lstatOrNull(P(this.local(path.slice(0, i))));
-      if (!st?.isDirectory()) refuse(`link to ${path}, which is not under directories written earlier`);
+    try {
+      this.paths.checkDir(parentOf(path)); // each one opened with O_NOFOLLOW | O_DIRECTORY
+    } catch (e) {
+      if (isErrnoException(e) && ['ENOENT', 'ENOTDIR', 'ELOOP'].includes(e.code)) refuse(`link to ${path}, which is not under directories written earlier`);
+      throw e;
     }
     const st = lstatOrNull(P(this.local(path)));
     if (st === null) refuse(`link to ${path}, which was not written yet`);
@@ -522,6 +542,7 @@ export class SnapshotWriter {
 
   private async fail(): Promise<void> {
     this.state = 'failed';
+    this.paths.clear();
     const f = this.file;
     this.file = null;
     await f?.fh.close().catch(() => undefined); // already failing: the first error is the one to report

@@ -7,7 +7,7 @@
  *   node dist/test/e2e/local-mount.test.js      (root, /dev/fuse, after npm run build)
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
@@ -86,6 +86,58 @@ test('dfs local up --mount: a file written at the mount point is in every brick;
   assert.not.ok(isFuseMounted(mountpoint), 'down unmounts');
   assert.ok(await pollUntil(() => (pids.every((pid) => !isRunning(pid)) ? true : undefined), 15_000), 'down stops every process');
   assert.not.ok(existsSync(clusterFilePath(dataDir)));
+});
+
+/** Runs a Python snippet as uid/gid 1234 (no /etc/passwd entry needed); its output. */
+function asUser1234(script: string): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync('setpriv', ['--reuid=1234', '--regid=1234', '--clear-groups', '--inh-caps=-all', '/usr/bin/python3', '-c', script], { encoding: 'utf8', timeout: 30_000 });
+  return { code: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
+
+const TRY_AS_USER = (body: string) => `
+import os, errno
+def T(f):
+    try:
+        r = f()
+        print('ok', r if r is not None else '')
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+${body}
+`;
+
+test('dfs local up --mount as root lets every user in, the kernel checking permissions; --private keeps it to root', async () => {
+  const root = tempDir();
+  chmodSync(root, 0o755); // the user must reach the mount point
+  const dataDir = join(root, 'data');
+  const mountpoint = join(root, 'mnt');
+  cleanUpAfter(dataDir, mountpoint);
+  const up = await runCli(['local', 'up', '--data', dataDir, '--mount', mountpoint]);
+  assert.is(up.code, 0, `dfs local up --mount failed:\n${up.stdout}\n${up.stderr}`);
+  mkdirSync(join(mountpoint, 'open'));
+  chmodSync(join(mountpoint, 'open'), 0o777);
+  writeFileSync(join(mountpoint, 'secret'), 'root only', { mode: 0o600 });
+
+  const user = asUser1234(
+    TRY_AS_USER(`
+os.chdir('${mountpoint}/open')
+T(lambda: open('mine', 'w').write('hello from 1234'))
+T(lambda: open('mine').read())
+T(lambda: os.stat('mine').st_uid)
+T(lambda: os.unlink('mine'))
+T(lambda: os.listdir('.'))
+T(lambda: open('${mountpoint}/secret').read())
+`),
+  );
+  assert.is(user.code, 0, user.stderr);
+  assert.is(user.stdout, 'ok 15\nok hello from 1234\nok 1234\nok \nok []\nEACCES\n');
+  const down = await runCli(['local', 'down', '--data', dataDir]);
+  assert.is(down.code, 0, down.stdout + down.stderr);
+
+  const upPrivate = await runCli(['local', 'up', '--data', dataDir, '--mount', mountpoint, '--private']);
+  assert.is(upPrivate.code, 0, `dfs local up --mount --private failed:\n${upPrivate.stdout}\n${upPrivate.stderr}`);
+  assert.ok(existsSync(join(mountpoint, 'open')), 'root still reaches it');
+  const denied = asUser1234(TRY_AS_USER(`T(lambda: os.listdir('${mountpoint}/open'))`));
+  assert.is(denied.stdout, 'EACCES\n', denied.stderr);
 });
 
 test('the harness mounts with dfs-mount -f, and stop unmounts even with a file open', async () => {

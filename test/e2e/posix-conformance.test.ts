@@ -29,6 +29,7 @@ import { readLogTail } from '../../cli/local-cluster';
 import { isFuseMounted } from '../../cli/mounts';
 import { startMountedCluster, type MountedCluster } from '../helpers/mounted-cluster';
 import { CASES, PRELUDE, type CaseStep, type PosixCase } from '../helpers/posix-cases';
+import { runDfs } from '../helpers/dfs-cli';
 
 const PYTHON = '/usr/bin/python3';
 const STEP_TIMEOUT_MS = 120_000;
@@ -182,8 +183,6 @@ const KNOWN_GAPS: Record<string, string> = {
  * instead of what the local disk does. They must still differ, as KNOWN_GAPS.
  */
 const BEYOND_THE_ISSUE: Record<string, string> = {
-  // "255-byte components, 4095-byte paths, ENAMETOOLONG past them"
-  'deep-tree-via-chdir': "ENAMETOOLONG past 4095 bytes, even reached through chdir (libfuse's path-based API builds the whole path)",
   // "stays readable and writable through its descriptor until the last close, on that mount"
   'two-mounts-unlink-while-open': "a file unlinked through another mount is gone for this mount's descriptors, as with NFS",
 };
@@ -209,6 +208,13 @@ for (const c of CASES) {
     });
   }
 }
+
+// After every case, the replicas must still be the same tree (deep paths, fallocate…).
+test('dfs verify: the in-sync replicas are identical after the cases', async () => {
+  const r = await runDfs(['verify', '--data', env!.cluster.dataDir]);
+  assert.is(r.code, 0, `dfs verify failed:\n${r.stdout}\n${r.stderr}`);
+  assert.match(r.stdout, /identical/);
+});
 
 if (existsSync('/dev/fuse') && existsSync(PYTHON)) {
   test.run();

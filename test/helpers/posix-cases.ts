@@ -1751,6 +1751,147 @@ export const CASES: PosixCase[] = [
       `),
     ],
   },
+  {
+    id: 'relative-path-max-every-call',
+    title: 'every call takes a relative path of 4095 bytes below the mount root; 4096 is ENAMETOOLONG',
+    steps: [
+      me(String.raw`
+        # 16 directories of 250-byte names under the case directory (itself below the mount's
+        # root, so the whole path is longer than PATH_MAX), and last names that make each
+        # relative path exactly 4095 bytes.
+        D = '/'.join(['%02d' % i + 'd' * 248 for i in range(16)])
+        SETUP("os.makedirs(D)")
+        def P(c, n=4095):
+            return D + '/' + c * (n - len(D) - 1)
+        E("[len(P(c)) for c in 'abc'], len(P('a', 4096))")
+        fd = O("os.open(P('c'), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)")
+        E("os.write(fd, b'created')")
+        E("os.close(fd)")
+        fd = O("os.open(P('c'), os.O_RDONLY)")
+        E("os.read(fd, 100)")
+        E("os.close(fd)")
+        E("os.mkdir(P('m'), 0o750)")
+        ST(P('m'))
+        E("os.mkfifo(P('p'), 0o640)")
+        ST(P('p'))
+        E("os.mknod(P('n'), 0o600 | stat.S_IFREG)")
+        ST(P('n'))
+        E("os.link(P('c'), P('l'))")
+        ST(P('c'))
+        E("os.symlink('c' * 10, P('s'))")
+        E("os.readlink(P('s'))")
+        E("os.rename(P('l'), P('r'))")
+        E("os.chmod(P('r'), 0o600)")
+        E("os.chown(P('r'), ME_UID, ME_GID)")
+        E("os.truncate(P('r'), 3)")
+        ST(P('r'))
+        E("RD(P('c'))")
+        E("sorted(n[0] for n in os.listdir(D))")
+        for c in 'cmpnlsr':
+            E("os.stat(P(c, 4096))")
+        E("os.open(P('x', 4096), os.O_CREAT | os.O_WRONLY, 0o644)")
+        E("os.mkdir(P('x', 4096))")
+        E("os.mkfifo(P('x', 4096))")
+        E("os.mknod(P('x', 4096), 0o600 | stat.S_IFREG)")
+        E("os.open(P('c', 4096), os.O_RDONLY)")
+        E("os.link(P('c'), P('x', 4096))")
+        E("os.symlink('x', P('x', 4096))")
+        E("os.rename(P('c'), P('x', 4096))")
+        E("os.rmdir(P('m', 4096))")
+        E("os.unlink(P('c', 4096))")
+        E("os.chmod(P('c', 4096), 0o600)")
+        E("os.chown(P('c', 4096), ME_UID, ME_GID)")
+        E("os.truncate(P('c', 4096), 0)")
+        E("os.rmdir(P('m'))")
+        for c in 'cpnsr':
+            E("os.unlink(P(c))")
+        E("os.listdir(D)")
+      `),
+    ],
+  },
+  {
+    id: 'deep-tree-16k',
+    title: 'a tree 16 KiB deep, built with chdir: write, read, rename across levels, chmod, hard links, rm -rf',
+    steps: [
+      me(String.raw`
+        import subprocess
+        N = 82  # 82 levels of 200-byte names: about 16.5 KiB below the case directory
+        for i in range(N):
+            name = '%03d' % i + 'e' * 197
+            SETUP("os.mkdir(name)")
+            os.chdir(name)
+            if i % 20 == 0:
+                W('f%03d' % i, b'level %d' % i)
+        E("len(os.getcwd()) - len(A) > 16 * 1024")
+        W('leaf', b'deep leaf')
+        E("RD('leaf')")
+        up = '../' * 40
+        E("os.rename('leaf', up + 'moved-up')")
+        E("RD(up + 'moved-up')")
+        E("os.link(up + 'moved-up', 'linked-down')")
+        E("os.chmod('linked-down', 0o640)")
+        ST(up + 'moved-up')
+        E("os.rename(up + '../f040', 'f040-down')")
+        E("RD('f040-down')")
+        E("sorted(os.listdir('.'))")
+        os.chdir(A)
+        E("subprocess.run(['rm', '-rf', '000' + 'e' * 197]).returncode")
+        E("os.listdir('.')")
+      `),
+    ],
+  },
+  {
+    id: 'fallocate',
+    title: 'fallocate(2): allocate, keep-size, zero a range, punch holes in the middle and at the end, unsupported modes',
+    steps: [
+      me(String.raw`
+        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+        KEEP, PUNCH, COLLAPSE, ZERO, INSERT = 0x01, 0x02, 0x08, 0x10, 0x20
+        def FA(fd, mode, off, length):
+            if _libc.fallocate(fd, mode, off, length) != 0:
+                e = ctypes.get_errno()
+                raise OSError(e, os.strerror(e))
+        def HX(data):
+            return hashlib.sha256(data).hexdigest()[:16]
+        W('f', b'x' * 100000)
+        fd = O("os.open('f', os.O_RDWR)")
+        s = TS('f')
+        tick()
+        E("FA(fd, 0, 0, 1 << 20)")
+        E("os.fstat(fd).st_size")
+        E("os.fstat(fd).st_blocks * 512 >= 1 << 20")
+        REL('f', s)
+        E("HX(os.pread(fd, 1 << 20, 0)) == HX(b'x' * 100000 + bytes((1 << 20) - 100000))")
+        s = TS('f')
+        tick()
+        E("FA(fd, KEEP, 1 << 20, 1 << 20)")
+        E("os.fstat(fd).st_size")
+        REL('f', s)
+        E("os.pwrite(fd, b'y' * 4096, 1 << 20)")
+        E("os.fstat(fd).st_size")
+        E("FA(fd, PUNCH | KEEP, 4096, 8192)")
+        E("os.pread(fd, 8, 4096) + os.pread(fd, 4, 4096 * 3)")
+        E("os.fstat(fd).st_size")
+        E("FA(fd, PUNCH | KEEP, (1 << 20) + 2048, 1 << 20)")
+        E("os.pread(fd, 4096, 1 << 20) == b'y' * 2048 + bytes(2048)")
+        E("os.fstat(fd).st_size")
+        E("FA(fd, ZERO, 10, 20)")
+        E("os.pread(fd, 40, 0)")
+        E("FA(fd, PUNCH, 0, 4096)")
+        E("FA(fd, INSERT | KEEP, 0, 4096)")
+        E("FA(fd, 0x40, 0, 4096)")
+        E("FA(fd, 0, 0, 0)")
+        E("FA(fd, 0, -1, 10)")
+        E("os.close(fd)")
+        ro = O("os.open('f', os.O_RDONLY)")
+        E("FA(ro, 0, 0, 4096)")
+        E("os.close(ro)")
+        E("os.posix_fallocate(os.open('g', os.O_CREAT | os.O_WRONLY, 0o644), 0, 5000)")
+        ST('g')
+        E("HX(RD('f'))")
+      `),
+    ],
+  },
   // ---- two mounts -----------------------------------------------------------------------
   {
     id: 'two-mounts',

@@ -331,4 +331,30 @@ s('traversal and bad input are refused by proxies and nodes, and nothing escapes
   await ok(p1.op({ type: 'create', path: '/still-fine', mode, ...own, exclusive: true }));
 });
 
+s('a path of 64 KiB (PATH_BYTES_MAX) goes through both proxies and every node; one byte more is NAME_TOO_LONG', async () => {
+  const { p1, p2 } = ctx as Required<typeof ctx>;
+  // 255 directories of 255-byte names and a 255-byte file name: exactly 65536 bytes.
+  const dirs: string[] = [];
+  let path = '';
+  for (let i = 0; i < 255; i++) dirs.push((path += '/' + String(i).padStart(3, '0') + 'd'.repeat(252)));
+  for (const d of dirs) await ok(p1.op({ type: 'mkdir', path: d, mode: 0o755, ...own }));
+  const file = path + '/' + 'f'.repeat(255);
+  assert.is(Buffer.byteLength(file), 64 * 1024);
+  await ok(p1.op({ type: 'create', path: file, mode, ...own, exclusive: true }));
+  await ok(p1.op({ type: 'write', path: file, offset: 0 }, Buffer.from('at the bottom')));
+  for (const p of [p1, p2]) {
+    const read = await p.get('/v1/data', { path: file, offset: 0, size: 100 });
+    assert.is(read.status, 200);
+    assert.is((await ok(p.get('/v1/attr', { path: file }))).size, 13);
+    assert.equal((await ok(p.get('/v1/dir', { path }))).entries.map((e: { name: string }) => e.name), ['f'.repeat(255)]);
+  }
+  const over = await p1.op({ type: 'create', path: file + 'x', mode, ...own, exclusive: true });
+  assert.is(over.status, 400);
+  assert.is(over.json.code, 'NAME_TOO_LONG');
+  // Both maximal paths in one op, then the tree goes again (the other tests walk the bricks).
+  await ok(p2.op({ type: 'rename', from: file, to: dirs[254]! + '/' + 'g'.repeat(255) }));
+  await ok(p2.op({ type: 'unlink', path: dirs[254]! + '/' + 'g'.repeat(255) }));
+  for (const d of [...dirs].reverse()) await ok(p2.op({ type: 'rmdir', path: d }));
+});
+
 s.run();

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { Brick, inoOfSeq, ROOT_INO } from '../../storage/brick';
 import { DfsError } from '../../common/errors';
 import { tempDir } from '../helpers/temp';
+import { brickSnapshotFrames, SnapshotWriter } from '../../storage/snapshot';
+import { removeTree } from '../../storage/deep-path';
 
 const T = 1_700_000_000_000;
 let seq = 0;
@@ -305,35 +307,105 @@ test('a setgid directory gives new entries its group, and new subdirectories its
     assert.is(g.attr!.mode & 0o7777, 0o4755, 'the mode asked for, setuid included');
   }));
 
-test('a cluster path of 4095 bytes works however long the brick root is (relative mode)', async () => {
+test('fallocate: allocate, keep-size, zero a range, punch holes; times as ext4; special files and directories refused', () =>
+  withBrick(async (b) => {
+    let seq = 0;
+    const ok = (op: Parameters<Brick['apply']>[0], data = none, t = T) => {
+      const r = b.apply(op, data, t, ++seq);
+      assert.is(r.errno, undefined, op.type);
+      return r;
+    };
+    ok({ type: 'create', path: '/f', mode: 0o644, uid: 0, gid: 0, exclusive: true });
+    ok({ type: 'write', path: '/f', offset: 0 }, Buffer.alloc(10000, 'x'));
+    const grown = ok({ type: 'fallocate', path: '/f', mode: 0, offset: 0, size: 65536 }, none, T + 5);
+    assert.is(grown.attr!.size, 65536);
+    assert.ok(grown.attr!.blocks * 512 >= 65536, 'the blocks are reserved');
+    assert.is(grown.attr!.mtimeMs, T + 5);
+    const kept = ok({ type: 'fallocate', path: '/f', mode: 0x01, offset: 65536, size: 65536 }, none, T + 6);
+    assert.is(kept.attr!.size, 65536, 'KEEP_SIZE');
+    assert.is(kept.attr!.ctimeMs, T + 6);
+    ok({ type: 'fallocate', path: '/f', mode: 0x03, offset: 4096, size: 4096 });
+    ok({ type: 'fallocate', path: '/f', mode: 0x10, offset: 10, size: 5 });
+    const data = await b.read('/f', 0, 65536);
+    assert.ok(data.subarray(0, 10).equals(Buffer.alloc(10, 'x')));
+    assert.ok(data.subarray(10, 15).equals(Buffer.alloc(5)), 'zeroed');
+    assert.ok(data.subarray(4096, 8192).equals(Buffer.alloc(4096)), 'punched');
+    assert.ok(data.subarray(8192, 10000).equals(Buffer.alloc(1808, 'x')));
+    ok({ type: 'mkdir', path: '/d', mode: 0o755, uid: 0, gid: 0 });
+    assert.is(b.apply({ type: 'fallocate', path: '/d', mode: 0, offset: 0, size: 10 }, none, T, ++seq).errno, 'EISDIR');
+    ok({ type: 'mknod', path: '/p', mode: 0o010644, rdev: 0, uid: 0, gid: 0 });
+    assert.is(b.apply({ type: 'fallocate', path: '/p', mode: 0, offset: 0, size: 10 }, none, T, ++seq).errno, 'EINVAL');
+    assert.is(b.apply({ type: 'fallocate', path: '/none', mode: 0, offset: 0, size: 10 }, none, T, ++seq).errno, 'ENOENT');
+  }));
+
+test('a tree far deeper than PATH_MAX, in both modes: every op, reads, the manifest, a snapshot of it, its removal', async () => {
   const dir = tempDir('brick-deep');
   const cwd = process.cwd();
   try {
-    // A brick root well over 100 bytes long, as a data directory may be.
-    const long = join(dir.path, 'r'.repeat(120), 'brick');
-    const ops: Array<Parameters<Brick['apply']>[0]> = [];
-    let path = '';
-    while (4095 - path.length > 260) {
-      path += '/' + 'd'.repeat(200);
-      ops.push({ type: 'mkdir', path, mode: 0o755, uid: 0, gid: 0 });
-    }
-    const file = path + '/' + 'f'.repeat(4095 - path.length - 1);
-    assert.is(Buffer.byteLength(file), 4095);
-    ops.push({ type: 'create', path: file, mode: 0o644, uid: 0, gid: 0, exclusive: true }, { type: 'write', path: file, offset: 0 });
-    const absolute = await Brick.open(join(dir.path, 'abs', 'r'.repeat(120), 'brick'));
-    const errnos = ops.map((op, i) => absolute.apply(op, op.type === 'write' ? Buffer.from('deep') : none, T, i + 1).errno);
-    assert.ok(errnos.includes('ENAMETOOLONG'), 'absolute paths run into PATH_MAX: the case this mode exists for');
-    const b = await Brick.open(long, { relativeToCwd: true });
-    ops.forEach((op, i) => assert.is(b.apply(op, op.type === 'write' ? Buffer.from('deep') : none, T, i + 1).errno, undefined, `${op.type} ${i}`));
-    assert.is((await b.read(file, 0, 10)).toString(), 'deep');
-    assert.is((await b.attr(file)).size, 4);
-    assert.equal((await b.dir(path)).map((e) => e.name), ['f'.repeat(4095 - path.length - 1)]);
-    assert.is((await b.manifest()).length, ops.length); // root, the directories and the file
-    assert.is(b.apply({ type: 'unlink', path: file }, none, T, 100).errno, undefined);
-    // Deepest first, through the brick: the whole tree is deeper than an absolute path can
-    // name, so rmSync could not remove it.
-    for (const op of ops.filter((o): o is Extract<typeof o, { type: 'mkdir' }> => o.type === 'mkdir').reverse()) {
-      assert.is(b.apply({ type: 'rmdir', path: op.path }, none, T, 101).errno, undefined);
+    for (const relativeToCwd of [false, true]) {
+      // A brick root well over 100 bytes long, as a data directory may be.
+      const b = await Brick.open(join(dir.path, relativeToCwd ? 'rel' : 'abs', 'r'.repeat(120), 'brick'), { relativeToCwd });
+      let seq = 0;
+      const ok = (op: Parameters<Brick['apply']>[0], data = none) => {
+        const r = b.apply(op, data, T, ++seq);
+        assert.is(r.errno, undefined, `${op.type} ${'path' in op ? op.path.length : ''}`);
+        return r;
+      };
+      // 17 KiB of directories: 85 names of 200 bytes, and short ones at the bottom.
+      const dirs: string[] = [];
+      let path = '';
+      for (let i = 0; i < 85; i++) dirs.push((path += '/' + String(i).padStart(3, '0') + 'd'.repeat(197)));
+      for (let i = 0; i < 50; i++) dirs.push((path += '/s'));
+      for (const d of dirs) ok({ type: 'mkdir', path: d, mode: 0o755, uid: 0, gid: 0 });
+      assert.ok(Buffer.byteLength(path) > 17_000);
+      const mid = dirs[40]!; // about 8 KiB down
+      const file = path + '/f';
+      ok({ type: 'create', path: file, mode: 0o644, uid: 7, gid: 8, exclusive: true });
+      ok({ type: 'write', path: file, offset: 0 }, Buffer.from('deep data'));
+      assert.is((await b.read(file, 0, 100)).toString(), 'deep data');
+      assert.is((await b.attr(file)).size, 9);
+      assert.is((await b.attr(file)).uid, 7);
+      assert.is((await b.attr(file)).ino, inoOfSeq(dirs.length + 1), "the cluster's inode number, kept in an xattr");
+      ok({ type: 'chmod', path: file, mode: 0o600 });
+      ok({ type: 'chown', path: file, uid: 9, gid: 9 });
+      ok({ type: 'setxattr', path: file, name: 'user.k', flags: 0 }, Buffer.from('v'));
+      assert.is((await b.xattr(file, 'user.k')).toString(), 'v');
+      ok({ type: 'symlink', path: path + '/l', target: 'f', uid: 0, gid: 0 });
+      assert.is(await b.readlink(path + '/l'), 'f');
+      // Across levels: a hard link 8 KiB up, a rename back down, a directory moved up.
+      ok({ type: 'link', from: file, to: mid + '/hard' });
+      assert.is((await b.attr(file)).nlink, 2);
+      ok({ type: 'rename', from: mid + '/hard', to: path + '/moved' });
+      assert.is((await b.read(path + '/moved', 0, 100)).toString(), 'deep data');
+      const sub = dirs[dirs.length - 1]!;
+      ok({ type: 'rename', from: sub, to: mid + '/up' });
+      assert.is((await b.read(mid + '/up/f', 0, 100)).toString(), 'deep data', 'the whole subtree moved up');
+      assert.is(b.apply({ type: 'create', path: file, mode: 0o644, uid: 0, gid: 0, exclusive: true }, none, T, ++seq).errno, 'ENOENT', 'its old place is gone');
+      const names = (await b.dir(mid + '/up')).map((e) => e.name).sort();
+      assert.equal(names, ['f', 'l', 'moved']);
+      // A symlink among the directories of a deep path is refused, as for a short one.
+      ok({ type: 'symlink', path: mid + '/sl', target: '.', uid: 0, gid: 0 });
+      assert.is(b.apply({ type: 'create', path: mid + '/sl/' + 'x'.repeat(200) + '/y', mode: 0o644, uid: 0, gid: 0, exclusive: true }, none, T, ++seq).errno, 'ELOOP');
+      const manifest = await b.manifest();
+      assert.ok(manifest.some((e) => e.path === mid + '/up/f' && e.sha256 !== undefined));
+      // A snapshot of the deep tree written elsewhere holds the same tree.
+      const copyRoot = join(dir.path, `copy-${relativeToCwd}`, 'r'.repeat(120), 'brick');
+      mkdirSync(join(copyRoot, '..'), { recursive: true });
+      const writer = await SnapshotWriter.create(copyRoot);
+      for await (const frame of brickSnapshotFrames(b.root)) await writer.put(frame.header, frame.data);
+      await writer.finish();
+      const copy = await Brick.open(copyRoot);
+      assert.equal(await copy.manifest(), manifest, 'the copy is the same tree');
+      await removeTree(copyRoot);
+      assert.not.ok(existsSync(copyRoot), 'removed, though deeper than fs.rm can go');
+      // And down again, through the brick.
+      for (const name of ['f', 'l', 'moved']) ok({ type: 'unlink', path: mid + '/up/' + name });
+      ok({ type: 'unlink', path: mid + '/sl' });
+      ok({ type: 'rmdir', path: mid + '/up' });
+      const rest = dirs.slice(0, -1).reverse();
+      for (const d of rest) ok({ type: 'rmdir', path: d });
+      assert.equal(await b.dir('/'), []);
+      process.chdir(cwd);
     }
   } finally {
     process.chdir(cwd);

@@ -2,7 +2,7 @@
 import { test } from 'uvu';
 import { randomBytes } from 'node:crypto';
 import * as assert from 'uvu/assert';
-import { decodeFrameAt, decodeFrames, decodeOneFrame, encodeFrame, FRAME_PREFIX_BYTES } from '../../common/frame';
+import { decodeFrameAt, decodeFrames, decodeOneFrame, encodeFrame, encodeFrameParts, FRAME_PREFIX_BYTES } from '../../common/frame';
 import { DfsError } from '../../common/errors';
 
 test('a frame round-trips its header and data', () => {
@@ -10,6 +10,21 @@ test('a frame round-trips its header and data', () => {
   const f = decodeOneFrame(encodeFrame({ a: 1, s: 'é' }, data));
   assert.equal(f.header, { a: 1, s: 'é' });
   assert.ok(f.data.equals(data));
+});
+
+test('a frame in two pieces is the same bytes, the data piece the very buffer given', () => {
+  const data = randomBytes(70_000);
+  const header = { reqId: 'r-ü', op: { type: 'write', path: '/a', offset: 3 } };
+  const [head, body] = encodeFrameParts(header, data);
+  assert.ok(body === data, 'the data is not copied');
+  const whole = Buffer.concat([head, body]);
+  assert.ok(whole.equals(encodeFrame(header, data)));
+  const f = decodeOneFrame(whole);
+  assert.equal(f.header, header);
+  assert.ok(f.data.equals(data));
+  const [emptyHead, emptyBody] = encodeFrameParts(header);
+  assert.is(emptyBody.length, 0);
+  assert.equal(decodeOneFrame(emptyHead).header, header);
 });
 
 test('frames back to back decode in order', () => {

@@ -8,7 +8,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Attr } from '../../common/api';
 import { AttrCache } from '../../mount/attr-cache';
-import { ReadAhead } from '../../mount/read-ahead';
+import { READ_AHEAD_DEPTH, ReadAhead } from '../../mount/read-ahead';
 import { rejects } from './mount-test-helpers';
 
 function fileOf(size: number): Buffer {
@@ -28,10 +28,10 @@ function fakeFile(content: Buffer) {
 
 const KIB = 1024;
 
-test('sequential 128 KiB reads are served from 1 MiB windows, fetched one ahead', async () => {
+test('sequential 128 KiB reads are served from 1 MiB windows, fetched ahead up to the size known', async () => {
   const content = fileOf(3 * 1024 * KIB + 100);
   const { fetches, fetch } = fakeFile(content);
-  const ra = new ReadAhead(fetch, 1024 * KIB);
+  const ra = new ReadAhead(fetch, 1024 * KIB, () => content.length);
   const out: Buffer[] = [];
   for (let off = 0; off < content.length; off += 128 * KIB) out.push(await ra.read(off, 128 * KIB));
   assert.ok(Buffer.concat(out).equals(content));
@@ -45,6 +45,30 @@ test('sequential 128 KiB reads are served from 1 MiB windows, fetched one ahead'
   const eof = await ra.read(content.length, 128 * KIB);
   assert.is(eof.length, 0, 'a read at the end of file inside a short window is empty, with no fetch');
   assert.is(fetches.length, 4);
+});
+
+test('without a size, windows go READ_AHEAD_DEPTH ahead; at the end of file the short one stops them', async () => {
+  const content = fileOf(6 * 1024 * KIB + 100);
+  const { fetches, fetch } = fakeFile(content);
+  const ra = new ReadAhead(fetch, 1024 * KIB);
+  const first = await ra.read(0, 128 * KIB);
+  assert.ok(first.equals(content.subarray(0, 128 * KIB)));
+  assert.is(fetches.length, 1, 'the first read fetches its window only');
+  await ra.read(128 * KIB, 512 * KIB); // past the middle of the first window
+  assert.equal(
+    fetches.map(([offset]) => offset / (1024 * KIB)),
+    [0, 1, 2, 3],
+    'past the middle of a full window, the next READ_AHEAD_DEPTH windows are asked for at once',
+  );
+  assert.is(READ_AHEAD_DEPTH, 3);
+  const out: Buffer[] = [first, content.subarray(128 * KIB, 640 * KIB)];
+  for (let off = 640 * KIB; off < content.length; off += 128 * KIB) out.push(await ra.read(off, 128 * KIB));
+  assert.ok(Buffer.concat(out).equals(content));
+  // Windows 0..6 hold the file (the 7th is short); none past the short one was started
+  // after it came back, and none is fetched twice.
+  const offsets = fetches.map(([offset]) => offset / (1024 * KIB));
+  assert.equal(offsets, [...new Set(offsets)].sort((a, b) => a - b));
+  assert.ok(offsets.at(-1)! <= 6 + READ_AHEAD_DEPTH - 1, `fetched ${offsets.join(',')}`);
 });
 
 test('a random read fetches exactly what it asks and starts no window', async () => {
@@ -151,14 +175,41 @@ test('invalidateTree drops everything below a renamed or removed directory', () 
   );
 });
 
-test('setIfUnchanged refuses an answer fetched across an invalidation', () => {
+test('setIfUnchanged refuses an answer fetched across a change to what it describes, not to something else', () => {
   const c = new AttrCache(10_000);
-  const g = c.generation;
+  let g = c.generation;
   c.invalidate('/x'); // a change raced with the fetch
   c.setIfUnchanged('/a', attr(1), g);
-  assert.is(c.get('/a'), undefined);
+  assert.ok(c.get('/a'), 'a change to another name leaves the answer good');
+  g = c.generation;
+  c.invalidate('/a/b'); // changes /a/b and its directory /a
+  c.setIfUnchanged('/a', attr(1), g);
+  assert.is(c.get('/a'), undefined, 'the directory of a changed name changed too');
   c.setIfUnchanged('/a', attr(1), c.generation);
   assert.ok(c.get('/a'));
+});
+
+test('changedSince: a path, a name of the same inode, a tree above, everything', () => {
+  const c = new AttrCache(10_000);
+  c.set('/d/f', attr(7));
+  c.set('/e/link', attr(7));
+  let g = c.generation;
+  assert.not.ok(c.changedSince(g, '/d/f', 7));
+  c.invalidate('/e/link'); // a change through another name of inode 7
+  assert.ok(c.changedSince(g, '/d/f', 7), 'the inode changed');
+  assert.ok(c.changedSince(g, '/d/f'), 'its cached names are counted as changed too');
+  assert.not.ok(c.changedSince(g, '/d/g', 8));
+  g = c.generation;
+  c.invalidateTree('/d');
+  assert.ok(c.changedSince(g, '/d/x/y/z'), 'below a moved tree');
+  assert.not.ok(c.changedSince(g, '/dd/x'));
+  g = c.generation;
+  c.clear();
+  assert.ok(c.changedSince(g, '/anything'));
+  g = c.generation;
+  for (let i = 0; i < 5000; i++) c.forget(`/many/${i}`); // past the record's bound
+  assert.ok(c.changedSince(g, '/unrelated'), 'a pruned record counts everything as changed');
+  assert.not.ok(c.changedSince(c.generation, '/unrelated'));
 });
 
 test('the cache is bounded: the oldest entry goes first', () => {

@@ -392,6 +392,22 @@ test('ftruncate flushes first; chown with -1 keeps that id', async () => {
   assert.is(cluster.nodes.get('/f')!.attr.gid, 42);
 });
 
+test('fallocate commits the buffered writes first, then sends one op; unsupported modes and too much space are refused here', async () => {
+  const { cluster, h, call } = setup();
+  const fd = (await call<number>((cb) => h.create('/f', 0o100644, cb, CALLER, CREATE_FLAGS))).v!;
+  await call((cb) => h.write('/f', fd, Buffer.from('0123456789'), 10, 0, cb));
+  const sent = cluster.ops.length;
+  assert.is((await call((cb) => h.fallocate('/f', fd, 0x03, 2, 4, cb))).code, 0);
+  assert.equal(cluster.ops.slice(sent).map((o) => o.type), ['write', 'fallocate'], 'no buffered write lands after the punched hole');
+  assert.equal(cluster.ops[cluster.ops.length - 1], { type: 'fallocate', path: '/f', mode: 3, offset: 2, size: 4 });
+  const before = cluster.ops.length;
+  assert.is((await call((cb) => h.fallocate('/f', fd, 0x08, 0, 4096, cb))).code, -E.EOPNOTSUPP, 'COLLAPSE_RANGE');
+  assert.is((await call((cb) => h.fallocate('/f', fd, 0x02, 0, 4096, cb))).code, -E.EOPNOTSUPP, 'PUNCH_HOLE without KEEP_SIZE');
+  assert.is((await call((cb) => h.fallocate('/f', fd, 0, 0, 2 ** 50, cb))).code, -E.ENOSPC, 'more than the cluster has left');
+  assert.is(cluster.ops.length, before, 'none of them reached the cluster');
+  assert.is((await call((cb) => h.fallocate('/f', 999, 0, 0, 10, cb))).code, -E.EBADF);
+});
+
 test('an open file follows a rename of its directory', async () => {
   const { cluster, h, call } = setup();
   await call((cb) => h.mkdir('/d', 0o40755, cb, CALLER));

@@ -11,7 +11,7 @@ import { checkEntryPath, checkPath } from '../../mount/fuse-ops';
 import { errnoOfError } from '../../mount/errno';
 import { childPath, HandleTable, renamePath } from '../../mount/handles';
 import { buildFuseOptions, FUSE_OPTIONS_BYTES_MAX } from '../../mount/fuse-mount';
-import { parseCli, DEFAULT_PROXY_URL, type Cli } from '../../mount/mount-args';
+import { allowOtherByDefault, parseCli, userAllowOther, DEFAULT_PROXY_URL, type Cli } from '../../mount/mount-args';
 import { daemonLogPath } from '../../mount/daemon';
 
 const E = constants.errno;
@@ -31,12 +31,15 @@ test('valid paths pass local validation', () => {
   assert.is(checkEntryPath('/' + 'x'.repeat(255)), '/' + 'x'.repeat(255));
 });
 
-test('a 256-byte name is ENAMETOOLONG; a 4096-byte path too', () => {
+test('a 256-byte name is ENAMETOOLONG; a path over 64 KiB too, and a deeper one than PATH_MAX is not', () => {
   assert.is(errnoOfCall(() => checkEntryPath('/' + 'x'.repeat(256))), -E.ENAMETOOLONG);
   assert.is(errnoOfCall(() => checkEntryPath('/d/' + 'é'.repeat(128))), -E.ENAMETOOLONG, 'bytes, not characters');
   const deep = '/' + Array.from({ length: 20 }, () => 'y'.repeat(204)).join('/');
   assert.ok(Buffer.byteLength(deep) > 4095);
-  assert.is(errnoOfCall(() => checkPath(deep)), -E.ENAMETOOLONG);
+  assert.is(checkPath(deep), deep, 'the kernel bounds each call, libfuse builds the whole path: any depth');
+  const tooDeep = '/' + Array.from({ length: 330 }, () => 'y'.repeat(200)).join('/');
+  assert.ok(Buffer.byteLength(tooDeep) > 64 * 1024);
+  assert.is(errnoOfCall(() => checkPath(tooDeep)), -E.ENAMETOOLONG);
 });
 
 test('malformed paths are EINVAL, and the root is not an entry', () => {
@@ -115,6 +118,20 @@ test('the command line: defaults, DFS_PROXY, several proxies, validation', () =>
   assert.throws(() => parseCli(['/m', '--proxy', 'not a url'], {}), /not a URL/);
   assert.throws(() => parseCli(['/m', '--deadline-ms', 'soon'], {}), /deadline-ms/);
   assert.throws(() => parseCli(['/m', '--bogus'], {}));
+});
+
+test('other users: allowed by default on a root mount, or where fuse.conf lets users allow them; --private, --allow-other', () => {
+  assert.is(allowOtherByDefault(0, null), true, 'root: every user, as on a local disk');
+  assert.is(allowOtherByDefault(1000, null), false, 'no fuse.conf: fusermount would refuse allow_other');
+  assert.is(allowOtherByDefault(1000, '# mount_max = 1000\n#user_allow_other\n'), false, 'commented out');
+  assert.is(allowOtherByDefault(1000, 'mount_max = 1000\n  user_allow_other  # yes\n'), true);
+  assert.is(userAllowOther('user_allow_others\n'), false);
+  const asRoot = process.getuid?.() === 0;
+  assert.is(cli(['/m'], {}).allowOther, allowOtherByDefault());
+  if (asRoot) assert.is(cli(['/m'], {}).allowOther, true);
+  assert.is(cli(['/m', '--private'], {}).allowOther, false);
+  assert.is(cli(['/m', '--allow-other'], {}).allowOther, true);
+  assert.throws(() => parseCli(['/m', '--private', '--allow-other'], {}), /contradict/);
 });
 
 test('the libfuse option string has what we need and fits in 1024 bytes', () => {

@@ -32,8 +32,9 @@ const cases: Array<[string, unknown, string | null]> = [
   ['255-byte name', '/' + 'n'.repeat(255), null],
   ['256-byte name', '/' + 'n'.repeat(256), 'NAME_TOO_LONG'],
   ['255 bytes of two-byte characters', '/' + 'é'.repeat(128), 'NAME_TOO_LONG'],
-  ['4095-byte path', '/' + Array.from({ length: 16 }, () => 'd'.repeat(254)).join('/') + '/' + 'f'.repeat(4095 - 16 * 255 - 1), null],
-  ['4096-byte path', '/' + Array.from({ length: 16 }, () => 'd'.repeat(254)).join('/') + '/' + 'f'.repeat(4096 - 16 * 255 - 1), 'NAME_TOO_LONG'],
+  ['4096-byte path: PATH_MAX bounds a call, not a tree', '/' + Array.from({ length: 16 }, () => 'd'.repeat(254)).join('/') + '/' + 'f'.repeat(4096 - 16 * 255 - 1), null],
+  ['65536-byte path', '/' + Array.from({ length: 256 }, () => 'd'.repeat(255)).join('/'), null],
+  ['65537-byte path', '/' + Array.from({ length: 256 }, () => 'd'.repeat(255)).join('/') + '/e', 'NAME_TOO_LONG'],
 ];
 
 for (const [name, path, code] of cases) {
@@ -48,6 +49,14 @@ test('bad paths are 400, over-long ones too, oversize bodies 413', () => {
   assert.is(httpStatusOf(new DfsError('TOO_LARGE', '')), 413);
   assert.is(httpStatusOf(new DfsError('FS_ERROR', '', 'ENOENT')), 404);
   assert.is(httpStatusOf(new DfsError('FS_ERROR', '', 'ENOTEMPTY')), 409);
+});
+
+test('fallocate: the modes every node applies alike pass; others are EOPNOTSUPP before sequencing', () => {
+  const fa = (mode: number, offset = 0, size = 4096) => validateOp({ type: 'fallocate', path: '/f', mode, offset, size }, 0);
+  for (const mode of [0, 0x01, 0x03, 0x10, 0x11]) assert.is(codeOf(() => fa(mode)), null, `mode ${mode}`);
+  for (const mode of [0x02, 0x08, 0x09, 0x20, 0x40, 0x04]) assert.is(codeOf(() => fa(mode)), 'FS_ERROR', `mode ${mode}`);
+  assert.is(codeOf(() => fa(0, Number.MAX_SAFE_INTEGER, 10)), 'FS_ERROR', 'past the largest offset: EFBIG');
+  assert.is(codeOf(() => validateOp({ type: 'fallocate', path: '/', mode: 0, offset: 0, size: 1 }, 0)), 'BAD_PATH');
 });
 
 test('every path-bearing op field is validated', () => {

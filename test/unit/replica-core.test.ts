@@ -886,6 +886,15 @@ const CASES: Case[] = [
     after: (s) => assert.equal(s.entries.size, 1),
   },
   {
+    name: 'low on space, fallocate punching a hole goes on; one allocating is refused',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [space('low'), []],
+      [submitOp(7, 1, { type: 'fallocate', path: '/f', mode: 0x03, offset: 0, size: 4096 }), ['append 1..1']],
+      [submitOp(8, 2, { type: 'fallocate', path: '/f', mode: 0, offset: 0, size: 4096 }), ['refuse 8 NO_SPACE']],
+    ],
+  },
+  {
     name: 'the no-op that fills a refused slot is a no-op on every node: it is what is replicated',
     script: [
       ...PRIMARY_READY,
