@@ -12,7 +12,7 @@
  *   above the floor.
  * - the floor: below `floorBytes` free, or while the reserve is not whole, the node is
  *   `low`: as primary it admits only ops that free space or need none (unlink, rmdir,
- *   truncate, removexattr), so a full cluster still takes `rm`.
+ *   truncate…: replica-core.ts, opAdmittedWhenLow), so a full cluster still takes `rm`.
  * Within a second floor of the first (`tight`), the op log already keeps only what it must,
  * so that its catch-up window is given up before any write is refused.
  * `full` is worse: a log append failed even with the reserve released. A backup then
@@ -31,8 +31,9 @@ import { promises as fsp } from 'node:fs';
 import nodePath from 'node:path';
 import type { StatFs } from '../common/api';
 import type { Logger } from '../common/log';
+import type { SpaceState } from './replica-core';
 
-export type SpaceState = 'ok' | 'low' | 'full';
+export type { SpaceState } from './replica-core';
 
 export interface SpaceConfig {
   /** Bytes of the preallocated reserve file. */
