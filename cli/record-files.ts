@@ -17,7 +17,7 @@ import { closeSync, fsyncSync, linkSync, openSync, readFileSync, renameSync, rmS
 function writeTemp(file: string, text: string): string {
   const temp = `${file}.${process.pid}.tmp`;
   try {
-    const fd = openSync(temp, 'w', 0o600);
+    const fd = openSync(temp, 'w');
     try {
       const bytes = Buffer.from(text);
       for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done);
@@ -51,7 +51,7 @@ export function writeRecordFile(file: string, text: string): void {
 
 /**
  * Reads a record with `parse` (which throws on a bad one). A record that is there but
- * does not parse is replaced by `<file>.prev` if that parses; `recovered` says so. Null
+ * does not parse is read from `<file>.prev` instead, if that parses; `recovered` says so. Null
  * when there is no record at all; throws `parse`'s error when neither parses.
  */
 export function readRecordFile<T>(file: string, parse: (text: string) => T): { value: T; recovered: boolean } | null {
@@ -77,8 +77,8 @@ export function readRecordFile<T>(file: string, parse: (text: string) => T): { v
     } catch {
       throw error;
     }
-    // Put the good copy back, so that the next reader and writer start from it.
-    writeRecordFile(file, prev);
+    // Not written back here: a reader may hold no lock, and the next writer (which does)
+    // replaces the damaged record anyway.
     return { value, recovered: true };
   }
 }
