@@ -7,12 +7,14 @@
  * Once a supervisor may be writing it too, every change is a read-modify-write under
  * <dataDir>/cluster.json.lock (updateClusterFile; the lock is file-lock.ts), and each
  * writer changes only the records it owns, so that no writer puts back a pid another has
- * replaced. A write is atomic (temp file, then rename), so a reader never sees half.
+ * replaced. A write is atomic (temp file, fsync, then rename), so a reader never sees half,
+ * and the version it replaces is kept to read instead of one found cut short
+ * (record-files.ts).
  */
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DfsError } from '../common/errors';
 import { withFileLock } from './file-lock';
+import { readRecordFile, writeRecordFile } from './record-files';
 import { isSameProcess, type ProcessIdentity } from './processes';
 
 export const CLUSTER_FILE_NAME = 'cluster.json';
@@ -66,35 +68,30 @@ export function clusterFilePath(dataDir: string): string {
   return join(resolve(dataDir), CLUSTER_FILE_NAME);
 }
 
-/** Reads <dataDir>/cluster.json; null when there is none. Throws on a corrupt file. */
+/** Reads <dataDir>/cluster.json; null when there is none. One cut short is replaced by
+ * the version before it (record-files.ts); throws when neither is a description. */
 export function readClusterFile(dataDir: string): ClusterFile | null {
   const file = clusterFilePath(dataDir);
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw error;
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    throw new DfsError('BAD_REQUEST', `${file} is not valid JSON; move it away if no cluster runs from ${dataDir}`);
-  }
-  const value = parsed as Partial<ClusterFile>;
-  if (value.version !== 1 || !Array.isArray(value.processes) || !Array.isArray(value.mounts)) {
-    throw new DfsError('BAD_REQUEST', `${file} is not a dfs cluster description (version 1)`);
-  }
-  return value as ClusterFile;
+  const read = readRecordFile(file, (text) => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new DfsError('BAD_REQUEST', `${file} is not valid JSON; move it away if no cluster runs from ${dataDir}`);
+    }
+    const value = parsed as Partial<ClusterFile>;
+    if (value.version !== 1 || !Array.isArray(value.processes) || !Array.isArray(value.mounts)) {
+      throw new DfsError('BAD_REQUEST', `${file} is not a dfs cluster description (version 1)`);
+    }
+    return value as ClusterFile;
+  });
+  return read?.value ?? null;
 }
 
-/** Writes cluster.json atomically (temp file, then rename), so a reader never sees half. */
+/** Writes cluster.json atomically (temp file, fsync, rename; record-files.ts), so a reader
+ * never sees half, and a write that fails (a full disk) leaves the old one. */
 export function writeClusterFile(description: ClusterFile): void {
-  const file = clusterFilePath(description.dataDir);
-  const temp = `${file}.${process.pid}.tmp`;
-  writeFileSync(temp, JSON.stringify(description, null, 2) + '\n');
-  renameSync(temp, file);
+  writeRecordFile(clusterFilePath(description.dataDir), JSON.stringify(description, null, 2) + '\n');
 }
 
 /** Runs `critical` holding <dataDir>/cluster.json.lock (file-lock.ts). */

@@ -24,6 +24,7 @@ import {
   NODE_COUNT_MAX,
   PROXY_COUNT_MAX,
   fetchClusterStatus,
+  fetchRedisPersistenceErrors,
   liveProcesses,
   mountRecorded,
   readClusterFile,
@@ -38,6 +39,7 @@ import { isFuseMounted } from './mounts';
 import { isSameProcess } from './processes';
 import { supervise } from './supervisor';
 import { localAddNode, nodeRemove, nodeStart } from './node-commands';
+import { readRestartProblems, restartProblemKey, type RestartProblem } from './supervisor-notes';
 import { rmSync } from 'node:fs';
 
 /** A mistake in the command line: printed with the usage, exit code 2. */
@@ -154,6 +156,8 @@ export interface StatusProcess {
   brickDir?: string;
   mountpoint?: string;
   logFile: string;
+  /** Down, and the supervisor's restarts of it fail: why. */
+  restartProblem?: RestartProblem;
 }
 
 interface StatusMount {
@@ -164,12 +168,15 @@ interface StatusMount {
 }
 
 function describeProcesses(description: ClusterFile): { processes: StatusProcess[]; mounts: StatusMount[] } {
+  const problems = readRestartProblems(description.dataDir);
   const processes = description.processes.map((record) => ({
     kind: record.kind,
     id: record.id,
     pid: record.pid,
     alive: isSameProcess(record),
     restarts: record.restartCount ?? 0,
+    // Why the supervisor cannot restart it, while it is down (supervisor-notes.ts).
+    ...(problems[restartProblemKey(record.kind, record.id)] !== undefined && !isSameProcess(record) ? { restartProblem: problems[restartProblemKey(record.kind, record.id)] } : {}),
     url: record.url,
     ...(record.brickDir !== undefined ? { brickDir: record.brickDir } : {}),
     ...(record.mountpoint !== undefined ? { mountpoint: record.mountpoint } : {}),
@@ -199,6 +206,10 @@ function printProcesses(description: ClusterFile): void {
     rows.push([entry.kind, entry.id, String(entry.pid), entry.alive ? 'running' : 'stopped', String(entry.restarts), entry.url ?? '-', where]);
   }
   for (const line of table(rows)) out('  ' + line);
+  for (const entry of processes) {
+    const p = entry.restartProblem;
+    if (p) out(`  ${entry.kind} ${entry.id} cannot be restarted: ${p.error} (${p.failures} attempts since ${p.since})`);
+  }
 }
 
 function formatBytes(n: number): string {
@@ -224,6 +235,7 @@ function printClusterView(proxyUrl: string, status: ClusterStatus): void {
     let state: string = node.state ?? (node.alive ? 'in-sync' : 'down');
     if (state === 'syncing' && node.sync) state += ` (${node.sync.entries} entries, ${formatBytes(node.sync.bytes)} from ${node.sync.source})`;
     if (state === 'in-sync' && node.confirming) state += ' (confirming)';
+    if (node.space === 'low' && state !== 'down') state += ' (low on space)';
     const reads = node.reads === undefined ? '-' : `${node.reads}${node.slow ? ' (slow)' : ''}`;
     rows.push([node.id, node.role, state, node.appliedSeq === null ? '-' : String(node.appliedSeq), node.lag === null || node.lag === undefined ? '-' : String(node.lag), reads, node.url]);
   }
@@ -239,16 +251,18 @@ async function localStatus(values: Values): Promise<number> {
     return STATUS_NOT_RUNNING;
   }
   const { processes, mounts } = describeProcesses(description);
-  const view = await fetchClusterStatus(description.proxyUrls);
+  const [view, redisErrors] = await Promise.all([fetchClusterStatus(description.proxyUrls), fetchRedisPersistenceErrors(description.redisUrl)]);
   const aliveCount = processes.filter((entry) => entry.alive).length;
   const code = aliveCount === 0 ? STATUS_NOT_RUNNING : aliveCount === processes.length && mounts.every((mount) => mount.mounted) ? STATUS_RUNNING : STATUS_DEGRADED;
 
   if (values.json) {
-    out(JSON.stringify({ dataDir, redisUrl: description.redisUrl, proxyUrls: description.proxyUrls, processes, mounts, cluster: view?.status ?? null }, null, 2));
+    out(JSON.stringify({ dataDir, redisUrl: description.redisUrl, proxyUrls: description.proxyUrls, processes, mounts, redisErrors, cluster: view?.status ?? null }, null, 2));
     return code;
   }
   out(`local cluster in ${dataDir}${code === STATUS_RUNNING ? '' : code === STATUS_DEGRADED ? ' (degraded: not everything runs)' : ' (stopped)'}`);
   printProcesses(description);
+  // A full disk stops Redis writing its append-only file; it then refuses writes.
+  if (redisErrors !== null && redisErrors.length > 0) out(`  redis cannot write its data (${redisErrors.join(', ')}): is its disk full? see ${description.processes.find((p) => p.kind === 'redis')?.logFile ?? 'its log'}`);
   out();
   if (view === null) out(`no proxy answers GET /v1/cluster (${description.proxyUrls.join(', ')})`);
   else printClusterView(view.proxyUrl, view.status);

@@ -74,6 +74,26 @@ export async function askRedis<T>(url: string, command: (redis: Redis) => Promis
   }
 }
 
+/**
+ * What `INFO persistence` says failed: its `*_status:err` fields (`aof_last_write_status`:
+ * Redis could not write its append-only file, as on a full disk, and refuses writes until
+ * it can; `rdb_last_bgsave_status`, `aof_last_bgrewrite_status`). Empty when all is well.
+ */
+export function redisPersistenceErrors(info: string): string[] {
+  const errors: string[] = [];
+  for (const line of info.split(/\r?\n/)) {
+    const m = /^(\w+_status):(\w+)$/.exec(line.trim());
+    if (m && m[2] === 'err') errors.push(m[1]!);
+  }
+  return errors;
+}
+
+/** Redis's persistence errors (redisPersistenceErrors); null when Redis does not answer. */
+export async function fetchRedisPersistenceErrors(url: string, timeoutMs = PROBE_TIMEOUT_MS): Promise<string[] | null> {
+  const info = await askRedis(url, (redis) => redis.info('persistence'), timeoutMs);
+  return info === null ? null : redisPersistenceErrors(info);
+}
+
 export async function pingRedis(url: string, timeoutMs = PROBE_TIMEOUT_MS): Promise<boolean> {
   return (await askRedis(url, (redis) => redis.ping(), timeoutMs)) === 'PONG';
 }

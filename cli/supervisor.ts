@@ -27,6 +27,7 @@
 import { resolve } from 'node:path';
 import { DfsError } from '../common/errors';
 import { createLogger, type Logger } from '../common/log';
+import { RestartNotes } from './supervisor-notes';
 import { readClusterFile, withClusterLock, writeClusterFile, type ClusterFile, type ProcessRecord } from './cluster-file';
 import { spawnRecorded, supervisorTemplate } from './cluster-processes';
 import { isFuseMounted, unmountFuse } from './mounts';
@@ -98,6 +99,8 @@ export async function supervise(dataDirOption: string, options: SuperviseOptions
 
   await claim(dataDir);
   logger.info({ pollMs, ...policy }, 'supervising the local cluster');
+  // Why a restart fails, for `dfs local status` (supervisor-notes.ts).
+  const notes = new RestartNotes(dataDir, (error) => logger.warn({ err: error.message }, 'cannot record why a restart failed'));
   const states = new Map<string, RestartState>();
 
   /**
@@ -177,8 +180,10 @@ export async function supervise(dataDirOption: string, options: SuperviseOptions
       } catch (error) {
         // Cannot spawn (the binary is gone, no file descriptors…), or the lock is stuck.
         logger.error({ kind: record.kind, id: record.id, err: (error as Error).message }, 'restart failed; retrying after backoff');
+        notes.failed(record.kind, record.id, (error as Error).message);
         outcome = 'failed';
       }
+      if (outcome === 'started') notes.started(record.kind, record.id);
       // A failed start counts as a start that died at once: the next wait is longer.
       if (outcome !== 'skipped') states.set(key, stepRestart(step.state, { type: 'restarted', nowMs: Date.now() }, policy).state);
     }

@@ -109,8 +109,11 @@ export interface ClusterStatus {
     /** joining: registered, not yet in the in-sync set (a learner, or not yet a member). */
     role: 'primary' | 'backup' | 'joining';
     /** down: no heartbeat; syncing: copying a brick from a peer (full sync); in-sync: a
-     * member of the in-sync set; joining: catching up from the primary's memory or log. */
-    state: 'in-sync' | 'joining' | 'syncing' | 'down';
+     * member of the in-sync set; joining: catching up from the primary's memory or log;
+     * full: its log cannot grow for want of space (docs/space.md). */
+    state: 'in-sync' | 'joining' | 'syncing' | 'full' | 'down';
+    /** Its disk's room: ok, low (only ops that free space are admitted) or full. */
+    space?: 'ok' | 'low' | 'full';
     /** In sync but not yet a failover candidate: promoted, and not yet known to hold every
      * op committed before the primary counted it (proxy/leader.ts, KEY_JOINING). */
     confirming?: boolean;

@@ -21,6 +21,7 @@ export type ErrorCode =
   | 'BARRIER_TIMEOUT' // a read could not reach its barrier in time
   | 'UNAVAILABLE' // a dependency (Redis, primary, replicas) cannot be reached
   | 'TIMEOUT' // a deadline passed
+  | 'NO_SPACE' // a node has no room to log the op (docs/space.md): ENOSPC at the mount
   | 'INTERNAL';
 
 export class DfsError extends Error {
@@ -73,6 +74,8 @@ export function httpStatusOf(err: DfsError): number {
       return 503;
     case 'TIMEOUT':
       return 504;
+    case 'NO_SPACE':
+      return 507; // Insufficient Storage (RFC 4918 §11.5)
     case 'INTERNAL':
       return 500;
   }

@@ -4,7 +4,8 @@
  *
  * A file system outcome (code FS_ERROR) carries the errno name a local file system would
  * give and travels unchanged to the application. Bad input that slipped past the local
- * checks is EINVAL, an over-long name ENAMETOOLONG, an over-limit body EFBIG. Everything
+ * checks is EINVAL, an over-long name ENAMETOOLONG, an over-limit body EFBIG, a cluster
+ * with no room for the change (NO_SPACE) ENOSPC, as a full local disk gives. Everything
  * else (a cluster that cannot be reached, a deadline, an error we do not recognise) is EIO,
  * which is what a local disk gives when the device fails. The numbers come from
  * fuse-native's exported constants (negative Linux errno values); a name it does not list
@@ -36,6 +37,7 @@ export const EBADF = errnoOf('EBADF');
 export const EFBIG = errnoOf('EFBIG');
 export const ENAMETOOLONG = errnoOf('ENAMETOOLONG');
 export const EISDIR = errnoOf('EISDIR');
+export const ENOSPC = errnoOf('ENOSPC');
 export const ENOTDIR = errnoOf('ENOTDIR');
 
 /** Maps any error thrown while serving a FUSE call to the negative errno FUSE returns. */
@@ -51,6 +53,8 @@ export function errnoOfError(err: unknown): number {
         return EINVAL;
       case 'TOO_LARGE':
         return EFBIG;
+      case 'NO_SPACE':
+        return ENOSPC;
       default:
         return EIO;
     }
@@ -66,6 +70,7 @@ export function errnoOfError(err: unknown): number {
  * over quota, file too big).
  */
 export function errnoOfLostWrite(err: unknown): number {
+  if (err instanceof DfsError && err.code === 'NO_SPACE') return ENOSPC;
   if (err instanceof DfsError && err.code === 'FS_ERROR') {
     if (err.errno === 'ENOSPC' || err.errno === 'EDQUOT' || err.errno === 'EFBIG') return errnoOf(err.errno);
   }

@@ -21,6 +21,9 @@
  * - a primary that reports a peer holding committed ops its log lacks (`peersAhead`: it
  *   was chosen on stale figures and can commit nothing past that peer) hands the role to
  *   that peer;
+ * - a primary short of space (its heartbeat says `low`: it refuses ops that need room, or
+ *   `full`: it can log nothing; docs/space.md) hands the role to the best confirmed
+ *   in-sync node whose space is `ok`, if there is one, and leaves the in-sync set;
  * - a node that registers later becomes a member, first as a learner (in `nodes`, not in
  *   `inSync`): the primary feeds it from memory, its log or, when the log no longer
  *   reaches back, by telling it to full-sync; while the cluster never sequenced an op it
@@ -35,7 +38,8 @@
  * - a backup whose heartbeat lapsed, that the primary reports it has not reached for 3 s
  *   (`failingPeers`: a partition between the two; a learner the primary cannot reach is
  *   not promoted meanwhile), or that says it is copying a
- *   brick, leaves the in-sync set, so the primary commits without it once it holds the new membership
+ *   brick, or that is out of space (its heartbeat says `full`: its log cannot grow, and it
+ *   refuses batches with NO_SPACE; docs/space.md), leaves the in-sync set, so the primary commits without it once it holds the new membership
  *   (fenced by the epoch: it never commits without it before); it stays a learner and
  *   rejoins by catching up;
  * - a node an operator asked to remove (`dfs node remove`, KEY_REMOVING) leaves the
@@ -100,6 +104,8 @@ export interface NodeView {
   peersAhead: string[];
   /** Copying a brick from a peer (storage/full-sync.ts). */
   syncing: boolean;
+  /** Its disk's room (storage/disk-space.ts): `full` means its log cannot grow. */
+  space: 'ok' | 'low' | 'full';
   sync: { source: string; seq: number | null; entries: number; bytes: number } | null;
 }
 
@@ -133,6 +139,7 @@ export async function readNodes(redis: Redis): Promise<NodeView[]> {
           failingPeers?: Record<string, number>;
           peersAhead?: string[];
           syncing?: boolean;
+          space?: string;
           sync?: NodeView['sync'];
           membership?: Membership | null;
         })
@@ -152,6 +159,7 @@ export async function readNodes(redis: Redis): Promise<NodeView[]> {
       failingPeers: a?.failingPeers ?? {},
       peersAhead: a?.peersAhead ?? [],
       syncing: a?.syncing === true,
+      space: a?.space === 'full' || a?.space === 'low' ? a.space : 'ok',
       sync: a?.sync ?? null,
     };
   });
@@ -317,6 +325,7 @@ export class LeaderDuty {
       if (!n || !n.alive) return { next: { ...m, inSync: without(m.inSync, id) }, why: `${id} stopped heartbeating` };
       if (unreachable.includes(id)) return { next: { ...m, inSync: without(m.inSync, id) }, why: `${id} stopped answering the primary` };
       if (n.syncing) return { next: { ...m, inSync: without(m.inSync, id) }, why: `${id} is copying its brick from a peer` };
+      if (n.space === 'full') return { next: { ...m, inSync: without(m.inSync, id) }, why: `${id} is out of space` };
     }
     // New nodes and moved ones.
     for (const n of nodes) {
@@ -338,7 +347,7 @@ export class LeaderDuty {
       for (const id of Object.keys(m.nodes).sort()) {
         if (m.inSync.includes(id) || removing[id] !== undefined) continue;
         const n = byId.get(id);
-        if (!n || !n.alive || n.syncing || n.epoch !== m.epoch || n.role !== 'learner' || n.durableSeq === null) continue;
+        if (!n || !n.alive || n.syncing || n.space === 'full' || n.epoch !== m.epoch || n.role !== 'learner' || n.durableSeq === null) continue;
         // One the primary cannot reach now would only be dropped again.
         if (failing[id] !== undefined) continue;
         if (n.durableSeq >= primary.durableSeq - JOIN_LAG_OPS) {
@@ -392,6 +401,21 @@ export class LeaderDuty {
           next: { ...m, primary: ahead.id, inSync: [...new Set([...m.inSync.filter((id) => id !== m.primary), ahead.id])].sort() },
           why: `${ahead.id} holds committed ops primary ${m.primary} lacks: it takes over`,
         };
+      }
+      // A primary short of space refuses every op that needs room (low) or can log nothing
+      // at all (full), while a backup may have room: the role goes to a confirmed in-sync
+      // node whose space is ok (none when they share the file system: they are short of room
+      // too). As when a removed primary hands over, every op the old one committed is on
+      // each in-sync node. It stays a member, as a learner, and rejoins as a backup, as a
+      // backup that fills leaves and rejoins.
+      if (primary.space !== 'ok') {
+        const roomy = this.rankSuccessors(m, byId, unconfirmed, 0).find((n) => n.space === 'ok');
+        if (roomy) {
+          return {
+            next: { ...m, primary: roomy.id, inSync: m.inSync.filter((id) => id !== m.primary) },
+            why: `primary ${m.primary} is ${primary.space === 'full' ? 'out of' : 'low on'} space: ${roomy.id}, which has room, takes over`,
+          };
+        }
       }
       return null;
     }

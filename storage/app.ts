@@ -12,6 +12,7 @@ import { parseSequencedOpHeader, validateOp } from '../common/ops';
 import { HEADER_LEASE, HEADER_MOUNT, leaseConflictsOf, leaseKeyOf } from '../common/leases';
 import { OP_BODY_BYTES_MAX, READ_BYTES_MAX, REPLICATE_BODY_BYTES_MAX } from '../common/limits';
 import type { Logger } from '../common/log';
+import type { StatFs } from '../common/api';
 import type { Brick } from './brick';
 import type { Replica } from './replica';
 import type { LeaseGate } from './leases';
@@ -34,13 +35,16 @@ export interface StorageAppDeps {
   logger: Logger;
   /** Asks Redis for the newest membership (a request from a newer epoch prompts it). */
   refreshMembership: () => Promise<void>;
-  /** The primary says its log no longer holds what this node needs: start a full sync. */
+  /** The primary says its log no longer holds what this node needs: start a full sync
+   * (throws NO_SPACE while the node is out of space). */
   startFullSync: (reason: string) => void;
   /** Fault injection for tests (DFS_FAULT_HANG_REPLICATION_FILE): while it says so, batches
    * from the primary are held unanswered, as across a partition between the two nodes. */
   replicationHung?: () => boolean;
   /** Cache leases (storage/leases.ts); without it reads grant none. */
   leases?: LeaseGate;
+  /** The space guard: statfs counts its floor as used (docs/space.md). */
+  space?: { statfs(raw: StatFs): StatFs };
 }
 
 /** A mount's ID as it names its lease session. */
@@ -60,7 +64,7 @@ function parseAcks(raw: string | undefined): number[] {
 /** How long a hung batch is held before it is refused (fault injection only). */
 const HUNG_REPLICATION_MAX_MS = 30_000;
 
-export function createStorageApp({ replica, brick, logger, refreshMembership, startFullSync, replicationHung, leases }: StorageAppDeps): Hono {
+export function createStorageApp({ replica, brick, logger, refreshMembership, startFullSync, replicationHung, leases, space }: StorageAppDeps): Hono {
   const app = new Hono();
   installErrorHandler(app, logger);
 
@@ -248,7 +252,10 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
     await barrier(c);
     return c.json({ names: await brick.xattrNames(path) });
   });
-  app.get('/node/v1/statfs', async (c) => c.json(await brick.statfs()));
+  app.get('/node/v1/statfs', async (c) => {
+    const raw = await brick.statfs();
+    return c.json(space ? space.statfs(raw) : raw);
+  });
 
   // dfs verify: the brick as it stands at sequence ID `at`. Apply holds there meanwhile, so
   // writes wait for the walk to finish.

@@ -5,8 +5,12 @@
  *
  *   node dist/storage/main.js --id n1 --data DIR --port 7501 [--host 127.0.0.1] --redis URL
  *        [--log-keep-ops N] [--log-segment-bytes N] [--hole-timeout-ms N] [--barrier-timeout-ms N]
+ *        [--space-reserve-bytes N] [--space-floor-bytes N]
+ *
+ * The space options (docs/space.md) default to a share of the data directory's file
+ * system (storage/disk-space.ts, defaultSpaceConfig).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import http2 from 'node:http2';
 import nodePath from 'node:path';
 import { parseArgs } from 'node:util';
@@ -15,6 +19,7 @@ import { Redis } from 'ioredis';
 import type { Membership } from '../common/api';
 import { intOption, requireOption, runMain } from '../common/config';
 import { HTTP_HEADER_BYTES_MAX } from '../common/limits';
+import { DfsError } from '../common/errors';
 import { createLogger } from '../common/log';
 import { KEY_LEASES_USED, KEY_MEMBERSHIP, KEY_NODES, nodeAliveKey } from '../common/redis-keys';
 import { createStorageApp } from './app';
@@ -26,6 +31,7 @@ import { OpLog } from './op-log';
 import { HTTP2PeerTransport } from './peer-client';
 import { Replica } from './replica';
 import { LeaseGate } from './leases';
+import { defaultSpaceConfig, SpaceGuard } from './disk-space';
 
 /** Sets the lease mark only while the membership names this node primary in its epoch
  * (storage/leases.ts, LeaseGate). */
@@ -63,6 +69,8 @@ runMain(async () => {
       'log-segment-bytes': { type: 'string' },
       'hole-timeout-ms': { type: 'string' },
       'barrier-timeout-ms': { type: 'string' },
+      'space-reserve-bytes': { type: 'string' },
+      'space-floor-bytes': { type: 'string' },
     },
     strict: true,
   });
@@ -91,6 +99,32 @@ runMain(async () => {
   const state = { ...saved, appliedSeq: Math.max(saved.appliedSeq, brick.appliedSeqMark()) };
   const journal = DedupJournal.open(dataDir, DEDUP_ENTRIES_MAX, state.appliedSeq);
   const { log, entries } = await OpLog.open(nodePath.join(dataDir, 'wal'), { segmentBytesMax, keepOps }, state.appliedSeq);
+  let replicaBuilt = false;
+  const fsStat = await fsp.statfs(dataDir);
+  const spaceDefaults = defaultSpaceConfig(fsStat.blocks * fsStat.bsize);
+  const space = new SpaceGuard(
+    dataDir,
+    {
+      reserveBytes: intOption(values['space-reserve-bytes'], 'space-reserve-bytes', spaceDefaults.reserveBytes, 0),
+      floorBytes: intOption(values['space-floor-bytes'], 'space-floor-bytes', spaceDefaults.floorBytes, 0),
+      pollMs: spaceDefaults.pollMs,
+    },
+    logger,
+    (state) => {
+      logger.debug({ space: state }, 'space state changed');
+      if (replicaBuilt) replica.setSpace(state);
+    },
+    (tight) => {
+      logger.debug({ tight }, 'op log tight');
+      // Near the floor, the log keeps only what it must (OpLog.setTight), and is trimmed
+      // now, not only after the next apply: an apply may be what waits for room.
+      log.setTight(tight);
+      if (tight && replicaBuilt && !replica.syncing) saveApplied();
+    },
+  );
+  // Before the replica starts: a node that restarts on a full disk starts out `low`.
+  await space.start();
+  log.setTight(space.tight);
   const transport = new HTTP2PeerTransport(5000);
 
   let saving = false;
@@ -137,7 +171,9 @@ runMain(async () => {
     saveAppliedSoon,
     () => refreshMembership(),
     journal,
+    space,
   );
+  replicaBuilt = true;
   logger.info({ appliedSeq: state.appliedSeq, durableSeq: log.lastSeq, epoch: state.epoch, recovered: entries.length }, 'recovered');
 
   const redis = new Redis(values.redis!, { maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000, lazyConnect: false });
@@ -206,6 +242,8 @@ runMain(async () => {
           peersAhead: replica.peersAhead(PEER_AHEAD_REPORT_MS),
           // A node copying a brick is not in sync, whatever the membership says yet.
           syncing: s.syncing || fullSync.active,
+          // ok, low (only ops that free space are admitted) or full (the log cannot grow).
+          space: space.state,
           sync: fullSync.progress,
           membership,
         }),
@@ -235,9 +273,15 @@ runMain(async () => {
     brick,
     logger,
     refreshMembership,
-    startFullSync: (reason) => fullSync.start(reason),
+    startFullSync: (reason) => {
+      // A copy needs room for a whole brick, and an apply waiting for room would hold the
+      // sync's start; the primary asks again, and a node with room again goes ahead.
+      if (space.state === 'full') throw new DfsError('NO_SPACE', `${id} is out of space: no full sync until it has room`);
+      fullSync.start(reason);
+    },
     replicationHung: hangFile ? () => existsSync(hangFile) : undefined,
     leases,
+    space,
   });
   const server = serve({
     fetch: app.fetch,
@@ -272,6 +316,7 @@ runMain(async () => {
     stopping = true;
     logger.info({ signal }, 'stopping');
     timers.forEach(clearInterval);
+    space.stop();
     if (saveTimer) clearTimeout(saveTimer);
     fullSync.stop();
     replica.close();

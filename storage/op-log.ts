@@ -16,10 +16,15 @@
  * Recovery reads the segments in order. A torn tail (a frame cut short by a crash) is the
  * end of the log and is truncated away; a checksum mismatch anywhere else is damage, and
  * the node refuses to start rather than serve a wrong history.
+ *
+ * A full file system is an answer, not a crash (docs/space.md): an append that finds no
+ * room is cut back to where it began and fails with NO_SPACE, leaving the log valid; while
+ * space is tight (`setTight`) the log keeps no more than it must.
  */
 import { promises as fsp } from 'node:fs';
 import nodePath from 'node:path';
 import assert from 'node:assert/strict';
+import { DfsError } from '../common/errors';
 import { decodeFrameAt, encodeFrame } from '../common/frame';
 import { parseSequencedOpHeader, type SequencedOpHeader } from '../common/ops';
 
@@ -45,6 +50,8 @@ export interface OpLogConfig {
 const SEGMENT_SUFFIX = '.wal';
 /** One index point every this many frames. */
 const INDEX_EVERY_OPS = 64;
+/** Where a segment rolls over while space is tight (OpLog.setTight). */
+const TIGHT_SEGMENT_BYTES = 1024 * 1024;
 /** Bytes read from a segment at a time by `read`. */
 const READ_CHUNK_BYTES = 1024 * 1024;
 
@@ -62,6 +69,17 @@ interface IndexPoint {
   offset: number;
 }
 
+/** Runs `fn`, turning a file system's ENOSPC or EDQUOT into NO_SPACE. */
+async function noSpaceAsCode<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT') throw new DfsError('NO_SPACE', `op log: no space for a new segment (${code})`);
+    throw e;
+  }
+}
+
 function segmentName(firstSeq: number): string {
   return String(firstSeq).padStart(20, '0') + SEGMENT_SUFFIX;
 }
@@ -72,6 +90,7 @@ export class OpLog {
   private segmentBytes = 0;
   private currentSegment = 0;
   private appending = false;
+  private tight = false;
   /** Ascending by seq: where frame `seq` starts. */
   private index: IndexPoint[] = [];
   private runs: EpochRun[] = [];
@@ -129,13 +148,12 @@ export class OpLog {
         seq = e.header.seq;
         frames.push(frameOf(e));
       }
-      if (!this.fh || this.segmentBytes >= this.config.segmentBytesMax) await this.roll(entries[0]!.header.seq);
+      if (!this.fh || this.segmentBytes >= this.segmentBytesLimit()) await noSpaceAsCode(() => this.roll(entries[0]!.header.seq));
       const fh = this.fh!;
       const segment = this.currentSegment;
       let bytes = 0;
       for (const f of frames) bytes += f.length;
-      await fh.writev(frames);
-      await fh.datasync();
+      await this.writeDurably(fh, frames, bytes);
       let offset = this.segmentBytes;
       for (const [i, e] of entries.entries()) {
         this.noteFrame(e.header.seq, segment, offset);
@@ -149,12 +167,59 @@ export class OpLog {
     }
   }
 
+  /**
+   * Writes the frames at the segment's end and fdatasyncs. A write may be cut short (the
+   * file system filled part way): the rest is written after it, and an error then, or from
+   * the sync, cuts the segment back to where the batch began, durably, so no slot is left
+   * half-written and the next append continues the log where it ends (docs/space.md).
+   * ENOSPC and EDQUOT become NO_SPACE; anything else stays fatal for the caller.
+   */
+  private async writeDurably(fh: fsp.FileHandle, frames: Buffer[], bytes: number): Promise<void> {
+    try {
+      let written = (await fh.writev(frames)).bytesWritten;
+      while (written < bytes) {
+        // A short write: what is left goes after it (the file is open for append).
+        const rest = Buffer.concat(frames).subarray(written);
+        const { bytesWritten } = await fh.write(rest, 0, rest.length);
+        assert.ok(bytesWritten > 0, 'op log write made no progress');
+        written += bytesWritten;
+      }
+      await fh.datasync();
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOSPC' && code !== 'EDQUOT') throw e;
+      // Cutting a file back needs no new blocks; if even that fails, the log is not
+      // what this process believes, and the error is fatal.
+      await fh.truncate(this.segmentBytes);
+      await fh.datasync();
+      throw new DfsError('NO_SPACE', `op log: no space for ${bytes} bytes (${code})`);
+    }
+  }
+
+  /** Where the current segment rolls over: the configured size, or TIGHT_SEGMENT_BYTES
+   * while space is tight, so that what is applied can be trimmed (see `setTight`). */
+  private segmentBytesLimit(): number {
+    return this.tight ? Math.min(TIGHT_SEGMENT_BYTES, this.config.segmentBytesMax) : this.config.segmentBytesMax;
+  }
+
+  /**
+   * While space is tight (docs/space.md) the log keeps no catch-up window: `trim` deletes
+   * every segment whose ops are all applied, and segments roll at TIGHT_SEGMENT_BYTES, so
+   * a file deleted through the mount frees its bytes in the log as well as in the brick. A
+   * peer that lags meanwhile is brought up by a full sync instead of from the log.
+   */
+  setTight(tight: boolean): void {
+    this.tight = tight;
+  }
+
   private async roll(firstSeq: number): Promise<void> {
-    if (this.fh) await this.fh.close();
+    const old = this.fh;
+    this.fh = null;
+    if (old) await old.close();
     const isNew = !this.segments.includes(firstSeq);
     const last = this.segments[this.segments.length - 1];
     // Reopen the newest segment after a restart instead of starting a tiny new one.
-    const seg = !this.fh && last !== undefined ? last : firstSeq;
+    const seg = !old && last !== undefined ? last : firstSeq;
     this.fh = await fsp.open(nodePath.join(this.dir, segmentName(seg)), 'a');
     this.currentSegment = seg;
     this.segmentBytes = (await this.fh.stat()).size;
@@ -258,7 +323,7 @@ export class OpLog {
 
   /** Deletes segments whose ops are all applied and outside the catch-up window. */
   async trim(appliedSeq: number): Promise<void> {
-    const keepFrom = appliedSeq - this.config.keepOps;
+    const keepFrom = appliedSeq - (this.tight ? 0 : this.config.keepOps);
     while (this.segments.length > 1 && this.segments[1]! - 1 <= keepFrom) {
       const first = this.segments.shift()!;
       this.index = this.index.filter((p) => p.segment !== first);

@@ -22,13 +22,14 @@
  *                                                           ▼
  *       answer {token} to the submitter (primary), to barrier reads and to a waiting hold
  *
- * Events in (ReplicaEvent): membership, submit, replicate, logDurable, truncated, applied,
- * peerAcked, peerFailed, peerLogRead, syncStarted, syncFinished, membershipRefreshed, timer,
- * tick, barrierRead, hold, release, close.
+ * Events in (ReplicaEvent): membership, submit, replicate, logDurable, logFailed, truncated,
+ * applied, peerAcked, peerFailed, peerLogRead, syncStarted, syncFinished,
+ * membershipRefreshed, space, timer, tick, barrierRead, hold, release, close.
  * Effects out (ReplicaEffect): append, truncate, send, apply, answer, refuse, setTimer,
  * clearTimer, refreshMembership, peerStranded, requireSync, and notes for the driver's log
  * (roleChanged, holeClaimed, peerAhead). The driver performs effects in the order given, and
- * reports each completion as an event: an `append` as `logDurable`, a `truncate` as
+ * reports each completion as an event: an `append` as `logDurable` (or `logFailed`, when
+ * the disk had no room for it), a `truncate` as
  * `truncated`, an `apply` as `applied`, a `send` as `peerAcked` or `peerFailed`, a
  * `peerStranded` as `peerLogRead`, a `setTimer` as `timer`, a `refreshMembership` as
  * `membershipRefreshed`. Requests that expect an answer (submit, replicate, barrierRead,
@@ -54,6 +55,11 @@
  *   on every node.
  * - `hold` stops apply at one sequence ID until `release` (dfs verify reads the brick as it
  *   stands there).
+ * - Space (docs/space.md): while the driver says the disk is `low` or `full`, the primary
+ *   refuses ops that need new blocks with NO_SPACE before ordering them, and fills their
+ *   slot with a no-op; ops that free space go on. An append that finds no room
+ *   (`logFailed`) makes the node `full`: a primary keeps what it ordered and appends it
+ *   once there is room, a backup drops what it had not logged and refuses it (NO_SPACE).
  *
  * The state is updated in place and returned: entries can be large, and the state belongs
  * to one driver. Anything the driver must remember across restarts (epoch, applied
@@ -70,8 +76,34 @@
 import assert from 'node:assert/strict';
 import type { Membership, OpResult } from '../common/api';
 import type { ErrorCode } from '../common/errors';
+import { FALLOC_FL_PUNCH_HOLE, type Op } from '../common/ops';
 import type { ApplyResult } from './brick';
 import type { EpochRun, LogEntry } from './op-log';
+
+/** How much room the node's disk has (storage/disk-space.ts, docs/space.md): `ok`; `low`
+ * (below the floor, or the reserve in use: a primary admits only ops that need no new
+ * blocks); `full` (the log cannot grow: nothing is appended, a backup refuses batches). */
+export type SpaceState = 'ok' | 'low' | 'full';
+
+/** Ops a node admits whatever its space: they free blocks or need none beyond their log
+ * record (which the reserve holds room for), so a full cluster still takes `rm -rf`,
+ * `truncate`, and the bookkeeping reads and `mv` cause. A rename is here because the mount
+ * unlinks an open file by renaming it away (mount/orphans.ts). */
+const OPS_ADMITTED_WHEN_LOW: ReadonlySet<string> = new Set(['noop', 'unlink', 'rmdir', 'truncate', 'rename', 'removexattr', 'chmod', 'chown', 'utimens', 'atime', 'ctime']);
+
+export function opAdmittedWhenLow(op: Op): boolean {
+  // Punching a hole frees blocks; allocating or zeroing a range may take them.
+  if (op.type === 'fallocate') return (op.mode & FALLOC_FL_PUNCH_HOLE) !== 0;
+  return OPS_ADMITTED_WHEN_LOW.has(op.type);
+}
+
+/** The bytes an op may take on a brick beyond its data: what fallocate allocates. */
+export function opBlocksBytes(op: Op): number {
+  return op.type === 'fallocate' && (op.mode & FALLOC_FL_PUNCH_HOLE) === 0 ? op.size : 0;
+}
+
+/** A backup out of room is asked again this many peer retries later. */
+const NO_SPACE_RETRY_FACTOR = 5;
 
 export interface ReplicaConfig {
   /** How long the primary waits for a missing sequence ID before claiming it as a no-op. */
@@ -201,6 +233,8 @@ export interface ReplicaCoreState {
   /** The membership names this node primary in an epoch it is fenced from: it waits for
    * the leader to publish a later one (its heartbeat says so). */
   primaryFenced: boolean;
+  /** The disk's room as the driver last said (a `space` event). */
+  space: SpaceState;
 }
 
 /** What a node knows when it starts: its state file and its recovered log. */
@@ -268,6 +302,7 @@ export function createReplicaState(init: ReplicaInit): ReplicaCoreState {
     matchedSeq: commitSeq,
     fencedEpoch: init.fencedEpoch ?? 0,
     truncatingSeq: null,
+    space: 'ok',
   };
 }
 
@@ -336,6 +371,11 @@ export type ReplicaEvent =
   | ({ type: 'replicate'; token: number } & ReplicateRequest)
   /** The `append` in flight is on disk, fsynced, through `seq`. */
   | { type: 'logDurable'; seq: number }
+  /** The `append` in flight (ending at `seq`) wrote nothing: the disk has no room for it
+   * (code NO_SPACE); the log on disk still ends where it did. */
+  | { type: 'logFailed'; seq: number; code: ErrorCode }
+  /** The disk's room changed (storage/disk-space.ts). */
+  | { type: 'space'; state: SpaceState }
   /** The `truncate` in flight is on disk: the log ends at `seq`. */
   | { type: 'truncated'; seq: number }
   /** The brick applied `seq` (the `apply` in flight) with this outcome. */
@@ -424,6 +464,15 @@ export function step(state: ReplicaCoreState, event: ReplicaEvent): StepResult {
     case 'truncated':
       onTruncated(s, fx, event.seq);
       break;
+    case 'logFailed':
+      onLogFailed(s, fx, event.seq, event.code);
+      break;
+    case 'space': {
+      const was = s.space;
+      s.space = event.state;
+      if (was === 'full' && event.state !== 'full') pumpLog(s, fx);
+      break;
+    }
     case 'applied':
       onApplied(s, fx, event.seq, event.result);
       break;
@@ -583,6 +632,13 @@ function onSubmit(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, heade
   if (s.pending.size + s.entries.size >= s.config.pendingOpsMax) {
     return void refuse('UNAVAILABLE', `more than ${s.config.pendingOpsMax} ops in flight`);
   }
+  if (s.space !== 'ok' && !opAdmittedWhenLow(header.op)) {
+    // Refused before it is ordered, so no node ever holds it. The slot is filled with a
+    // no-op at once (as a hole would be later), so the ops after it do not wait.
+    refuse('NO_SPACE', `${s.id} is ${s.space === 'full' ? 'out of space' : 'low on space'}: only ops that free space are admitted`);
+    accept(s, fx, [{ header: { epoch: s.epoch, seq, reqId: '', timeMs: 0, op: { type: 'noop' } }, data: Buffer.alloc(0) }]);
+    return;
+  }
   s.submitters.set(seq, token);
   accept(s, fx, [{ header, data, frame }]);
 }
@@ -646,6 +702,7 @@ function onReplicate(
   if (fresh.length > 0 && fresh[0]!.header.seq !== s.orderedSeq + 1) {
     return void refuse('GAP', `batch starts at ${fresh[0]!.header.seq}, log ends at ${s.orderedSeq}`);
   }
+  if (fresh.length > 0 && s.space === 'full') return void refuse('NO_SPACE', `${s.id} has no room to log more`);
   if (fresh.length > 0) accept(s, fx, fresh);
   const lastSeq = batch.length > 0 ? batch[batch.length - 1]!.header.seq : 0;
   // The primary sends a batch from where it knows the logs agree: now they agree to its end.
@@ -752,7 +809,7 @@ function onHoleTimer(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
 }
 
 function pumpLog(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
-  if (s.syncing || s.appendingSeq !== null || s.truncatingSeq !== null || s.orderedSeq <= s.durableSeq) return;
+  if (s.syncing || s.space === 'full' || s.appendingSeq !== null || s.truncatingSeq !== null || s.orderedSeq <= s.durableSeq) return;
   const batch: LogEntry[] = [];
   let bytes = 0;
   for (let seq = s.durableSeq + 1; seq <= s.orderedSeq && bytes < s.config.replicateBatchBytesMax; seq++) {
@@ -776,6 +833,33 @@ function onLogDurable(s: ReplicaCoreState, fx: ReplicaEffect[], seq: number): vo
   }
   if (s.role === 'primary') advancePrimaryCommit(s, fx);
   pumpLog(s, fx);
+}
+
+/**
+ * The append in flight found no room. The log on disk still ends at durableSeq (the
+ * driver cut any part written), and the node is `full` until the driver says otherwise.
+ * A primary keeps what it ordered (backups may hold it already, and a slot is written
+ * once per epoch) and appends it again once there is room. A backup forgets what it had
+ * not logged and refuses the batches that carried it with NO_SPACE: the primary sends
+ * them again later, and meanwhile the leader takes the node out of the in-sync set.
+ */
+function onLogFailed(s: ReplicaCoreState, fx: ReplicaEffect[], seq: number, code: ErrorCode): void {
+  assert.equal(seq, s.appendingSeq, `logFailed ${seq} does not end the append in flight (${s.appendingSeq})`);
+  s.appendingSeq = null;
+  s.space = 'full';
+  if (s.role === 'primary') return;
+  const end = s.durableSeq;
+  for (const k of [...s.entries.keys()]) if (k > end) s.entries.delete(k);
+  s.pending.clear();
+  s.orderedSeq = end;
+  s.highestSeenSeq = end;
+  s.matchedSeq = Math.min(s.matchedSeq, end);
+  s.epochRuns = s.epochRuns.filter((r) => r.from <= end);
+  for (const [t, w] of s.replicateWaiters) {
+    if (w.lastSeq <= end) continue;
+    s.replicateWaiters.delete(t);
+    fx.push({ type: 'refuse', token: t, code, message: `${s.id} has no room to log up to ${w.lastSeq}` });
+  }
 }
 
 function advancePrimaryCommit(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
@@ -892,7 +976,8 @@ function onPeerAnswer(s: ReplicaCoreState, fx: ReplicaEffect[], peerId: string, 
     return;
   }
   peer.retry = 'timer';
-  fx.push({ type: 'setTimer', key: `peer:${peerId}`, delayMs: code === 'GAP' ? 0 : s.config.peerRetryMs });
+  const delayMs = code === 'GAP' ? 0 : code === 'NO_SPACE' ? s.config.peerRetryMs * NO_SPACE_RETRY_FACTOR : s.config.peerRetryMs;
+  fx.push({ type: 'setTimer', key: `peer:${peerId}`, delayMs });
 }
 
 /**
@@ -1106,7 +1191,7 @@ function refuseWaiting(s: ReplicaCoreState, fx: ReplicaEffect[], message: string
 }
 
 /** A summary for status endpoints and heartbeats. */
-export type ReplicaState = Pick<ReplicaCoreState, 'id' | 'epoch' | 'role' | 'durableSeq' | 'orderedSeq' | 'commitSeq' | 'appliedSeq' | 'syncing' | 'primaryFenced'> & {
+export type ReplicaState = Pick<ReplicaCoreState, 'id' | 'epoch' | 'role' | 'durableSeq' | 'orderedSeq' | 'commitSeq' | 'appliedSeq' | 'syncing' | 'primaryFenced' | 'space'> & {
   /** The epoch of the last durable entry (null when unknown): with durableSeq, how far this
    * log reaches, for the leader's choice of a new primary. */
   logEpoch: number | null;
@@ -1123,6 +1208,7 @@ export function summarize(s: ReplicaCoreState): ReplicaState {
     appliedSeq: s.appliedSeq,
     syncing: s.syncing,
     primaryFenced: s.primaryFenced,
+    space: s.space,
     logEpoch: epochIn(s.epochRuns, s.durableSeq, s.orderedSeq),
   };
 }

@@ -4,7 +4,7 @@
  * (submit, replicate, reads, verify holds), from the membership poller, and from the
  * completions of the effects it performs:
  *
- *   append            -> OpLog.append (writev + fdatasync)       -> logDurable
+ *   append            -> OpLog.append (writev + fdatasync)       -> logDurable | logFailed
  *   truncate          -> OpLog.truncateAfter                     -> truncated
  *   apply             -> Brick.apply (synchronous)               -> applied
  *   send              -> PeerTransport.replicate (HTTP/2)        -> peerAcked | peerFailed
@@ -18,10 +18,17 @@
  * while a step is being performed waits for it. A failed log append or brick apply ends the
  * process (the supervisor restarts it, and recovery replays the log); so does a broken
  * assertion in the core, since its state can no longer be trusted.
+ *
+ * Except for want of space (docs/space.md), which is an answer, not a failure: an append
+ * or an apply that meets ENOSPC releases the node's reserve (storage/disk-space.ts) and is
+ * tried again once; an append that still finds no room is reported as `logFailed` and the
+ * node is `full`; an apply that still finds none is tried again every APPLY_RETRY_MS (one
+ * op replayed on the brick gives the same outcome, as after a crash: Brick.appliedSeqMark),
+ * the node `full` meanwhile. The space guard's verdict reaches the core as `space` events.
  */
 import assert from 'node:assert/strict';
 import type { Membership, OpResult } from '../common/api';
-import { DfsError } from '../common/errors';
+import { DfsError, isErrnoException } from '../common/errors';
 import type { SequencedOpHeader } from '../common/ops';
 import type { Logger } from '../common/log';
 import type { ApplyResult, Brick } from './brick';
@@ -39,7 +46,10 @@ import {
   type ReplicaState,
   type ReplicateAck,
   type ReplicateRequest,
+  type SpaceState,
   type TimerKey,
+  opAdmittedWhenLow,
+  opBlocksBytes,
 } from './replica-core';
 
 export type { ReplicaConfig, ReplicaState, ReplicateRequest } from './replica-core';
@@ -53,6 +63,29 @@ export interface PeerTransport {
   replicate(url: string, req: ReplicateRequest): Promise<ReplicateAck>;
   /** Tells a peer the primary's log no longer holds what it needs (storage/full-sync.ts). */
   requireSync(url: string, epoch: number, seq: number): Promise<void>;
+}
+
+/** What the replica asks of the node's space guard (storage/disk-space.ts). */
+export interface SpaceControl {
+  readonly state: SpaceState;
+  /** Frees the reserve; false when none was left. */
+  release(): Promise<boolean>;
+  /** The log cannot grow even with the reserve freed. */
+  markFull(): void;
+  /** The primary admitted an op of `bytes`. */
+  noteAdmitted(bytes: number): void;
+  /** That op was answered. */
+  noteSettled(bytes: number): void;
+}
+
+/** How long an apply that found no room waits before it is tried again. */
+const APPLY_RETRY_MS = 1000;
+/** Bytes counted for an op's header and frame beside its data, for the space estimate. */
+const OP_OVERHEAD_BYTES = 512;
+
+function isNoSpace(err: unknown): boolean {
+  if (err instanceof DfsError) return err.code === 'NO_SPACE';
+  return isErrnoException(err) && (err.code === 'ENOSPC' || err.code === 'EDQUOT');
 }
 
 /** How often beginSync looks whether the log append and brick apply in flight are done. */
@@ -93,6 +126,8 @@ export class Replica {
     private readonly onStaleEpoch: () => Promise<void> = async () => undefined,
     /** The request-ID table on disk; without one, a restart forgets it. */
     private readonly journal: DedupJournal | null = null,
+    /** The node's space guard; without one, no room is an error the node never leaves. */
+    private readonly space: SpaceControl | null = null,
   ) {
     this.core = createReplicaState({
       id,
@@ -106,6 +141,12 @@ export class Replica {
       dedup: journal?.loaded ?? [],
     });
     this.reportedAppliedSeq = state.appliedSeq;
+    if (space && space.state !== 'ok') this.core.space = space.state;
+  }
+
+  /** The space guard's verdict changed. */
+  setSpace(state: SpaceState): void {
+    this.dispatch({ type: 'space', state });
   }
 
   get epoch(): number {
@@ -129,7 +170,20 @@ export class Replica {
    * `frame`, the op's frame as the proxy sent it (header and data exactly these), is
    * logged and forwarded as it is instead of being encoded again. */
   submit(header: SequencedOpHeader, data: Buffer, frame?: Buffer): Promise<OpResult> {
-    return this.request((token) => ({ type: 'submit', token, header, data, frame })) as Promise<OpResult>;
+    // Counted before the core sees it: the op that brings the estimate under the floor is
+    // the first one refused.
+    const space = this.space;
+    if (!space || this.core.role !== 'primary' || opAdmittedWhenLow(header.op)) {
+      return this.request((token) => ({ type: 'submit', token, header, data, frame })) as Promise<OpResult>;
+    }
+    const bytes = data.length + opBlocksBytes(header.op) + OP_OVERHEAD_BYTES;
+    space.noteAdmitted(bytes);
+    const answered = this.request((token) => ({ type: 'submit', token, header, data, frame })) as Promise<OpResult>;
+    answered.then(
+      () => space.noteSettled(bytes),
+      () => space.noteSettled(bytes),
+    );
+    return answered;
   }
 
   /** Backup: a batch from the primary; resolves once this node holds it durably. */
@@ -255,8 +309,8 @@ export class Replica {
     switch (fx.type) {
       case 'append': {
         const last = fx.entries[fx.entries.length - 1]!.header.seq;
-        this.log.append(fx.entries).then(
-          () => this.dispatch({ type: 'logDurable', seq: last }),
+        this.appendOrReport(fx.entries).then(
+          (logged) => this.dispatch(logged ? { type: 'logDurable', seq: last } : { type: 'logFailed', seq: last, code: 'NO_SPACE' }),
           (err: unknown) => {
             // The log is the durability promise; a node that cannot write it must not go on.
             this.logger.fatal({ nodeId: this.id, err }, 'op log append failed');
@@ -269,11 +323,14 @@ export class Replica {
         // Apply is synchronous; a long run yields now and then so reads and acks still flow.
         if (++this.appliesSinceYield > APPLY_OPS_PER_YIELD) {
           setImmediate(() => {
-            if (!this.core.closed) this.dispatch(this.applyOne(fx.entry));
+            if (this.core.closed) return;
+            const applied = this.applyOne(fx.entry);
+            if (applied) this.dispatch(applied);
           });
           return;
         }
-        this.queue.push(this.applyOne(fx.entry));
+        const applied = this.applyOne(fx.entry);
+        if (applied) this.queue.push(applied);
         return;
       }
       case 'truncate':
@@ -299,7 +356,8 @@ export class Replica {
           (err: unknown) => {
             const code = err instanceof DfsError ? err.code : 'UNAVAILABLE';
             // An answer, even a refusal, means the peer is reachable.
-            if (code === 'UNAVAILABLE' || code === 'TIMEOUT') {
+            // A peer out of room answers, but takes nothing: it is failing all the same.
+            if (code === 'UNAVAILABLE' || code === 'TIMEOUT' || code === 'NO_SPACE') {
               if (!this.failingSince.has(fx.peerId)) this.failingSince.set(fx.peerId, Date.now());
             } else {
               this.failingSince.delete(fx.peerId);
@@ -372,7 +430,44 @@ export class Replica {
     }
   }
 
-  private applyOne(entry: LogEntry): ReplicaEvent {
+  /** Appends; on no room, frees the reserve and tries once more. False: still no room
+   * (the node is marked full). Any other failure rejects. */
+  private async appendOrReport(entries: LogEntry[]): Promise<boolean> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.log.append(entries);
+        return true;
+      } catch (err) {
+        if (!isNoSpace(err)) throw err;
+        if (attempt === 0 && this.space && (await this.space.release())) continue;
+        this.logger.warn({ nodeId: this.id, fromSeq: entries[0]!.header.seq, count: entries.length, err: String(err) }, 'no room to log ops');
+        this.space?.markFull();
+        return false;
+      }
+    }
+  }
+
+  /** An apply that found no room: the reserve is freed and it runs again at once, the
+   * first time; after that the node is full and it runs again every APPLY_RETRY_MS. */
+  private retryApply(entry: LogEntry, attempt: number, err: unknown): void {
+    const again = () => {
+      if (this.core.closed) return;
+      const applied = this.applyOne(entry, attempt + 1);
+      if (applied) this.dispatch(applied);
+    };
+    void (async () => {
+      if (attempt === 0 && this.space && (await this.space.release())) return again();
+      if (attempt <= 1) this.logger.warn({ nodeId: this.id, seq: entry.header.seq, attempt, err: String(err) }, 'no room to apply an op; trying again until there is');
+      this.space?.markFull();
+      setTimeout(again, APPLY_RETRY_MS);
+    })().catch((err: unknown) => {
+      this.logger.fatal({ nodeId: this.id, err }, 'releasing the space reserve failed');
+      process.exit(70);
+    });
+  }
+
+  /** Applies one op; null when it found no room and will be applied later (retryApply). */
+  private applyOne(entry: LogEntry, attempt = 0): ReplicaEvent | null {
     const { header, data } = entry;
     let result: ApplyResult;
     try {
@@ -381,6 +476,10 @@ export class Replica {
       // The table's line is written before the brick's applied mark moves (Brick.apply).
       result = this.brick.apply(header.op, data, header.timeMs, header.seq, journal && reqId !== '' ? (r) => journal.record(reqId, { seq: header.seq, ...r }) : undefined);
     } catch (err) {
+      if (isNoSpace(err)) {
+        this.retryApply(entry, attempt, err);
+        return null;
+      }
       this.logger.fatal({ nodeId: this.id, seq: header.seq, err }, 'apply failed');
       process.exit(70);
     }

@@ -44,6 +44,7 @@ interface Beat {
   primaryFenced?: boolean;
   failingPeers?: Record<string, number>;
   peersAhead?: string[];
+  space?: 'ok' | 'low' | 'full';
 }
 
 /** Writes a membership (at `epoch`) and the heartbeats of the live nodes; nodes without a
@@ -178,6 +179,38 @@ s('a backup the primary has not reached for a while leaves the in-sync set, and 
   assert.equal((await round(redis)).inSync, ['n1', 'n2'], 'still failing: not promoted');
   await beats({}, dropped);
   assert.equal((await round(redis)).inSync, ['n1', 'n2', 'n3'], 'reached again: promoted');
+});
+
+s('a backup out of space leaves the in-sync set at once, and is promoted again only once it has room', async () => {
+  const redis = ctx.redis!.client;
+  const beats = (space: 'ok' | 'low' | 'full', m: Membership) =>
+    world(redis, m, { n1: { durableSeq: 10, epoch: m.epoch, role: 'primary' }, n2: { durableSeq: 10, epoch: m.epoch }, n3: { durableSeq: 10, epoch: m.epoch, role: m.inSync.includes('n3') ? 'backup' : 'learner', space } });
+  await beats('low', three(7));
+  assert.equal((await round(redis)).inSync, ['n1', 'n2', 'n3'], 'low on space is not out of it');
+  await beats('full', three(7));
+  const dropped = await round(redis);
+  assert.equal(dropped.inSync, ['n1', 'n2']);
+  await beats('full', dropped);
+  assert.equal((await round(redis)).inSync, ['n1', 'n2'], 'still full: not promoted');
+  await beats('low', dropped);
+  assert.equal((await round(redis)).inSync, ['n1', 'n2', 'n3'], 'room again: promoted');
+});
+
+s('a primary short of space hands its role to an in-sync node with room, and to none merely low', async () => {
+  const redis = ctx.redis!.client;
+  type Space = 'ok' | 'low' | 'full';
+  const beats = (n1: Space, n2: Space, n3: Space) =>
+    world(redis, three(7), { n1: { durableSeq: 10, epoch: 7, role: 'primary', space: n1 }, n2: { durableSeq: 10, epoch: 7, space: n2 }, n3: { durableSeq: 10, epoch: 7, space: n3 } });
+  await beats('full', 'low', 'low');
+  assert.is((await round(redis)).primary, 'n1', 'a shared file system: the others are short of room too');
+  await beats('ok', 'ok', 'ok');
+  assert.is((await round(redis)).primary, 'n1');
+  for (const short of ['full', 'low'] as const) {
+    await beats(short, 'low', 'ok');
+    const m = await round(redis);
+    assert.equal([m.primary, m.inSync, m.epoch], ['n3', ['n2', 'n3'], 8], `a primary ${short} on space`);
+    assert.ok(m.nodes.n1, 'the old primary stays a member');
+  }
 });
 
 s('a primary being removed hands its role to the best confirmed in-sync node, then drains', async () => {

@@ -55,6 +55,9 @@ test(`${SEEDS} seeds keep every invariant and converge`, () => {
     'stranded',
     'deposedAcks',
     'deposedRefusals',
+    'appendsRefused',
+    'fullRemovals',
+    'noSpaceAnswers',
   ]) {
     assert.ok(totals[k]! > 0, `no ${k} in ${SEEDS} seeds`);
   }

@@ -27,7 +27,10 @@
  * spread over a fault window of 1 to 16 virtual seconds). Faults: message loss,
  * duplication and long delays (so reordering), proxy deaths after taking a sequence ID
  * (holes; a client that goes away too may leave one at the tail), epoch bumps, one backup
- * removed from the in-sync set, dfs verify holds, crashes and pauses. A crash or a pause
+ * removed from the in-sync set, dfs verify holds, disks that fill (docs/space.md: a node
+ * low on space, whose primary refuses ops that need room with NO_SPACE, or full, whose
+ * appends fail until it has room again; the leader takes a full backup out of the in-sync
+ * set), crashes and pauses. A crash or a pause
  * hits the primary as often as the profile says (never, about a third, or more than half
  * the time), another node otherwise; `primaryFaults: false` spares the primary.
  * - A crash keeps the fsynced log and a random prefix of the unsynced tail; the node
@@ -79,6 +82,7 @@ import {
   type ReplicaEffect,
   type ReplicaEvent,
   type ReplicateAck,
+  type SpaceState,
   type TimerKey,
 } from '../../storage/replica-core';
 import { prng, type Prng } from '../helpers/prng';
@@ -131,6 +135,8 @@ const READ_TIMEOUT_MS = 5000;
  * second into a key that lives 3 s (storage/main.ts), so the leader notices a node that
  * stopped 2 to 3 s after it stopped. */
 const LEADER_ROUND_MS = 250;
+/** How often a node's space guard reads free space (storage/disk-space.ts). */
+const SPACE_POLL_MS = 1000;
 const HEARTBEAT_LAPSE_MS_MIN = 2000;
 const HEARTBEAT_LAPSE_MS_SPREAD = 1000;
 /** A learner is promoted once its durable log is this close to the primary's (the real
@@ -285,6 +291,12 @@ interface SimNode {
    * its last heartbeat outlives that. */
   silentSinceMs: number | null;
   lapseMs: number;
+  /** Its disk's room: low, or full (appends fail with NO_SPACE). It is the disk's, so it
+   * outlives a crash. */
+  space: SpaceState;
+  /** What its space guard says (storage/disk-space.ts), as its heartbeat carries it: a disk
+   * filling reads low first, and full once an append failed for want of room. */
+  guard: SpaceState;
 }
 
 interface SimProxy {
@@ -326,6 +338,11 @@ class World {
     virtualMs: 0,
     opsAcked: 0,
     opsGivenUp: 0,
+    disksFull: 0,
+    disksLow: 0,
+    appendsRefused: 0,
+    fullRemovals: 0,
+    noSpaceAnswers: 0,
     opsAbandoned: 0,
     holds: 0,
     reads: 0,
@@ -389,6 +406,7 @@ class World {
   /** The final reads: the barrier, the nodes that answered it, the ones asked. */
   private drain: { barrier: number; answered: Set<string>; asking: Set<string>; done: boolean } | null = null;
   private readonly clientCount: number;
+  private readonly spaceRng: Prng;
   private clientsRunning: number;
 
   constructor(
@@ -436,7 +454,12 @@ class World {
       stalled: [],
       silentSinceMs: null,
       lapseMs: 0,
+      space: 'ok' as SpaceState,
+      guard: 'ok' as SpaceState,
     }));
+    // Disks filling up: drawn from a stream of their own, so that every other fault a seed
+    // draws stays as it was before they were added.
+    this.spaceRng = prng(seed * 7919 + 17);
     this.log(`seed ${seed} profile ${JSON.stringify(this.profile)} faults until ${this.faultEndMs} ms`);
   }
 
@@ -495,6 +518,14 @@ class World {
         this.publish({ ...this.redis.membership, epoch: this.redis.membership.epoch + 1 });
       });
     }
+    const spaceEpisodes = this.spaceRng.pick([0, 0, 0, 1, 2, 3]);
+    for (let i = 0; i < spaceEpisodes; i++) {
+      const sr = this.spaceRng;
+      const n = sr.pick(this.nodes);
+      const state: SpaceState = sr.next() < 0.6 ? 'full' : 'low';
+      const ms = 100 + sr.int(3000);
+      this.clock.after(sr.int(this.faultEndMs), () => this.fillDisk(n, state, ms));
+    }
     if (r.next() < 0.15) {
       this.clock.after(r.int(this.faultEndMs), () => {
         const m = this.redis.membership;
@@ -507,6 +538,39 @@ class World {
         this.joining.delete(gone);
       });
     }
+  }
+
+  /** A node's disk is low or full for `ms`, then has room again; the node's space guard
+   * tells its core at once each time (storage/main.ts). */
+  private fillDisk(n: SimNode, state: SpaceState, ms: number): void {
+    if (n.space !== 'ok') return; // one episode at a time
+    this.stats[state === 'full' ? 'disksFull' : 'disksLow']++;
+    this.log(`${n.id}'s disk is ${state} for ${ms} ms`);
+    const tell = (st: SpaceState) => {
+      n.guard = st;
+      if (n.up && n.core) this.onNode(n, n.incarnation, () => n.core && this.dispatch(n, { type: 'space', state: st }));
+    };
+    n.space = state;
+    // statfs shows it below the floor; that it is full shows when an append fails.
+    tell('low');
+    this.clock.after(ms, () => {
+      this.log(`${n.id}'s disk has room again`);
+      n.space = 'ok';
+      tell('ok');
+    });
+  }
+
+  /** The guard reads free space every second: `full` lasts until it finds room. */
+  private pollGuard(n: SimNode): void {
+    const inc = n.incarnation;
+    this.clock.after(SPACE_POLL_MS, () =>
+      this.onNode(n, inc, () => {
+        if (n.guard !== 'full') return;
+        if (n.space === 'full') return this.pollGuard(n);
+        n.guard = n.space;
+        this.dispatch(n, { type: 'space', state: n.guard });
+      }),
+    );
   }
 
   /** The leader writes a membership; every node sees it at its next poll. */
@@ -614,6 +678,10 @@ class World {
       recovered: log.slice(),
       fencedEpoch: n.saved.epoch,
     });
+    // The driver hands the core its space guard's verdict before anything else (Replica).
+    // A new process's guard reads the disk afresh.
+    n.guard = n.space === 'full' ? 'low' : n.space;
+    if (n.guard !== 'ok') n.core.space = n.guard;
     n.up = true;
     n.silentSinceMs = null; // it heartbeats as it starts
     this.log(`${n.id} restarts at epoch ${n.saved.epoch}, replaying ${log.length} ops, ${n.saved.committedSeq} known committed`);
@@ -658,9 +726,17 @@ class World {
       this.joining.delete(id);
       return this.publish({ ...m, epoch: m.epoch + 1, inSync: m.inSync.filter((x) => x !== id) });
     }
+    for (const id of m.inSync) {
+      const n = this.node(id);
+      if (id === m.primary || !this.alive(n) || n.guard !== 'full') continue;
+      this.stats.fullRemovals++;
+      this.log(`leader: ${id} is out of space; it leaves the in-sync set`);
+      this.joining.delete(id);
+      return this.publish({ ...m, epoch: m.epoch + 1, inSync: m.inSync.filter((x) => x !== id) });
+    }
     if (!this.alive(primary)) return;
     for (const n of this.nodes) {
-      if (m.inSync.includes(n.id) || m.nodes[n.id] === undefined || !this.alive(n)) continue;
+      if (m.inSync.includes(n.id) || m.nodes[n.id] === undefined || !this.alive(n) || n.guard === 'full') continue;
       const c = n.core;
       if (c.syncing || c.epoch !== m.epoch || c.role !== 'learner' || c.durableSeq < primary.core.durableSeq - JOIN_LAG_OPS) continue;
       this.stats.promotions++;
@@ -831,6 +907,21 @@ class World {
           if (e.header.seq !== last + 1) this.fail(`${n.id} appends seq ${e.header.seq} after ${last}`);
           this.checkSlot(n, e);
           last = e.header.seq;
+        }
+        if (n.space === 'full') {
+          // No room: the driver cuts back what it wrote (nothing lasting) and says so.
+          this.stats.appendsRefused++;
+          later(0.1 + this.rng.next() * this.profile.fsyncMsMax, () => {
+            // Replica.appendOrReport: the guard is marked full, which it reports, then the
+            // append's failure.
+            if (n.guard !== 'full') {
+              n.guard = 'full';
+              this.dispatch(n, { type: 'space', state: 'full' });
+              this.pollGuard(n);
+            }
+            this.dispatch(n, { type: 'logFailed', seq: last, code: 'NO_SPACE' });
+          });
+          return;
         }
         disk.unsynced.push(...fx.entries);
         later(0.1 + this.rng.next() * this.profile.fsyncMsMax, () => {
@@ -1069,6 +1160,12 @@ class World {
               return;
             }
             lastCode = r.code;
+            if (r.code === 'NO_SPACE') {
+              // Final: the op was refused before it was ordered (its slot holds a no-op).
+              this.stats.noSpaceAnswers++;
+              done(r);
+              return;
+            }
             if (r.code === 'SLOT_TAKEN') this.stats.slotTaken++;
             if (r.code === 'NOT_PRIMARY' && primary.id !== this.redis.membership.primary) this.stats.deposedRefusals++;
             if (r.code !== 'SLOT_TAKEN' && r.code !== 'NOT_PRIMARY' && r.code !== 'STALE_EPOCH' && r.code !== 'UNAVAILABLE') {
@@ -1302,6 +1399,10 @@ export function describeEvent(e: ReplicaEvent): string {
       return `truncated ${e.seq}`;
     case 'logDurable':
       return `logDurable ${e.seq}`;
+    case 'logFailed':
+      return `logFailed ${e.seq} ${e.code}`;
+    case 'space':
+      return `space ${e.state}`;
     case 'applied':
       return `applied ${e.seq} ${JSON.stringify(e.result)}`;
     case 'peerAcked':

@@ -61,6 +61,14 @@ const replicate = (
   entries: seqs.map((s) => entry(s, reqIds[s] ?? `r${s}`, 10, o.entryEpoch ?? 1)),
 });
 const durable = (seq: number): ReplicaEvent => ({ type: 'logDurable', seq });
+const logFailed = (seq: number): ReplicaEvent => ({ type: 'logFailed', seq, code: 'NO_SPACE' });
+const space = (state: 'ok' | 'low' | 'full'): ReplicaEvent => ({ type: 'space', state });
+const submitOp = (token: number, seq: number, op: LogEntry['header']['op']): ReplicaEvent => ({
+  type: 'submit',
+  token,
+  header: { epoch: 1, seq, reqId: `r${seq}`, timeMs: 1000 + seq, op },
+  data: Buffer.alloc(0),
+});
 const applied = (seq: number, result: { errno?: string } = {}): ReplicaEvent => ({ type: 'applied', seq, result });
 /** A peer's answer; by default its log is all epoch 1 and it knows nothing committed. */
 const acked = (peerId: string, requestId: number, durableSeq: number, commitSeq = 0, tail: EpochRun[] = durableSeq > commitSeq ? [{ from: commitSeq + 1, epoch: 1 }] : []): ReplicaEvent => ({
@@ -69,7 +77,7 @@ const acked = (peerId: string, requestId: number, durableSeq: number, commitSeq 
   requestId,
   ack: { durableSeq, commitSeq, tail },
 });
-const failed = (peerId: string, requestId: number, code: 'GAP' | 'UNAVAILABLE' | 'STALE_EPOCH' | 'NOT_PRIMARY'): ReplicaEvent => ({ type: 'peerFailed', peerId, requestId, code });
+const failed = (peerId: string, requestId: number, code: 'GAP' | 'UNAVAILABLE' | 'STALE_EPOCH' | 'NOT_PRIMARY' | 'NO_SPACE'): ReplicaEvent => ({ type: 'peerFailed', peerId, requestId, code });
 const timer = (key: 'hole' | 'hold' | `peer:${string}` | `barrier:${number}`): ReplicaEvent => ({ type: 'timer', key });
 const read = (token: number, seq: number): ReplicaEvent => ({ type: 'barrierRead', token, seq });
 const hold = (token: number, seq: number, timeoutMs = 5000): ReplicaEvent => ({ type: 'hold', token, seq, timeoutMs });
@@ -857,6 +865,89 @@ const CASES: Case[] = [
       [durable(1), { throws: /does not end the append in flight/ }],
       [applied(1), { throws: /is not the apply in flight/ }],
       [timer('bogus' as 'hole'), { throws: /unknown timer/ }],
+    ],
+  },
+
+  // ---- want of space (docs/space.md) ----
+  {
+    name: 'a primary low on space refuses a write with NO_SPACE and fills its slot with a no-op; an unlink goes on',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [space('low'), []],
+      [submit(7, 1), ['refuse 7 NO_SPACE', 'append 1..1']],
+      [submitOp(8, 2, { type: 'unlink', path: '/f' }), []],
+      [durable(1), ['apply 1', 'append 2..2']],
+      [applied(1), []],
+      [durable(2), ['apply 2']],
+      [applied(2), ['answer 8 {"seq":2}']],
+      [space('ok'), []],
+      [submit(9, 3), ['append 3..3']],
+    ],
+    after: (s) => assert.equal(s.entries.size, 1),
+  },
+  {
+    name: 'low on space, fallocate punching a hole goes on; one allocating is refused',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [space('low'), []],
+      [submitOp(7, 1, { type: 'fallocate', path: '/f', mode: 0x03, offset: 0, size: 4096 }), ['append 1..1']],
+      [submitOp(8, 2, { type: 'fallocate', path: '/f', mode: 0, offset: 0, size: 4096 }), ['refuse 8 NO_SPACE']],
+    ],
+  },
+  {
+    name: 'the no-op that fills a refused slot is a no-op on every node: it is what is replicated',
+    script: [
+      ...PRIMARY_READY,
+      [space('low'), []],
+      [submit(7, 1), ['refuse 7 NO_SPACE', 'append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+    ],
+    after: (s) => assert.equal(s.entries.get(1)!.header.op, { type: 'noop' }),
+  },
+  {
+    name: 'a backup whose append finds no room forgets what it had not logged, refuses the batch, and takes none until space is back',
+    script: [
+      [membership(AS_BACKUP), ['role backup e1']],
+      [replicate(1, [1, 2]), ['append 1..2']],
+      [logFailed(2), ['refuse 1 NO_SPACE']],
+      [replicate(2, [1, 2]), ['refuse 2 NO_SPACE']],
+      // A notice (no entries) is still answered: the node is reachable and says where it is.
+      [replicate(3, [], 0, 1, {}, { prefixSeq: 0 }), ['answer 3 d0 c0']],
+      [space('low'), []],
+      [replicate(4, [1, 2]), ['append 1..2']],
+      [durable(2), ['answer 4 d2 c0 1:e1']],
+    ],
+    after: (s) => assert.equal([s.orderedSeq, s.durableSeq, s.space], [2, 2, 'low']),
+  },
+  {
+    name: 'a primary whose append finds no room keeps what it ordered and appends it again once there is room',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [submit(7, 1), ['append 1..1']],
+      [logFailed(1), []],
+      [submit(8, 2), ['refuse 8 NO_SPACE']],
+      [submitOp(9, 3, { type: 'rmdir', path: '/d' }), []],
+      [space('low'), ['append 1..3']],
+      [durable(3), ['apply 1']],
+      [applied(1), ['answer 7 {"seq":1}', 'apply 2']],
+      [applied(2), ['apply 3']],
+      [applied(3), ['answer 9 {"seq":3}']],
+    ],
+    after: (s) => assert.equal(s.entries.get(2), undefined),
+  },
+  {
+    name: 'a backup out of room is asked again later, not at once',
+    script: [
+      ...PRIMARY_READY,
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+      [failed('n3', 4, 'NO_SPACE'), ['set peer:n3 1000']],
+      [timer('peer:n3'), ['send n3 #5 e1 c0 1..1']],
+    ],
+  },
+  {
+    name: 'logFailed must name the append in flight',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [logFailed(1), { throws: /does not end the append in flight/ }],
     ],
   },
 ];
