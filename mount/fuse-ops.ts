@@ -322,6 +322,15 @@ export class DfsFileSystem {
       init: (cb) => cb(0),
       getattr: (path, cb) => {
         const ctimeOnly = this.callerOf()?.ctimeOnly === true;
+        // Most getattrs are answered from the cache: then at once, without the deadline,
+        // timer and promises a call that may go to the cluster needs.
+        const hit = ctimeOnly ? undefined : this.cachedAttrNow(path);
+        if (hit !== undefined) {
+          this.metrics?.fuseRequests.inc({ op: 'getattr' });
+          if (hit === null) cb(ENOENT, undefined, this.kernelTimes(path, ENOENT));
+          else cb(0, toStat(hit), this.kernelTimes(path, 0));
+          return;
+        }
         this.serve('getattr', path, (d) => this.getattr(this.fromKernel(path), d, ctimeOnly), (code, attr) => cb(code, attr && toStat(attr), this.kernelTimes(path, code)));
       },
       fgetattr: (path, fd, cb) => {
@@ -487,6 +496,23 @@ export class DfsFileSystem {
   }
 
   // ---- Attributes ----------------------------------------------------------------
+
+  /** What getattr would answer for `kernelPath` from the cache alone (null: no such entry),
+   * or undefined when it has to wait or ask: a bad or reserved path, an atime change on
+   * its way, nothing usable cached. Answers exactly as getattr does. */
+  private cachedAttrNow(kernelPath: string): Attr | null | undefined {
+    let p: string;
+    try {
+      p = checkPath(this.fromKernel(kernelPath));
+    } catch {
+      return undefined; // getattr says why
+    }
+    if (this.atimeUpdates.has(p)) return undefined;
+    const cached = this.attrs.lookup(p);
+    if (cached === undefined || cached === null) return cached;
+    const attr = this.withBufferedSize(p, cached);
+    return this.orphans.isOrphan(p) ? { ...attr, nlink: Math.max(0, attr.nlink - 1) } : attr;
+  }
 
   /** `ctimeOnly`: libfuse is answering a kernel SETATTR that changes nothing but ctime
    * (chown(f, -1, -1); the dfs patch flags it), so ctime moves first. */
