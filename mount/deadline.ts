@@ -49,19 +49,22 @@ export class Deadline {
 }
 
 /** Runs `p` but gives up with TIMEOUT when the deadline passes first (the work itself
- * continues; its result is dropped). Used for waits that are not HTTP requests. */
+ * continues; its result is dropped). Used for waits that are not HTTP requests. A timer of
+ * its own, not the deadline's signal: every FUSE call races its work this way, and an
+ * AbortController with a listener added and removed cost more than the work of a call the
+ * cache answers. */
 export function raceDeadline<T>(p: Promise<T>, deadline: Deadline): Promise<T> {
-  if (deadline.signal.aborted) return Promise.reject(new DfsError('TIMEOUT', 'deadline passed'));
+  if (deadline.expired()) return Promise.reject(new DfsError('TIMEOUT', 'deadline passed'));
   return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(new DfsError('TIMEOUT', 'deadline passed'));
-    deadline.signal.addEventListener('abort', onAbort, { once: true });
+    const timer = setTimeout(() => reject(new DfsError('TIMEOUT', 'deadline passed')), deadline.remainingMs());
+    timer.unref(); // as the deadline's own: a wait must not keep the process alive
     p.then(
       (v) => {
-        deadline.signal.removeEventListener('abort', onAbort);
+        clearTimeout(timer);
         resolve(v);
       },
       (e: unknown) => {
-        deadline.signal.removeEventListener('abort', onAbort);
+        clearTimeout(timer);
         reject(e);
       },
     );

@@ -406,9 +406,29 @@ export class DfsFileSystem {
         const caller = this.callerOf();
         this.serve('write', path, (d) => this.write(fd, buf, len, pos, caller, d), (code) => cb(code < 0 ? code : len));
       },
-      flush: (path, fd, cb) => this.serve('flush', path, (d) => this.flushHandle(fd, d), cb),
+      // A handle that never buffered a write has nothing to send: its flush, and its
+      // release unless it was the last of an unlinked file, are answered at once.
+      flush: (path, fd, cb) => {
+        const h = this.handles.get(fd);
+        if (h && !h.writes) {
+          this.metrics?.fuseRequests.inc({ op: 'flush' });
+          cb(0);
+          return;
+        }
+        this.serve('flush', path, (d) => this.flushHandle(fd, d), cb);
+      },
       fsync: (path, _datasync, fd, cb) => this.serve('fsync', path, (d) => this.flushHandle(fd, d), cb),
-      release: (path, fd, cb) => this.serve('release', path, (d) => this.release(fd, d), cb),
+      release: (path, fd, cb) => {
+        const h = this.handles.get(fd);
+        if (h && !h.writes && !this.releaseLeavesOrphan(h)) {
+          this.metrics?.fuseRequests.inc({ op: 'release' });
+          this.handles.delete(fd);
+          if (h.writable) this.forgetInKernel(h.path);
+          cb(0);
+          return;
+        }
+        this.serve('release', path, (d) => this.release(fd, d), cb);
+      },
     };
   }
 
@@ -1154,6 +1174,12 @@ export class DfsFileSystem {
     }
     // The last descriptor of an unlinked file: it goes now.
     if (this.orphanUnused(h.path)) await this.removeOrphan(h.path, d);
+  }
+
+  /** Whether closing `h` leaves an unlinked file with no descriptor here (release must
+   * remove it). */
+  private releaseLeavesOrphan(h: OpenFile): boolean {
+    return this.orphans.isOrphan(h.path) && !this.opening.has(h.path) && this.handles.related(h.path).every((other) => other === h);
   }
 
   /** Resolves once the opens of `p` under way now have ended. */
