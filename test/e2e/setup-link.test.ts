@@ -134,7 +134,9 @@ test('setup links into an empty bin dir; CI in a second clone leaves the links a
   assert.ok(description !== null);
   for (const record of description!.processes) {
     if (record.kind === 'redis') continue;
-    assert.ok(record.argv[1]!.startsWith(join(a, '')), `${record.kind} ${record.id} runs A's code: ${record.argv.join(' ')}`);
+    // The script node runs: the first argument after node's own flags.
+    const script = record.argv.slice(1).find((arg) => !arg.startsWith('--'));
+    assert.ok(script !== undefined && script.startsWith(join(a, '')), `${record.kind} ${record.id} runs A's code: ${record.argv.join(' ')}`);
   }
   const down = await run('dfs', ['local', 'down', '--data', dataDir], { cwd: root, env: user });
   assert.is(down.code, 0, down.output);
