@@ -420,14 +420,12 @@ export class DfsFileSystem {
       fsync: (path, _datasync, fd, cb) => this.serve('fsync', path, (d) => this.flushHandle(fd, d), cb),
       release: (path, fd, cb) => {
         const h = this.handles.get(fd);
-        if (h && !h.writes && !this.releaseLeavesOrphan(h)) {
-          this.metrics?.fuseRequests.inc({ op: 'release' });
-          this.handles.delete(fd);
-          if (h.writable) this.forgetInKernel(h.path);
-          cb(0);
-          return;
-        }
-        this.serve('release', path, (d) => this.release(fd, d), cb);
+        if (!h || h.writes) return this.serve('release', path, (d) => this.release(fd, d), cb);
+        this.closeHandle(h);
+        // The last descriptor of an unlinked file: it goes now (release does the same).
+        if (this.orphanUnused(h.path)) return this.serve('release', path, (d) => this.removeOrphan(h.path, d), cb);
+        this.metrics?.fuseRequests.inc({ op: 'release' });
+        cb(0);
       },
     };
   }
@@ -529,7 +527,12 @@ export class DfsFileSystem {
     }
     if (this.atimeUpdates.has(p)) return undefined;
     const cached = this.attrs.lookup(p);
-    if (cached === undefined || cached === null) return cached;
+    return cached === undefined || cached === null ? cached : this.asSeen(p, cached);
+  }
+
+  /** Attributes of `p` as the application sees them: with the writes buffered here, and
+   * an orphan's own hidden name not counted. */
+  private asSeen(p: string, cached: Attr): Attr {
     const attr = this.withBufferedSize(p, cached);
     return this.orphans.isOrphan(p) ? { ...attr, nlink: Math.max(0, attr.nlink - 1) } : attr;
   }
@@ -549,9 +552,7 @@ export class DfsFileSystem {
       cached = this.attrs.lookup(p);
     }
     if (cached === null) throw new DfsError('FS_ERROR', 'no such file', 'ENOENT');
-    const attr = this.withBufferedSize(p, cached ?? (await this.fetchAttr(p, d)));
-    // The orphan's own name is not one the application made.
-    return this.orphans.isOrphan(p) ? { ...attr, nlink: Math.max(0, attr.nlink - 1) } : attr;
+    return this.asSeen(p, cached ?? (await this.fetchAttr(p, d)));
   }
 
   /** Whether a lookup of `p`, not cached, should fetch its directory's listing instead:
@@ -1167,19 +1168,18 @@ export class DfsFileSystem {
     try {
       if (h.writes) await raceDeadline(h.writes.flush().catch(lostWrite), d);
     } finally {
-      this.handles.delete(fd);
-      // While it was open for writing the kernel was given no time for it, but an answer
-      // from before may still be kept, and the writes sent since moved its times.
-      if (h.writable) this.forgetInKernel(h.path);
+      this.closeHandle(h);
     }
     // The last descriptor of an unlinked file: it goes now.
     if (this.orphanUnused(h.path)) await this.removeOrphan(h.path, d);
   }
 
-  /** Whether closing `h` leaves an unlinked file with no descriptor here (release must
-   * remove it). */
-  private releaseLeavesOrphan(h: OpenFile): boolean {
-    return this.orphans.isOrphan(h.path) && !this.opening.has(h.path) && this.handles.related(h.path).every((other) => other === h);
+  /** Forgets the open handle `h`, its writes sent or given up. */
+  private closeHandle(h: OpenFile): void {
+    this.handles.delete(h.fh);
+    // While it was open for writing the kernel was given no time for it, but an answer
+    // from before may still be kept, and the writes sent since moved its times.
+    if (h.writable) this.forgetInKernel(h.path);
   }
 
   /** Resolves once the opens of `p` under way now have ended. */

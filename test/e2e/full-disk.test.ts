@@ -200,27 +200,36 @@ test('a full file system gives ENOSPC, not EIO; rm or growing it brings writes b
   assert.is(down.code, 0, down.stdout + down.stderr);
 });
 
-test('a backup whose file system fills leaves the in-sync set as full, writes go on, and it rejoins once it has room', async () => {
+/**
+ * A mounted 3-node cluster in which `nodeId`'s data directory is a 128 MiB file system of
+ * its own (a node holds what it applied twice for a while, brick and log: room for both),
+ * with 1 MiB written through the mount (`keep`), then that file system filled by someone
+ * else (`hog`, to remove for room).
+ */
+async function clusterWithOneNodeFull(nodeId: string) {
   const root = tempRoot();
   const dataDir = join(root, 'data');
   const mountpoint = join(root, 'mnt');
-  // n1 is the primary (the lowest ID); n3's data directory is a small file system of its own.
-  // A node holds what it applied twice for a while (brick and log): room for both.
-  smallFs(join(dataDir, 'nodes', 'n3'), 128);
+  smallFs(join(dataDir, 'nodes', nodeId), 128);
   cleanUpCluster(dataDir, mountpoint);
   const cluster = await startCluster({ dataDir, nodes: 3, proxies: 1 });
   cleanups.push(() => cluster.stop());
   await cluster.mount(mountpoint);
   const keep = randomBytes(MiB);
   writeFileSync(join(mountpoint, 'keep.bin'), keep);
-
-  // Someone else fills n3's file system.
-  const hog = join(dataDir, 'nodes', 'n3', 'hog');
+  const hog = join(dataDir, 'nodes', nodeId, 'hog');
   try {
     writeFileSync(hog, Buffer.alloc(200 * MiB));
   } catch (e) {
     assert.is((e as NodeJS.ErrnoException).code, 'ENOSPC');
   }
+  const status = async () => JSON.parse((await runDfs(['status', '--data', dataDir, '--json'])).stdout) as ClusterStatus;
+  return { dataDir, mountpoint, cluster, keep, hog, status };
+}
+
+test('a backup whose file system fills leaves the in-sync set as full, writes go on, and it rejoins once it has room', async () => {
+  // n1 is the primary (the lowest ID); n3's file system fills.
+  const { dataDir, mountpoint, cluster, keep, hog, status } = await clusterWithOneNodeFull('n3');
 
   // Writes go on (the cluster has room on n1 and n2).
   const files: Array<[string, Buffer]> = [];
@@ -230,7 +239,6 @@ test('a backup whose file system fills leaves the in-sync set as full, writes go
     assert.is(tryWrite(name, data), null, `write ${i} goes on with one backup full`);
     files.push([name, data]);
   }
-  const status = async () => JSON.parse((await runDfs(['status', '--data', dataDir, '--json'])).stdout) as ClusterStatus;
   const shownFull = await pollUntil(async () => {
     const s = await status();
     const n3 = s.nodes.find((n) => n.id === 'n3');
@@ -252,25 +260,8 @@ test('a backup whose file system fills leaves the in-sync set as full, writes go
 });
 
 test("a primary whose file system fills hands its role to a node with room; writes go on; it rejoins as a backup", async () => {
-  const root = tempRoot();
-  const dataDir = join(root, 'data');
-  const mountpoint = join(root, 'mnt');
-  // n1 is the first primary (the lowest ID); its data directory is a small file system.
-  smallFs(join(dataDir, 'nodes', 'n1'), 128);
-  cleanUpCluster(dataDir, mountpoint);
-  const cluster = await startCluster({ dataDir, nodes: 3, proxies: 1 });
-  cleanups.push(() => cluster.stop());
-  await cluster.mount(mountpoint);
-  const keep = randomBytes(MiB);
-  writeFileSync(join(mountpoint, 'keep.bin'), keep);
-
-  const hog = join(dataDir, 'nodes', 'n1', 'hog');
-  try {
-    writeFileSync(hog, Buffer.alloc(200 * MiB));
-  } catch (e) {
-    assert.is((e as NodeJS.ErrnoException).code, 'ENOSPC');
-  }
-  const status = async () => JSON.parse((await runDfs(['status', '--data', dataDir, '--json'])).stdout) as ClusterStatus;
+  // n1 is the first primary (the lowest ID); its file system fills.
+  const { dataDir, mountpoint, cluster, keep, hog, status } = await clusterWithOneNodeFull('n1');
   const movedTo = await pollUntil(async () => {
     const m = (await status()).membership;
     return m && m.primary !== 'n1' && !m.inSync.includes('n1') ? m.primary : undefined;
