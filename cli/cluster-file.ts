@@ -32,6 +32,10 @@ export interface ProcessRecord extends ProcessIdentity {
   id: string;
   url: string | null;
   port: number | null;
+  /** Storage nodes and proxies: the admin port's base URL (plain HTTP, no client
+   * certificate: /metrics, /healthz, /readyz, and a proxy's /ui). Absent in files
+   * written before it existed. */
+  adminUrl?: string;
   logFile: string;
   /** The command and its arguments, so that the harness can restart the process. */
   argv: string[];
@@ -60,6 +64,8 @@ export interface ClusterFile {
   proxyUrls: string[];
   processes: ProcessRecord[];
   mounts: MountRecord[];
+  /** The cluster's certificates (cli/certs.ts); null or absent: started --insecure. */
+  tlsDir?: string | null;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import { resolve } from 'node:path';
 import { DfsError } from '../common/errors';
 import { clusterFilePath, readClusterFile, updateClusterFile, upsertRecord, type ClusterFile, type ProcessKind, type ProcessRecord } from './cluster-file';
 import { mountFor, type MountOptions } from './cluster-mounts';
-import { MOUNT_STOP_GRACE_MS, nextNodeTemplate, readLogTail, spawnRecorded, stopRecorded, type Running } from './cluster-processes';
+import { MOUNT_STOP_GRACE_MS, nextNodeTemplate, readLogTail, spawnRecorded, stopRecorded, useAdminCredential, type Running } from './cluster-processes';
 import { isFuseMounted, unmountFuse } from './mounts';
 import { probeReady, READY_TIMEOUT_MS } from './probes';
 import { isSameProcess, pollUntil, signalProcess, stopProcesses, type ProcessIdentity } from './processes';
@@ -206,6 +206,7 @@ export function makeCluster(
     async addNode() {
       refresh();
       const template = await nextNodeTemplate({ ...description, processes: runnings.map((running) => running.record) });
+      useAdminCredential({ ...description, processes: [{ ...template, pid: 0, startTime: 0 } as unknown as ProcessRecord] });
       const running = await spawnRecorded(template, context.detached, context.env);
       runnings.push(running);
       description.processes = runnings.map((candidate) => candidate.record);

@@ -9,7 +9,7 @@ import { mkdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DfsError } from '../common/errors';
 import { readClusterFile, updateClusterFile, upsertRecord, type ClusterFile, type MountRecord, type ProcessRecord } from './cluster-file';
-import { assertBuilt, describeExit, failure, MOUNT_BIN, spawnRecorded, type Running } from './cluster-processes';
+import { assertBuilt, describeExit, failure, MOUNT_BIN, spawnRecorded, tlsArgs, type Running } from './cluster-processes';
 import { findMount, isFuseMounted } from './mounts';
 import { pollUntil, stopProcesses } from './processes';
 import { NODE_RUNTIME_FLAGS } from '../common/node-runtime';
@@ -30,6 +30,9 @@ export interface StartMountOptions extends MountOptions {
   logFile: string;
   detached?: boolean;
   env?: NodeJS.ProcessEnv;
+  /** The cluster's certificates: the mount gets an admin-host credential there (every
+   * uid, unsquashed, as a trusted NFS host: docs/security.md); null: --insecure. */
+  tlsDir?: string | null;
 }
 
 /** The ID of the next mount: one past the highest recorded, so that a mount made after an
@@ -47,7 +50,7 @@ function nextMountId(description: ClusterFile): string {
 export async function mountFor(
   description: ClusterFile,
   mountpoint: string,
-  options: Omit<StartMountOptions, 'id' | 'mountpoint' | 'proxyUrls' | 'logFile'>,
+  options: Omit<StartMountOptions, 'id' | 'mountpoint' | 'proxyUrls' | 'logFile' | 'tlsDir'>,
 ): Promise<{ running: Running; mount: MountRecord }> {
   const target = resolve(mountpoint);
   const id = nextMountId(description);
@@ -57,6 +60,7 @@ export async function mountFor(
     mountpoint: target,
     proxyUrls: description.proxyUrls,
     logFile: join(description.dataDir, 'logs', `mount-${id}.log`),
+    tlsDir: description.tlsDir ?? null,
   });
   return { running, mount: { mountpoint: target, processId: id, proxyUrls: description.proxyUrls } };
 }
@@ -76,7 +80,7 @@ async function startMount(options: StartMountOptions): Promise<Running> {
   const running = await spawnRecorded(
     {
       kind: 'mount', id: options.id, url: null, port: null, logFile: options.logFile,
-      argv: [process.execPath, ...NODE_RUNTIME_FLAGS, MOUNT_BIN, mountpoint, '--proxy', options.proxyUrls.join(','), '-f', ...(options.args ?? [])],
+      argv: [process.execPath, ...NODE_RUNTIME_FLAGS, MOUNT_BIN, mountpoint, '--proxy', options.proxyUrls.join(','), '-f', ...tlsArgs(options.tlsDir ?? null, options.id, 'mount', '127.0.0.1'), ...(options.args ?? [])],
       markers: [MOUNT_BIN, mountpoint],
       mountpoint,
     },

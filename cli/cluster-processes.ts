@@ -14,6 +14,11 @@ import { isFuseMounted, unmountFuse } from './mounts';
 import { freePorts } from './ports';
 import { processStartTime, STOP_GRACE_MS, stopProcesses } from './processes';
 import { NODE_RUNTIME_FLAGS } from '../common/node-runtime';
+import { registerClientTls, type Role } from '../common/tls';
+import { ADMIN_CREDENTIAL } from '../common/credential';
+import { ensureCert, readMaterial } from './certs';
+import { readRedisLogin, redisAuthFile } from './redis-acl';
+import { registerRedisAuth, type RedisRole } from '../common/redis-auth';
 
 /** The repository root: this file runs as dist/cli/cluster-processes.js. */
 export const REPO_ROOT = resolve(__dirname, '..', '..');
@@ -90,7 +95,7 @@ export async function spawnRecorded(
   detached: boolean,
   env: NodeJS.ProcessEnv,
 ): Promise<Running> {
-  const fd = openSync(record.logFile, 'a');
+  const fd = openSync(record.logFile, 'a', 0o600);
   let child: ChildProcess;
   try {
     child = spawn(record.argv[0]!, record.argv.slice(1), {
@@ -124,17 +129,57 @@ export async function spawnRecorded(
   return running;
 }
 
+// ---------------------------------------------------------------------------------------
+// certificates (cli/certs.ts; docs/security.md)
+
+/** A process's transport arguments: its certificate in `tlsDir` (issued or renewed now),
+ * or --insecure when the cluster runs without TLS (tlsDir null). */
+export function tlsArgs(tlsDir: string | null, name: string, role: Role, host: string): string[] {
+  if (tlsDir === null) return ['--insecure'];
+  const files = ensureCert(tlsDir, name, { role, hosts: [host], ...(role === 'mount' ? { credential: ADMIN_CREDENTIAL } : {}) });
+  return ['--ca', files.ca, '--cert', files.cert, '--key', files.key];
+}
+
+/** A process's Redis login: the password file of its role (cli/redis-acl.ts), named on
+ * the command line, the password itself never; nothing for an --insecure cluster. */
+export function redisAuthArgs(tlsDir: string | null, role: RedisRole): string[] {
+  return tlsDir === null ? [] : ['--redis-auth', redisAuthFile(tlsDir, role)];
+}
+
+/** `http` or `https`, as the cluster runs. */
+export function schemeOf(tlsDir: string | null | undefined): string {
+  return tlsDir ? 'https' : 'http';
+}
+
+/** The admin credential of a TLS cluster (issued if missing), registered for every URL it
+ * records, and the admin's Redis password for its Redis, so that this program's probes and clients (the `dfs` command, the harness)
+ * authenticate to it. Nothing for an --insecure cluster. */
+export function useAdminCredential(description: Pick<ClusterFile, 'tlsDir' | 'proxyUrls' | 'processes'> & Partial<Pick<ClusterFile, 'redisUrl'>>, host = '127.0.0.1'): void {
+  if (!description.tlsDir) return;
+  const login = readRedisLogin(description.tlsDir, 'admin');
+  if (login !== null && description.redisUrl) registerRedisAuth(description.redisUrl, login);
+  const material = readMaterial(ensureCert(description.tlsDir, 'admin', { role: 'admin', hosts: [host] }));
+  const urls = [...description.proxyUrls, ...description.processes.flatMap((record) => (record.url && record.kind !== 'redis' ? [record.url] : []))];
+  registerClientTls(urls, material, join(description.tlsDir, 'admin'));
+}
+
 /** A storage node's record, less what spawning adds. */
-export function storageTemplate(o: { id: string; port: number; host: string; dataDir: string; logDir: string; redisUrl: string; nodeArgs: string[] }): Omit<ProcessRecord, 'pid' | 'startTime'> {
+export function storageTemplate(o: { id: string; port: number; adminPort: number; host: string; dataDir: string; logDir: string; redisUrl: string; nodeArgs: string[]; tlsDir: string | null }): Omit<ProcessRecord, 'pid' | 'startTime'> {
   const nodeDataDir = join(o.dataDir, 'nodes', o.id);
-  mkdirSync(nodeDataDir, { recursive: true });
+  mkdirSync(nodeDataDir, { recursive: true, mode: 0o700 });
   return {
-    kind: 'storage', id: o.id, url: `http://${o.host}:${o.port}`, port: o.port, logFile: join(o.logDir, `${o.id}.log`),
-    argv: [process.execPath, ...NODE_RUNTIME_FLAGS, STORAGE_MAIN, '--id', o.id, '--data', nodeDataDir, '--port', String(o.port), '--host', o.host, '--redis', o.redisUrl, ...o.nodeArgs],
+    kind: 'storage', id: o.id, url: `${schemeOf(o.tlsDir)}://${o.host}:${o.port}`, port: o.port, adminUrl: adminUrlOf(o.host, o.adminPort), logFile: join(o.logDir, `${o.id}.log`),
+    // The transport's options come before --redis: nextNodeTemplate copies what follows it.
+    argv: [process.execPath, ...NODE_RUNTIME_FLAGS, STORAGE_MAIN, '--id', o.id, '--data', nodeDataDir, '--port', String(o.port), '--host', o.host, '--admin-port', String(o.adminPort), '--admin-host', o.host, ...tlsArgs(o.tlsDir, o.id, 'node', o.host), ...redisAuthArgs(o.tlsDir, 'node'), '--redis', o.redisUrl, ...o.nodeArgs],
     markers: [STORAGE_MAIN, `--id ${o.id} `, `--port ${o.port}`],
     dataDir: nodeDataDir,
     brickDir: join(nodeDataDir, 'brick'),
   };
+}
+
+/** The admin port's base URL (common/admin-server.ts): plain HTTP, an IPv6 host in brackets. */
+export function adminUrlOf(host: string, port: number): string {
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 /** The template of the next storage node of a recorded cluster: one past the highest node
@@ -149,8 +194,8 @@ export async function nextNodeTemplate(description: ClusterFile): Promise<Omit<P
   const argv = first.argv;
   const host = argv[argv.indexOf('--host') + 1]!;
   const redisAt = argv.indexOf('--redis');
-  const [port] = await freePorts(1, host);
-  return storageTemplate({ id, port: port!, host, dataDir: description.dataDir, logDir: dirname(first.logFile), redisUrl: argv[redisAt + 1]!, nodeArgs: argv.slice(redisAt + 2) });
+  const [port, adminPort] = await freePorts(2, host);
+  return storageTemplate({ id, port: port!, adminPort: adminPort!, host, dataDir: description.dataDir, logDir: dirname(first.logFile), redisUrl: argv[redisAt + 1]!, nodeArgs: argv.slice(redisAt + 2), tlsDir: description.tlsDir ?? null });
 }
 
 

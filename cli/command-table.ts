@@ -38,16 +38,18 @@ const REDIS: OptionSpec = { type: 'string', value: 'URL', help: 'the cluster\'s 
 export const COMMANDS: readonly CommandSpec[] = [
   {
     words: ['local', 'up'],
-    synopsis: '[--data DIR] [--nodes N] [--proxies N] [--mount DIR [--private]] [--no-supervise]',
+    synopsis: '[--data DIR] [--nodes N] [--proxies N] [--min-in-sync N] [--mount DIR [--private]] [--no-supervise] [--insecure]',
     summary: 'Starts Redis, the storage nodes and the proxies on loopback as processes that outlive the command, waits until every node is in sync, records them in DIR/cluster.json, and starts a supervisor that restarts what dies.',
     options: {
       data: DATA,
       nodes: { type: 'string', value: 'N', help: 'storage nodes, 1 to 16 (default 3)' },
       proxies: { type: 'string', value: 'N', help: 'proxies, 1 to 16 (default 2)' },
+      'min-in-sync': { type: 'string', value: 'N', help: 'the floor on copies: a write is acknowledged only once N in-sync nodes hold it (default: a majority of the nodes)' },
       mount: { type: 'string', value: 'DIR', help: 'also mount the cluster at DIR (created if missing) with dfs-mount' },
       private: { type: 'boolean', help: "with --mount: only the user who ran this may use the mount (a mount made by root lets every user in, the kernel checking permissions)" },
       // Node 20's parseArgs has no negated booleans (allowNegative is Node 22).
       'no-supervise': { type: 'boolean', help: 'start no supervisor: a process that dies stays down' },
+      insecure: { type: 'boolean', help: 'plaintext and no authentication on every hop (default: TLS with a CA and a certificate per process in DIR/tls; README, Security)' },
     },
   },
   {
@@ -95,16 +97,71 @@ export const COMMANDS: readonly CommandSpec[] = [
     positionals: { name: 'ID', count: 1 },
   },
   {
+    words: ['node', 'sync-progress'],
+    synopsis: 'ID [--proxy URL[,URL...] | --data DIR] [--wait-ms N]',
+    summary: 'Follows a storage node\'s full sync to its end: a progress bar on stderr (entries and bytes copied against the totals its source announced, rate, ETA) when stderr is a terminal, else a plain line every tenth of the way; then one line on stdout. A node in sync shows its last full sync, if any.',
+    options: {
+      proxy: PROXY,
+      data: DATA,
+      'wait-ms': { type: 'string', value: 'N', help: 'give up (exit 1) when the node is unknown, down or unreachable this long (default 60000)' },
+    },
+    positionals: { name: 'ID', count: 1 },
+  },
+  {
+    words: ['credential', 'issue'],
+    synopsis: '--name NAME --uids IDS --gids IDS [--no-squash] [--subtree PATH] [--days N] [--data DIR] [--json]',
+    summary: 'Issues a mount credential signed by the local cluster\'s CA: DIR/tls/NAME.crt and NAME.key, a certificate saying which uids and gids a mount may act as, whether root is squashed, and the subtree it sees as its root (docs/security.md).',
+    options: {
+      name: { type: 'string', value: 'NAME', help: 'the credential\'s name: its file names and the id in the certificate' },
+      uids: { type: 'string', value: 'IDS', help: 'the uids it may act as: 1000,2000-2999, or * for all' },
+      gids: { type: 'string', value: 'IDS', help: 'the gids (primary and supplementary) it may act as, likewise' },
+      'no-squash': { type: 'boolean', help: 'act as root when the caller is root (default: uid and gid 0 become 65534, which must then be in --uids/--gids to be allowed)' },
+      subtree: { type: 'string', value: 'PATH', help: 'confine it to this directory of the cluster, which it sees as /' },
+      days: { type: 'string', value: 'N', help: 'how long it is valid (default 90)' },
+      data: DATA,
+      json: JSON_OUT,
+    },
+  },
+  {
+    words: ['credential', 'revoke'],
+    synopsis: '(--name NAME | --serial HEX) [--data DIR | --redis URL] [--json]',
+    summary: 'Revokes a mount credential: every proxy refuses its certificate within a second, on new and open connections (docs/security.md). --name for one this cluster issued (its certificate in DIR/tls), --serial for any.',
+    options: {
+      name: { type: 'string', value: 'NAME', help: 'a credential `dfs credential issue` made in --data\'s cluster' },
+      serial: { type: 'string', value: 'HEX', help: 'the certificate\'s serial number, as `openssl x509 -noout -serial` prints it' },
+      redis: REDIS,
+      data: DATA,
+      json: JSON_OUT,
+    },
+  },
+  {
     words: ['status'],
     synopsis: '[--proxy URL[,URL...] | --data DIR] [--json]',
-    summary: 'Prints the cluster as the leader proxy sees it: leader, epoch, sequence ID, and each node\'s role, state, applied sequence ID and lag.',
+    summary: 'Prints the cluster as the leader proxy sees it: leader, epoch, sequence ID, and each node\'s role, state, applied sequence ID and lag; for a node copying a brick, a line with how far it got (percent, bytes and entries of the totals, rate, ETA).',
     options: { proxy: PROXY, data: DATA, json: JSON_OUT },
   },
   {
     words: ['verify'],
     synopsis: '[--proxy URL[,URL...] | --data DIR] [--json]',
-    summary: 'Compares every in-sync node\'s brick at one sequence ID; exit code 1 on any difference.',
+    summary: 'Compares every in-sync node\'s brick at one sequence ID; exit code 1 on any difference. Shows its progress on stderr: a bar on a terminal, else a plain line every tenth of the way.',
     options: { proxy: PROXY, data: DATA, json: JSON_OUT },
+  },
+  {
+    words: ['selftest'],
+    synopsis: '[--proxy URL[,URL...] | --data DIR] [--timeout-ms N]',
+    summary: 'Checks a running cluster end to end: every node in sync, a file written, read back from each node and compared, unlinked, and the bricks verified; exit code 0 when all of it holds, 1 at the first step that fails, with why.',
+    options: { proxy: PROXY, data: DATA, 'timeout-ms': { type: 'string', value: 'N', help: 'the whole test\'s deadline in ms, a proxy or node that is down included (default 120000)' } },
+  },
+  {
+    words: ['top'],
+    synopsis: '[--admin URL[,URL...] | --data DIR] [--interval-ms N] [--count N]',
+    summary: 'A live view, refreshed every second, of op and read rates, latency percentiles and each node\'s state and lag, from the proxies\' admin ports (no certificate needed); q quits.',
+    options: {
+      admin: { type: 'string', value: 'URL[,URL...]', help: 'the proxies\' admin URLs, http://HOST:PORT (default: those of the local cluster in --data)' },
+      data: DATA,
+      'interval-ms': { type: 'string', value: 'N', help: 'milliseconds between refreshes (default 1000)' },
+      count: { type: 'string', value: 'N', help: 'stop after N refreshes (default: until q or Ctrl-C)' },
+    },
   },
 ];
 

@@ -2,7 +2,7 @@
  * The `dfs` command: runs a whole cluster on one machine and reports on a cluster.
  *
  * Its subcommands (`local up|status|down|supervise|add-node`, `node start|remove`,
- * `status`, `verify`), their synopses and options are a table in command-table.ts: this
+ * `status`, `verify`, `selftest`, `top`), their synopses and options are a table in command-table.ts: this
  * module looks a command up there, parses its arguments with parseArgs from the table,
  * answers `--help` from it, and runs the handler below.
  *
@@ -16,7 +16,10 @@
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { ClusterStatus, VerifyReport } from '../common/api';
+import type { ClusterStatus, ManifestProgress, SyncProgress, VerifyReport } from '../common/api';
+import { VERIFY_REPORT_BYTES_MAX } from '../common/limits';
+import { ndjsonValues } from '../common/ndjson';
+import { ProgressView, progressText, type ProgressFigures } from './progress-view';
 import { request } from 'undici';
 import { intOption } from '../common/config';
 import { DfsError } from '../common/errors';
@@ -38,9 +41,19 @@ import { commandHelp, commandsUnder, findCommand, groupUsage, overallUsage, pars
 import { isFuseMounted } from './mounts';
 import { isSameProcess } from './processes';
 import { supervise } from './supervisor';
-import { localAddNode, nodeRemove, nodeStart } from './node-commands';
+import { credentialRevoke, localAddNode, nodeRemove, nodeStart } from './node-commands';
 import { readRestartProblems, restartProblemKey, type RestartProblem } from './supervisor-notes';
 import { rmSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import { registerClientTls } from '../common/tls';
+import { parseIdSet } from '../common/credential';
+import { validatePath } from '../common/paths';
+import { certFiles, CREDENTIAL_DAYS, issueCert, readMaterial } from './certs';
+import { dispatcherFor } from './probes';
+import { useAdminCredential } from './cluster-processes';
+import { runTop } from './top';
+import { Selftest } from './selftest';
+import { formatBytes } from './format';
 
 /** A mistake in the command line: printed with the usage, exit code 2. */
 class UsageError extends Error {}
@@ -67,12 +80,25 @@ interface Values {
   mount?: string;
   private?: boolean;
   'no-supervise'?: boolean;
+  'min-in-sync'?: string;
   json?: boolean;
   proxy?: string;
+  admin?: string;
+  'interval-ms'?: string;
+  'timeout-ms'?: string;
+  count?: string;
+  'wait-ms'?: string;
   redis?: string;
   id?: string;
   port?: string;
   host?: string;
+  insecure?: boolean;
+  name?: string;
+  uids?: string;
+  gids?: string;
+  'no-squash'?: boolean;
+  subtree?: string;
+  days?: string;
 }
 
 function table(rows: string[][]): string[] {
@@ -84,13 +110,21 @@ function table(rows: string[][]): string[] {
 // ---------------------------------------------------------------------------------------
 // dfs local up
 
+/** What a local cluster's processes write (Redis's files, logs, records, bricks) is the
+ * user's alone: they inherit this process's umask (issue 13: state files 0600, directories
+ * 0700). */
+const LOCAL_CLUSTER_UMASK = 0o077;
+
 async function localUp(values: Values): Promise<number> {
+  process.umask(LOCAL_CLUSTER_UMASK);
   const dataDir = resolve(values.data ?? defaultDataDir());
   let nodes: number;
   let proxies: number;
+  let minInSync: number;
   try {
     nodes = intOption(values.nodes, 'nodes', 3, 1, NODE_COUNT_MAX);
     proxies = intOption(values.proxies, 'proxies', 2, 1, PROXY_COUNT_MAX);
+    minInSync = intOption(values['min-in-sync'], 'min-in-sync', 0, 1, nodes);
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
@@ -110,7 +144,9 @@ async function localUp(values: Values): Promise<number> {
 
   out(`starting a local cluster in ${dataDir} (${nodes} storage nodes, ${proxies} proxies)...`);
   const supervised = values['no-supervise'] !== true;
-  const cluster = await startCluster({ dataDir, nodes, proxies, detached: true, redisPersistent: true, supervise: supervised });
+  const nodeArgs = minInSync > 0 ? ['--min-in-sync', String(minInSync)] : [];
+  const cluster = await startCluster({ dataDir, nodes, proxies, detached: true, redisPersistent: true, supervise: supervised, nodeArgs, insecure: values.insecure === true, onProgress: (line) => out(`  ${line}`) });
+  if (values.insecure) out('warning: --insecure: plaintext, no authentication; anyone who can reach these ports can act as any user (README, Security)');
   if (values.mount !== undefined) {
     try {
       await mountRecorded(dataDir, values.mount, { detached: true, ...(values.private ? { args: ['--private'] } : {}) });
@@ -126,6 +162,8 @@ async function localUp(values: Values): Promise<number> {
   out();
   out(`logs:   ${resolve(dataDir, 'logs')}`);
   out(`proxies: ${description.proxyUrls.join(',')}`);
+  const statusPage = description.processes.find((r) => r.kind === 'proxy' && r.adminUrl);
+  if (statusPage) out(`status page: ${statusPage.adminUrl}/ui (and dfs top)`);
   if (values.mount === undefined) {
     out(`mount it with: dfs-mount MOUNTPOINT --proxy ${description.proxyUrls.join(',')}`);
   }
@@ -138,6 +176,7 @@ async function localUp(values: Values): Promise<number> {
 // dfs local supervise
 
 async function localSupervise(values: Values): Promise<number> {
+  process.umask(LOCAL_CLUSTER_UMASK);
   await supervise(resolve(values.data ?? defaultDataDir()));
   return 0;
 }
@@ -212,16 +251,6 @@ function printProcesses(description: ClusterFile): void {
   }
 }
 
-function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
-}
-
 function printClusterView(proxyUrl: string, status: ClusterStatus): void {
   const membership = status.membership;
   out(`cluster (as ${proxyUrl} sees it): leader ${status.leader ?? 'none'}, epoch ${status.epoch}, seq ${status.seq}`);
@@ -230,16 +259,56 @@ function printClusterView(proxyUrl: string, status: ClusterStatus): void {
   } else {
     out(`  primary ${membership.primary || 'none'}, in sync [${membership.inSync.join(', ')}], membership epoch ${membership.epoch}`);
   }
+  if (status.belowFloor) {
+    out(`  FLOOR NOT MET: ${status.belowFloor.copies} in-sync cop${status.belowFloor.copies === 1 ? 'y' : 'ies'}, ${status.belowFloor.floor} required (--min-in-sync): writes wait and are not acknowledged`);
+  }
   const rows = [['NODE', 'ROLE', 'STATE', 'APPLIED', 'LAG', 'READS', 'URL']];
   for (const node of status.nodes ?? []) {
     let state: string = node.state ?? (node.alive ? 'in-sync' : 'down');
-    if (state === 'syncing' && node.sync) state += ` (${node.sync.entries} entries, ${formatBytes(node.sync.bytes)} from ${node.sync.source})`;
+    if (state === 'syncing' && node.sync) state += ` (from ${node.sync.source})`;
     if (state === 'in-sync' && node.confirming) state += ' (confirming)';
     if (node.space === 'low' && state !== 'down') state += ' (low on space)';
     const reads = node.reads === undefined ? '-' : `${node.reads}${node.slow ? ' (slow)' : ''}`;
     rows.push([node.id, node.role, state, node.appliedSeq === null ? '-' : String(node.appliedSeq), node.lag === null || node.lag === undefined ? '-' : String(node.lag), reads, node.url]);
   }
   for (const line of table(rows)) out('  ' + line);
+  // A full sync under way: how far, against the totals its source announced.
+  for (const node of status.nodes ?? []) {
+    if (node.state === 'syncing' && node.sync) out(`  ${node.id} full sync from ${node.sync.source}${node.sync.seq === null ? '' : ` at seq ${node.sync.seq}`}: ${syncProgressText(node.sync)}`);
+  }
+  printLocks(status);
+}
+
+/** A full sync's progress line, as a node reported it (an older node leaves the totals out). */
+function syncProgressText(sync: SyncProgress): string {
+  return progressText({ entries: sync.entries, bytes: sync.bytes, totalEntries: sync.totalEntries ?? null, totalBytes: sync.totalBytes ?? null, bytesPerSecond: sync.bytesPerSecond ?? 0 });
+}
+
+/** The advisory locks held (docs/locks.md), by mount and file. */
+function printLocks(status: ClusterStatus): void {
+  const locks = status.locks;
+  if (locks === undefined) return;
+  out();
+  if (locks.length === 0) {
+    out('locks: none held');
+    return;
+  }
+  out(`locks: ${locks.length} held${status.locksTruncated ? ' (the first files only)' : ''}`);
+  const byMount = new Map<string, typeof locks>();
+  for (const l of locks) {
+    const key = `${l.mount || '?'} (session ${l.session})`;
+    byMount.set(key, [...(byMount.get(key) ?? []), l]);
+  }
+  for (const [mount, held] of byMount) {
+    out(`  ${mount}`);
+    const rows = [['FILE', 'INODE', 'KIND', 'TYPE', 'RANGE', 'PID', 'OWNER']];
+    held.sort((x, y) => x.path.localeCompare(y.path) || x.start - y.start);
+    for (const l of held) {
+      const range = l.kind === 'flock' ? 'whole file' : `${l.start}-${l.end >= Number.MAX_SAFE_INTEGER ? 'EOF' : String(l.end - 1)}`;
+      rows.push([l.path, String(l.ino), l.kind, l.type === 'w' ? 'exclusive' : 'shared', range, String(l.pid), l.owner]);
+    }
+    for (const line of table(rows)) out('    ' + line);
+  }
 }
 
 async function localStatus(values: Values): Promise<number> {
@@ -251,6 +320,7 @@ async function localStatus(values: Values): Promise<number> {
     return STATUS_NOT_RUNNING;
   }
   const { processes, mounts } = describeProcesses(description);
+  useAdminCredential(description);
   const [view, redisErrors] = await Promise.all([fetchClusterStatus(description.proxyUrls), fetchRedisPersistenceErrors(description.redisUrl)]);
   const aliveCount = processes.filter((entry) => entry.alive).length;
   const code = aliveCount === 0 ? STATUS_NOT_RUNNING : aliveCount === processes.length && mounts.every((mount) => mount.mounted) ? STATUS_RUNNING : STATUS_DEGRADED;
@@ -289,6 +359,40 @@ async function localDown(values: Values): Promise<number> {
 }
 
 // ---------------------------------------------------------------------------------------
+// dfs credential issue
+
+/** Issues a mount credential (or an admin one) signed by the local cluster's CA. */
+async function credentialIssue(values: Values): Promise<number> {
+  const dataDir = resolve(values.data ?? defaultDataDir());
+  const description = readClusterFile(dataDir);
+  const tlsDir = description?.tlsDir ?? null;
+  if (tlsDir === null) throw new DfsError('BAD_REQUEST', `no TLS cluster in ${dataDir} (none is recorded, or it runs --insecure): nothing to issue a credential with`);
+  const name = values.name;
+  if (name === undefined || name === 'admin' || /^(n|p|m)\d+$/.test(name)) throw new UsageError('--name is required, and must not be admin or a process\'s (n1, p1, m1…)');
+  let days: number;
+  let credential;
+  try {
+    days = intOption(values.days, 'days', CREDENTIAL_DAYS, 1, 3650);
+    if (values.uids === undefined || values.gids === undefined) throw new Error('--uids and --gids are required (use * for all)');
+    credential = {
+      uids: parseIdSet(values.uids, '--uids'),
+      gids: parseIdSet(values.gids, '--gids'),
+      squashRoot: values['no-squash'] !== true,
+      subtree: values.subtree === undefined ? null : validatePath(values.subtree, '--subtree'),
+    };
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const files = issueCert(tlsDir, name, { role: 'mount', id: name, credential, days });
+  if (values.json) out(JSON.stringify(files, null, 2));
+  else {
+    out(`issued ${name}, valid ${days} days: ${files.cert} (key ${files.key}, CA ${files.ca})`);
+    out(`mount with: dfs-mount DIR --proxy ${description!.proxyUrls.join(',')} --ca ${files.ca} --cert ${files.cert} --key ${files.key}`);
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------
 // dfs status
 
 /** The proxies a command asks: --proxy, else $DFS_PROXY, else the local cluster's. */
@@ -298,8 +402,12 @@ function resolveProxyUrls(values: { proxy?: string; data?: string }): string[] {
   if (proxyList !== undefined && proxyList !== '') {
     const proxyUrls = proxyList.split(',').map((url) => url.trim().replace(/\/+$/, '')).filter((url) => url.length > 0);
     for (const url of proxyUrls) {
-      if (!/^https?:\/\/[^/]+$/.test(url)) throw new UsageError(`--proxy wants URLs like http://127.0.0.1:7600, not ${JSON.stringify(url)}`);
+      if (!/^https?:\/\/[^/]+$/.test(url)) throw new UsageError(`--proxy wants URLs like https://127.0.0.1:7600, not ${JSON.stringify(url)}`);
     }
+    // A cluster elsewhere: the credential $DFS_CREDENTIAL names (DIR/NAME: DIR/NAME.crt,
+    // DIR/NAME.key and the cluster's DIR/ca.crt).
+    const credential = process.env.DFS_CREDENTIAL;
+    if (credential) registerClientTls(proxyUrls, readMaterial(certFiles(dirname(resolve(credential)), basename(credential))));
     return proxyUrls;
   }
   const dataDir = resolve(values.data ?? defaultDataDir());
@@ -307,6 +415,7 @@ function resolveProxyUrls(values: { proxy?: string; data?: string }): string[] {
   if (description === null) {
     throw new DfsError('BAD_REQUEST', `no local cluster in ${dataDir}; give --proxy URL to ask a cluster elsewhere`);
   }
+  useAdminCredential(description);
   return description.proxyUrls;
 }
 
@@ -325,22 +434,55 @@ async function clusterStatus(values: Values): Promise<number> {
 /** How long a verify may take: every node reads its whole brick. */
 const VERIFY_TIMEOUT_MS = 300_000;
 
+/** `POST /v1/verify?progress=1` on one proxy: its progress lines go to `view` (summed over
+ * the nodes; totals once every in-sync node has counted its brick), and its report is the
+ * answer, with the last figures. A proxy of an older build answers the report alone, as
+ * JSON. */
+async function verifyWithProgress(url: string, view: ProgressView): Promise<{ report: VerifyReport; figures: ProgressFigures | null }> {
+  const dispatcher = dispatcherFor(url);
+  const res = await request(`${url}/v1/verify?progress=1`, { ...(dispatcher ? { dispatcher } : {}), method: 'POST', headersTimeout: VERIFY_TIMEOUT_MS, bodyTimeout: VERIFY_TIMEOUT_MS });
+  if (res.statusCode !== 200) {
+    const body = await res.body.json().catch(() => null);
+    throw new Error(`HTTP ${res.statusCode} ${JSON.stringify(body)}`);
+  }
+  if (!String(res.headers['content-type'] ?? '').includes('ndjson')) return { report: (await res.body.json()) as VerifyReport, figures: null };
+  let figures: ProgressFigures | null = null;
+  for await (const value of ndjsonValues(res.body, VERIFY_REPORT_BYTES_MAX)) {
+    const line = value as Partial<{ progress: { nodeCount: number; nodes: Record<string, ManifestProgress> }; report: VerifyReport; error: { code: string; message: string } }>;
+    if (line.progress) {
+      const nodes = Object.values(line.progress.nodes);
+      const counted = nodes.length === line.progress.nodeCount && nodes.every((n) => n.totalEntries !== null && n.totalBytes !== null);
+      figures = {
+        entries: nodes.reduce((sum, n) => sum + n.entries, 0),
+        bytes: nodes.reduce((sum, n) => sum + n.bytes, 0),
+        totalEntries: counted ? nodes.reduce((sum, n) => sum + n.totalEntries!, 0) : null,
+        totalBytes: counted ? nodes.reduce((sum, n) => sum + n.totalBytes!, 0) : null,
+      };
+      view.update(figures);
+    } else if (line.report) {
+      return { report: line.report, figures };
+    } else if (line.error) {
+      throw new Error(`${line.error.code}: ${line.error.message}`);
+    }
+  }
+  throw new Error('the answer ended before the report');
+}
+
 async function clusterVerify(values: Values): Promise<number> {
   const proxyUrls = resolveProxyUrls(values);
   let report: VerifyReport | null = null;
   const failures: string[] = [];
   for (const url of proxyUrls) {
+    const view = new ProgressView('verify');
     try {
-      const res = await request(`${url}/v1/verify`, { method: 'POST', headersTimeout: VERIFY_TIMEOUT_MS, bodyTimeout: VERIFY_TIMEOUT_MS });
-      const body = await res.body.json().catch(() => null);
-      if (res.statusCode !== 200) {
-        failures.push(`${url}: HTTP ${res.statusCode} ${JSON.stringify(body)}`);
-        continue;
-      }
-      report = body as VerifyReport;
+      const answer = await verifyWithProgress(url, view);
+      if (answer.figures) view.finish(answer.figures);
+      report = answer.report;
       break;
     } catch (e) {
       failures.push(`${url}: ${(e as Error).message}`);
+    } finally {
+      view.abandon();
     }
   }
   if (report === null) throw new DfsError('UNAVAILABLE', `no proxy could run the verify (${failures.join('; ')})`);
@@ -359,6 +501,127 @@ async function clusterVerify(values: Values): Promise<number> {
 }
 
 // ---------------------------------------------------------------------------------------
+// dfs selftest
+
+/** The default deadline of `dfs selftest`: verify reads every brick. */
+const SELFTEST_TIMEOUT_MS = 120_000;
+
+async function clusterSelftest(values: Values): Promise<number> {
+  const proxyUrls = resolveProxyUrls(values);
+  const timeoutMs = intOption(values['timeout-ms'], 'timeout-ms', SELFTEST_TIMEOUT_MS, 1000, 3_600_000);
+  return new Selftest(proxyUrls, timeoutMs, out).run();
+}
+
+// ---------------------------------------------------------------------------------------
+// dfs node sync-progress
+
+/** How often the node's progress is asked for (its heartbeat is every second). */
+const SYNC_POLL_MS = 500;
+/** How long a node may be unknown, down or unreachable before the command gives up. */
+const SYNC_WAIT_MS_DEFAULT = 60_000;
+
+/**
+ * Follows a node's full sync to its end, as the leader's status reports it from the node's
+ * heartbeat: a bar (or plain lines) on stderr, one line on stdout once it is done. A node
+ * that is in sync and copies nothing gets its last full sync shown, if its process made
+ * one, else a line saying so. Exit 0 when the sync finished (or there was none), 1 when the
+ * node stayed unknown, down or unreachable for --wait-ms.
+ */
+async function nodeSyncProgress(values: Values, id: string): Promise<number> {
+  const proxyUrls = resolveProxyUrls(values);
+  let waitMs: number;
+  try {
+    waitMs = intOption(values['wait-ms'], 'wait-ms', SYNC_WAIT_MS_DEFAULT, 1000, 24 * 3600_000);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  let view: ProgressView | null = null;
+  let followingSinceMs: number | null = null;
+  let absentSinceMs: number | null = null;
+  const onInterrupt = () => {
+    view?.abandon();
+    process.exit(130);
+  };
+  process.once('SIGINT', onInterrupt);
+  const figuresOf = (sync: SyncProgress): ProgressFigures => ({ entries: sync.entries, bytes: sync.bytes, totalEntries: sync.totalEntries ?? null, totalBytes: sync.totalBytes ?? null, bytesPerSecond: sync.bytesPerSecond ?? 0 });
+  const done = (sync: SyncProgress): number => {
+    view ??= new ProgressView(`${id} from ${sync.source}`);
+    view.finish(figuresOf(sync));
+    const seconds = ((sync.finishedAtMs ?? Date.now()) - sync.startedAtMs) / 1000;
+    out(`${id}: full sync from ${sync.source} done at seq ${sync.seq ?? '?'}: ${sync.entries} entries, ${sync.bytes} bytes (${formatBytes(sync.bytes)}) in ${seconds.toFixed(1)} s (${formatBytes(Math.round(sync.bytesPerSecond ?? 0))}/s)`);
+    return 0;
+  };
+  try {
+    for (;;) {
+      const answer = await fetchClusterStatus(proxyUrls);
+      const node = answer?.status.nodes?.find((n) => n.id === id);
+      if (!node || !node.alive) {
+        absentSinceMs ??= Date.now();
+        if (Date.now() - absentSinceMs >= waitMs) {
+          throw new DfsError('UNAVAILABLE', answer === null ? `no proxy answers GET /v1/cluster (${proxyUrls.join(', ')})` : node ? `${id} is down` : `the cluster has no node ${id}`);
+        }
+      } else {
+        absentSinceMs = null;
+        const sync = node.sync ?? null;
+        const last = node.lastSync ?? null;
+        if (sync !== null) {
+          // A new attempt (another source) starts its own bar.
+          if (followingSinceMs !== sync.startedAtMs) {
+            view?.abandon();
+            view = new ProgressView(`${id} from ${sync.source}`);
+            followingSinceMs = sync.startedAtMs;
+          }
+          view!.update(figuresOf(sync));
+        } else if (node.state === 'syncing') {
+          // Syncing, and no attempt under way yet (it picks a source): an earlier sync of the
+          // same process in lastSync is not this one.
+        } else if (last !== null && (followingSinceMs === null || last.startedAtMs >= followingSinceMs)) {
+          return done(last);
+        } else if (followingSinceMs === null && node.state === 'in-sync') {
+          out(`${id} is in sync and is not copying a brick`);
+          return 0;
+        }
+      }
+      await new Promise((r) => setTimeout(r, SYNC_POLL_MS));
+    }
+  } finally {
+    view?.abandon();
+    process.off('SIGINT', onInterrupt);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// dfs top
+
+async function clusterTop(values: Values): Promise<number> {
+  if (values.admin !== undefined && values.data !== undefined) throw new UsageError('give either --admin or --data, not both');
+  let adminUrls: string[];
+  if (values.admin !== undefined) {
+    adminUrls = values.admin.split(',').map((url) => url.trim().replace(/\/+$/, '')).filter((url) => url.length > 0);
+    for (const url of adminUrls) {
+      if (!/^http:\/\/[^/]+$/.test(url)) throw new UsageError(`--admin wants URLs like http://127.0.0.1:7410, not ${JSON.stringify(url)}`);
+    }
+    if (adminUrls.length === 0) throw new UsageError('--admin names no URL');
+  } else {
+    const dataDir = resolve(values.data ?? defaultDataDir());
+    const description = readClusterFile(dataDir);
+    if (description === null) throw new DfsError('BAD_REQUEST', `no local cluster in ${dataDir}; give --admin URL for a cluster elsewhere`);
+    adminUrls = description.processes.filter((r) => r.kind === 'proxy' && r.adminUrl).map((r) => r.adminUrl!);
+    if (adminUrls.length === 0) throw new DfsError('BAD_REQUEST', `the cluster in ${dataDir} records no proxy admin port (started before dfs had them: restart it)`);
+  }
+  let intervalMs: number;
+  let count: number | null;
+  try {
+    intervalMs = intOption(values['interval-ms'], 'interval-ms', 1000, 100, 60_000);
+    count = values.count === undefined ? null : intOption(values.count, 'count', 1, 1);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  await runTop(adminUrls, intervalMs, count, (text) => process.stdout.write(text));
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------
 
 /** What each command of the table runs. */
 const HANDLERS: Record<string, (values: Values, positionals: string[], args: string[]) => Promise<number>> = {
@@ -366,11 +629,19 @@ const HANDLERS: Record<string, (values: Values, positionals: string[], args: str
   'local status': (values) => localStatus(values),
   'local down': (values) => localDown(values),
   'local supervise': (values) => localSupervise(values),
-  'local add-node': (values) => localAddNode(resolve(values.data ?? defaultDataDir()), out),
+  'local add-node': (values) => {
+    process.umask(LOCAL_CLUSTER_UMASK);
+    return localAddNode(resolve(values.data ?? defaultDataDir()), out);
+  },
   'node start': (_values, _positionals, args) => nodeStart(args, out),
   'node remove': (values, positionals) => nodeRemove(positionals[0]!, values, defaultDataDir(), out),
+  'node sync-progress': (values, positionals) => nodeSyncProgress(values, positionals[0]!),
+  'credential issue': (values) => credentialIssue(values),
+  'credential revoke': (values) => credentialRevoke(values, defaultDataDir(), out),
   status: (values) => clusterStatus(values),
   verify: (values) => clusterVerify(values),
+  selftest: (values) => clusterSelftest(values),
+  top: (values) => clusterTop(values),
 };
 
 /** The usage a mistake is printed with: the command's own, else its group's, else all. */

@@ -28,13 +28,14 @@
  *   cluster-mounts.ts     dfs-mount processes
  *   cluster-handle.ts     the `Cluster` handle that startCluster returns
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DfsError } from '../common/errors';
 import { nodeAliveKey } from '../common/redis-keys';
 import { clusterFilePath, readClusterFile, STOP_ORDER, updateClusterFile, upsertRecord, withClusterLock, writeClusterFile, type ClusterFile, type ProcessRecord } from './cluster-file';
 import { makeCluster, type Cluster } from './cluster-handle';
 import {
+  adminUrlOf,
   assertBuilt,
   describeExit,
   DFS_MAIN,
@@ -46,14 +47,21 @@ import {
   spawnRecorded,
   stopRecorded,
   STORAGE_MAIN,
+  schemeOf,
   storageTemplate,
   supervisorTemplate,
+  redisAuthArgs,
+  tlsArgs,
+  useAdminCredential,
   type Running,
 } from './cluster-processes';
 import { freePorts, readPreviousPorts, writePorts } from './ports';
 import { countRedisKeys, pingRedis, probeReady, READY_TIMEOUT_MS } from './probes';
 import { isSameProcess, pollUntil } from './processes';
 import { NODE_RUNTIME_FLAGS } from '../common/node-runtime';
+import { ensureCa } from './certs';
+import { ensureRedisAcl, readRedisLogin } from './redis-acl';
+import { registerRedisAuth } from '../common/redis-auth';
 
 export * from './cluster-file';
 export * from './cluster-handle';
@@ -91,6 +99,12 @@ export interface ClusterOptions {
    * waits for that restart.
    */
   supervise?: boolean;
+  /** Plaintext, no certificates (`dfs local up --insecure`): every process logs a warning.
+   * Default: TLS with a CA and a certificate per process under <dataDir>/tls. */
+  insecure?: boolean;
+  /** Told, as one line each, what the start is doing and what it waits for (`dfs local
+   * up` prints them): each step, and whenever what it waits for changes. */
+  onProgress?: (line: string) => void;
 }
 
 
@@ -104,6 +118,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const detached = options.detached ?? false;
   const supervise = options.supervise ?? false;
   const readyTimeoutMs = options.readyTimeoutMs ?? READY_TIMEOUT_MS;
+  const progress = options.onProgress ?? (() => undefined);
   if (!Number.isInteger(nodeCount) || nodeCount < 1 || nodeCount > NODE_COUNT_MAX) {
     throw new DfsError('BAD_REQUEST', `nodes must be an integer from 1 to ${NODE_COUNT_MAX}, not ${nodeCount}`);
   }
@@ -117,17 +132,33 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const dataDir = resolve(options.dataDir);
   const logDir = resolve(options.logDir ?? join(dataDir, 'logs'));
   const redisDir = join(dataDir, 'redis');
-  for (const dir of [dataDir, logDir, redisDir]) mkdirSync(dir, { recursive: true });
+  // Private to the user running the cluster: bricks, logs, Redis's files (issue 13).
+  for (const dir of [dataDir, logDir, redisDir]) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
+  }
   const env: NodeJS.ProcessEnv = { ...process.env, ...(options.env ?? {}) };
 
   // A cluster restarted on the same data keeps its ports when they are free, so that the
   // node URLs recorded in its membership (kept by a persistent Redis) still hold.
   const ids = ['redis', ...Array.from({ length: nodeCount }, (_, i) => `n${i + 1}`), ...Array.from({ length: proxyCount }, (_, i) => `p${i + 1}`)];
+  // Each node and proxy also has an admin port (metrics and probes without a certificate).
+  ids.push(...ids.slice(1).map((id) => `${id}-admin`));
   const previous = readPreviousPorts(dataDir);
   const allPorts = await freePorts(ids.length, host, ids.map((id) => previous[id]));
   writePorts(dataDir, Object.fromEntries(ids.map((id, i) => [id, allPorts[i]!])));
   const [redisPort, ...ports] = allPorts;
   const redisUrl = `redis://${host}:${redisPort}`;
+  // The CA and every process's certificate (cli/certs.ts), kept across restarts; Redis
+  // listens on loopback only, where plaintext is allowed (common/tls.ts, redisTlsOptions).
+  const tlsDir = options.insecure ? null : join(dataDir, 'tls');
+  if (tlsDir !== null) ensureCa(tlsDir);
+  // Redis's users and passwords (cli/redis-acl.ts), beside the certificates; none under
+  // --insecure. This program's own Redis clients log in as admin.
+  const aclFile = tlsDir === null ? null : ensureRedisAcl(tlsDir);
+  const adminLogin = readRedisLogin(tlsDir, 'admin');
+  if (adminLogin !== null) registerRedisAuth(redisUrl, adminLogin);
+  const scheme = schemeOf(tlsDir);
   const description: ClusterFile = {
     version: 1,
     dataDir,
@@ -136,6 +167,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     proxyUrls: [],
     processes: [],
     mounts: [],
+    tlsDir,
   };
   const runnings: Running[] = [];
   // Until the supervisor runs, this is the only writer; the lock is for the supervisor's
@@ -187,7 +219,14 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       '--daemonize', 'no',
       '--save', '',
       '--appendonly', (options.redisPersistent ?? supervise) ? 'yes' : 'no',
+      // Every write fsynced before Redis answers it (docs/cluster.md, "Redis that forgets"):
+      // with the default everysec, a crash may forget INCRs already answered, and the
+      // counter would hand out a sequence ID twice (and the epoch name two memberships).
+      '--appendfsync', 'always',
+      // Its users (default off) from the ACL file, so that no one reaches it without a password.
+      ...(aclFile === null ? [] : ['--aclfile', aclFile]),
     ];
+    progress(`starting Redis on port ${redisPort}`);
     const redis = await start({
       kind: 'redis', id: 'redis', url: redisUrl, port: redisPort!, logFile: join(logDir, 'redis.log'),
       argv: redisArgv, markers: ['redis-server', String(redisPort)],
@@ -199,24 +238,31 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     if (!pong) throw failure(redis, `does not answer PING after ${REDIS_READY_TIMEOUT_MS} ms`);
 
     const nodeIds: string[] = [];
+    progress(`starting ${nodeCount} storage node${nodeCount === 1 ? '' : 's'}`);
     for (let index = 0; index < nodeCount; index++) {
       const id = `n${index + 1}`;
       const port = ports[index]!;
       const nodeDataDir = join(dataDir, 'nodes', id);
-      mkdirSync(nodeDataDir, { recursive: true });
+      mkdirSync(nodeDataDir, { recursive: true, mode: 0o700 });
       nodeIds.push(id);
-      await start(storageTemplate({ id, port, host, dataDir, logDir, redisUrl, nodeArgs: options.nodeArgs ?? [] }));
+      const adminPort = ports[nodeCount + proxyCount + index]!;
+      await start(storageTemplate({ id, port, adminPort, host, dataDir, logDir, redisUrl, nodeArgs: options.nodeArgs ?? [], tlsDir }));
     }
     // The leader's first membership is the nodes registered when it first looks, so the
     // proxies start only once every node is: the cluster then always starts the same way,
     // all nodes in sync at the first epoch, the lowest ID primary.
     const aliveKeys = nodeIds.map((id) => nodeAliveKey(id));
     let registered = 0;
+    let registeredSaid = -1;
     const allRegistered = await pollUntil(async () => {
       for (const running of runnings) {
         if (running.exit !== null) throw failure(running, `${describeExit(running)} while the cluster was starting`);
       }
       registered = (await countRedisKeys(redisUrl, aliveKeys)) ?? 0;
+      if (registered !== registeredSaid) {
+        registeredSaid = registered;
+        progress(`waiting for the storage nodes to register in Redis: ${registered} of ${nodeIds.length}`);
+      }
       return registered === nodeIds.length ? true : undefined;
     }, readyTimeoutMs, 50);
     if (!allRegistered) {
@@ -228,19 +274,24 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       throw new DfsError('TIMEOUT', `only ${registered} of ${nodeIds.length} storage nodes registered in Redis within ${readyTimeoutMs} ms`);
     }
 
+    progress(`starting ${proxyCount} prox${proxyCount === 1 ? 'y' : 'ies'}`);
     for (let index = 0; index < proxyCount; index++) {
       const id = `p${index + 1}`;
       const port = ports[nodeCount + index]!;
+      const adminPort = ports[2 * nodeCount + proxyCount + index]!;
       await start({
-        kind: 'proxy', id, url: `http://${host}:${port}`, port, logFile: join(logDir, `${id}.log`),
-        argv: [process.execPath, ...NODE_RUNTIME_FLAGS, PROXY_MAIN, '--id', id, '--port', String(port), '--host', host, '--redis', redisUrl],
+        kind: 'proxy', id, url: `${scheme}://${host}:${port}`, port, adminUrl: adminUrlOf(host, adminPort), logFile: join(logDir, `${id}.log`),
+        argv: [process.execPath, ...NODE_RUNTIME_FLAGS, PROXY_MAIN, '--id', id, '--port', String(port), '--host', host, '--admin-port', String(adminPort), '--admin-host', host, '--redis', redisUrl, ...tlsArgs(tlsDir, id, 'proxy', host), ...redisAuthArgs(tlsDir, 'proxy')],
         markers: [PROXY_MAIN, `--id ${id} `, `--port ${port}`],
       });
     }
     description.proxyUrls = runnings.filter((running) => running.record.kind === 'proxy').map((running) => running.record.url!);
     await save();
+    // This program's own probes (and a test's clients) authenticate as admin.
+    useAdminCredential({ ...description, processes: runnings.map((running) => running.record) }, host);
 
-    await probeReady(runnings, nodeIds, readyTimeoutMs);
+    await probeReady(runnings, nodeIds, readyTimeoutMs, undefined, (what) => progress(`waiting for the cluster to be ready: ${what}`));
+    progress('every node in sync');
     // The supervisor starts last: a process that fails during the start fails the start,
     // rather than being restarted into the same failure.
     if (supervise) await start(supervisorTemplate(dataDir, logDir));
@@ -260,7 +311,9 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
 export async function addNodeRecorded(dataDir: string): Promise<ProcessRecord> {
   const description = readClusterFile(dataDir);
   if (description === null) throw new DfsError('BAD_REQUEST', `no cluster is recorded in ${resolve(dataDir)}`);
-  const running = await spawnRecorded(await nextNodeTemplate(description), true, process.env);
+  const template = await nextNodeTemplate(description);
+  useAdminCredential({ ...description, processes: [...description.processes, { ...template, pid: 0, startTime: '' } as ProcessRecord] });
+  const running = await spawnRecorded(template, true, process.env);
   await updateClusterFile(dataDir, (current) => upsertRecord(current, running.record));
   return running.record;
 }

@@ -5,22 +5,38 @@
  * (Their synopses and options are in command-table.ts.)
  *
  * `node start` runs a storage node in the foreground (as a container's command would): it
- * registers, the leader makes it a learner, the primary feeds it (from memory, its log, or
- * by a full sync) and the leader promotes it to the in-sync set once it is close. A
- * removal request an earlier `node remove` left for the same ID is withdrawn first.
+ * heartbeats, the leader registers it and makes it a learner, the primary feeds it (from
+ * memory, its log, or by a full sync) and the leader promotes it to the in-sync set once it
+ * is close. A removal request an earlier `node remove` left for the same ID is withdrawn
+ * first.
  *
  * `node remove` asks the leader (a field of KEY_REMOVING in Redis) to drain the node: out
  * of the in-sync set first (no new reads, commits stop waiting for it), then out of the
  * membership. It waits until the membership no longer names it; with --data (a local
  * cluster) it then stops the node's process and forgets its record. The primary first hands
- * its role to another in-sync node (proxy/leader.ts).
+ * its role to another in-sync node (proxy/leader.ts). Once the node left, the request stays
+ * while the process that left runs; when the ID starts again (another boot: a StatefulSet
+ * scaled back up) the leader deletes it and the node rejoins (docs/cluster.md, "A removed
+ * node that starts again").
+ *
+ * `credential revoke` lives here too, as the other command that writes Redis as admin.
  */
 import { spawn } from 'node:child_process';
-import { resolve } from 'node:path';
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
+import { redisAuthFor, registerRedisAuth } from '../common/redis-auth';
+import { readRedisLogin } from './redis-acl';
+import { certFiles, readMaterial } from './certs';
+import { sealRemoval } from '../common/membership-seal';
+import { redisTlsOptions, type TlsMaterial } from '../common/tls';
 import { DfsError } from '../common/errors';
-import { KEY_NODES, KEY_REMOVING, nodeAliveKey } from '../common/redis-keys';
+import { KEY_REMOVING, KEY_REVOKED, nodeAliveKey } from '../common/redis-keys';
+import { REVOKED_POLL_MS } from '../proxy/revocations';
+import { normalizeSerial } from '../common/tls';
+import { encodeRemoval } from '../common/registry';
 import { readMembership } from '../proxy/leader';
 import { addNodeRecorded, readClusterFile, STORAGE_MAIN, updateClusterFile } from './local-cluster';
 import { isSameProcess, pollUntil, stopProcesses } from './processes';
@@ -39,11 +55,17 @@ function redisUrlOf(values: { redis?: string; data?: string }, defaultDataDir: s
   const dataDir = resolve(values.data ?? defaultDataDir);
   const description = readClusterFile(dataDir);
   if (description === null) throw new DfsError('BAD_REQUEST', `no local cluster in ${dataDir}; give --redis URL`);
+  // The local cluster's admin login for its Redis (cli/redis-acl.ts); --redis URL elsewhere
+  // takes $DFS_REDIS_AUTH (common/redis-auth.ts).
+  const login = readRedisLogin(description.tlsDir, 'admin');
+  if (login !== null) registerRedisAuth(description.redisUrl, login);
   return description.redisUrl;
 }
 
-async function withRedis<T>(url: string, fn: (redis: Redis) => Promise<T>): Promise<T> {
-  const redis = new Redis(url, REDIS_OPTIONS);
+/** `tls`: the certificate this command presents to a `rediss://` Redis, and the CA it
+ * checks that Redis's certificate against (a cluster's Redis, as the chart runs it). */
+async function withRedis<T>(url: string, fn: (redis: Redis) => Promise<T>, tls: TlsMaterial | null = null): Promise<T> {
+  const redis = new Redis(url, { ...REDIS_OPTIONS, ...redisAuthFor(url), ...redisTlsOptions(url, tls) });
   redis.on('error', () => undefined); // each command reports its own failure
   try {
     await redis.connect().catch((e: Error) => {
@@ -55,14 +77,31 @@ async function withRedis<T>(url: string, fn: (redis: Redis) => Promise<T>): Prom
   }
 }
 
+/** The admin certificate that seals a removal: the local cluster's (--data), else the
+ * credential $DFS_CREDENTIAL names (DIR/NAME: NAME.crt, NAME.key, ca.crt); null for an
+ * --insecure cluster or when none is given. */
+function adminTlsOf(values: { redis?: string; data?: string }, defaultDataDir: string): TlsMaterial | null {
+  // The local cluster's, unless a Redis elsewhere is named (--redis, or $DFS_REDIS without --data).
+  if (values.redis === undefined && (values.data !== undefined || !process.env.DFS_REDIS)) {
+    const tlsDir = readClusterFile(resolve(values.data ?? defaultDataDir))?.tlsDir;
+    return tlsDir ? readMaterial(certFiles(tlsDir, 'admin')) : null;
+  }
+  const credential = process.env.DFS_CREDENTIAL;
+  return credential ? readMaterial({ ca: join(dirname(credential), 'ca.crt'), cert: `${credential}.crt`, key: `${credential}.key` }) : null;
+}
+
 export async function nodeRemove(id: string, values: { redis?: string; data?: string }, defaultDataDir: string, out: Out): Promise<number> {
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw new DfsError('BAD_REQUEST', `${JSON.stringify(id)} is not a node ID`);
   const url = redisUrlOf(values, defaultDataDir);
+  const adminTls = adminTlsOf(values, defaultDataDir);
   await withRedis(url, async (redis) => {
     const m = await readMembership(redis);
     if (m === null) throw new DfsError('UNAVAILABLE', 'the cluster has no membership yet');
     if (m.nodes[id] !== undefined) {
-      await redis.hset(KEY_REMOVING, id, JSON.stringify({ requestedAtMs: Date.now() }));
+      // Sealed with the admin certificate: the leader drains no node on a request any
+      // proxy's Redis login could have written (docs/security.md, "Redis").
+      const request = { requestedAtMs: Date.now() };
+      await redis.hset(KEY_REMOVING, id, encodeRemoval(adminTls ? sealRemoval(id, request, adminTls) : request));
       out(
         m.primary === id
           ? `${id} is the primary: its role goes to another in-sync node first, then it drains out of the membership…`
@@ -72,7 +111,7 @@ export async function nodeRemove(id: string, values: { redis?: string; data?: st
         const now = await readMembership(redis);
         return now !== null && now.nodes[id] === undefined ? true : undefined;
       }, REMOVE_WAIT_MS, 200);
-      if (!gone) throw new DfsError('TIMEOUT', `the leader did not remove ${id} within ${REMOVE_WAIT_MS} ms (is a proxy running?); the request stays in Redis`);
+      if (!gone) throw new DfsError('TIMEOUT', `the leader did not remove ${id} within ${REMOVE_WAIT_MS} ms (is a proxy running? over TLS the request must be sealed with the admin credential: --data DIR, or $DFS_CREDENTIAL); the request stays in Redis`);
     }
     // A local cluster: stop the node's process, unrecorded first so that no supervisor
     // restarts it. Elsewhere the process is the operator's to stop; until then (and until
@@ -91,9 +130,11 @@ export async function nodeRemove(id: string, values: { redis?: string; data?: st
         stopped = true;
       }
     }
-    if (stopped) await redis.multi().hdel(KEY_NODES, id).del(nodeAliveKey(id)).hdel(KEY_REMOVING, id).exec();
-    out(stopped ? `removed ${id} from the cluster` : `removed ${id} from the membership; stop its process now (\`dfs node start --id ${id} …\` brings it back)`);
-  });
+    // The leader deleted its registration when it left the membership; its last heartbeat
+    // goes too, so that the request can go without the leader registering it again.
+    if (stopped) await redis.multi().del(nodeAliveKey(id)).hdel(KEY_REMOVING, id).exec();
+    out(stopped ? `removed ${id} from the cluster` : `removed ${id} from the membership; stop its process now (a scale-down). Started again later under this ID, it rejoins as a learner`);
+  }, adminTls);
   return 0;
 }
 
@@ -118,4 +159,44 @@ export async function nodeStart(args: string[], out: Out): Promise<number> {
   process.on('SIGTERM', forward);
   process.on('SIGINT', forward);
   return new Promise((resolveExit) => child.on('exit', (code, signal) => resolveExit(code ?? (signal ? 128 : 1))));
+}
+
+// ---------------------------------------------------------------------------------------
+// dfs credential revoke
+
+/**
+ * Revokes a mount credential: its certificate's serial number goes into KEY_REVOKED with
+ * the admin login, and every proxy refuses it within a second (proxy/revocations.ts).
+ * `--name` reads the certificate `dfs credential issue` wrote in the local cluster's TLS
+ * directory; `--serial` names one issued elsewhere (`openssl x509 -noout -serial`).
+ */
+export async function credentialRevoke(values: { name?: string; serial?: string; redis?: string; data?: string; json?: boolean }, defaultDataDir: string, out: Out): Promise<number> {
+  if ((values.name === undefined) === (values.serial === undefined)) throw new DfsError('BAD_REQUEST', 'give --name NAME (a credential this cluster issued) or --serial HEX, one of them');
+  let serial: string | null;
+  let name: string;
+  if (values.serial !== undefined) {
+    serial = normalizeSerial(values.serial);
+    if (serial === null) throw new DfsError('BAD_REQUEST', `--serial wants a certificate serial number in hex (openssl x509 -noout -serial), not ${JSON.stringify(values.serial)}`);
+    name = values.name ?? `serial ${serial}`;
+  } else {
+    name = values.name!;
+    if (values.redis !== undefined) throw new DfsError('BAD_REQUEST', '--name reads the certificate from a local cluster (--data); for a cluster elsewhere give --serial');
+    const tlsDir = readClusterFile(resolve(values.data ?? defaultDataDir))?.tlsDir;
+    if (!tlsDir) throw new DfsError('BAD_REQUEST', `no TLS cluster in ${resolve(values.data ?? defaultDataDir)}: nothing to revoke`);
+    if (name === 'admin' || /^(n|p|m)\d+$/.test(name)) throw new DfsError('BAD_REQUEST', `${name} is a process's certificate: those are renewed with the CA (docs/security.md), not revoked`);
+    const file = certFiles(tlsDir, name).cert;
+    let pem: string;
+    try {
+      pem = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new DfsError('BAD_REQUEST', `no credential ${JSON.stringify(name)}: cannot read ${file}: ${(e as Error).message}`);
+    }
+    serial = normalizeSerial(new X509Certificate(pem).serialNumber);
+    if (serial === null) throw new DfsError('INTERNAL', `${file} has no usable serial number`);
+  }
+  const url = redisUrlOf(values, defaultDataDir);
+  const added = await withRedis(url, (redis) => redis.hset(KEY_REVOKED, serial!, JSON.stringify({ name, revokedAtMs: Date.now() })));
+  if (values.json) out(JSON.stringify({ name, serial, alreadyRevoked: added === 0 }));
+  else out(`${added === 0 ? 'already revoked' : 'revoked'}: ${name} (serial ${serial}); every proxy refuses it within ${REVOKED_POLL_MS / 1000} s`);
+  return 0;
 }

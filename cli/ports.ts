@@ -58,5 +58,5 @@ export function readPreviousPorts(dataDir: string): Record<string, number> {
 
 /** Records the ports a cluster started with, for the next start on the same data. */
 export function writePorts(dataDir: string, ports: Record<string, number>): void {
-  writeFileSync(join(dataDir, PORTS_FILE_NAME), JSON.stringify(ports, null, 2) + '\n');
+  writeFileSync(join(dataDir, PORTS_FILE_NAME), JSON.stringify(ports, null, 2) + '\n', { mode: 0o600 });
 }

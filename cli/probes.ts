@@ -1,16 +1,19 @@
 /*
  * Is the local cluster up? The probes `dfs local` and the harness ask: an HTTP GET with a
  * deadline (a proxy's /readyz and /v1/cluster), a storage node's /node/v1/state over
- * HTTP/2 cleartext, and Redis (PING, and EXISTS on the nodes' heartbeat keys) through
+ * HTTP/2 (TLS with the credential registered for the URL, common/tls.ts
+ * registerClientTls; cleartext for an --insecure cluster), and Redis (PING, and EXISTS on the nodes' heartbeat keys) through
  * ioredis on a short-lived connection that never reconnects. Each probe answers within
  * PROBE_TIMEOUT_MS, null or false when there is no answer; `probeReady` polls them until
  * the whole cluster is ready, or says which process is not and quotes its log.
  */
 import { Redis } from 'ioredis';
-import { Client, request } from 'undici';
+import { redisAuthFor } from '../common/redis-auth';
+import { Agent, Client, request, type Dispatcher } from 'undici';
 import type { ClusterStatus } from '../common/api';
 import { DfsError } from '../common/errors';
-import { h2cClientOptions } from '../common/h2c';
+import { h2ClientOptions } from '../common/h2c';
+import { clientConnectOptions, clientTlsFor, type TlsMaterial } from '../common/tls';
 import { describeExit, failure, type Running } from './cluster-processes';
 import { isSameProcess, pollUntil } from './processes';
 
@@ -24,9 +27,27 @@ export interface HTTPAnswer {
   text: string;
 }
 
+/** One HTTPS agent per credential, for the one-off requests below. */
+const agents = new WeakMap<TlsMaterial, Agent>();
+
+/** The dispatcher that authenticates to `url` with the credential registered for it;
+ * undefined (undici's global one) for a plaintext URL. */
+export function dispatcherFor(url: string): Dispatcher | undefined {
+  const tls = clientTlsFor(url);
+  if (!tls) return undefined;
+  let agent = agents.get(tls);
+  if (!agent) {
+    agent = new Agent({ connect: clientConnectOptions(tls, ['proxy', 'node']) });
+    agents.set(tls, agent);
+  }
+  return agent;
+}
+
 /** One GET with a deadline; the connection is not kept alive, so a CLI exits promptly. */
 export async function httpGet(url: string, timeoutMs = PROBE_TIMEOUT_MS): Promise<HTTPAnswer> {
+  const dispatcher = dispatcherFor(url);
   const answer = await request(url, {
+    ...(dispatcher ? { dispatcher } : {}),
     method: 'GET',
     reset: true,
     headersTimeout: timeoutMs,
@@ -62,6 +83,7 @@ export async function askRedis<T>(url: string, command: (redis: Redis) => Promis
     maxRetriesPerRequest: 0,
     enableOfflineQueue: false,
     retryStrategy: () => null,
+    ...redisAuthFor(url),
   });
   redis.on('error', () => undefined); // the command's own failure says enough
   try {
@@ -103,9 +125,9 @@ export async function countRedisKeys(url: string, keys: string[], timeoutMs = PR
   return askRedis(url, (redis) => redis.exists(...keys), timeoutMs);
 }
 
-/** GET a storage node's /node/v1/state over HTTP/2 cleartext; null when it does not answer. */
+/** GET a storage node's /node/v1/state over HTTP/2; null when it does not answer. */
 export async function fetchNodeState(url: string, timeoutMs = PROBE_TIMEOUT_MS): Promise<{ epoch: number; role: string; appliedSeq: number } | null> {
-  const client = new Client(url, h2cClientOptions({ headersTimeout: timeoutMs, bodyTimeout: timeoutMs }));
+  const client = new Client(url, h2ClientOptions({ headersTimeout: timeoutMs, bodyTimeout: timeoutMs }, clientTlsFor(url)));
   try {
     const answer = await client.request({ method: 'GET', path: '/node/v1/state', signal: AbortSignal.timeout(timeoutMs) });
     const text = await answer.body.text();
@@ -125,9 +147,26 @@ export async function fetchNodeState(url: string, timeoutMs = PROBE_TIMEOUT_MS):
  * the wait at once, unless a supervisor restarts it: then `refresh` (which takes over the
  * supervisor's records) runs before each look, and a process down is only not ready yet.
  */
-export async function probeReady(runnings: Running[], nodeIds: string[], timeoutMs: number, supervised?: { refresh: () => void }): Promise<void> {
+export async function probeReady(runnings: Running[], nodeIds: string[], timeoutMs: number, supervised?: { refresh: () => void }, onWaiting?: (what: string) => void): Promise<void> {
   let problem: { running: Running | null; what: string } = { running: null, what: 'not ready' };
+  // What it waits for, told once each time it changes (`dfs local up` prints it).
+  let said = '';
+  const tell = () => {
+    const what = `${problem.running ? `${problem.running.record.id} ` : ''}${problem.what}`;
+    if (what !== said) onWaiting?.(what);
+    said = what;
+  };
   const ready = await pollUntil(async () => {
+    const answer = await readyRound();
+    if (answer === undefined) tell();
+    return answer;
+  }, timeoutMs, 100);
+  if (ready) return;
+  const { running, what } = problem;
+  if (running === null) throw new DfsError('TIMEOUT', `the cluster is ${what} after ${timeoutMs} ms`);
+  throw failure(running, `${what} after ${timeoutMs} ms`);
+
+  async function readyRound(): Promise<true | undefined> {
     supervised?.refresh();
     for (const running of runnings) {
       if (running.exit !== null || !isSameProcess(running.record)) {
@@ -172,9 +211,5 @@ export async function probeReady(runnings: Running[], nodeIds: string[], timeout
       }
     }
     return true;
-  }, timeoutMs, 100);
-  if (ready) return;
-  const { running, what } = problem;
-  if (running === null) throw new DfsError('TIMEOUT', `the cluster is ${what} after ${timeoutMs} ms`);
-  throw failure(running, `${what} after ${timeoutMs} ms`);
+  }
 }

@@ -52,6 +52,8 @@ export interface OpResult {
   attr?: Attr;
   /** rename: the mode of the entry it replaced, when it replaced one. */
   replacedMode?: number;
+  /** An op that named an inode (`ino`): the path it was applied at, where that inode is now. */
+  path?: string;
   /** An op that adds or removes a name (create, mkdir, mknod, symlink, link, unlink,
    * rmdir): the attributes of the directory holding it, after the op. */
   parent?: Attr;
@@ -67,6 +69,44 @@ export interface ManifestEntry {
   target?: string;
   xattrs?: Record<string, string>;
 }
+
+/**
+ * How far a full sync got (storage/full-sync.ts), as a node's heartbeat reports it and
+ * `dfs status` shows it. `entries` counts names (directories, files, further hard links),
+ * `bytes` file content (holes included, each inode once), both against the totals the
+ * source counted in its held brick before it sent anything (null from a source that does
+ * not say).
+ */
+export interface SyncProgress {
+  source: string;
+  startedAtMs: number;
+  /** The sequence ID the copy stands at, once the source said. */
+  seq: number | null;
+  entries: number;
+  bytes: number;
+  totalEntries: number | null;
+  totalBytes: number | null;
+  /** Content bytes a second over the last few seconds (0 until measured). */
+  bytesPerSecond: number;
+  /** Set once the copy is in place. */
+  finishedAtMs?: number;
+}
+
+/** How far one node's walk for `dfs verify` got: entries listed and file bytes hashed,
+ * against its brick's totals (null until it has listed them). */
+export interface ManifestProgress {
+  entries: number;
+  bytes: number;
+  totalEntries: number | null;
+  totalBytes: number | null;
+}
+
+/** A line of `POST /v1/verify?progress=1` (application/x-ndjson): progress, by node, any
+ * number of times, then the report or an error, once. */
+export type VerifyStreamLine =
+  | { progress: { at: number; nodeCount: number; nodes: Record<string, ManifestProgress> } }
+  | { report: VerifyReport }
+  | { error: { code: string; message: string } };
 
 export interface Manifest {
   nodeId: string;
@@ -95,6 +135,13 @@ export interface Membership {
   primary: string;
   inSync: string[];
   nodes: Record<string, string>; // node ID -> URL
+  /** Node ID -> the incarnation (a life of its disk, storage/node-state.ts) the leader
+   * admitted it under: a node whose own incarnation differs (a new disk under an old ID)
+   * acts as a learner only, whatever role the rest of the membership gives it. */
+  incarnations?: Record<string, string>;
+  /** The publishing leader's signature (common/membership-seal.ts): its proxy certificate
+   * and an ECDSA signature over the fields above. Absent only under --insecure. */
+  seal?: { cert: string; sig: string };
 }
 
 export interface ClusterStatus {
@@ -102,6 +149,13 @@ export interface ClusterStatus {
   epoch: number;
   seq: number;
   membership: Membership | null;
+  /** The primary holds fewer in-sync copies than its floor (--min-in-sync): nothing is
+   * acknowledged until one more node is back in sync. Null or absent: the floor is met. */
+  belowFloor?: { copies: number; floor: number } | null;
+  /** The advisory locks held (docs/locks.md), by file (cluster inode number and the path it
+   * was locked through) and mount; absent when Redis could not be asked. */
+  locks?: Array<{ ino: number; path: string; kind: 'posix' | 'flock'; type: 'r' | 'w'; start: number; end: number; pid: number; session: string; owner: string; mount: string }>;
+  locksTruncated?: boolean;
   nodes: Array<{
     id: string;
     url: string;
@@ -117,9 +171,12 @@ export interface ClusterStatus {
     /** In sync but not yet a failover candidate: promoted, and not yet known to hold every
      * op committed before the primary counted it (proxy/leader.ts, KEY_JOINING). */
     confirming?: boolean;
-    /** The full sync under way: its source, the sequence ID it copies at, entries and
-     * bytes received so far. */
-    sync?: { source: string; seq: number | null; entries: number; bytes: number } | null;
+    /** The full sync under way (storage/full-sync.ts): its source, the sequence ID it
+     * copies at, entries and bytes copied so far against the totals the source announced,
+     * and the rate; null when it copies nothing. */
+    sync?: SyncProgress | null;
+    /** The last full sync this node's process finished (finishedAtMs set), or absent. */
+    lastSync?: SyncProgress | null;
     appliedSeq: number | null;
     /** How many sequence IDs it is behind the counter (null when unknown). */
     lag: number | null;

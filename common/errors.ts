@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'UNAVAILABLE' // a dependency (Redis, primary, replicas) cannot be reached
   | 'TIMEOUT' // a deadline passed
   | 'NO_SPACE' // a node has no room to log the op (docs/space.md): ENOSPC at the mount
+  | 'FORBIDDEN' // the caller's certificate does not allow this endpoint (docs/security.md)
   | 'INTERNAL';
 
 export class DfsError extends Error {
@@ -76,6 +77,8 @@ export function httpStatusOf(err: DfsError): number {
       return 504;
     case 'NO_SPACE':
       return 507; // Insufficient Storage (RFC 4918 §11.5)
+    case 'FORBIDDEN':
+      return 403;
     case 'INTERNAL':
       return 500;
   }

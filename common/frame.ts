@@ -22,6 +22,58 @@ function frameChecksum(header: Buffer, data: Buffer): number {
   return data.length === 0 ? h : crc32(data, h);
 }
 
+/*
+ * CRC-32 arithmetic (the polynomial zlib uses), so that a relay can put a new header on a
+ * frame's data without another pass over the data: crc(A ‖ B) = A's CRC multiplied by x to
+ * the 8·|B| modulo the polynomial, xor crc(B) (zlib's crc32_combine, done here because
+ * Node does not expose it). A proxy checks a client's frame once, with the data's own CRC
+ * computed separately, and reuses that CRC for the frame it sends on.
+ */
+const CRC_POLY = 0xedb88320;
+
+/** a(x)·b(x) modulo the CRC polynomial, both reflected as zlib keeps them. */
+function multModP(a: number, b: number): number {
+  let m = 0x80000000;
+  let p = 0;
+  for (;;) {
+    if (a & m) {
+      p ^= b;
+      if ((a & (m - 1)) === 0) break;
+    }
+    m >>>= 1;
+    b = b & 1 ? (b >>> 1) ^ CRC_POLY : b >>> 1;
+  }
+  return p >>> 0;
+}
+
+/** x^(2^k) modulo the polynomial, for k < 32. */
+const X2N: number[] = (() => {
+  const table = [0x40000000]; // x^1
+  for (let k = 1; k < 32; k++) table.push(multModP(table[k - 1]!, table[k - 1]!));
+  return table;
+})();
+
+/** x^(n·2^k) modulo the polynomial. */
+function x2nModP(n: number, k: number): number {
+  let p = 0x80000000; // x^0
+  while (n > 0) {
+    if (n & 1) p = multModP(X2N[k & 31]!, p);
+    n = Math.floor(n / 2);
+    k++;
+  }
+  return p;
+}
+
+/** The CRC-32 of A ‖ B from A's and B's own, and B's length in bytes. */
+export function crc32Combine(crcA: number, crcB: number, bytesB: number): number {
+  return (multModP(x2nModP(bytesB, 3), crcA) ^ crcB) >>> 0;
+}
+
+/** crc32 of `data` alone; see frameChecksum for why an empty buffer is not passed in. */
+export function dataChecksum(data: Buffer): number {
+  return data.length === 0 ? 0 : crc32(data);
+}
+
 export interface Frame<H = unknown> {
   header: H;
   data: Buffer;
@@ -44,7 +96,7 @@ export const FRAME_PIECES_BYTES_MIN = 64 * 1024;
  * as a list of pieces, so that a write's MiB is not copied once more only to be written
  * to a socket (a copy that also costs a MiB outside V8's heap: common/node-runtime.ts).
  */
-export function encodeFrameParts(header: unknown, data: Buffer = Buffer.alloc(0)): [Buffer, Buffer] {
+export function encodeFrameParts(header: unknown, data: Buffer = Buffer.alloc(0), dataCrc?: number): [Buffer, Buffer] {
   const json = JSON.stringify(header);
   const headerBytes = Buffer.byteLength(json);
   const head = Buffer.allocUnsafe(FRAME_PREFIX_BYTES + headerBytes);
@@ -52,8 +104,37 @@ export function encodeFrameParts(header: unknown, data: Buffer = Buffer.alloc(0)
   const headerBuf = head.subarray(FRAME_PREFIX_BYTES);
   head.writeUInt32BE(headerBytes, 0);
   head.writeUInt32BE(data.length, 4);
-  head.writeUInt32BE(frameChecksum(headerBuf, data), 8);
+  const checksum = dataCrc === undefined ? frameChecksum(headerBuf, data) : crc32Combine(crc32(headerBuf), dataCrc, data.length);
+  head.writeUInt32BE(checksum, 8);
   return [head, data];
+}
+
+/**
+ * Decodes a request body that must hold exactly one frame, as decodeOneFrame, and also
+ * gives the CRC-32 of its data alone: for a relay that sends the data on under another
+ * header (encodeFrameParts with `dataCrc`), so that the data is read once, not twice.
+ * The frame is checked all the same, against crc(header) combined with crc(data).
+ */
+export function decodeOneFrameForRelay(buf: Buffer): { frame: Frame; dataCrc: number } {
+  if (buf.length < FRAME_PREFIX_BYTES) throw new DfsError('BAD_REQUEST', 'truncated frame');
+  const headerBytes = buf.readUInt32BE(0);
+  const dataBytes = buf.readUInt32BE(4);
+  const crc = buf.readUInt32BE(8);
+  if (headerBytes > FRAME_HEADER_BYTES_MAX || dataBytes > WRITE_BYTES_MAX) throw new DfsError('BAD_REQUEST', 'bad frame: frame lengths over limits');
+  const total = FRAME_PREFIX_BYTES + headerBytes + dataBytes;
+  if (buf.length < total) throw new DfsError('BAD_REQUEST', 'truncated frame');
+  if (buf.length > total) throw new DfsError('BAD_REQUEST', 'trailing bytes after frame');
+  const headerBuf = buf.subarray(FRAME_PREFIX_BYTES, FRAME_PREFIX_BYTES + headerBytes);
+  const data = buf.subarray(FRAME_PREFIX_BYTES + headerBytes, total);
+  const dataCrc = dataChecksum(data);
+  if (crc32Combine(crc32(headerBuf), dataCrc, data.length) !== crc) throw new DfsError('BAD_REQUEST', 'bad frame: checksum mismatch');
+  let header: unknown;
+  try {
+    header = JSON.parse(headerBuf.toString('utf8'));
+  } catch {
+    throw new DfsError('BAD_REQUEST', 'bad frame: header is not JSON');
+  }
+  return { frame: { header, data, encoded: buf }, dataCrc };
 }
 
 export type DecodeResult = { frame: Frame; bytes: number } | { incomplete: true } | { corrupt: string };

@@ -1,7 +1,8 @@
 /*
- * HTTP/2 cleartext clients for talking to storage nodes. undici 7 speaks HTTP/2 without TLS
- * given `useH2c` (prior knowledge); its type definitions do not list the option yet, so it
- * is added here in one place.
+ * HTTP/2 clients for talking to storage nodes: over TLS with the cluster's certificates
+ * (ALPN h2; common/tls.ts), or, under --insecure, cleartext. undici 7 speaks HTTP/2 without
+ * TLS given `useH2c` (prior knowledge); its type definitions do not list the option yet, so
+ * it is added here in one place.
  *
  * Many requests in flight on the one connection (DESIGN.md, Transport: the primary can
  * group-commit only if ops reach it side by side). undici's Client runs one request at a
@@ -13,6 +14,7 @@
  * replication batch is refused or skipped where the log already holds it.
  */
 import { Client } from 'undici';
+import { clientConnectOptions, type TlsMaterial } from './tls';
 
 /** Streams in flight per connection to a node (undici's default for an HTTP/2 server's
  * MAX_CONCURRENT_STREAMS is 100; a node's server allows more). */
@@ -36,5 +38,20 @@ export function h2cClientOptions(opts: Client.Options): Client.Options {
     ...opts,
     allowH2: true,
     useH2c: true,
+  } as Client.Options;
+}
+
+/** HTTP/2 to a storage node: over TLS when `tls` is given (the server must hold a node
+ * certificate), else cleartext (--insecure). One connection, many streams, its TLS session
+ * cached by undici: no handshake per request. */
+export function h2ClientOptions(opts: Client.Options, tls: TlsMaterial | null | undefined, nodeId?: string): Client.Options {
+  if (!tls) return h2cClientOptions(opts);
+  return {
+    pipelining: H2_STREAMS_MAX,
+    initialWindowSize: H2_CLIENT_STREAM_WINDOW_BYTES,
+    connectionWindowSize: H2_CLIENT_CONNECTION_WINDOW_BYTES,
+    ...opts,
+    allowH2: true,
+    connect: { ...clientConnectOptions(tls, ['node'], nodeId), ...(opts.connectTimeout ? { timeout: opts.connectTimeout as number } : {}) },
   } as Client.Options;
 }

@@ -3,12 +3,88 @@
  * statuses, where request bodies are read under a limit, and where query parameters are
  * parsed. Authentication will hook in here too (DESIGN.md, Security).
  */
+import { IncomingMessage } from 'node:http';
+import { Http2ServerRequest } from 'node:http2';
 import type { Context, Hono } from 'hono';
 import { DfsError, httpStatusOf } from './errors';
 import { validatePath } from './paths';
 import { queryValue } from './names';
 import { HTTP_HEADER_BYTES_MAX } from './limits';
 import type { Logger } from './log';
+
+/**
+ * The bytes of request bodies a process holds at once, across every request (DESIGN.md,
+ * Transport and limits). A body that declares its length takes all of it before its first
+ * byte is read, so one that cannot fit is refused at once, having cost nothing; one that
+ * does not declare it is counted chunk by chunk as it arrives. Past the cap a request is
+ * refused with 503 UNAVAILABLE (load, not bad input: a retry later succeeds), and what the
+ * caller sent of it is read and dropped rather than left buffered in the connection. What a
+ * request took is given back when its answer is done.
+ */
+export class BodyBudget {
+  private heldBytes = 0;
+
+  constructor(readonly bytesMax: number) {
+    if (!Number.isSafeInteger(bytesMax) || bytesMax < 1) throw new Error(`body budget must be a positive integer, not ${bytesMax}`);
+  }
+
+  get held(): number {
+    return this.heldBytes;
+  }
+
+  take(bytes: number): void {
+    if (this.heldBytes + bytes > this.bytesMax) throw new DfsError('UNAVAILABLE', `request bodies in flight are over ${this.bytesMax} bytes; try again`);
+    this.heldBytes += bytes;
+  }
+
+  give(bytes: number): void {
+    this.heldBytes -= bytes;
+  }
+}
+
+/** What one request took from the process's BodyBudget (installBodyBudget). */
+interface BodyCharge {
+  budget: BodyBudget;
+  bytes: number;
+}
+const bodyCharges = new WeakMap<Request, BodyCharge>();
+
+/** Every body readBody reads in `app` counts against `budget` until its answer is made. */
+export function installBodyBudget(app: Hono, budget: BodyBudget): void {
+  app.use(async (c, next) => {
+    const charge: BodyCharge = { budget, bytes: 0 };
+    bodyCharges.set(c.req.raw, charge);
+    try {
+      await next();
+    } finally {
+      budget.give(charge.bytes);
+      charge.bytes = 0;
+    }
+  });
+}
+
+/**
+ * Connections a server keeps from one client address at once: past the cap a new one is
+ * closed at once (a Node `net.Server`, HTTP/1.1 or HTTP/2, emits 'connection' for each).
+ */
+export function capConnectionsPerClient(server: { on(event: 'connection', fn: (socket: import('node:net').Socket) => void): unknown }, connectionsMax: number, logger: Logger): void {
+  const open = new Map<string, number>();
+  server.on('connection', (socket) => {
+    const who = socket.remoteAddress ?? '?';
+    const count = (open.get(who) ?? 0) + 1;
+    if (count > connectionsMax) {
+      logger.warn({ client: who, connectionsMax }, 'connection refused: too many from this client');
+      socket.destroy();
+      return;
+    }
+    open.set(who, count);
+    socket.once('close', () => {
+      const left = (open.get(who) ?? 1) - 1;
+      if (left === 0) open.delete(who);
+      else open.set(who, left);
+    });
+  });
+}
 
 export function installErrorHandler(app: Hono, logger: Logger): void {
   app.onError((err, c) => {
@@ -26,15 +102,42 @@ export function installErrorHandler(app: Hono, logger: Logger): void {
  * the web-stream adapter costs a copy and several promise hops per chunk. */
 export async function readBody(c: Context, bytesMax: number): Promise<Buffer> {
   const declared = Number(c.req.header('content-length') ?? NaN);
-  if (declared > bytesMax) throw new DfsError('TOO_LARGE', `body of ${declared} bytes is over the limit of ${bytesMax}`);
-  const incoming = (c.env as { incoming?: AsyncIterable<Buffer> } | undefined)?.incoming;
+  const incoming = (c.env as { incoming?: AsyncIterable<Buffer> & { resume?: () => void } } | undefined)?.incoming;
+  // A refused body must not stay buffered for as long as the caller keeps the connection
+  // (an HTTP/2 stream's whole window). Over HTTP/1.1 the answer closes the connection, so
+  // the rest is never read (reading it meant decrypting every byte a flood of refused
+  // bodies sent, which kept a proxy's event loop busy for seconds); an HTTP/2 stream is
+  // read and dropped, as its connection carries other requests.
+  const refuse = (err: DfsError): never => {
+    if (incoming instanceof IncomingMessage) c.header('connection', 'close');
+    else incoming?.resume?.();
+    throw err;
+  };
+  if (declared > bytesMax) refuse(new DfsError('TOO_LARGE', `body of ${declared} bytes is over the limit of ${bytesMax}`));
   const source = incoming ?? (c.req.raw.body as unknown as AsyncIterable<Uint8Array> | null);
   if (!source) return Buffer.alloc(0);
+  const charge = bodyCharges.get(c.req.raw);
+  // The declared length is taken before the first byte (see BodyBudget).
+  let reserved = 0;
+  if (charge && Number.isSafeInteger(declared) && declared > 0) {
+    try {
+      charge.budget.take(declared);
+    } catch (e) {
+      refuse(e as DfsError);
+    }
+    charge.bytes += declared;
+    reserved = declared;
+  }
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of source) {
     size += chunk.length;
     if (size > bytesMax) throw new DfsError('TOO_LARGE', `body is over the limit of ${bytesMax} bytes`);
+    if (charge && size > reserved) {
+      const more = size - Math.max(reserved, size - chunk.length);
+      charge.budget.take(more);
+      charge.bytes += more;
+    }
     chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
   }
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
@@ -91,4 +194,35 @@ export function queryInt(c: Context, name: string, min: number, max: number, dfl
 /** A 200 answer carrying raw bytes (file data, an attribute's value). */
 export function octets(c: Context, data: Buffer): Response {
   return c.body(new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.length), 200, { 'content-type': 'application/octet-stream' });
+}
+
+/** What @hono/node-server takes as "the handler wrote the answer itself" (its
+ * RESPONSE_ALREADY_SENT, which this project's module resolution cannot import by name). */
+const ALREADY_SENT_HEADER = 'x-hono-already-sent';
+
+/**
+ * The Response a handler returns after writing its answer on Node's own objects.
+ *
+ * @hono/node-server honours the marker header only on its slow path. Once a server is
+ * made, its own light Response class replaces the global one, and a light Response that
+ * still holds its constructor's arguments (as one made here, or the copy Hono makes when
+ * the handler had set a header with `c.header`, would) takes the fast path, which writes
+ * the head again: Node throws ERR_HTTP_HEADERS_SENT and the adapter prints its stack to
+ * stderr, so a proxy's log got a stack trace for every file read it relayed and a node's
+ * for every message stream that ended. Reading `.body` turns a light Response
+ * into a real one, and a copy of a real one is real too, so the marker is seen. With the
+ * global Response untouched it is a no-op. test/unit/answered-by-handler.test.ts holds
+ * the adapter to this.
+ */
+export function answeredByHandler(): Response {
+  const res = new Response(null, { headers: { [ALREADY_SENT_HEADER]: 'true' } });
+  void res.body;
+  return res;
+}
+
+/** Node's HTTP/2 request under a handler, for one that reads and writes the raw stream. */
+export function http2Incoming(c: Context): Http2ServerRequest {
+  const incoming = (c.env as { incoming?: unknown } | undefined)?.incoming;
+  if (!(incoming instanceof Http2ServerRequest)) throw new DfsError('BAD_REQUEST', `${c.req.path} is served over HTTP/2 only`);
+  return incoming;
 }

@@ -47,6 +47,12 @@ export const REPLICATE_BODY_BYTES_MAX = 64 * 1024 * 1024;
 export const HTTP_HEADER_BYTES_MAX = 256 * 1024;
 /** Differences `dfs verify` lists before it only counts them. */
 export const VERIFY_DIFFERENCES_MAX = 100;
+/** One node's manifest as a proxy takes it for `dfs verify`: about as long a string as V8
+ * makes, which JSON.parse needs it to be. */
+export const MANIFEST_BYTES_MAX = 512 * 1024 * 1024;
+/** A verify report as the `dfs` command takes it: at most VERIFY_DIFFERENCES_MAX paths,
+ * each with every node's entry. */
+export const VERIFY_REPORT_BYTES_MAX = 64 * 1024 * 1024;
 
 // Relationships between limits, checked once at load (STYLE.md, Limits).
 if (WRITE_EXTENTS_MAX * 27 + PATH_BYTES_MAX * 6 + 1024 > FRAME_HEADER_BYTES_MAX) {
@@ -58,3 +64,28 @@ if (2 * PATH_BYTES_MAX * 6 + 1024 > FRAME_HEADER_BYTES_MAX) {
 if (PATH_BYTES_MAX * 3 + 4096 > HTTP_HEADER_BYTES_MAX) {
   throw new Error('a maximal path in a query string would not fit HTTP_HEADER_BYTES_MAX');
 }
+
+/** Request body bytes a proxy holds at once across all requests (common/http.ts,
+ * BodyBudget): 48 maximal writes side by side; past it a request is 503. */
+export const PROXY_BODY_BYTES_IN_FLIGHT_MAX = 192 * 1024 * 1024;
+/** The same for a storage node: a few replication batches and many ops side by side. */
+export const NODE_BODY_BYTES_IN_FLIGHT_MAX = 256 * 1024 * 1024;
+/** Connections a proxy keeps from one client address (mounts on one host share it: each
+ * keeps 16 to a proxy, mount/proxy-client.ts). */
+export const PROXY_CONNECTIONS_PER_CLIENT_MAX = 256;
+/** Connections a node keeps from one address (peers and proxies keep one or a few each). */
+export const NODE_CONNECTIONS_PER_CLIENT_MAX = 64;
+/** HTTP/2 streams a node serves at once on one connection (RFC 9113 §5.1.2): above the
+ * 100 a client of ours keeps in flight (common/h2c.ts). */
+export const NODE_H2_STREAMS_MAX = 128;
+/** An HTTP/2 connection with no frames for this long is closed by the node. */
+export const NODE_H2_IDLE_MS = 45_000;
+/** A proxy's client must send a request's headers within this, and the whole request
+ * within the next (Node's headersTimeout and requestTimeout). */
+export const PROXY_HEADERS_TIMEOUT_MS = 20_000;
+export const PROXY_REQUEST_TIMEOUT_MS = 120_000;
+
+if (NODE_BODY_BYTES_IN_FLIGHT_MAX < 2 * (REPLICATE_BODY_BYTES_MAX + OP_BODY_BYTES_MAX)) {
+  throw new Error('a node must hold at least two replication batches and two ops at once');
+}
+if (PROXY_BODY_BYTES_IN_FLIGHT_MAX < 8 * OP_BODY_BYTES_MAX) throw new Error('a proxy must hold at least eight ops at once');

@@ -8,6 +8,7 @@
  */
 import { z } from 'zod';
 import { DfsError } from './errors';
+import { CallerSchema } from './identity';
 import { isWireString, wireByteLength } from './names';
 import { validateEntryPath, validatePath } from './paths';
 import { SYMLINK_TARGET_BYTES_MAX, WRITE_BYTES_MAX, WRITE_EXTENTS_MAX, XATTR_NAME_BYTES_MAX, XATTR_VALUE_BYTES_MAX } from './limits';
@@ -18,6 +19,9 @@ const id = z.number().int().min(0).max(0xffffffff);
 const timeMs = z.number().finite();
 const nsec = z.number().int().min(0).max(999_999);
 const offset = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+/** The inode an op on an open file addresses (storage/inode-index.ts): when present the op
+ * applies wherever that inode is now, and `path` is only where to look first. */
+const ino = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional();
 /** One range of a write with extents: [offset, length] (validateWriteExtents). */
 const extent = z.tuple([offset, z.number().int().min(1).max(WRITE_BYTES_MAX)]);
 
@@ -28,23 +32,27 @@ export const OpSchema = z.discriminatedUnion('type', [
   // Without `extents` the data is written at `offset`. With them, the data is the extents'
   // bytes concatenated, each written at its own offset in order (one op for many small
   // dirty ranges of a mount's write buffer); `offset` is then the first extent's.
-  z.object({ type: z.literal('write'), path, offset, extents: z.array(extent).min(1).max(WRITE_EXTENTS_MAX).optional() }),
-  z.object({ type: z.literal('truncate'), path, size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }),
+  // With `append` (an O_APPEND descriptor's writes) the data goes at the end of the file as
+  // it stands when the op is applied, the same on every node; `offset` is then 0 and there
+  // are no extents.
+  z.object({ type: z.literal('write'), path, ino, offset, extents: z.array(extent).min(1).max(WRITE_EXTENTS_MAX).optional(), append: z.literal(true).optional() }),
+  z.object({ type: z.literal('truncate'), path, ino, size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }),
   // fallocate(2): `mode` is the FALLOC_FL_* bits, one of FALLOCATE_MODES.
-  z.object({ type: z.literal('fallocate'), path, mode: z.number().int().min(0).max(0xffff), offset, size: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER) }),
+  z.object({ type: z.literal('fallocate'), path, ino, mode: z.number().int().min(0).max(0xffff), offset, size: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER) }),
   z.object({ type: z.literal('unlink'), path }),
   z.object({ type: z.literal('rmdir'), path }),
   z.object({ type: z.literal('rename'), from: path, to: path }),
   z.object({ type: z.literal('symlink'), path, target: z.string(), uid: id, gid: id }),
   z.object({ type: z.literal('link'), from: path, to: path }),
-  z.object({ type: z.literal('chmod'), path, mode }),
-  z.object({ type: z.literal('chown'), path, uid: id, gid: id }),
+  z.object({ type: z.literal('chmod'), path, ino, mode }),
+  z.object({ type: z.literal('chown'), path, ino, uid: id, gid: id }),
   // Each time: ms since the epoch, 'now' (the op's own time: UTIME_NOW) or null (left as it
   // is: UTIME_OMIT); a time in ms may add nanoseconds within its millisecond (xtimeNsec), so
   // that utimensat(2)'s nanoseconds are kept exactly.
   z.object({
     type: z.literal('utimens'),
     path,
+    ino,
     atimeMs: z.union([timeMs, z.literal('now'), z.null()]),
     mtimeMs: z.union([timeMs, z.literal('now'), z.null()]),
     atimeNsec: nsec.optional(),
@@ -52,14 +60,14 @@ export const OpSchema = z.discriminatedUnion('type', [
   }),
   // The file was read (or the directory listed): atime moves to the op's time if relatime
   // says so (relatimeDue); nothing else changes, not even ctime.
-  z.object({ type: z.literal('atime'), path }),
+  z.object({ type: z.literal('atime'), path, ino }),
   // Only ctime moves to the op's time: chown(f, -1, -1), which POSIX says marks it.
-  z.object({ type: z.literal('ctime'), path }),
+  z.object({ type: z.literal('ctime'), path, ino }),
   // `mode` includes the file type (S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK or S_IFREG).
   z.object({ type: z.literal('mknod'), path, mode: z.number().int().min(0).max(0o177777), rdev: z.number().int().min(0).max(0xffffffff), uid: id, gid: id }),
   // The value travels as the frame's data. `flags`: 0, XATTR_CREATE (1) or XATTR_REPLACE (2).
-  z.object({ type: z.literal('setxattr'), path, name: z.string(), flags: z.union([z.literal(0), z.literal(1), z.literal(2)]) }),
-  z.object({ type: z.literal('removexattr'), path, name: z.string() }),
+  z.object({ type: z.literal('setxattr'), path, ino, name: z.string(), flags: z.union([z.literal(0), z.literal(1), z.literal(2)]) }),
+  z.object({ type: z.literal('removexattr'), path, ino, name: z.string() }),
   // A slot filled with nothing: a hole claimed by the primary, or a retry's duplicate.
   z.object({ type: z.literal('noop') }),
 ]);
@@ -76,8 +84,11 @@ export function relatimeDue(times: { atimeMs: number; mtimeMs: number; ctimeMs: 
 }
 export type OpType = Op['type'];
 
-/** What a client sends: the op and its request ID (exactly-once retries). */
-export const ClientOpHeaderSchema = z.object({ reqId: z.string().min(1).max(128), op: OpSchema });
+/** What a client sends: the op, its request ID (exactly-once retries) and whom it acts as
+ * (common/identity.ts; without it the op is applied as root's: the mount's own, checked by
+ * its kernel, and the cluster's; issue 13 item 2 makes the proxy fill it from the client's
+ * credential). */
+export const ClientOpHeaderSchema = z.object({ reqId: z.string().min(1).max(128), op: OpSchema, caller: CallerSchema.optional() });
 export type ClientOpHeader = z.infer<typeof ClientOpHeaderSchema>;
 
 /** What the proxy sends to the primary, and what every log record holds. */
@@ -87,6 +98,8 @@ export const SequencedOpHeaderSchema = z.object({
   reqId: z.string().max(128),
   timeMs,
   op: OpSchema,
+  /** Whom the op acts as: every node checks its permissions at apply (storage/permissions.ts). */
+  caller: CallerSchema.optional(),
 });
 export type SequencedOpHeader = z.infer<typeof SequencedOpHeaderSchema>;
 
@@ -154,6 +167,7 @@ export function validateOp(op: Op, dataBytes: number): void {
       validateEntryPath(op.path);
       if (dataBytes > WRITE_BYTES_MAX) throw new DfsError('TOO_LARGE', `a write carries at most ${WRITE_BYTES_MAX} bytes`);
       if (op.extents) validateWriteExtents(op.offset, op.extents, dataBytes);
+      if (op.append && (op.extents || op.offset !== 0)) throw new DfsError('BAD_REQUEST', 'an append has no offset and no extents');
       return;
     case 'chmod':
     case 'chown':

@@ -72,6 +72,23 @@ export function backoffMs(policy: RetryPolicy, k: number): number {
   return Math.min(policy.backoffMsMax, policy.backoffMsMin * policy.backoffFactor ** k);
 }
 
+/** What follows a failed attempt: stop (and which bound stopped it), or wait this long
+ * (0: at once) and try again. The one schedule, pure: `retry` runs it on the real clock,
+ * the simulation (test/sim) on its virtual one. */
+export type RetryStep = { stop: 'attempts' | 'deadline' } | { waitMs: number };
+
+export function nextRetry(
+  policy: RetryPolicy,
+  at: { attempts: number; waits: number; remainingMs: number; backoff: boolean; random: number },
+): RetryStep {
+  if (at.attempts >= policy.attemptsMax) return { stop: 'attempts' };
+  if (at.remainingMs <= 0) return { stop: 'deadline' };
+  if (!at.backoff) return { waitMs: 0 };
+  const waitMs = backoffMs(policy, at.waits) * (1 - policy.jitter * at.random);
+  if (waitMs >= at.remainingMs) return policy.waitPastDeadline === 'stop' ? { stop: 'deadline' } : { waitMs: at.remainingMs };
+  return { waitMs };
+}
+
 export async function retry<T>(attempt: (index: number) => AttemptResult<T> | Promise<AttemptResult<T>>, options: RetryOptions): Promise<RetryOutcome<T>> {
   const { policy, deadlineAtMs } = options;
   validateRetryPolicy(policy);
@@ -83,15 +100,12 @@ export async function retry<T>(attempt: (index: number) => AttemptResult<T> | Pr
     const result = await attempt(index);
     if (result.done) return { ok: true, value: result.value, attempts: index + 1 };
     const attempts = index + 1;
-    if (attempts >= policy.attemptsMax) return { ok: false, stoppedBy: 'attempts', lastError: result.error, attempts };
-    const remainingMs = deadlineAtMs - clock();
-    if (remainingMs <= 0) return { ok: false, stoppedBy: 'deadline', lastError: result.error, attempts };
-    if (result.backoff === false) continue;
-    let waitMs = backoffMs(policy, waits++) * (1 - policy.jitter * random());
-    if (waitMs >= remainingMs) {
-      if (policy.waitPastDeadline === 'stop') return { ok: false, stoppedBy: 'deadline', lastError: result.error, attempts };
-      waitMs = remainingMs;
-    }
-    if (waitMs > 0) await sleep(waitMs);
+    const backoff = result.backoff !== false;
+    // Randomness is drawn only for a wait, as before, so a seeded schedule stays the same.
+    const r = backoff && attempts < policy.attemptsMax && deadlineAtMs - clock() > 0 ? random() : 0;
+    const next = nextRetry(policy, { attempts, waits, remainingMs: deadlineAtMs - clock(), backoff, random: r });
+    if ('stop' in next) return { ok: false, stoppedBy: next.stop, lastError: result.error, attempts };
+    if (backoff) waits++;
+    if (next.waitMs > 0) await sleep(next.waitMs);
   }
 }

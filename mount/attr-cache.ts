@@ -268,6 +268,17 @@ export class AttrCache {
     if (e?.attr) this.invalidateIno(e.attr.ino);
   }
 
+  /** Drops what a change to the content of the file `path` (a write) makes stale: its
+   * attributes under every cached name of its inode, and its directory's listing, which
+   * holds them; not the directory's own attributes, which such a change leaves alone. */
+  invalidateFile(path: string): void {
+    const e = this.entries.get(path);
+    this.recordChange([path, ...(e?.attr ? (this.pathsByIno.get(e.attr.ino) ?? []) : [])], e?.attr ? [e.attr.ino] : []);
+    this.delete(path);
+    this.listings.delete(parentOf(path));
+    if (e?.attr) this.invalidateIno(e.attr.ino);
+  }
+
   /** Drops only `path` (a change to it is about to be sent; its directory's listing stays,
    * for the op's result to update). */
   forget(path: string): void {

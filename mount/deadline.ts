@@ -8,6 +8,9 @@ import { DfsError } from '../common/errors';
 
 export class Deadline {
   readonly atMs: number;
+  /** Who made the FUSE call this deadline bounds, when known: its requests carry that
+   * identity to the proxy (x-dfs-uid/gid/groups, common/credential.ts). */
+  caller: { uid: number; gid: number; groups: number[] } | null = null;
   private controller: AbortController | null = null;
   private timer: NodeJS.Timeout | null = null;
 

@@ -40,6 +40,15 @@ export const EISDIR = errnoOf('EISDIR');
 export const ENOSPC = errnoOf('ENOSPC');
 export const ENOTDIR = errnoOf('ENOTDIR');
 
+/** The name of a negative errno ('ENOENT' for ENOENT), for a metrics label: a name from
+ * Linux's fixed table, or 'EUNKNOWN' for a number it does not hold. */
+export function errnoName(code: number): string {
+  for (const [name, value] of Object.entries(osConstants.errno)) {
+    if (value === -code) return name;
+  }
+  return 'EUNKNOWN';
+}
+
 /** Maps any error thrown while serving a FUSE call to the negative errno FUSE returns. */
 export function errnoOfError(err: unknown): number {
   if (err instanceof DfsError) {
@@ -55,6 +64,9 @@ export function errnoOfError(err: unknown): number {
         return EFBIG;
       case 'NO_SPACE':
         return ENOSPC;
+      case 'FORBIDDEN':
+        // The mount's certificate is not one the proxy serves (docs/security.md).
+        return errnoOf('EACCES');
       default:
         return EIO;
     }

@@ -71,6 +71,14 @@ declare module 'fuse-native' {
       ctimeOnly?: boolean;
     }
 
+    /** A POSIX lock as libfuse gives it: len 0 means to the end of the file. */
+    interface Flock {
+      type: number;
+      start: number;
+      len: number;
+      pid: number;
+    }
+
     /** A time given to utimens: whole milliseconds since the epoch and the nanoseconds
      * within the millisecond, 'now' for UTIME_NOW, or null for UTIME_OMIT (leave it). */
     type TimeArg = { ms: number; nsec: number } | 'now' | null;
@@ -88,6 +96,11 @@ declare module 'fuse-native' {
       ftruncate?(path: string, fd: number, size: number, cb: Done): void;
       /** fallocate(2) on an open file (dfs patch item 14): `mode` is the FALLOC_FL_* bits. */
       fallocate?(path: string, fd: number, mode: number, offset: number, length: number, cb: Done): void;
+      /** fcntl locks (dfs patch item 17): cmd F_GETLK, F_SETLK or F_SETLKW; `owner` is the
+       * kernel's lock owner as 16 hex digits. cb(1): a blocking request not granted yet. */
+      lock?(path: string, fd: number, cmd: number, lock: Flock, owner: string, cb: (code: number, found?: Flock) => void): void;
+      /** flock(2) (dfs patch item 17): `op` the LOCK_* bits. cb(1): not granted yet. */
+      flock?(path: string, fd: number, op: number, owner: string, cb: Done): void;
       utimens?(path: string, atime: TimeArg, mtime: TimeArg, cb: Done): void;
       readlink?(path: string, cb: (code: number, target?: string) => void): void;
       chown?(path: string, uid: number, gid: number, cb: Done): void;

@@ -31,7 +31,8 @@
  * create knows whether O_EXCL was asked, and utimens gets both times, each possibly "now"
  * (UTIME_NOW) or "leave it" (UTIME_OMIT).
  */
-import { constants as fsConstants, readFileSync } from 'node:fs';
+import { CALLER_GROUPS_MAX, type Caller } from '../common/identity';
+import { constants as fsConstants } from 'node:fs';
 import type Fuse from 'fuse-native';
 import type { Attr, DirEntry, OpResult } from '../common/api';
 import { DfsError } from '../common/errors';
@@ -39,10 +40,12 @@ import type { Logger } from '../common/log';
 import { FALLOCATE_MODES, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, relatimeDue, xattrNamespaceOf, type Op } from '../common/ops';
 import { parentOf, validateEntryPath, validatePath } from '../common/paths';
 import { AttrCache } from './attr-cache';
+import { CallerGroups } from './caller-groups';
 import { Deadline, raceDeadline } from './deadline';
-import { EIO, ENOENT, errnoOf, errnoOfError, errnoOfLostWrite } from './errno';
+import { EIO, ENOENT, errnoName, errnoOf, errnoOfError, errnoOfLostWrite } from './errno';
 import { childPath, HandleTable, renamePath } from './handles';
 import { kernelToWire, wireToKernel } from '../common/names';
+import { inFdSyscall } from './fd-calls';
 import { inRenameSyscall, isReservedPath, ORPHANS_DIR, orphanOwner, orphanPrefix, OrphanTable } from './orphans';
 import type { MountMetrics } from './metrics';
 import type { ProxyClient } from './proxy-client';
@@ -52,11 +55,15 @@ import { DirtyBudget, DIRTY_BYTES_MOUNT_MAX, WriteBuffer, WRITE_BUFFER_DEFAULTS,
 import { MountLeases, type LeaseRef } from './leases';
 import { leaseKeyOf, LEASE_POLL_HOLD_MS } from '../common/leases';
 import { randomUUID } from 'node:crypto';
+import { MountLocks } from './locks';
+
+/** The supplementary groups of the processes calling in (libfuse's context has none). */
+const callerGroups = new CallerGroups();
 
 /** What the handlers need from the cluster: the proxy client, or a fake in tests. Without
  * the lease calls the mount caches only for --attr-timeout-ms. */
 export type ClusterClient = Pick<ProxyClient, 'op' | 'attr' | 'dir' | 'data' | 'link' | 'statfs' | 'xattr' | 'xattrs'> &
-  Partial<Pick<ProxyClient, 'attrLeased' | 'dirLeased' | 'pollLeases'>>;
+  Partial<Pick<ProxyClient, 'attrLeased' | 'dirLeased' | 'pollLeases' | 'locks'>>;
 
 export interface MountConfig {
   /** Bound on every FUSE call, and on every background chunk send. */
@@ -95,6 +102,8 @@ const KERNEL_CACHE_MS_MIN = 50;
  * after the handler answered, the invalidation goes by another thread): names given a time
  * this recently are taken back a second time after this long. */
 const KERNEL_REPLY_SLACK_MS = 20;
+/** How long a granted lock waits, at most, for the kernel to drop the file's cached pages. */
+const LOCK_INVALIDATE_WAIT_MS = 1_000;
 
 /** The kernel's caches as the mount drives them (mount/fuse-mount.ts, DfsFuse). */
 export interface KernelCache {
@@ -138,14 +147,20 @@ const WARNINGS_PER_SECOND_MAX = 5;
 
 interface OpenFile {
   fh: number;
+  /** Where the file is in the cluster, as far as this mount knows (it follows the inode). */
   path: string;
   ino: number;
+  /** The name the kernel knows the file by (HandleBase). */
+  kernelPath: string;
   /** Opened through a name that stands for one node only (nodeKey): that key, which a
    * rename through this mount moves along when it is a hidden path. */
   openedAs: string | null;
   /** The file had several names when opened: a change must drop every cached attribute. */
   multiLink: boolean;
   writable: boolean;
+  /** Opened with O_APPEND: its writes travel as appends, placed at the end of the file as
+   * it stands when each is applied (mount/write-buffer.ts, append mode). */
+  append: boolean;
   /** A write through it has checked for a set-group-ID bit to clear (dropSetgidOnWrite). */
   privilegesChecked: boolean;
   /** The attributes it was opened with, until its first read decides about atime. */
@@ -155,6 +170,9 @@ interface OpenFile {
   /** The file's size when it was opened, null for one this handle created: how far ahead
    * reading may fetch. */
   sizeAtOpen: number | null;
+  /** Who opened it: the reads ahead and the buffered writes sent later, outside any FUSE
+   * call, act as that caller (as on a local disk, access was decided at open). */
+  opener: Deadline['caller'];
 }
 
 /** For a kernel path that names one node of libfuse's only, a key for that node: the alias
@@ -171,6 +189,11 @@ export class DfsFileSystem {
   /** Cache leases, when the client and config allow them. */
   readonly leases: MountLeases | null = null;
   readonly handles = new HandleTable<OpenFile>();
+  /** Cluster-wide fcntl and flock locks (mount/locks.ts), when the client offers them. */
+  readonly locks: MountLocks | null = null;
+  /** Drops the kernel's cached pages of a file (patch item 13's invalidatePath), with or
+   * without leases: a granted lock needs it (dropCachedData). Null: the hooks did not take. */
+  dropKernelPages: ((kernelPath: string) => Promise<boolean>) | null = null;
   readonly orphans = new OrphanTable(orphanPrefix(process.pid));
   /** Who made the call being served (fuse-native's context(), set once the mount exists);
    * valid only synchronously, at the start of a handler. */
@@ -185,6 +208,12 @@ export class DfsFileSystem {
   private readonly logger: Logger;
   private readonly config: MountConfig;
   private readonly metrics: MountMetrics | null;
+  /** The append stream of each file open with O_APPEND here, by inode: every O_APPEND
+   * descriptor of a file shares one, so appends through several descriptors of this mount
+   * land in the order they were made, as on a local disk, and still coalesce. A lost
+   * append is reported by each of them (fsync(2) on Linux reports a file's write errors to
+   * every descriptor too). */
+  private readonly appendStreams = new Map<number, WriteBuffer>();
   /** What every handle's write buffer draws its dirty bytes from. */
   private readonly dirtyBudget: DirtyBudget;
   private warningSecond = 0;
@@ -198,8 +227,16 @@ export class DfsFileSystem {
     this.config = deps.config;
     this.metrics = deps.metrics ?? null;
     this.dirtyBudget = new DirtyBudget(this.config.mountDirtyBytesMax);
+    if (this.metrics) this.metrics.dirtyBytes = () => this.dirtyBudget.bytesUsed;
     this.attrs = new AttrCache(this.config.attrTimeoutMs);
     const client = this.client;
+    if (client.locks) {
+      const locks = client.locks.bind(client);
+      this.locks = new MountLocks({ locks }, this.logger, (fd) => this.handle(fd), {
+        beforeChange: (fd, d) => this.flushAll(this.handles.related(this.handle(fd).path, this.handle(fd).ino), d),
+        afterGrant: (fd, kernelPath) => this.dropCachedData(fd, kernelPath),
+      });
+    }
     if (this.config.leases && client.attrLeased && client.dirLeased && client.pollLeases) {
       const poll = client.pollLeases.bind(client);
       const leases = new MountLeases(randomUUID(), {
@@ -325,17 +362,20 @@ export class DfsFileSystem {
         // Most getattrs are answered from the cache: then at once, without the deadline,
         // timer and promises a call that may go to the cluster needs.
         const hit = ctimeOnly ? undefined : this.cachedAttrNow(path);
-        if (hit !== undefined) {
-          this.metrics?.fuseRequests.inc({ op: 'getattr' });
+        // An absent name a file here is open as may be an fchmod's getattr (getattrOrFd).
+        if (hit !== undefined && !(hit === null && this.handles.openAs(kernelToWire(path)).length > 0)) {
+          this.answeredAtOnce('getattr', hit === null ? ENOENT : 0);
           if (hit === null) cb(ENOENT, undefined, this.kernelTimes(path, ENOENT));
           else cb(0, toStat(hit), this.kernelTimes(path, 0));
           return;
         }
-        this.serve('getattr', path, (d) => this.getattr(this.fromKernel(path), d, ctimeOnly), (code, attr) => cb(code, attr && toStat(attr), this.kernelTimes(path, code)));
+        const caller = this.callerOf();
+        this.serve('getattr', path, (d) => this.getattrOrFd(this.fromKernel(path), d, ctimeOnly, caller), (code, attr) => cb(code, attr && toStat(attr), this.kernelTimes(path, code)));
       },
       fgetattr: (path, fd, cb) => {
         const ctimeOnly = this.callerOf()?.ctimeOnly === true;
-        this.serve('getattr', path, (d) => this.getattr(this.handles.get(fd)?.path ?? this.fromKernel(path), d, ctimeOnly), (code, attr) => cb(code, attr && toStat(attr)));
+        const h = this.handles.get(fd);
+        this.serve('getattr', path, (d) => (h && !ctimeOnly ? this.fgetattr(h, d) : this.getattr(h?.path ?? this.fromKernel(path), d, ctimeOnly)), (code, attr) => cb(code, attr && toStat(attr)));
       },
       access: (path, _mode, cb) => this.serve('access', path, (d) => this.getattr(this.fromKernel(path), d), (code) => cb(code)),
       statfs: (path, cb) => this.serve('statfs', path, (d) => this.statfs(d), (code, st) => cb(code, st)),
@@ -355,7 +395,13 @@ export class DfsFileSystem {
       },
       link: (from, to, cb) => this.serve('link', from, (d) => this.link(this.fromKernel(from, 'source'), this.fromKernel(to, 'new'), d), cb),
       symlink: (target, path, cb, caller) => this.serve('symlink', path, (d) => this.symlink(kernelToWire(target), this.fromKernel(path, 'new'), ownerOf(caller), d), cb),
-      chmod: (path, mode, cb) => this.serve('chmod', path, (d) => this.chmod(this.fromKernel(path), mode, d), cb),
+      chmod: (path, mode, cb) => {
+        // fchmod(2) comes without its handle (mount/fd-calls.ts): read now, while the
+        // caller's thread is still in its system call.
+        const caller = this.callerOf();
+        const viaFd = caller !== null && inFdSyscall(caller.pid);
+        this.serve('chmod', path, (d) => this.chmod(this.fromKernel(path), mode, d, viaFd), cb);
+      },
       chown: (path, uid, gid, cb) => this.serve('chown', path, (d) => this.chown(this.fromKernel(path), uid, gid, d), cb),
       utimens: (path, atime, mtime, cb) => this.serve('utimens', path, (d) => this.utimens(this.fromKernel(path), atime, mtime, d), cb),
       truncate: (path, size, cb) => {
@@ -367,6 +413,7 @@ export class DfsFileSystem {
         this.serve('ftruncate', path, (d) => this.ftruncate(fd, size, caller, d), cb);
       },
       fallocate: (path, fd, mode, offset, length, cb) => this.serve('fallocate', path, (d) => this.fallocate(fd, mode, offset, length, d), cb),
+      ...(this.locks ? this.lockHandlers(this.locks) : {}),
       mknod: (path, mode, dev, cb, caller) => this.serve('mknod', path, (d) => this.mknod(this.fromKernel(path, 'new'), mode, dev, ownerOf(caller), d), cb),
       setxattr: (path, name, value, _position, flags, cb) => {
         // fuse-native hands over the kernel's buffer, detached once this call returns.
@@ -378,7 +425,7 @@ export class DfsFileSystem {
         // and system.posix_acl_access on every ls -l: those namespaces are never stored, so
         // they are answered here at once, without a deadline, an error object or a promise.
         if (KNOWN_XATTR_NAMESPACES.some((ns) => name.startsWith(ns))) {
-          this.metrics?.fuseRequests.inc({ op: 'getxattr' });
+          this.answeredAtOnce('getxattr', ENODATA);
           cb(ENODATA);
           return;
         }
@@ -400,18 +447,25 @@ export class DfsFileSystem {
           (d) => this.read(fd, len, pos, d),
           // The data is copied into the kernel's buffer only here, when the call is answered:
           // after a deadline the buffer belongs to libfuse again.
-          (code, data) => cb(code < 0 ? code : data ? data.copy(buf, 0, 0, Math.min(len, data.length)) : 0),
+          (code, data) => {
+            const copied = code < 0 ? code : data ? data.copy(buf, 0, 0, Math.min(len, data.length)) : 0;
+            if (copied > 0) this.metrics?.bytes.inc({ direction: 'read' }, copied);
+            cb(copied);
+          },
         ),
       write: (path, fd, buf, len, pos, cb) => {
         const caller = this.callerOf();
-        this.serve('write', path, (d) => this.write(fd, buf, len, pos, caller, d), (code) => cb(code < 0 ? code : len));
+        this.serve('write', path, (d) => this.write(fd, buf, len, pos, caller, d), (code) => {
+          if (code === 0) this.metrics?.bytes.inc({ direction: 'write' }, len);
+          cb(code < 0 ? code : len);
+        });
       },
       // A handle that never buffered a write has nothing to send: its flush, and its
       // release unless it was the last of an unlinked file, are answered at once.
       flush: (path, fd, cb) => {
         const h = this.handles.get(fd);
         if (h && !h.writes) {
-          this.metrics?.fuseRequests.inc({ op: 'flush' });
+          this.answeredAtOnce('flush', 0);
           cb(0);
           return;
         }
@@ -424,10 +478,47 @@ export class DfsFileSystem {
         this.closeHandle(h);
         // The last descriptor of an unlinked file: it goes now (release does the same).
         if (this.orphanUnused(h.path)) return this.serve('release', path, (d) => this.removeOrphan(h.path, d), cb);
-        this.metrics?.fuseRequests.inc({ op: 'release' });
+        this.answeredAtOnce('release', 0);
         cb(0);
       },
     };
+  }
+
+  /** fcntl and flock locks (patch item 17), sent to the cluster by mount/locks.ts. */
+  private lockHandlers(locks: MountLocks): Pick<Fuse.Handlers, 'lock' | 'flock'> {
+    return {
+      lock: (path, fd, cmd, lock, owner, cb) =>
+        this.serve('lock', path, (d) => locks.lock(path, fd, cmd, lock, owner, d), (code, r) => (code !== 0 ? cb(code) : typeof r === 'object' ? cb(0, r) : cb(r ?? 0))),
+      flock: (path, fd, op, owner, cb) => {
+        const pid = this.callerOf()?.pid ?? 0;
+        this.serve('flock', path, (d) => locks.flock(path, fd, op, owner, pid, d), (code, r) => cb(code === 0 ? (r ?? 0) : code));
+      },
+    };
+  }
+
+  /** After a lock is granted: what this mount and the kernel keep of the file's data and
+   * attributes may predate the last holder's writes (mount/locks.ts), so it goes. */
+  private async dropCachedData(fd: number, kernelPath: string): Promise<void> {
+    const h = this.handle(fd);
+    this.invalidateReads(h.path, h.ino);
+    this.dropAttrs(h.path, h.multiLink, h.ino);
+    const drop = this.dropKernelPages;
+    if (!drop) return;
+    // Nothing of this file is locked by the lock call in the kernel, so waiting is safe;
+    // bounded all the same.
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, LOCK_INVALIDATE_WAIT_MS)));
+    await Promise.race([drop(kernelPath).catch(() => false), bound]);
+    clearTimeout(timer);
+  }
+
+  /** Counts a call answered in the handler itself, without a promise or the cluster: its
+   * time is recorded as 0 s (it is microseconds, below the first bucket). */
+  private answeredAtOnce(name: string, code: number): void {
+    if (!this.metrics) return;
+    this.metrics.fuseRequests.inc({ op: name });
+    this.metrics.opDuration.observe({ op: name }, 0);
+    if (code < 0) this.metrics.opErrors.inc({ op: name, errno: errnoName(code) });
   }
 
   /** Runs one FUSE call under its deadline and answers it exactly once. `name` is the
@@ -440,7 +531,16 @@ export class DfsFileSystem {
   ): void {
     this.metrics?.fuseRequests.inc({ op: name });
     const d = new Deadline(this.config.deadlineMs);
+    // Who asks, read now: fuse-native's context is valid only until the handler awaits.
+    const caller = this.callerOf();
+    if (caller) d.caller = { uid: caller.uid, gid: caller.gid, groups: callerGroups.of(caller.pid, caller.uid, caller.gid) };
     const startMs = Date.now();
+    const startNs = this.metrics ? process.hrtime.bigint() : 0n;
+    const answered = (code: number): void => {
+      if (!this.metrics) return;
+      this.metrics.opDuration.observe({ op: name }, Number(process.hrtime.bigint() - startNs) / 1e9);
+      if (code < 0) this.metrics.opErrors.inc({ op: name, errno: errnoName(code) });
+    };
     let p: Promise<T>;
     try {
       p = work(d);
@@ -450,6 +550,7 @@ export class DfsFileSystem {
     raceDeadline(p, d).then(
       (value) => {
         d.dispose();
+        answered(0);
         reply(0, value);
       },
       (err: unknown) => {
@@ -467,6 +568,7 @@ export class DfsFileSystem {
         } else {
           this.logger.debug({ op: name, path, errno: err.errno ?? err.code }, 'call answered with an error');
         }
+        answered(code);
         reply(code);
       },
     );
@@ -526,6 +628,7 @@ export class DfsFileSystem {
       return undefined; // getattr says why
     }
     if (this.atimeUpdates.has(p)) return undefined;
+    if (this.appendsPending(p)) return undefined;
     const cached = this.attrs.lookup(p);
     return cached === undefined || cached === null ? cached : this.asSeen(p, cached);
   }
@@ -542,17 +645,100 @@ export class DfsFileSystem {
   private async getattr(path: string, d: Deadline, ctimeOnly = false): Promise<Attr> {
     const p = checkPath(path);
     if (ctimeOnly) await this.setattr(p, { type: 'ctime', path: p }, d);
+    await this.flushAppends(p, undefined, d);
     const atime = this.atimeUpdates.get(p);
     if (atime) await raceDeadline(atime, d);
     let cached = this.attrs.lookup(p);
     if (cached === undefined && this.wantsListing(p)) {
       // Names keep being asked for one by one in a directory with no listing here (a run
-      // of creates, each looked up first): one listing answers them all from now on.
-      await this.listDir(parentOf(p), d);
-      cached = this.attrs.lookup(p);
+      // of creates, each looked up first): one listing answers them all from now on. The
+      // listing is the mount's own read, not the caller's (who may search the directory
+      // without being allowed to list it): it names no caller, and if it is refused the
+      // name is asked for alone.
+      const caller = d.caller;
+      d.caller = null;
+      try {
+        await this.listDir(parentOf(p), d);
+        cached = this.attrs.lookup(p);
+      } catch {
+        cached = undefined;
+      } finally {
+        d.caller = caller;
+      }
     }
     if (cached === null) throw new DfsError('FS_ERROR', 'no such file', 'ENOENT');
     return this.asSeen(p, cached ?? (await this.fetchAttr(p, d)));
+  }
+
+  /**
+   * fstat(2) and the kernel's size checks on an open file: its inode's attributes wherever
+   * it is now, so a rename through another mount changes nothing for it (the cached ones
+   * only when they are of this inode). Appends buffered for the file are committed first:
+   * only the cluster knows where they land, and so the size.
+   */
+  private async fgetattr(h: OpenFile, d: Deadline): Promise<Attr> {
+    await this.flushAppends(h.path, h.ino, d);
+    const atime = this.atimeUpdates.get(h.path);
+    if (atime) await raceDeadline(atime, d);
+    const cached = this.attrs.lookup(h.path);
+    let attr: Attr | null = cached && (h.ino === 0 || cached.ino === h.ino) ? cached : null;
+    if (attr === null && cached === undefined) {
+      // Asked by path first, as a stat is, so the answer is cached under a lease and the
+      // next fstat costs nothing; only when the name no longer holds this inode is it
+      // asked for by number.
+      const caller = d.caller;
+      attr = await this.fetchAttr(h.path, d).catch((err: unknown) => {
+        if (err instanceof DfsError && err.errno === 'ENOENT') return null;
+        throw err;
+      });
+      d.caller = caller;
+      if (attr && h.ino !== 0 && attr.ino !== h.ino) attr = null;
+    }
+    if (attr === null) {
+      d.caller = this.asCaller(h.path, d.caller);
+      attr = await this.client.attr(h.path, d, h.ino || undefined);
+    }
+    this.sizeSeen(h, attr.size);
+    return this.asSeen(h.path, attr);
+  }
+
+  /**
+   * The kernel asks for an open file's attributes before it reads past the size it knows
+   * (attributes of files are never cached by it): when the size changed through another
+   * mount, the windows read ahead for this handle are dropped, so a descriptor kept open
+   * reads what was appended since (tail -f) rather than the end of file a window found.
+   */
+  private sizeSeen(h: OpenFile, size: number): void {
+    if (h.sizeAtOpen === null || size === h.sizeAtOpen) return;
+    h.sizeAtOpen = size;
+    h.readAhead?.invalidate();
+  }
+
+  /**
+   * getattr, but for the one libfuse 2 makes after an fchmod (it has no handle to make it
+   * with): a name another mount moved the open file away from is ENOENT by path, and the
+   * caller's descriptor is reached by its inode instead (mount/fd-calls.ts). /proc is read
+   * only on that ENOENT, never on the common path.
+   */
+  private async getattrOrFd(p: string, d: Deadline, ctimeOnly: boolean, caller: Fuse.Caller | null): Promise<Attr> {
+    try {
+      return await this.getattr(p, d, ctimeOnly);
+    } catch (err) {
+      const open = caller !== null && err instanceof DfsError && err.errno === 'ENOENT' ? this.handles.openAs(p) : [];
+      const h = open[0];
+      if (!h || h.ino === 0 || !open.every((o) => o.ino === h.ino) || !inFdSyscall(caller!.pid)) throw err;
+      return this.fgetattr(h, d);
+    }
+  }
+
+  /** Whether appends are buffered for the file at `p` (or of inode `ino`). */
+  private appendsPending(p: string, ino?: number): boolean {
+    return this.handles.related(p, ino).some((h) => h.append && h.writes?.dirty);
+  }
+
+  /** Commits the appends buffered for the file at `p` (or of inode `ino`). */
+  private async flushAppends(p: string, ino: number | undefined, d: Deadline): Promise<void> {
+    if (this.appendsPending(p, ino)) await this.flushAll(this.handles.related(p, ino).filter((h) => h.append), d);
   }
 
   /** Whether a lookup of `p`, not cached, should fetch its directory's listing instead:
@@ -573,6 +759,7 @@ export class DfsFileSystem {
   /** Asks the cluster, bypassing the cache, and caches the answer (under a lease when the
    * cluster grants one, the absence of the entry too). */
   private async fetchAttr(p: string, d: Deadline): Promise<Attr> {
+    d.caller = this.asCaller(p, d.caller);
     const generation = this.attrs.generation;
     if (this.leases && this.client.attrLeased) {
       const identity = this.leases.identity;
@@ -664,13 +851,13 @@ export class DfsFileSystem {
    * not wait for it; a stat through this mount does (getattr), so the change is there to
    * see as on a local disk. Most reads need none: only the first after a change, or a day.
    */
-  private readAccess(p: string, attr: Attr): void {
+  private readAccess(p: string, attr: Attr, through?: OpenFile): void {
     if (this.config.atime !== 'relatime' || !relatimeDue(attr, Date.now()) || this.atimeUpdates.has(p)) return;
     const d = new Deadline(this.config.deadlineMs);
     // Its result is not kept: it runs in the background, and may come back after a fresher
     // answer than its own.
     const done = this.client
-      .op({ type: 'atime', path: p }, undefined, d)
+      .op({ type: 'atime', path: p, ...(through ? inoOf(through) : {}) }, undefined, d)
       .then(
         () => undefined,
         (err: unknown) => this.logger.debug({ err, path: p }, 'atime not updated'),
@@ -697,7 +884,7 @@ export class DfsFileSystem {
    * and lease when the op left and nothing else in the cache changed while it was on its
    * way (another call of this mount may have changed the directory meanwhile, and its
    * result may have come first). */
-  private async mutate(op: Op, d: Deadline, p?: string, data?: Buffer, names?: { dir: string; name: string; added: boolean }, drop?: () => void): Promise<OpResult> {
+  private async mutate(op: Op, d: Deadline, p?: string, data?: Buffer, names?: { dir: string; name: string; added: boolean }, drop?: () => void, caller?: Caller): Promise<OpResult> {
     const generation = this.attrs.generation;
     // The lease held when the op leaves: its result is as fresh as that lease while it
     // holds (a lease granted later may postdate a change after this op).
@@ -707,7 +894,7 @@ export class DfsFileSystem {
     const dropNow = drop ?? (() => p !== undefined && this.attrs.invalidate(p));
     let r: OpResult;
     try {
-      r = await this.client.op(op, data, d);
+      r = await this.client.op(op, data, d, caller);
     } catch (err) {
       dropNow();
       throw err;
@@ -728,7 +915,7 @@ export class DfsFileSystem {
   private async mkdir(path: string, mode: number, owner: Owner, d: Deadline): Promise<void> {
     const p = checkEntryPath(path);
     this.attrs.forget(p);
-    await this.mutate({ type: 'mkdir', path: p, mode: mode & 0o7777, ...owner }, d, p, undefined, nameOf(p, true));
+    await this.mutate({ type: 'mkdir', path: p, mode: mode & 0o7777, uid: owner.uid, gid: owner.gid }, d, p, undefined, nameOf(p, true), undefined, owner);
   }
 
   private async rmdir(path: string, d: Deadline): Promise<void> {
@@ -898,13 +1085,13 @@ export class DfsFileSystem {
   private async symlink(target: string, path: string, owner: Owner, d: Deadline): Promise<void> {
     const p = checkEntryPath(path);
     this.attrs.forget(p);
-    await this.mutate({ type: 'symlink', path: p, target, ...owner }, d, p, undefined, nameOf(p, true));
+    await this.mutate({ type: 'symlink', path: p, target, uid: owner.uid, gid: owner.gid }, d, p, undefined, nameOf(p, true), undefined, owner);
   }
 
   // ---- Attribute changes ---------------------------------------------------------
 
   /** Runs a change to the attributes of `p` after flushing the writes buffered for it. */
-  private async setattr(p: string, op: Op, d: Deadline, knownIno?: number): Promise<void> {
+  private async setattr(p: string, op: Op, d: Deadline, knownIno?: number, through?: OpenFile): Promise<void> {
     const ino = knownIno ?? this.attrs.get(p)?.ino;
     await this.flushAll(this.handles.related(p, ino), d);
     const multi = this.mayHaveOtherNames(p);
@@ -915,11 +1102,21 @@ export class DfsFileSystem {
       this.dropAttrs(p, multi, ino);
       this.invalidateReads(p, ino);
     }
+    // A change through an open file lands where its inode is now.
+    if (through && this.followInode(through, r)) return;
     if (r.attr) this.attrs.setOwn(p, r.attr);
   }
 
-  private async chmod(path: string, mode: number, d: Deadline): Promise<void> {
+  private async chmod(path: string, mode: number, d: Deadline, viaFd = false): Promise<void> {
     const p = checkPath(path);
+    // fchmod of a file open here: by its inode, wherever another mount moved it (when the
+    // handles open on that name agree on one inode).
+    const open = viaFd ? this.handles.openAs(p) : [];
+    const h = open[0];
+    if (h && h.ino > 0 && open.every((o) => o.ino === h.ino)) {
+      await this.setattr(h.path, { type: 'chmod', path: h.path, ino: h.ino, mode: mode & 0o7777 }, d, h.ino, h);
+      return;
+    }
     await this.setattr(p, { type: 'chmod', path: p, mode: mode & 0o7777 }, d);
   }
 
@@ -956,8 +1153,8 @@ export class DfsFileSystem {
 
   private async ftruncate(fd: number, size: number, caller: Fuse.Caller | null, d: Deadline): Promise<void> {
     const h = this.handle(fd);
-    await this.dropSetgidOnWrite(h.path, caller, d);
-    await this.setattr(h.path, { type: 'truncate', path: h.path, size }, d, h.ino);
+    await this.dropSetgidOnWrite(h.path, caller, d, h);
+    await this.setattr(h.path, { type: 'truncate', path: h.path, ...inoOf(h), size }, d, h.ino, h);
   }
 
   /**
@@ -975,7 +1172,7 @@ export class DfsFileSystem {
       const fs = await this.client.statfs(d);
       if (size > fs.bavail * fs.bsize) throw new DfsError('FS_ERROR', 'not that much space left on the cluster', 'ENOSPC');
     }
-    await this.setattr(h.path, { type: 'fallocate', path: h.path, mode, offset, size }, d, h.ino);
+    await this.setattr(h.path, { type: 'fallocate', path: h.path, ...inoOf(h), mode, offset, size }, d, h.ino, h);
   }
 
   /**
@@ -985,12 +1182,14 @@ export class DfsFileSystem {
    * that last one FUSE leaves to the file system (fuse_setattr only clears the first two
    * without handle_killpriv), so the mount clears it itself, before the data lands.
    */
-  private async dropSetgidOnWrite(p: string, caller: Fuse.Caller | null, d: Deadline): Promise<void> {
+  private async dropSetgidOnWrite(p: string, caller: Fuse.Caller | null, d: Deadline, through?: OpenFile): Promise<void> {
     if (!caller || caller.uid === 0) return;
-    const attr = this.attrs.get(p) ?? (await this.fetchAttr(p, d));
+    // Through an open file: its inode's, wherever it is now.
+    const attr = through ? await this.fgetattr(through, d) : (this.attrs.get(p) ?? (await this.fetchAttr(p, d)));
     if ((attr.mode & S_ISGID) === 0 || (attr.mode & S_IXGRP) !== 0 || (attr.mode & S_IFMT) !== S_IFREG) return;
     if (callerInGroup(caller, attr.gid)) return;
-    await this.setattr(p, { type: 'chmod', path: p, mode: attr.mode & 0o7777 & ~S_ISGID }, d, attr.ino);
+    const path = through?.path ?? p;
+    await this.setattr(path, { type: 'chmod', path, ...(through ? inoOf(through) : {}), mode: attr.mode & 0o7777 & ~S_ISGID }, d, attr.ino, through);
   }
 
   // ---- Files ---------------------------------------------------------------------
@@ -1001,7 +1200,7 @@ export class DfsFileSystem {
     // nodes to callers without CAP_MKNOD.
     const type = (mode & S_IFMT) || S_IFREG;
     this.attrs.forget(p);
-    await this.mutate({ type: 'mknod', path: p, mode: type | (mode & 0o7777), rdev: dev >>> 0, ...owner }, d, p, undefined, nameOf(p, true));
+    await this.mutate({ type: 'mknod', path: p, mode: type | (mode & 0o7777), rdev: dev >>> 0, uid: owner.uid, gid: owner.gid }, d, p, undefined, nameOf(p, true), undefined, owner);
   }
 
   // ---- Extended attributes (user.* only; the cluster keeps its own in trusted.*) ------
@@ -1049,13 +1248,13 @@ export class DfsFileSystem {
     // one lock file must not both win); a plain O_CREAT opens the other mount's file, as
     // open(2) would, and truncates it if O_TRUNC was asked.
     const exclusive = (flags & fsConstants.O_EXCL) !== 0;
-    const r = await this.mutate({ type: 'create', path: p, mode: mode & 0o7777, ...owner, exclusive }, d, p, undefined, nameOf(p, true));
+    const r = await this.mutate({ type: 'create', path: p, mode: mode & 0o7777, uid: owner.uid, gid: owner.gid, exclusive }, d, p, undefined, nameOf(p, true), undefined, owner);
     const attr = r.attr;
     const writable = (flags & O_ACCMODE) !== fsConstants.O_RDONLY;
     if (!exclusive && writable && flags & fsConstants.O_TRUNC && attr && attr.size > 0) {
       await this.setattr(p, { type: 'truncate', path: p, size: 0 }, d, attr.ino);
     }
-    return this.openHandle(p, attr?.ino ?? 0, (attr?.nlink ?? 1) > 1, writable);
+    return this.openHandle(p, attr?.ino ?? 0, (attr?.nlink ?? 1) > 1, writable, d.caller, null, null, null, (flags & fsConstants.O_APPEND) !== 0);
   }
 
   private async open(path: string, flags: number, d: Deadline, openedAs: string | null = null): Promise<number> {
@@ -1076,7 +1275,7 @@ export class DfsFileSystem {
         await this.setattr(p, { type: 'truncate', path: p, size: 0 }, d);
       }
       const readable = (flags & O_ACCMODE) !== fsConstants.O_WRONLY;
-      const fh = this.openHandle(p, attr.ino, attr.nlink > 1, writable, readable ? attr : null, openedAs, attr.size);
+      const fh = this.openHandle(p, attr.ino, attr.nlink > 1, writable, d.caller, readable ? attr : null, openedAs, attr.size, (flags & fsConstants.O_APPEND) !== 0);
       opened = true;
       return fh;
     } finally {
@@ -1088,8 +1287,8 @@ export class DfsFileSystem {
     }
   }
 
-  private openHandle(p: string, ino: number, multiLink: boolean, writable: boolean, atimeFrom: Attr | null = null, openedAs: string | null = null, sizeAtOpen: number | null = null): number {
-    const h = this.handles.add((fh) => ({ fh, path: p, ino, openedAs, multiLink, writable, privilegesChecked: false, atimeFrom, writes: null, readAhead: null, sizeAtOpen }));
+  private openHandle(p: string, ino: number, multiLink: boolean, writable: boolean, opener: Deadline['caller'], atimeFrom: Attr | null = null, openedAs: string | null = null, sizeAtOpen: number | null = null, append = false): number {
+    const h = this.handles.add((fh) => ({ fh, path: p, kernelPath: p, ino, openedAs, multiLink, writable, append, privilegesChecked: false, atimeFrom, writes: null, readAhead: null, sizeAtOpen, opener }));
     if (!h) throw new DfsError('FS_ERROR', 'too many open files', 'ENFILE');
     return h.fh;
   }
@@ -1103,7 +1302,7 @@ export class DfsFileSystem {
   private async read(fd: number, len: number, pos: number, d: Deadline): Promise<Buffer> {
     const h = this.handle(fd);
     if (h.atimeFrom) {
-      this.readAccess(h.path, h.atimeFrom);
+      this.readAccess(h.path, h.atimeFrom, h);
       h.atimeFrom = null;
     }
     // Reads see what this mount wrote, even if it is still buffered.
@@ -1116,8 +1315,9 @@ export class DfsFileSystem {
    * outlives the call that started it). */
   private async fetchData(h: OpenFile, offset: number, size: number): Promise<Buffer> {
     const d = new Deadline(this.config.deadlineMs);
+    d.caller = this.asCaller(h.path, h.opener);
     try {
-      return await this.client.data(h.path, offset, size, d);
+      return await this.client.data(h.path, offset, size, d, h.ino || undefined);
     } finally {
       d.dispose();
     }
@@ -1128,32 +1328,79 @@ export class DfsFileSystem {
     if (!h.writable) throw new DfsError('FS_ERROR', 'handle is read-only', 'EBADF');
     if (!h.privilegesChecked) {
       h.privilegesChecked = true;
-      await this.dropSetgidOnWrite(h.path, caller, d);
+      await this.dropSetgidOnWrite(h.path, caller, d, h);
     }
-    h.writes ??= new WriteBuffer((offset, data, extents) => this.sendChunk(h, offset, data, extents), this.config.writeLimits, this.dirtyBudget);
+    h.writes ??= h.append ? this.appendStream(h) : new WriteBuffer((offset, data, extents) => this.sendChunk(h, offset, data, extents), this.config.writeLimits, this.dirtyBudget);
     this.invalidateReads(h.path, h.ino);
     // Each handle coalesces its own writes, so bytes another handle of this file wrote
     // earlier and has not committed yet must commit first wherever they overlap these:
-    // overlapping writes land in the order they were made (O_APPEND through two
-    // descriptors, a log written by two processes). `buf` stays valid until we answer.
+    // overlapping writes land in the order they were made (a log written by two
+    // processes). An append lands past everything another handle wrote at an offset, so
+    // those commit first; appends through two descriptors need not (each descriptor's
+    // land in order, whole, and none over another). `buf` stays valid until we answer.
     for (const other of this.handles.related(h.path, h.ino)) {
+      if (other === h || !other.writes || other.writes === h.writes) continue;
+      const before = h.append ? other.writes.mode === 'offset' && other.writes.dirty : other.writes.overlaps(pos, pos + len);
       // A failure there is that handle's own, sticky error: it does not fail this write.
-      if (other !== h && other.writes?.overlaps(pos, pos + len)) await other.writes.flush().catch(() => undefined);
+      if (before) await other.writes.flush().catch(() => undefined);
     }
     // WriteBuffer copies the bytes before this returns: fuse-native detaches `buf` after
     // the callback.
     await h.writes.write(pos, buf.subarray(0, len)).catch(lostWrite);
   }
 
+  /** The append stream `h` writes to: its file's on this mount (appendStreams), sent
+   * through whichever O_APPEND handle of the file is open when a chunk leaves. */
+  private appendStream(h: OpenFile): WriteBuffer {
+    const shared = h.ino === 0 ? undefined : this.appendStreams.get(h.ino);
+    if (shared) return shared;
+    const stream: WriteBuffer = new WriteBuffer(
+      (offset, data, extents) => this.sendChunk(this.handles.related(h.path, h.ino).find((o) => o.append && o.writes === stream) ?? h, offset, data, extents),
+      this.config.writeLimits,
+      this.dirtyBudget,
+      'append',
+    );
+    if (h.ino !== 0) this.appendStreams.set(h.ino, stream);
+    return stream;
+  }
+
+  /** Whom a request about `p` names: `caller`, but no one for an orphan, which the kernel
+   * has no name for any more (its access was decided when it was opened) and which lives in
+   * a directory only the mount's host credential may search. */
+  private asCaller(p: string, caller: Deadline['caller']): Deadline['caller'] {
+    return this.orphans.isOrphan(p) ? null : caller;
+  }
+
   /** Sends one write op of the buffer (a chunk, or many extents packed), under its own
    * deadline. */
   private async sendChunk(h: OpenFile, offset: number, data: Buffer, extents?: Extent[]): Promise<void> {
     const d = new Deadline(this.config.deadlineMs);
+    d.caller = this.asCaller(h.path, h.opener);
+    // The op names the inode: it lands wherever the file is now (storage/inode-index.ts).
+    let op: Op;
+    if (h.append) {
+      if (extents) throw new Error('an append buffer packed extents'); // one stream, one extent
+      op = { type: 'write', path: h.path, ...inoOf(h), offset: 0, append: true };
+    } else op = extents ? { type: 'write', path: h.path, ...inoOf(h), offset, extents } : { type: 'write', path: h.path, ...inoOf(h), offset };
     try {
-      await this.client.op(extents ? { type: 'write', path: h.path, offset, extents } : { type: 'write', path: h.path, offset }, data, d);
+      if (h.multiLink) {
+        const path = h.path;
+        const r = await this.client.op(op, data, d).finally(() => this.dropAttrs(path, true, h.ino));
+        this.followInode(h, r);
+        return;
+      }
+      // The op answers with the file's attributes after it: they answer the getattr that
+      // follows, and the directory's listing keeps the file with them (a write changes
+      // neither the directory nor the file's name). Dropping the listing instead made
+      // every small file written in a big directory cost a listing of it.
+      const path = h.path;
+      const r = await this.mutate(op, d, path, data, nameOf(path, true), () => this.attrs.invalidateFile(path));
+      this.followInode(h, r);
+      // The kernel kept the bytes in its page cache at the offset it thought the end was;
+      // the cluster put them at the end it found: drop those pages.
+      if (h.append) this.forgetInKernel(h.kernelPath);
     } finally {
       d.dispose();
-      this.dropAttrs(h.path, h.multiLink, h.ino);
     }
   }
 
@@ -1174,9 +1421,26 @@ export class DfsFileSystem {
     if (this.orphanUnused(h.path)) await this.removeOrphan(h.path, d);
   }
 
+  /**
+   * After an op placed by the inode of the open file `h`: when the cluster found the inode
+   * under another path than the handle's (another mount renamed it, or a directory above
+   * it), the handles of that inode here follow it, and what was cached under the old path
+   * is dropped (it may name another file by now, or nothing). Returns whether it moved.
+   */
+  private followInode(h: OpenFile, r: OpResult): boolean {
+    if (r.path === undefined || r.path === h.path || h.ino === 0) return false;
+    const old = h.path;
+    for (const other of this.handles.related(old, h.ino)) if (other.ino === h.ino && other.path === old) other.path = r.path;
+    this.attrs.invalidate(old);
+    this.attrs.invalidateIno(h.ino);
+    return true;
+  }
+
   /** Forgets the open handle `h`, its writes sent or given up. */
   private closeHandle(h: OpenFile): void {
     this.handles.delete(h.fh);
+    // The last O_APPEND handle of its file here: the stream (flushed by release) goes.
+    if (h.append && h.writes && this.appendStreams.get(h.ino) === h.writes && !this.handles.all().some((o) => o.writes === h.writes)) this.appendStreams.delete(h.ino);
     // While it was open for writing the kernel was given no time for it, but an answer
     // from before may still be kept, and the writes sent since moved its times.
     if (h.writable) this.forgetInKernel(h.path);
@@ -1244,6 +1508,11 @@ export class DfsFileSystem {
 
 // ---- Helpers ----------------------------------------------------------------------
 
+/** The inode an op on the open file `h` names, when known (storage/inode-index.ts). */
+function inoOf(h: { ino: number }): { ino?: number } {
+  return h.ino > 0 ? { ino: h.ino } : {};
+}
+
 /** The name `p` adds to or removes from its directory (DfsFileSystem.mutate). */
 function nameOf(p: string, added: boolean): { dir: string; name: string; added: boolean } {
   return { dir: parentOf(p), name: p.slice(p.lastIndexOf('/') + 1), added };
@@ -1292,14 +1561,7 @@ function lostWrite(err: unknown): never {
 /** Whether the calling thread has `gid` as its fsgid or a supplementary group
  * (/proc/<tid>/status, proc(5)); a thread that is gone counts as not a member. */
 function callerInGroup(caller: Fuse.Caller, gid: number): boolean {
-  if (caller.gid === gid) return true;
-  try {
-    const status = readFileSync(`/proc/${caller.pid}/status`, 'latin1');
-    const line = /^Groups:(.*)$/m.exec(status);
-    return line !== null && line[1]!.trim().split(/\s+/).map(Number).includes(gid);
-  } catch {
-    return false;
-  }
+  return caller.gid === gid || callerGroups.of(caller.pid, caller.uid, caller.gid).includes(gid);
 }
 
 function processExists(pid: number): boolean {
@@ -1315,10 +1577,13 @@ function stubDirAttr(): Attr {
   return { ino: 0, mode: S_IFDIR | 0o755, nlink: 2, uid: 0, gid: 0, rdev: 0, size: 0, blocks: 0, atimeMs: 0, mtimeMs: 0, ctimeMs: 0 };
 }
 
-/** Who owns what a call creates. */
+/** Who owns what a call creates, and the caller's supplementary groups: the op carries
+ * them as its caller (common/identity.ts), and every node checks its permissions again at
+ * apply, as the kernel checked them here. */
 interface Owner {
   uid: number;
   gid: number;
+  groups: number[];
 }
 
 /** POSIX: a new file belongs to the calling process's fsuid and fsgid (libfuse's context
@@ -1327,6 +1592,7 @@ function ownerOf(caller: Fuse.Caller): Owner {
   // The patched fuse-native always passes the caller (mount/fuse-mount.ts refuses an
   // unpatched one); without it, files would silently belong to the wrong user.
   if (caller === undefined || caller === null) throw new Error('fuse-native passed no caller: is the dfs patch applied?');
-  return { uid: caller.uid, gid: caller.gid };
+  return { uid: caller.uid, gid: caller.gid, groups: callerGroups.of(caller.pid, caller.uid, caller.gid).slice(0, CALLER_GROUPS_MAX) };
 }
+
 

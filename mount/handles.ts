@@ -25,6 +25,9 @@ export interface HandleBase {
   fh: number;
   path: string;
   ino: number;
+  /** The path the kernel knows the file by: where it was opened, moved by renames made
+   * through this mount only (`path` also follows the file when another mount moves it). */
+  kernelPath?: string;
 }
 
 /** The most handles open at once; fuse-native's uint32 numbers give plenty of room. */
@@ -67,6 +70,13 @@ export class HandleTable<H extends HandleBase> {
     return out;
   }
 
+  /** Handles open on the file the kernel knows as `path`. */
+  openAs(path: string): H[] {
+    const out: H[] = [];
+    for (const h of this.byFh.values()) if (h.kernelPath === path) out.push(h);
+    return out;
+  }
+
   /** Handles open on `dir` or anything below it. */
   within(dir: string): H[] {
     const out: H[] = [];
@@ -79,6 +89,8 @@ export class HandleTable<H extends HandleBase> {
     for (const h of this.byFh.values()) {
       const moved = renamePath(h.path, from, to);
       if (moved !== null) h.path = moved;
+      const known = h.kernelPath === undefined ? null : renamePath(h.kernelPath, from, to);
+      if (known !== null) h.kernelPath = known;
     }
   }
 }

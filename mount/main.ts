@@ -21,6 +21,7 @@ import { isMounted, parseCli, USAGE, type Cli } from './mount-args';
 import { checkFuseNativePatched, DfsFuse, mountFuse, unmountFuse } from './fuse-mount';
 import { metricsAddrText, MountMetrics, serveMetrics } from './metrics';
 import { ProxyClient } from './proxy-client';
+import { assertScheme, loadProcessTls } from '../common/tls';
 import { resolveWriteBufferLimits } from './write-buffer';
 
 /** How long a stopping mount tries to commit buffered writes before unmounting. A handle
@@ -60,7 +61,10 @@ async function serve(cli: Cli): Promise<void> {
     }
     logger.info({ url: `http://${address}/metrics` }, 'serving metrics');
   }
+  const tls = loadProcessTls(cli.tls, logger);
+  for (const url of cli.proxies) assertScheme(url, tls, '--proxy');
   const client = new ProxyClient({
+    tls,
     urls: cli.proxies,
     logger,
     metrics,
@@ -106,12 +110,13 @@ async function serve(cli: Cli): Promise<void> {
     logger.warn('libfuse is not the 2.9 this mount knows: chown(f, -1, -1) will not move ctime');
   }
   if (!DfsFuse.kernelCacheHooked()) {
-    logger.warn('libfuse is not the 2.9 this mount knows: the kernel cannot be let cache attributes or names');
+    logger.warn('libfuse is not the 2.9 this mount knows: the kernel cannot be let cache attributes or names, and a lock holder may read pages the kernel kept from before the lock');
   } else if (fs.leases) {
     // What a lease vouches for, the kernel may keep too, as long as the mount can take it
     // back before the lease is given up (mount/fuse-ops.ts, kernelTimes).
     fs.kernel = { invalidatePath: (p) => fuse.invalidatePath(p), invalidateEntry: (p) => fuse.invalidateEntry(p) };
   }
+  if (DfsFuse.kernelCacheHooked()) fs.dropKernelPages = (p) => fuse.invalidatePath(p);
   if (!DfsFuse.renameKeepsReplaced()) {
     logger.warn('libfuse is not the 2.9 this mount knows: an open or stat racing a rename over its name may fail with ENOENT');
   }
@@ -140,6 +145,8 @@ async function serve(cli: Cli): Promise<void> {
         code = 1;
       }
     }
+    // The locks this mount held are free at once, not when its session lapses.
+    await fs.locks?.close(SHUTDOWN_FLUSH_MS);
     await client.close();
     process.exit(code);
   };

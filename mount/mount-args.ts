@@ -9,9 +9,9 @@ import { intOption } from '../common/config';
 import { MOUNT_CONFIG_DEFAULTS } from './fuse-ops';
 import type { MetricsAddress } from './metrics';
 
-export const DEFAULT_PROXY_URL = 'http://127.0.0.1:7400';
+export const DEFAULT_PROXY_URL = 'https://127.0.0.1:7400';
 export const USAGE = `usage: dfs-mount MOUNTPOINT [--proxy URL[,URL...]] [-f] [--attr-timeout-ms N] [--deadline-ms N] [--allow-other | --private]
-                 [--metrics-addr HOST:PORT]
+                 [--metrics-addr HOST:PORT] (--ca FILE --cert FILE --key FILE | --insecure)
 
   --proxy URLS          proxies to use, comma-separated (default: $DFS_PROXY or ${DEFAULT_PROXY_URL})
   -f, --foreground      stay in the foreground (default: go to the background once mounted)
@@ -29,6 +29,11 @@ export const USAGE = `usage: dfs-mount MOUNTPOINT [--proxy URL[,URL...]] [-f] [-
   --debug-fuse          log every FUSE request (libfuse's debug option)
   --metrics-addr HOST:PORT
                         serve Prometheus metrics at http://HOST:PORT/metrics (default: off)
+  --ca FILE             the cluster's CA certificate (PEM)
+  --cert FILE, --key FILE
+                        this mount's credential: a certificate \`dfs credential issue\` made,
+                        and its key (docs/security.md)
+  --insecure            plaintext to --proxy http:// URLs, no credential (README, Security)
 `;
 
 export interface Cli {
@@ -46,6 +51,8 @@ export interface Cli {
   atime: 'relatime' | 'noatime';
   /** Where to serve /metrics; undefined: nowhere. */
   metricsAddr: MetricsAddress | undefined;
+  /** The transport's files (common/tls.ts, loadProcessTls checks them at start-up). */
+  tls: { ca?: string; cert?: string; key?: string; insecure?: boolean };
 }
 
 export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): Cli | 'help' {
@@ -64,6 +71,10 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
       'debug-fuse': { type: 'boolean' },
       atime: { type: 'string' },
       'metrics-addr': { type: 'string' },
+      ca: { type: 'string' },
+      cert: { type: 'string' },
+      key: { type: 'string' },
+      insecure: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -96,6 +107,12 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
     debugFuse: values['debug-fuse'] ?? false,
     atime: atimeMode(values.atime),
     metricsAddr: values['metrics-addr'] === undefined ? undefined : parseMetricsAddr(values['metrics-addr']),
+    tls: {
+      ...(values.ca !== undefined ? { ca: resolve(values.ca) } : {}),
+      ...(values.cert !== undefined ? { cert: resolve(values.cert) } : {}),
+      ...(values.key !== undefined ? { key: resolve(values.key) } : {}),
+      ...(values.insecure ? { insecure: true } : {}),
+    },
   };
 }
 

@@ -39,10 +39,10 @@
  * scope, as NFS's "silly rename" keeps it only on its client); another mount's descriptor
  * loses it.
  */
-import { readFileSync } from 'node:fs';
 import { arch, hostname } from 'node:os';
 import { isWithin } from '../common/paths';
 import { renamePath } from './handles';
+import { blockedSyscall } from './proc-syscall';
 
 /** The cluster directory where the open files that lost their names are kept. */
 export const ORPHANS_DIR = '/.dfs-orphans';
@@ -69,16 +69,8 @@ const RENAME_SYSCALLS: Record<string, number[]> = {
  * cannot say. */
 export function inRenameSyscall(tid: number): boolean | null {
   const numbers = RENAME_SYSCALLS[arch()];
-  if (!numbers || !(tid > 0)) return null;
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${tid}/syscall`, 'latin1');
-  } catch {
-    return null;
-  }
-  // "<number> <args…>" while blocked in a system call, "-1 …" or "running" otherwise.
-  const n = Number.parseInt(text, 10);
-  return Number.isInteger(n) && n >= 0 ? numbers.includes(n) : null;
+  const call = numbers ? blockedSyscall(tid) : null;
+  return numbers && call ? numbers.includes(call.number) : null;
 }
 
 /** The last component of a path. */

@@ -17,7 +17,13 @@
  *
  * Every attempt is counted in dfs_mount_cluster_requests_total{api} (mount/metrics.ts), so
  * that the cost of a file system call in requests can be measured, retries included.
+ *
+ * With TLS (the default), the mount presents its credential (a certificate the cluster's
+ * CA issued: docs/security.md) and accepts only servers whose certificate says proxy;
+ * every request of a FUSE call carries its caller's uid, gid and groups (x-dfs-uid,
+ * x-dfs-gid, x-dfs-groups), which the proxy holds to what the credential allows.
  */
+import type { Caller } from '../common/identity';
 import { randomUUID } from 'node:crypto';
 import { Pool } from 'undici';
 import { HEADER_READ_NODE, type Attr, type DirEntry, type OpResult, type StatFs } from '../common/api';
@@ -28,6 +34,8 @@ import type { Logger } from '../common/log';
 import { encodeQueryValue } from '../common/names';
 import type { Op } from '../common/ops';
 import { retry, type AttemptResult, type RetryPolicy } from '../common/retry';
+import { clientConnectOptions, type TlsMaterial } from '../common/tls';
+import { HEADER_GID, HEADER_GROUPS, HEADER_UID } from '../common/credential';
 import { Deadline } from './deadline';
 import { HEADER_LEASE, HEADER_MOUNT, parseLeaseHeader } from '../common/leases';
 import type { LeaseGrant, PollResult } from './leases';
@@ -69,6 +77,8 @@ export interface ProxyClientOptions {
   identity?: () => string | undefined;
   /** Where attempts are counted; none: not counted. */
   metrics?: MountMetrics;
+  /** The cluster CA and this mount's credential; none: plaintext (--insecure). */
+  tls?: TlsMaterial | null;
 }
 
 /** A request's body: one buffer, or pieces sent one after another. */
@@ -104,6 +114,12 @@ export class ProxyClient {
     if (opts.urls.length === 0) throw new Error('at least one proxy URL is needed');
     this.logger = opts.logger;
     this.metrics = opts.metrics ?? null;
+    // Reads act as root: the kernel of this machine checked the caller's permissions before
+    // the call reached the mount (default_permissions), as an NFS server trusts a client
+    // host; a read that names no one is nobody's (common/identity.ts). Issue 13, item 2
+    // makes this a claim the mount's credential must allow.
+    // A read made outside any caller's call names no one: the proxy reads it as the mount's
+    // credential allows (root for a host credential, as the kernel checked the caller).
     this.readHeaders = opts.readNode !== undefined ? { [HEADER_READ_NODE]: opts.readNode } : {};
     this.identity = opts.identity;
     this.attemptTimeoutMs = opts.attemptTimeoutMs ?? 5_000;
@@ -124,7 +140,7 @@ export class ProxyClient {
           connections: CONNECTIONS_PER_PROXY,
           pipelining: 1,
           keepAliveTimeout: 30_000,
-          connect: { timeout: connectTimeoutMs },
+          connect: { timeout: connectTimeoutMs, ...(opts.tls ? clientConnectOptions(opts.tls, ['proxy']) : {}) },
         }),
       };
     });
@@ -142,11 +158,13 @@ export class ProxyClient {
 
   /** Sends one mutation and returns its committed result. A result with an errno (the op
    * was applied and failed the same way everywhere) is thrown as that FS_ERROR. */
-  async op(op: Op, data: Buffer | undefined, deadline: Deadline): Promise<OpResult> {
+  /** `caller`: whom the op acts as, when the kernel said (common/identity.ts). */
+  async op(op: Op, data: Buffer | undefined, deadline: Deadline, caller?: Caller): Promise<OpResult> {
     const reqId = randomUUID();
+    const header = caller ? { reqId, op, caller } : { reqId, op };
     // A large write's data goes as a piece of its own, not copied into one buffer with the
     // header (common/frame.ts: FRAME_PIECES_BYTES_MIN).
-    const body = data && data.length >= FRAME_PIECES_BYTES_MIN ? encodeFrameParts({ reqId, op }, data) : encodeFrame({ reqId, op }, data);
+    const body = data && data.length >= FRAME_PIECES_BYTES_MIN ? encodeFrameParts(header, data) : encodeFrame(header, data);
     const raw = await this.request('POST', 'ops', '', body, deadline, `${op.type}`, undefined, this.identity?.());
     const result = parseJSON(raw) as OpResult;
     if (typeof result !== 'object' || result === null || typeof result.seq !== 'number') {
@@ -156,8 +174,11 @@ export class ProxyClient {
     return result;
   }
 
-  async attr(path: string, deadline: Deadline): Promise<Attr> {
-    const attr = parseJSON(await this.request('GET', 'attr', `?path=${encodeQueryValue(path)}`, null, deadline, 'attr')) as Attr;
+  /** With `ino`, the attributes of that inode wherever it is now (an open file: `path` is
+   * only where the node looks first). */
+  async attr(path: string, deadline: Deadline, ino?: number): Promise<Attr> {
+    const byIno = ino !== undefined && ino > 0 ? `&ino=${ino}` : '';
+    const attr = parseJSON(await this.request('GET', 'attr', `?path=${encodeQueryValue(path)}${byIno}`, null, deadline, 'attr')) as Attr;
     checkAttr(attr);
     return attr;
   }
@@ -207,9 +228,10 @@ export class ProxyClient {
     return listing.entries;
   }
 
-  async data(path: string, offset: number, size: number, deadline: Deadline): Promise<Buffer> {
+  /** With `ino`, reads that inode wherever it is now (attr says more). */
+  async data(path: string, offset: number, size: number, deadline: Deadline, ino?: number): Promise<Buffer> {
     if (size > READ_BYTES_MAX) throw new Error(`read of ${size} bytes is over READ_BYTES_MAX`);
-    const q = `path=${encodeQueryValue(path)}&offset=${offset}&size=${size}`;
+    const q = `path=${encodeQueryValue(path)}${ino !== undefined && ino > 0 ? `&ino=${ino}` : ''}&offset=${offset}&size=${size}`;
     const data = await this.request('GET', 'data', `?${q}`, null, deadline, 'data');
     if (data.length > size) throw new DfsError('INTERNAL', `read returned ${data.length} bytes for ${size} asked`);
     return data;
@@ -233,6 +255,12 @@ export class ProxyClient {
     const r = parseJSON(await this.request('GET', 'xattrs', `?path=${encodeQueryValue(path)}`, null, deadline, 'xattrs')) as { names?: unknown };
     if (!r || !Array.isArray(r.names) || !r.names.every((n) => typeof n === 'string')) throw new DfsError('INTERNAL', 'malformed attribute list');
     return r.names as string[];
+  }
+
+  /** A lock request or session call (proxy/locks.ts): the JSON answer. Lock requests are
+   * idempotent (a set is a set), so the usual retries are safe. */
+  async locks(api: 'locks' | 'locks/session', body: Record<string, unknown>, deadline: Deadline): Promise<unknown> {
+    return parseJSON(await this.request('POST', api, '', Buffer.from(JSON.stringify(body)), deadline, api));
   }
 
   async statfs(deadline: Deadline): Promise<StatFs> {
@@ -271,6 +299,8 @@ export class ProxyClient {
         if (attemptMs <= 0 || attempts >= ATTEMPTS_MAX) throw this.giveUp(what, lastErr);
         attempts++;
         this.metrics?.clusterRequests.inc({ api });
+        // Why the attempt before this one of the same request failed (none: the first).
+        if (attempts > 1) this.metrics?.proxyRetries.inc({ reason: lastErr instanceof DfsError ? 'retryable' : 'unreachable' });
         let answer: { status: number; body: Buffer; headers: Record<string, string | string[] | undefined> };
         try {
           answer = await this.attempt(endpoint, method, pathAndQuery, body, attemptMs, deadline, mount);
@@ -351,7 +381,7 @@ export class ProxyClient {
       // undici sends an iterable body piece by piece (its documentation lists Iterable
       // bodies; its type definitions do not).
       body: body as Buffer | null,
-      headers: body ? this.bodyHeaders(body, mount) : this.readHeaders,
+      headers: withCaller(body ? this.bodyHeaders(body, mount) : this.readHeaders, deadline.caller),
       headersTimeout: attemptMs,
       bodyTimeout: attemptMs,
       signal: deadline.signal,
@@ -413,4 +443,10 @@ function errText(err: unknown): string {
     return code ? `${code}: ${err.message}` : err.message;
   }
   return String(err);
+}
+
+/** `headers` with the caller's identity added (a new object: readHeaders is shared). */
+function withCaller(headers: Record<string, string>, caller: Deadline['caller']): Record<string, string> {
+  if (!caller) return headers;
+  return { ...headers, [HEADER_UID]: String(caller.uid), [HEADER_GID]: String(caller.gid), [HEADER_GROUPS]: caller.groups.join(',') };
 }

@@ -40,6 +40,14 @@
  * that fails later is remembered (sticky) and reported by every later write, flush and
  * close of this handle; its data is never dropped silently.
  *
+ * Appends (an O_APPEND descriptor, `mode` 'append'). The cluster places each append at
+ * the end of the file as it stands when the op is applied (common/ops.ts), so the offsets
+ * the kernel passes are ignored: the buffer numbers appended bytes in a stream of its own,
+ * where they coalesce as a sequential writer's do, and sends them as appends one op at a
+ * time, in order, so that a descriptor's appends land in the order they were made and a
+ * buffered append is never turned into a write at an offset. Until committed, an append
+ * overlaps any range (it may land anywhere past the end) and gives no `dirtyEnd`.
+ *
  * Operations on one buffer run one at a time in arrival order (a promise chain), so that
  * concurrent writes from several threads of an application cannot interleave halfway. The module does no I/O itself: the
  * sender is injected, which keeps it unit-testable.
@@ -168,12 +176,18 @@ export class WriteBuffer {
   private timer: NodeJS.Timeout | null = null;
   private readonly limits: Required<WriteBufferLimits>;
 
+  /** Append mode: where the next appended byte goes in the buffer's own stream. */
+  private appendEnd = 0;
+
   constructor(
     private readonly send: ChunkSender,
     limits: WriteBufferLimits = WRITE_BUFFER_DEFAULTS,
     private readonly budget: DirtyBudget = new DirtyBudget(Number.MAX_SAFE_INTEGER),
+    readonly mode: 'offset' | 'append' = 'offset',
   ) {
-    this.limits = resolveWriteBufferLimits(limits);
+    const resolved = resolveWriteBufferLimits(limits);
+    // Appends commute with nothing: one in flight at a time keeps them in order.
+    this.limits = mode === 'append' ? { ...resolved, inflightMax: 1 } : resolved;
   }
 
   /** The first error of a background send, if any (sticky). */
@@ -190,6 +204,7 @@ export class WriteBuffer {
    * least this long, even when the cluster does not know it yet (getattr must not shrink
    * the kernel's size). */
   get dirtyEnd(): number {
+    if (this.mode === 'append') return 0;
     const last = this.map[this.map.length - 1];
     let end = last ? last.offset + last.size : 0;
     for (const c of this.queue) end = Math.max(end, c.end);
@@ -200,6 +215,7 @@ export class WriteBuffer {
   /** True when some uncommitted byte lies in [offset, end). */
   overlaps(offset: number, end: number): boolean {
     if (end <= offset) return false;
+    if (this.mode === 'append') return this.dirty;
     let i = this.firstEndingAfter(offset);
     if (this.map[i] && this.map[i]!.offset + this.map[i]!.size === offset) i++; // touches only
     const e = this.map[i];
@@ -234,7 +250,8 @@ export class WriteBuffer {
     return this.inflight.size;
   }
 
-  /** Buffers a copy of `data` at `offset`. Resolves once the bytes are copied (and, when a
+  /** Buffers a copy of `data` at `offset` (in append mode, after the bytes appended
+   * before, whatever `offset` says). Resolves once the bytes are copied (and, when a
    * bound was passed, once what it sent could be started); rejects with the sticky error. */
   write(offset: number, data: Buffer): Promise<void> {
     // Copy now, synchronously: the caller's buffer is detached once its callback ran, and
@@ -243,7 +260,12 @@ export class WriteBuffer {
     return this.serialize(async () => {
       this.throwIfFailed();
       if (copy.length === 0) return;
-      const i = this.insert(offset, copy);
+      let at = offset;
+      if (this.mode === 'append') {
+        at = this.appendEnd;
+        this.appendEnd += copy.length;
+      }
+      const i = this.insert(at, copy);
       if (this.queueFullChunks(i)) await this.drained();
       if (this.mapBytes > this.limits.dirtyBytesMax || (this.budget.exceeded && this.mapBytes > 0)) {
         // The previous batch first, so that a handle holds at most two.

@@ -13,30 +13,47 @@
  *
  * Every request is counted by route and status (proxy/metrics.ts) and the counts are served
  * at GET /metrics, from a registry of this app's own.
+ *
+ * Who may do what (docs/security.md): every route is for mount and admin certificates
+ * (common/tls.ts, requireRoles; `verify`, which holds every node still, for admin only).
+ * A request acts as the caller its x-dfs-uid/gid/groups headers name, held to the
+ * credential in the certificate (common/credential.ts: root squashed, every id one the
+ * credential lists, paths under its subtree); an op's owner and chown ids are held to it
+ * too, and `trusted.*` attributes are for root alone. The identity goes on to the node in
+ * the same headers, set by this proxy, never passed through as the client sent them.
  */
 import type { ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { Hono, type Context } from 'hono';
 import type { Dispatcher } from 'undici';
-import { HEADER_READ_NODE, HEADER_SERVED_BY, type Membership, type OpResult, type StatFs } from '../common/api';
+import { HEADER_READ_NODE, HEADER_SERVED_BY, type ManifestProgress, type Membership, type OpResult, type StatFs, type VerifyStreamLine } from '../common/api';
 import { DfsError, errorFromBody } from '../common/errors';
-import { decodeOneFrame, encodeFrameParts, FRAME_PIECES_BYTES_MIN } from '../common/frame';
-import { installErrorHandler, octets, queryInt, queryPath, readBody, QUERY_IN_BODY_TYPE, QUERY_URL_BYTES_MAX } from '../common/http';
+import { decodeOneFrameForRelay, encodeFrameParts, FRAME_PIECES_BYTES_MIN } from '../common/frame';
+import { answeredByHandler, installErrorHandler, octets, queryInt, queryPath, readBody, QUERY_IN_BODY_TYPE, QUERY_URL_BYTES_MAX, BodyBudget, installBodyBudget } from '../common/http';
 import { OP_BODY_BYTES_MAX, READ_BYTES_MAX } from '../common/limits';
+import { encodeOpMessage, OPS_STREAM_PATH, type StreamAnswer } from '../common/message-stream';
 import type { Logger } from '../common/log';
 import { parseClientOpHeader, validateOp, validateXattrName, xattrNamespaceOf, type SequencedOpHeader } from '../common/ops';
 import { buildQuery } from '../common/names';
-import { retry, type RetryPolicy } from '../common/retry';
+import { retry } from '../common/retry';
 import { HEADER_LEASE, HEADER_MOUNT, LEASE_POLL_HOLD_MS } from '../common/leases';
 import { ProxyMetrics } from './metrics';
+import { MUTATION_RETRY_POLICY, mutationGiveUpCode, mutationVerdict } from './mutation-retry';
 import { READ_HEDGE_MS, type NodePool } from './node-pool';
 import type { Sequencer } from './sequencer';
 import { verifyCluster } from './verify';
+import { identityOf, requireRoles, type Role } from '../common/tls';
+import { actAs, checkGid, checkUid, claimedIdentity, confinePath, identityHeaders, type CallerIdentity, type Credential } from '../common/credential';
+import { fsError } from '../common/errors';
+import type { Op } from '../common/ops';
+import { installLockRoutes, type LockStore } from './locks';
 
 export interface ProxyAppDeps {
   sequencer: Sequencer;
   nodes: NodePool;
   logger: Logger;
+  /** Request body bytes held at once (common/http.ts); none: no cap beyond each body's. */
+  bodyBudget?: BodyBudget;
   /** The membership as last seen; `refresh` asks Redis again. */
   membership: () => Membership | null;
   refreshMembership: () => Promise<Membership | null>;
@@ -45,19 +62,64 @@ export interface ProxyAppDeps {
   /** How long one mutation may take across all its retries. */
   mutationDeadlineMs: number;
   clock?: () => number;
+  /** Check callers' certificates (false only under --insecure). */
+  secure?: boolean;
+  /** Whether a certificate serial number is revoked (proxy/revocations.ts). */
+  revoked?: (serial: string | null) => boolean;
+  /** The cluster's lock table (proxy/locks.ts, docs/locks.md); none: no lock routes. */
+  locks?: LockStore;
+  /** Where requests are counted (main.ts shares it with the admin port); none: the app's own. */
+  metrics?: ProxyMetrics;
 }
 
-/** A mutation's retries: at most 8 attempts within its deadline, doubling waits from 100 ms
- * to 1 s (each shortened by up to half at random, so that proxies that failed together do
- * not retry together), none that would reach the deadline. */
-const MUTATION_RETRY_POLICY: RetryPolicy = {
-  attemptsMax: 8,
-  backoffMsMin: 100,
-  backoffMsMax: 1_000,
-  backoffFactor: 2,
-  jitter: 0.5,
-  waitPastDeadline: 'stop',
+const CLIENTS: readonly Role[] = ['mount', 'admin'];
+/** How often `POST /v1/verify?progress=1` passes the nodes' progress on, when it changed. */
+const VERIFY_PROGRESS_MS = 500;
+/** Routes for fewer roles than every client; the rest are CLIENTS'. */
+export const PROXY_ROUTE_ROLES: Record<string, readonly Role[]> = {
+  '/v1/verify': ['admin'],
 };
+
+/** The caller a request acts as (see the header). */
+function callerOf(c: Context): { credential: Credential; caller: CallerIdentity } {
+  const { credential } = identityOf(c);
+  return { credential, caller: actAs(credential, claimedIdentity((name) => c.req.header(name), credential)) };
+}
+
+/**
+ * An op as the credential allows it: paths under its subtree, owner ids squashed and
+ * checked, `trusted.*` only for root. Throws EPERM (403) for what it does not allow; bad
+ * shape was refused before (validateOp).
+ */
+export function confineOp(op: Op, credential: Credential, caller: CallerIdentity): Op {
+  const o: Record<string, unknown> = { ...op };
+  for (const key of ['path', 'from', 'to'] as const) {
+    if (typeof o[key] === 'string') o[key] = confinePath(credential, o[key] as string);
+  }
+  // An inode may be anywhere in the tree, and the nodes do not know the credential's
+  // subtree: a confined client's ops go by path alone.
+  if (credential.subtree !== null) delete o.ino;
+  switch (op.type) {
+    case 'mkdir':
+    case 'create':
+    case 'symlink':
+    case 'mknod':
+      o.uid = checkUid(credential, op.uid, `owner of a new ${op.type === 'mkdir' ? 'directory' : 'entry'}`);
+      o.gid = checkGid(credential, op.gid, `group of a new ${op.type === 'mkdir' ? 'directory' : 'entry'}`);
+      break;
+    case 'chown':
+      o.uid = checkUid(credential, op.uid, 'chown owner');
+      o.gid = checkGid(credential, op.gid, 'chown group');
+      break;
+    case 'setxattr':
+    case 'removexattr':
+      // Linux keeps trusted.* to CAP_SYS_ADMIN (xattr(7)).
+      if (xattrNamespaceOf(op.name) === 'trusted.' && caller.uid !== 0) throw fsError('EPERM', 'trusted.* attributes are for root alone');
+      break;
+  }
+  return o as Op;
+}
+
 
 async function jsonOf(res: Dispatcher.ResponseData): Promise<unknown> {
   return res.body.json().catch(() => null);
@@ -79,10 +141,6 @@ export function smallestStatFs(all: StatFs[]): StatFs {
     namemax: min((s) => s.namemax),
   };
 }
-
-/** What @hono/node-server takes as "the handler wrote the answer itself" (its
- * RESPONSE_ALREADY_SENT, which this project's module resolution cannot import by name). */
-const ALREADY_SENT_HEADER = 'x-hono-already-sent';
 
 /**
  * A node's 200 answer of raw bytes (file data), passed on to the client as it arrives: its
@@ -107,7 +165,7 @@ async function passBytes(c: Context, res: Dispatcher.ResponseData, headers: Reco
     // The client sees its answer cut short (above); the socket is not reused.
     outgoing.destroy();
   }
-  return new Response(null, { headers: { [ALREADY_SENT_HEADER]: 'true' } });
+  return answeredByHandler();
 }
 
 /** A mount ID from a header or query (the lease protocol's), or null when absent or not
@@ -121,9 +179,11 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
   const clock = deps.clock ?? Date.now;
   const app = new Hono();
   installErrorHandler(app, logger);
-  const metrics = new ProxyMetrics();
+  const metrics = deps.metrics ?? new ProxyMetrics();
   // First, so that it wraps every route below.
   app.use(metrics.middleware());
+  if (deps.bodyBudget) installBodyBudget(app, deps.bodyBudget);
+  app.use(requireRoles(deps.secure ?? false, PROXY_ROUTE_ROLES, CLIENTS, deps.revoked));
   /** The newest sequence ID this proxy knows committed, for reads while Redis is away. */
   let knownSeq = 0;
 
@@ -131,16 +191,69 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
   app.get('/metrics', async (c) => c.body(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType }));
   app.get('/readyz', async (c) => ((await deps.ready()) ? c.json({ ready: true }) : c.json({ ready: false }, 503)));
   app.get('/v1/cluster', async (c) => c.json(await deps.clusterStatus()));
+  // `?progress=1`: NDJSON, the nodes' progress as it changes (at most every
+  // VERIFY_PROGRESS_MS), then the report (common/api.ts VerifyStreamLine).
   app.post('/v1/verify', async (c) => {
     const m = await deps.refreshMembership();
     if (!m) throw new DfsError('UNAVAILABLE', 'the cluster has no membership yet');
-    return c.json(await verifyCluster(sequencer, m, nodes));
+    if (c.req.query('progress') !== '1') return c.json(await verifyCluster(sequencer, m, nodes));
+    const line = (value: VerifyStreamLine) => Buffer.from(JSON.stringify(value) + '\n');
+    let closed = false;
+    const stream = new ReadableStream<Uint8Array>({
+      start(ctrl) {
+        let latest: Record<string, ManifestProgress> | null = null;
+        let at = 0;
+        const send = (chunk: Uint8Array) => {
+          if (!closed) ctrl.enqueue(chunk);
+        };
+        const flush = () => {
+          if (latest !== null) send(line({ progress: { at, nodeCount: m.inSync.length, nodes: latest } }));
+          latest = null;
+        };
+        const timer = setInterval(flush, VERIFY_PROGRESS_MS);
+        verifyCluster(sequencer, m, nodes, (seq, p) => {
+          at = seq;
+          latest = p;
+        })
+          .then(
+            (report) => {
+              flush();
+              send(line({ report }));
+            },
+            (err: unknown) => {
+              const e = err instanceof DfsError ? err : new DfsError('INTERNAL', String(err));
+              send(line({ error: { code: e.code, message: e.message } }));
+            },
+          )
+          .finally(() => {
+            clearInterval(timer);
+            if (!closed) ctrl.close();
+            closed = true;
+          });
+      },
+      cancel() {
+        closed = true;
+      },
+    });
+    return c.body(stream, 200, { 'content-type': 'application/x-ndjson' });
   });
 
   app.post('/v1/ops', async (c) => {
-    const frame = decodeOneFrame(await readBody(c, OP_BODY_BYTES_MAX));
-    const { reqId, op } = parseClientOpHeader(frame.header);
-    validateOp(op, frame.data.length);
+    // The data's own CRC, found while checking the frame, makes the checksum of the frame
+    // sent to the primary without a second pass over the data (common/frame.ts).
+    const { frame, dataCrc } = decodeOneFrameForRelay(await readBody(c, OP_BODY_BYTES_MAX));
+    const parsed = parseClientOpHeader(frame.header);
+    validateOp(parsed.op, frame.data.length);
+    metrics.noteOp(c, parsed.op.type);
+    const { reqId } = parsed;
+    const { credential, caller: claimed } = callerOf(c);
+    // Whom the op acts as at apply (storage/permissions.ts): the caller the op names (the
+    // mount names one for what the kernel gives a caller), else the one the request's
+    // headers name, checked against the credential either way. A host credential (any uid)
+    // that names none is trusted as an NFS server trusts a client host: its kernel checked
+    // the caller, and the op is applied as the cluster's own.
+    const caller = parsed.caller ? actAs(credential, parsed.caller) : credential.uids === 'any' ? undefined : claimed;
+    const op = confineOp(parsed.op, credential, caller ?? claimed);
     // Which mount made the change: the primary leaves that mount's own cache leases alone.
     const mountHeader = mountIdOf(c.req.header(HEADER_MOUNT));
     const deadline = clock() + deps.mutationDeadlineMs;
@@ -154,60 +267,60 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
         lastError = new DfsError('UNAVAILABLE', 'the cluster has no primary');
         return { done: false };
       }
-      if (seq === null) seq = await sequencer.next();
-      const header: SequencedOpHeader = { epoch: m.epoch, seq, reqId, timeMs: clock(), op };
-      let res: Dispatcher.ResponseData;
+      if (seq === null) {
+        const endTimer = metrics.seqAssign.startTimer();
+        seq = await sequencer.next();
+        endTimer();
+      }
+      const header: SequencedOpHeader = caller ? { epoch: m.epoch, seq, reqId, timeMs: clock(), op, caller } : { epoch: m.epoch, seq, reqId, timeMs: clock(), op };
+      let res: StreamAnswer;
       try {
         // Large data goes on as a piece of its own, not copied in with the new header;
         // small data is copied, so that the frame leaves in one write.
-        const parts = encodeFrameParts(header, frame.data);
-        const body = frame.data.length >= FRAME_PIECES_BYTES_MIN ? parts : Buffer.concat(parts);
-        const headers: Record<string, string> = { 'content-type': 'application/octet-stream', 'content-length': String(parts[0].length + parts[1].length) };
-        if (mountHeader) headers[HEADER_MOUNT] = mountHeader;
-        res = await nodes.request(m.primary, primaryUrl, {
-          method: 'POST',
-          path: '/node/v1/ops',
-          headers,
-          // undici sends an iterable body piece by piece (documented; not in its types).
-          body: body as Buffer,
-          signal: AbortSignal.timeout(Math.max(1, deadline - clock())),
-        });
+        const parts = encodeFrameParts(header, frame.data, dataCrc);
+        const pieces = frame.data.length >= FRAME_PIECES_BYTES_MIN ? parts : [Buffer.concat(parts)];
+        res = await nodes.message(m.primary, primaryUrl, OPS_STREAM_PATH, encodeOpMessage(mountHeader, pieces), Math.max(1, deadline - clock()));
       } catch (e) {
         // Ambiguous: the primary may hold the op. Retrying the same slot is safe either way.
         lastError = new DfsError('UNAVAILABLE', `primary ${m.primary}: ${(e as Error).message}`);
         return { done: false };
       }
-      const body = await jsonOf(res);
-      if (res.statusCode === 200 && (body === null || typeof (body as OpResult).seq !== 'number')) {
-        // The primary died while it answered: the op may hold its slot. Ask again.
-        lastError = new DfsError('UNAVAILABLE', `primary ${m.primary}: the answer was cut short`);
+      const body = res.body;
+      if (res.status === 200 && (body === null || typeof (body as OpResult).seq !== 'number')) {
+        // Not an answer to an op: ask again.
+        lastError = new DfsError('UNAVAILABLE', `primary ${m.primary}: the answer was not an op's result`);
         return { done: false };
       }
-      if (res.statusCode === 200) return { done: true, value: body as OpResult };
-      const err = errorFromBody(res.statusCode, body);
+      if (res.status === 200) return { done: true, value: body as OpResult };
+      const err = errorFromBody(res.status, body);
       lastError = err;
-      if (err.code !== 'SLOT_TAKEN' && err.code !== 'NOT_PRIMARY' && err.code !== 'STALE_EPOCH' && err.code !== 'UNAVAILABLE') {
-        throw err; // the node's own 4xx: bad input it caught
-      }
-      if (err.code === 'SLOT_TAKEN') seq = null;
+      const verdict = mutationVerdict(err.code);
+      if (!verdict.retry) throw err; // the node's own 4xx: bad input it caught, or NO_SPACE
+      if (verdict.newSeq) seq = null;
       logger.debug({ reqId, code: err.code, attempt }, 'mutation retried');
-      return { done: false, backoff: err.code === 'UNAVAILABLE' };
+      return { done: false, backoff: verdict.backoff };
     }, { policy: MUTATION_RETRY_POLICY, deadlineAtMs: deadline, clock });
     if (outcome.ok) {
       knownSeq = Math.max(knownSeq, outcome.value.seq);
       return c.json(outcome.value);
     }
-    throw new DfsError(lastError.code === 'UNAVAILABLE' ? 'UNAVAILABLE' : 'TIMEOUT', `mutation not committed: ${lastError.message}`);
+    throw new DfsError(mutationGiveUpCode(lastError.code), `mutation not committed: ${lastError.message}`);
   });
 
   /** Sends a read with its barrier to in-sync nodes, least loaded first, until one answers. */
   const read = async (c: Context, endpoint: string, query: Record<string, string>, raw: boolean, leasable = false) => {
+    const { credential, caller } = callerOf(c);
+    if (query.path !== undefined) query = { ...query, path: confinePath(credential, query.path) };
+    const callerHeaders = identityHeaders(caller);
     let barrier: number;
     try {
       barrier = await sequencer.current();
       knownSeq = Math.max(knownSeq, barrier);
-    } catch {
-      barrier = knownSeq; // Redis is away: still every write this proxy saw acknowledged
+    } catch (e) {
+      // Redis is away (or cut off from this proxy only): the newest ID this proxy saw would
+      // miss writes acknowledged through another proxy, and the read could be stale. The
+      // mount tries another proxy instead (docs/cluster.md, Partitions).
+      throw new DfsError('UNAVAILABLE', `no read barrier: ${(e as Error).message}`);
     }
     let m = deps.membership() ?? (await deps.refreshMembership());
     if (!m) throw new DfsError('UNAVAILABLE', 'the cluster has no membership yet');
@@ -219,6 +332,8 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
     // The node may have joined since this proxy last looked: look again before refusing.
     if (pinned !== undefined && !m.inSync.includes(pinned)) m = (await deps.refreshMembership().catch(() => null)) ?? m;
     if (pinned !== undefined && !m.inSync.includes(pinned)) {
+      // A member that is not in sync now may be later (503); a name that is no member's is bad input.
+      if (m.nodes[pinned] === undefined) throw new DfsError('BAD_REQUEST', `${HEADER_READ_NODE}: ${JSON.stringify(pinned)} is not a node of this cluster`);
       throw new DfsError('UNAVAILABLE', `node ${JSON.stringify(pinned)} is not an in-sync node`);
     }
     // A read that asks for a cache lease goes to the primary, the only node that grants
@@ -237,8 +352,8 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
         // A query too long for an HTTP/2 header field (a deep path) goes as the body.
         const request: Dispatcher.RequestOptions =
           query.length <= QUERY_URL_BYTES_MAX
-            ? { method: 'GET', path: `/node/v1/${endpoint}?${query}` }
-            : { method: 'POST', path: `/node/v1/${endpoint}`, body: query, headers: { 'content-type': QUERY_IN_BODY_TYPE } };
+            ? { method: 'GET', path: `/node/v1/${endpoint}?${query}`, headers: callerHeaders }
+            : { method: 'POST', path: `/node/v1/${endpoint}`, body: query, headers: { ...callerHeaders, 'content-type': QUERY_IN_BODY_TYPE } };
         res = await nodes.read(id, m.nodes[id]!, request, hedgeMs);
       } catch (e) {
         lastError = new DfsError('UNAVAILABLE', `node ${id}: ${(e as Error).message}`);
@@ -262,9 +377,16 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
     throw lastError;
   };
 
-  app.get('/v1/attr', (c) => read(c, 'attr', { path: queryPath(c) }, false, true));
+  /** A read on an open file may name its inode (`ino`): the node reads wherever it is now.
+   * Not for a client confined to a subtree (confineOp says why). */
+  const inoOf = (c: Context): { ino?: string } => {
+    const ino = queryInt(c, 'ino', 0, Number.MAX_SAFE_INTEGER, 0);
+    return ino === 0 || identityOf(c).credential.subtree !== null ? {} : { ino: String(ino) };
+  };
+  app.get('/v1/attr', (c) => read(c, 'attr', { path: queryPath(c), ...inoOf(c) }, false, true));
   app.get('/v1/dir', (c) => read(c, 'dir', { path: queryPath(c) }, false, true));
   app.get('/v1/link', (c) => read(c, 'link', { path: queryPath(c) }, false, true));
+  if (deps.locks) installLockRoutes(app, deps.locks, (c) => identityOf(c).credential);
 
   // A mount's lease poll, passed to the primary (storage/leases.ts): held there up to
   // LEASE_POLL_HOLD_MS, so it is given that and a margin.
@@ -320,6 +442,7 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
       'data',
       {
         path: queryPath(c),
+        ...inoOf(c),
         offset: String(queryInt(c, 'offset', 0, Number.MAX_SAFE_INTEGER)),
         size: String(queryInt(c, 'size', 0, READ_BYTES_MAX)),
       },

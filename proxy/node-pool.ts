@@ -1,5 +1,7 @@
 /*
- * The proxy's connections to storage nodes (HTTP/2 cleartext, one undici client per node)
+ * The proxy's connections to storage nodes (HTTP/2 over TLS with the proxy's certificate, or
+ * cleartext under --insecure: common/h2c.ts; one undici client per node, and one message
+ * stream per node for ops, common/message-stream.ts)
  * and read routing (DESIGN.md, Reads): a read goes to the in-sync node with the fewest
  * requests outstanding from this proxy; ties are broken at random so that an idle cluster
  * still spreads load.
@@ -14,7 +16,9 @@
  */
 import { Client } from 'undici';
 import type { Dispatcher } from 'undici';
-import { H2_PARALLEL, h2cClientOptions } from '../common/h2c';
+import { MessageStreams, type StreamAnswer } from '../common/message-stream';
+import { H2_PARALLEL, h2ClientOptions } from '../common/h2c';
+import type { TlsMaterial } from '../common/tls';
 import type { Logger } from '../common/log';
 
 /** How long a read waits for one node before trying the next (and marking it slow). */
@@ -42,23 +46,30 @@ export interface NodeLoad {
 
 export class NodePool {
   private readonly conns = new Map<string, NodeConn>();
+  /** Ops go to the primary as messages on one stream (common/message-stream.ts). */
+  private readonly streams: MessageStreams;
 
   constructor(
     private readonly timeoutMs: number,
     private readonly logger?: Logger,
-  ) {}
+    private readonly tls: TlsMaterial | null = null,
+  ) {
+    this.streams = new MessageStreams(tls);
+  }
 
   private conn(id: string, url: string): NodeConn {
     let c = this.conns.get(id);
     if (c && c.url !== url) {
       void c.client.close().catch(() => undefined);
+      this.streams.forget(c.url);
       if (c.probe) clearTimeout(c.probe);
       c = undefined;
     }
     if (!c) {
       c = {
         url,
-        client: new Client(url, h2cClientOptions({ headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs, connectTimeout: this.timeoutMs })),
+        // The node must hold the certificate of the ID the membership names at this URL.
+        client: new Client(url, h2ClientOptions({ headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs, connectTimeout: this.timeoutMs }, this.tls, id)),
         outstanding: 0,
         reads: 0,
         slow: false,
@@ -89,6 +100,17 @@ export class NodePool {
     c.outstanding++;
     try {
       return await c.client.request({ ...H2_PARALLEL, ...opts, signal: opts.signal ?? AbortSignal.timeout(this.timeoutMs) });
+    } finally {
+      c.outstanding--;
+    }
+  }
+
+  /** A request as a message on the node's stream for `path`; counted like request. */
+  async message(id: string, url: string, path: string, payload: readonly Buffer[], timeoutMs: number): Promise<StreamAnswer> {
+    const c = this.conn(id, url);
+    c.outstanding++;
+    try {
+      return await this.streams.send(url, path, payload, Math.min(timeoutMs, this.timeoutMs));
     } finally {
       c.outstanding--;
     }
@@ -144,6 +166,7 @@ export class NodePool {
 
   async close(): Promise<void> {
     for (const c of this.conns.values()) if (c.probe) clearTimeout(c.probe);
+    this.streams.close();
     await Promise.all([...this.conns.values()].map((c) => c.client.close().catch(() => undefined)));
   }
 }

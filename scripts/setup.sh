@@ -10,7 +10,8 @@
 # Steps: the system packages (libfuse 2 for fuse-native, fusermount, redis-server, and what
 # compiles fuse-native's patched addon: GNU patch, make, g++, python3), then `npm ci` when
 # node_modules does not match package-lock.json, the patched fuse-native
-# (scripts/build-fuse-native.js, a no-op when current), `npm run build`, and symlinks from
+# (scripts/build-fuse-native.js, a no-op when current), helm (built with `go install` when
+# missing, for the chart's test), `npm run build`, and symlinks from
 # $DFS_BIN_DIR (default /usr/local/bin) to bin/dfs and bin/dfs-mount.
 #
 # The symlinks are the user's install, shared by every checkout on the machine, so a
@@ -70,6 +71,10 @@ if ! installed redis-server && ! command -v redis-server >/dev/null 2>&1; then m
 for tool in patch make g++ python3 git rsync tar; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+# The metrics test checks every scrape with promtool (Debian's prometheus package), and the
+# status page test drives Debian's chromium headless (test/e2e/metrics.test.ts, status-page).
+if ! command -v promtool >/dev/null 2>&1; then missing+=(prometheus); fi
+if ! command -v chromium >/dev/null 2>&1; then missing+=(chromium); fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
   command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"
@@ -84,7 +89,25 @@ if [ "${#missing[@]}" -gt 0 ]; then
   done
   "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${packages[@]}"
 else
-  say "system packages present (libfuse2, fuse, redis-server, patch, make, g++, python3, git, rsync, tar)"
+  say "system packages present (libfuse2, fuse, redis-server, patch, make, g++, python3, git, rsync, tar, promtool, chromium)"
+fi
+
+# --- helm, for the chart's test (test/e2e/chart.test.ts) --------------------------------------
+# The real helm, built from source with Go (no binary download to trust): the test finds it
+# on the PATH or in $(go env GOPATH)/bin, where `go install` puts it.
+HELM_VERSION=v4.3.2
+helm_found() {
+  command -v helm >/dev/null 2>&1 && return 0
+  command -v go >/dev/null 2>&1 && [ -x "$(as_user go env GOPATH)/bin/helm" ]
+}
+if helm_found; then
+  say "helm present"
+elif command -v go >/dev/null 2>&1; then
+  say "go install helm.sh/helm/v4/cmd/helm@${HELM_VERSION}"
+  as_user go install "helm.sh/helm/v4/cmd/helm@${HELM_VERSION}"
+else
+  say "warning: helm is missing and there is no Go to build it; the chart test needs it"
+  say "         (install Go 1.25 or newer, then run this again)"
 fi
 
 if [ ! -e /dev/fuse ]; then

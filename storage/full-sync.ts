@@ -9,7 +9,9 @@
  *   receiver                                     source (an in-sync node, a backup if any)
  *   beginSync: refuse, stop log and apply
  *   write sync.json (fsync)   ── GET /node/v1/snapshot ──>  hold apply where it stands (S)
- *   into brick.sync/          <── frames: begin {S}          (writes go on: the log grows,
+ *                                                            count the brick (entries, bytes)
+ *   into brick.sync/          <── frames: counting…          (only while a count runs long)
+ *     progress vs the totals      begin {S, total}            (writes go on: the log grows,
  *     SnapshotWriter.put          dedup {entries}…            the brick waits)
  *     (files fsynced)             brick entries…  (storage/snapshot.ts, streamed, bounded)
  *                                 end {S, count} ──────────  release
@@ -24,6 +26,12 @@
  * brick is copied as a stream of frames: memory stays bounded by a few frames however big
  * it is (the request-ID table, up to `dedupEntriesMax` entries, is held whole).
  *
+ * Progress (`progress`, in the heartbeat, so in `dfs status`): names written and content
+ * bytes (a chunk's data, a hole's length) against the totals the source counted in its
+ * held brick and put in the begin frame, with the rate over the last few seconds; a copy
+ * that does not add up to its totals is refused like one cut short. The last finished copy
+ * stays in `lastFinished`, for `dfs node sync-progress` to show it reach its end.
+ *
  * A failed attempt (the source died, the stream was cut, the source is not in sync) is
  * tried again after SYNC_RETRY_MS with the next candidate, for as long as it takes.
  */
@@ -31,7 +39,7 @@ import { removeTree } from './deep-path';
 import { DEDUP_JOURNAL_FILE } from './dedup-journal';
 import { promises as fsp } from 'node:fs';
 import nodePath from 'node:path';
-import type { Membership, OpResult } from '../common/api';
+import type { Membership, OpResult, SyncProgress } from '../common/api';
 import { DfsError } from '../common/errors';
 import type { Logger } from '../common/log';
 import type { Brick } from './brick';
@@ -41,6 +49,9 @@ import type { HTTP2PeerTransport } from './peer-client';
 import type { Replica } from './replica';
 import { FrameStreamDecoder } from '../common/frame';
 import { SnapshotWriter } from './snapshot';
+import { RateWindow } from '../common/rate-window';
+
+export type { SyncProgress };
 
 const MARKER = 'sync.json';
 /** Between attempts that failed. */
@@ -52,18 +63,17 @@ export const SNAPSHOT_DEDUP_FRAME_BYTES = 32 * 1024;
 
 /** The frames around the brick's entries (storage/snapshot.ts) in a snapshot stream. */
 export type SnapshotControl =
-  | { sync: 'begin'; seq: number; nodeId: string }
+  | { sync: 'counting'; entries: number }
+  | { sync: 'begin'; seq: number; nodeId: string; total?: { entries: number; bytes: number } }
   | { sync: 'dedup'; entries: Array<[string, OpResult]> }
   | { sync: 'end'; seq: number; entries: number };
 
-export interface SyncProgress {
-  source: string;
-  startedAtMs: number;
-  /** The sequence ID the copy stands at, once the source said. */
-  seq: number | null;
-  entries: number;
-  bytes: number;
-}
+/** Samples of the copied bytes over this window give the rate reported. */
+const RATE_WINDOW_MS = 5000;
+/** How often the progress (and its rate) is brought up to date while bytes arrive. */
+const PROGRESS_UPDATE_MS = 250;
+/** How often a copy in progress is logged. */
+const PROGRESS_LOG_MS = 5000;
 
 export interface FullSyncDeps {
   nodeId: string;
@@ -105,6 +115,10 @@ async function syncDir(dir: string): Promise<void> {
 export class FullSync {
   /** The attempt under way, for heartbeats and `dfs status`; null when not syncing. */
   progress: SyncProgress | null = null;
+  /** The last sync this process finished, kept so that a watcher sees it reach its end. */
+  lastFinished: SyncProgress | null = null;
+  /** Snapshot bytes received by every attempt since the process started (metrics). */
+  copiedBytesTotal = 0;
   private running = false;
   private stopped = false;
   private readonly abort = new AbortController();
@@ -165,7 +179,7 @@ export class FullSync {
 
   private async syncFrom(sourceId: string, url: string): Promise<void> {
     const { dataDir, brick, log, stateFile, replica, logger } = this.d;
-    const progress: SyncProgress = { source: sourceId, startedAtMs: Date.now(), seq: null, entries: 0, bytes: 0 };
+    const progress: SyncProgress = { source: sourceId, startedAtMs: Date.now(), seq: null, entries: 0, bytes: 0, totalEntries: null, totalBytes: null, bytesPerSecond: 0 };
     this.progress = progress;
     await fsp.writeFile(nodePath.join(dataDir, MARKER), JSON.stringify({ source: sourceId, startedAtMs: progress.startedAtMs }));
     await syncDir(dataDir);
@@ -176,39 +190,61 @@ export class FullSync {
     const dedup: Array<[string, OpResult]> = [];
     let begin: number | null = null;
     let end: { seq: number; entries: number } | null = null;
-    let treeEntries = 0;
-    let lastReportMs = Date.now();
-    const body = await this.d.transport.snapshot(url, replica.epoch, SNAPSHOT_IDLE_MS, this.abort.signal);
+    let frames = 0;
+    const rate = new RateWindow(RATE_WINDOW_MS);
+    let lastUpdateMs = 0;
+    let lastLogMs = Date.now();
+    const body = await this.d.transport.snapshot(url, replica.epoch, this.d.nodeId, SNAPSHOT_IDLE_MS, this.abort.signal);
     for await (const chunk of body) {
-      progress.bytes += chunk.length;
+      this.copiedBytesTotal += chunk.length;
       for (const frame of decoder.push(chunk)) {
         const h = frame.header as Partial<SnapshotControl> & Record<string, unknown>;
         if (end !== null) throw new DfsError('BAD_REQUEST', 'snapshot continues after its end');
-        if (h.sync === 'begin') {
+        if (h.sync === 'counting') {
+          // The source is still counting its brick for the totals: a sign of life.
+          if (begin !== null) throw new DfsError('BAD_REQUEST', 'snapshot has a counting frame after its begin');
+        } else if (h.sync === 'begin') {
           if (begin !== null || typeof h.seq !== 'number') throw new DfsError('BAD_REQUEST', 'snapshot has a bad begin frame');
           begin = h.seq;
           progress.seq = begin;
+          const total = h.total;
+          if (total !== undefined) {
+            if (!isCount(total?.entries) || !isCount(total.bytes)) throw new DfsError('BAD_REQUEST', 'snapshot has bad totals in its begin frame');
+            progress.totalEntries = total.entries;
+            progress.totalBytes = total.bytes;
+          }
         } else if (begin === null) {
           throw new DfsError('BAD_REQUEST', 'snapshot does not start with a begin frame');
         } else if (h.sync === 'dedup') {
-          if (!Array.isArray(h.entries) || treeEntries > 0) throw new DfsError('BAD_REQUEST', 'snapshot has a bad request-ID frame');
+          if (!Array.isArray(h.entries) || frames > 0) throw new DfsError('BAD_REQUEST', 'snapshot has a bad request-ID frame');
           dedup.push(...(h.entries as Array<[string, OpResult]>));
         } else if (h.sync === 'end') {
           end = { seq: Number(h.seq), entries: Number(h.entries) };
         } else {
-          await writer.put(frame.header, frame.data);
-          treeEntries++;
-          progress.entries = treeEntries;
+          const entry = await writer.put(frame.header, frame.data);
+          frames++;
+          // Names count as entries; content (a chunk's bytes, a hole's length) as bytes.
+          if (entry.type === 'chunk') progress.bytes += frame.data.length;
+          else if (entry.type === 'hole') progress.bytes += entry.size;
+          else progress.entries++;
         }
       }
-      if (Date.now() - lastReportMs >= 5000) {
-        lastReportMs = Date.now();
-        logger.info({ source: sourceId, seq: begin, entries: treeEntries, bytes: progress.bytes }, 'full sync: copying');
+      const now = Date.now();
+      if (now - lastUpdateMs >= PROGRESS_UPDATE_MS) {
+        lastUpdateMs = now;
+        progress.bytesPerSecond = rate.note(now, progress.bytes);
+      }
+      if (now - lastLogMs >= PROGRESS_LOG_MS) {
+        lastLogMs = now;
+        logger.info({ source: sourceId, seq: begin, entries: progress.entries, totalEntries: progress.totalEntries, bytes: progress.bytes, totalBytes: progress.totalBytes, bytesPerSecond: Math.round(progress.bytesPerSecond) }, 'full sync: copying');
       }
     }
     decoder.end();
-    if (begin === null || end === null || end.seq !== begin || end.entries !== treeEntries) {
-      throw new DfsError('UNAVAILABLE', `snapshot from ${sourceId} was cut short (${treeEntries} entries)`);
+    if (begin === null || end === null || end.seq !== begin || end.entries !== frames) {
+      throw new DfsError('UNAVAILABLE', `snapshot from ${sourceId} was cut short (${frames} frames)`);
+    }
+    if (progress.totalEntries !== null && (progress.entries !== progress.totalEntries || progress.bytes !== progress.totalBytes)) {
+      throw new DfsError('UNAVAILABLE', `snapshot from ${sourceId} announced ${progress.totalEntries} entries and ${progress.totalBytes} bytes but sent ${progress.entries} and ${progress.bytes}`);
     }
     await writer.finish();
     await syncDir(target);
@@ -226,7 +262,14 @@ export class FullSync {
     await fsp.rm(nodePath.join(dataDir, MARKER));
     await syncDir(dataDir);
     replica.finishSync(begin, dedup);
-    logger.info({ source: sourceId, seq: begin, entries: treeEntries, bytes: progress.bytes, ms: Date.now() - progress.startedAtMs }, 'full sync finished');
+    const ms = Date.now() - progress.startedAtMs;
+    this.lastFinished = { ...progress, bytesPerSecond: ms > 0 ? (progress.bytes * 1000) / ms : 0, finishedAtMs: Date.now() };
+    logger.info({ source: sourceId, seq: begin, entries: progress.entries, bytes: progress.bytes, ms }, 'full sync finished');
     await removeTree(old).catch((err: unknown) => logger.warn({ err: String(err) }, 'could not remove the old brick'));
   }
 }
+
+function isCount(n: unknown): n is number {
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
+}
+

@@ -9,16 +9,35 @@
  * the same synchronous step, raised to this floor: so the file may lag behind the brick by
  * any number of ops without a replay of more than the one op the mark may miss (one op
  * replayed is harmless; a run of them is not, see Brick.appliedSeqMark).
+ *
+ * The incarnation names this life of the disk: made when the file is first written, so a
+ * node that starts on an empty data directory (a lost disk replaced) has a new one, under
+ * whatever ID it is given. The membership records the incarnation each member was admitted
+ * under, and a node whose own differs acts as a learner only (storage/replica-core.ts,
+ * `stranger`): it holds none of what its namesake held.
  */
+import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import nodePath from 'node:path';
 import { z } from 'zod';
 
-const NodeStateSchema = z.object({ nodeId: z.string(), epoch: z.number().int().min(0), appliedSeq: z.number().int().min(0) });
-export type NodeState = z.infer<typeof NodeStateSchema>;
+const NodeStateSchema = z.object({
+  nodeId: z.string(),
+  epoch: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  appliedSeq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  incarnation: z.string().regex(/^[0-9a-f]{16}$/).optional(),
+});
+/** What callers save; the file adds its incarnation. */
+export type NodeState = Omit<z.infer<typeof NodeStateSchema>, 'incarnation'>;
+
+const newIncarnation = (): string => randomBytes(8).toString('hex');
 
 export class NodeStateFile {
   private writing: Promise<void> = Promise.resolve();
+  /** This life of the disk (see the header); set by `load`. */
+  incarnation = '';
+  /** `load` found no state file: this node has no state of its own. */
+  fresh = false;
 
   constructor(private readonly file: string) {}
 
@@ -27,12 +46,22 @@ export class NodeStateFile {
     try {
       text = await fsp.readFile(this.file, 'utf8');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { nodeId, epoch: 0, appliedSeq: 0 };
-      throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      this.fresh = true;
+      this.incarnation = newIncarnation();
+      const state = { nodeId, epoch: 0, appliedSeq: 0 };
+      // Written at once, so that a restart keeps this incarnation.
+      await this.save(state, true);
+      return state;
     }
     const state = NodeStateSchema.parse(JSON.parse(text));
     if (state.nodeId !== nodeId) throw new Error(`${this.file} belongs to node ${state.nodeId}, not ${nodeId}`);
-    return state;
+    if (state.incarnation === undefined) {
+      // Written by a version without incarnations: this disk's life gets one now.
+      this.incarnation = newIncarnation();
+      await this.save(state, true);
+    } else this.incarnation = state.incarnation;
+    return { nodeId: state.nodeId, epoch: state.epoch, appliedSeq: state.appliedSeq };
   }
 
   /** Saves the state; saves are serialized so an older one never lands after a newer. */
@@ -41,7 +70,7 @@ export class NodeStateFile {
       const tmp = `${this.file}.tmp`;
       const fh = await fsp.open(tmp, 'w');
       try {
-        await fh.writeFile(JSON.stringify(state));
+        await fh.writeFile(JSON.stringify({ ...state, incarnation: this.incarnation }));
         if (durable) await fh.sync();
       } finally {
         await fh.close();

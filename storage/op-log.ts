@@ -20,13 +20,32 @@
  * A full file system is an answer, not a crash (docs/space.md): an append that finds no
  * room is cut back to where it began and fails with NO_SPACE, leaving the log valid; while
  * space is tight (`setTight`) the log keeps no more than it must.
+ *
+ * Direct I/O. Where the file system takes O_DIRECT (ext4, XFS; not tmpfs), segments are
+ * written with it, from one staging buffer the log keeps and reuses, so an append costs a
+ * copy into memory that is already there instead of new page-cache pages: the log is
+ * written once and read back only by recovery and catch-up, so caching it is waste, and
+ * measured here a MiB into new page-cache pages cost 1.6 to 2.3 ms of CPU against 0.2 into
+ * memory in use (writes of 1 MiB were 40% page-cache copies over the cluster, the log a
+ * third of them). O_DIRECT wants the buffer, the file offset and the length aligned
+ * (DIRECT_ALIGN): each append rewrites the segment's last partial block from the staging
+ * buffer (`carry`) and pads its own last block with zeros. Zeros past the last frame are
+ * padding, never a frame (a frame's header is never empty), so recovery ends a segment
+ * there; a segment closed or rolled over is cut back to its frames. Node cannot align a
+ * buffer, so the log finds an aligned offset in one by trying O_DIRECT writes to a probe
+ * file (storage/direct-io.ts). O_DIRECT alone promises nothing about the device's cache:
+ * direct segments are opened with O_DSYNC as well, so each write returns only once it is
+ * durable as an fdatasync would make it (the kernel flushes, or writes with FUA), in one
+ * trip through the thread pool instead of two (a write, then an fdatasync); a buffered log
+ * fdatasyncs after each append.
  */
-import { promises as fsp } from 'node:fs';
+import { constants as fsc, promises as fsp } from 'node:fs';
 import nodePath from 'node:path';
 import assert from 'node:assert/strict';
 import { DfsError } from '../common/errors';
 import { decodeFrameAt, encodeFrame } from '../common/frame';
 import { parseSequencedOpHeader, type SequencedOpHeader } from '../common/ops';
+import { alignedBuffer, DIRECT_ALIGN, roundUp } from './direct-io';
 
 export interface LogEntry {
   header: SequencedOpHeader;
@@ -45,6 +64,18 @@ export function frameOf(e: LogEntry): Buffer {
 export interface OpLogConfig {
   segmentBytesMax: number;
   keepOps: number;
+  /** false: buffered writes even where O_DIRECT works (tests of both paths). */
+  direct?: boolean;
+}
+
+/** The staging buffer grows in steps of this (it holds one append, up to a batch). */
+const STAGE_STEP_BYTES = 1024 * 1024;
+const PROBE_NAME = '.direct-probe';
+
+/** Whether `buf` from `offset` on holds only zeros: an O_DIRECT append's padding. */
+function isPadding(buf: Buffer, offset: number): boolean {
+  for (let i = offset; i < buf.length; i++) if (buf[i] !== 0) return false;
+  return true;
 }
 
 const SEGMENT_SUFFIX = '.wal';
@@ -94,7 +125,17 @@ export class OpLog {
   /** Ascending by seq: where frame `seq` starts. */
   private index: IndexPoint[] = [];
   private runs: EpochRun[] = [];
+  /** Direct I/O's staging buffer (aligned), or null for buffered writes. */
+  private stage: Buffer | null = null;
+  /** Whether stage[0, segmentBytes % DIRECT_ALIGN) holds the current segment's last
+   * partial block (false after the segment was opened, cut or rolled: read it back). */
+  private carryValid = false;
   lastSeq = 0;
+  /** Whether the open segment was opened with O_DSYNC (the direct log): its writes are
+   * durable when they return, and no fdatasync follows them. */
+  private dsync = false;
+  /** Told how long each append's fdatasync took, in seconds (storage metrics); none: not timed. */
+  fsyncObserver: ((seconds: number) => void) | null = null;
 
   private constructor(
     private readonly dir: string,
@@ -103,8 +144,9 @@ export class OpLog {
 
   /** Opens the log, recovering it; returns the entries with sequence IDs above `fromSeq`. */
   static async open(dir: string, config: OpLogConfig, fromSeq: number): Promise<{ log: OpLog; entries: LogEntry[] }> {
-    await fsp.mkdir(dir, { recursive: true });
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     const log = new OpLog(dir, config);
+    if (config.direct !== false) log.stage = await alignedBuffer(nodePath.join(dir, PROBE_NAME), STAGE_STEP_BYTES);
     const names = (await fsp.readdir(dir)).filter((n) => n.endsWith(SEGMENT_SUFFIX)).sort();
     const entries: LogEntry[] = [];
     for (const [i, name] of names.entries()) {
@@ -112,6 +154,7 @@ export class OpLog {
       const buf = await fsp.readFile(file);
       let offset = 0;
       while (offset < buf.length) {
+        if (buf.length - offset >= 4 && buf.readUInt32BE(offset) === 0) break; // padding, or a torn tail
         const r = decodeFrameAt(buf, offset);
         if ('incomplete' in r) break;
         if ('corrupt' in r) throw new Error(`op log ${file} is damaged at byte ${offset}: ${r.corrupt}`);
@@ -125,7 +168,9 @@ export class OpLog {
         offset += r.bytes;
       }
       if (offset < buf.length) {
-        assert.ok(i === names.length - 1, `op log ${file} has a torn record but is not the last segment`);
+        // Padding ends any segment (one rolled over just before a crash may keep its
+        // own); a torn record only the last.
+        assert.ok(i === names.length - 1 || isPadding(buf, offset), `op log ${file} has a torn record but is not the last segment`);
         await fsp.truncate(file, offset);
       }
       log.segments.push(Number(name.slice(0, -SEGMENT_SUFFIX.length)));
@@ -153,7 +198,8 @@ export class OpLog {
       const segment = this.currentSegment;
       let bytes = 0;
       for (const f of frames) bytes += f.length;
-      await this.writeDurably(fh, frames, bytes);
+      if (this.stage) await this.writeDirect(fh, frames, bytes);
+      else await this.writeDurably(fh, frames, bytes);
       let offset = this.segmentBytes;
       for (const [i, e] of entries.entries()) {
         this.noteFrame(e.header.seq, segment, offset);
@@ -175,7 +221,7 @@ export class OpLog {
    * ENOSPC and EDQUOT become NO_SPACE; anything else stays fatal for the caller.
    */
   private async writeDurably(fh: fsp.FileHandle, frames: Buffer[], bytes: number): Promise<void> {
-    try {
+    await this.durably(fh, bytes, async () => {
       let written = (await fh.writev(frames)).bytesWritten;
       while (written < bytes) {
         // A short write: what is left goes after it (the file is open for append).
@@ -184,7 +230,22 @@ export class OpLog {
         assert.ok(bytesWritten > 0, 'op log write made no progress');
         written += bytesWritten;
       }
-      await fh.datasync();
+    });
+  }
+
+  /** Runs an append's writes and fdatasyncs; on ENOSPC or EDQUOT cuts the segment back to
+   * where the batch began, durably, and throws NO_SPACE (see writeDurably). */
+  private async durably(fh: fsp.FileHandle, bytes: number, write: () => Promise<void>): Promise<void> {
+    try {
+      if (this.dsync) {
+        // O_DSYNC: the write is the sync, and is timed as one.
+        const startNs = process.hrtime.bigint();
+        await write();
+        this.fsyncObserver?.(Number(process.hrtime.bigint() - startNs) / 1e9);
+      } else {
+        await write();
+        await this.syncTimed(fh);
+      }
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'ENOSPC' && code !== 'EDQUOT') throw e;
@@ -194,6 +255,51 @@ export class OpLog {
       await fh.datasync();
       throw new DfsError('NO_SPACE', `op log: no space for ${bytes} bytes (${code})`);
     }
+  }
+
+  /** An append's fdatasync, its time told to `fsyncObserver`. */
+  private async syncTimed(fh: fsp.FileHandle): Promise<void> {
+    const startNs = process.hrtime.bigint();
+    await fh.datasync();
+    this.fsyncObserver?.(Number(process.hrtime.bigint() - startNs) / 1e9);
+  }
+
+  /**
+   * writeDurably under O_DIRECT: the segment's last partial block (the carry) and the
+   * frames are copied into the staging buffer and written from the block where the carry
+   * starts, the last block padded with zeros, durable as it returns (O_DSYNC). On ENOSPC or EDQUOT the
+   * segment is cut back to where the batch began, as there.
+   */
+  private async writeDirect(fh: fsp.FileHandle, frames: Buffer[], bytes: number): Promise<void> {
+    const carry = this.segmentBytes % DIRECT_ALIGN;
+    const start = this.segmentBytes - carry;
+    const need = roundUp(carry + bytes, DIRECT_ALIGN);
+    if (this.stage!.length < need) {
+      const grown = await alignedBuffer(nodePath.join(this.dir, PROBE_NAME), roundUp(need, STAGE_STEP_BYTES));
+      assert.ok(grown, 'op log: O_DIRECT stopped working');
+      if (this.carryValid) this.stage!.copy(grown, 0, 0, carry);
+      this.stage = grown;
+    }
+    const stage = this.stage!;
+    if (carry > 0 && !this.carryValid) {
+      const { bytesRead } = await fh.read(stage, 0, DIRECT_ALIGN, start);
+      assert.ok(bytesRead >= carry, `op log: the segment's last block is short (${bytesRead} of ${carry} bytes)`);
+    }
+    // stage[0, carry) holds the carry from here on, whatever happens to what follows it.
+    this.carryValid = true;
+    let at = carry;
+    for (const f of frames) at += f.copy(stage, at);
+    stage.fill(0, at, need);
+    await this.durably(fh, bytes, async () => {
+      for (let done = 0; done < need; ) {
+        const { bytesWritten } = await fh.write(stage, done, need - done, start + done);
+        assert.ok(bytesWritten > 0 && bytesWritten % DIRECT_ALIGN === 0, `op log: O_DIRECT wrote ${bytesWritten} bytes`);
+        done += bytesWritten;
+      }
+    });
+    // The new last partial block moves to the front for the next append.
+    const tail = at % DIRECT_ALIGN;
+    stage.copyWithin(0, at - tail, at);
   }
 
   /** Where the current segment rolls over: the configured size, or TIGHT_SEGMENT_BYTES
@@ -214,13 +320,14 @@ export class OpLog {
 
   private async roll(firstSeq: number): Promise<void> {
     const old = this.fh;
-    this.fh = null;
-    if (old) await old.close();
+    await this.close();
     const isNew = !this.segments.includes(firstSeq);
     const last = this.segments[this.segments.length - 1];
     // Reopen the newest segment after a restart instead of starting a tiny new one.
     const seg = !old && last !== undefined ? last : firstSeq;
-    this.fh = await fsp.open(nodePath.join(this.dir, segmentName(seg)), 'a');
+    const file = nodePath.join(this.dir, segmentName(seg));
+    this.fh = this.stage ? await fsp.open(file, fsc.O_RDWR | fsc.O_CREAT | fsc.O_DIRECT | fsc.O_DSYNC, 0o600) : await fsp.open(file, 'a');
+    this.dsync = this.stage !== null;
     this.currentSegment = seg;
     this.segmentBytes = (await this.fh.stat()).size;
     if (seg === firstSeq && isNew) {
@@ -400,8 +507,16 @@ export class OpLog {
     }
   }
 
+  /** Closes the current segment, cut back to its frames (direct I/O pads past them). */
   async close(): Promise<void> {
-    await this.fh?.close();
+    const fh = this.fh;
     this.fh = null;
+    this.carryValid = false;
+    if (!fh) return;
+    try {
+      if (this.stage) await fh.truncate(this.segmentBytes);
+    } finally {
+      await fh.close();
+    }
   }
 }

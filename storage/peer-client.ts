@@ -1,13 +1,19 @@
 /*
- * Node-to-node transport: replication batches, full-sync notices and brick snapshots over
- * HTTP/2 cleartext (DESIGN.md, Transport). One undici client per peer URL, with h2c prior
- * knowledge, so every request to a peer shares one connection. Every request has a
- * deadline; a snapshot, which may run for minutes, has one between chunks instead.
+ * Node-to-node transport over HTTP/2 with TLS, this node's certificate presented and the
+ * peer's checked to be a node's (common/tls.ts; cleartext h2c under --insecure) (DESIGN.md,
+ * Transport): replication batches as messages on one long-lived stream per peer
+ * (common/message-stream.ts, which says why), full-sync notices and brick snapshots as
+ * requests from one undici client per peer URL, so every request to a peer shares one
+ * connection and one handshake. Every request has a deadline; a snapshot, which may run
+ * for minutes, has one between chunks instead.
  */
 import { Client } from 'undici';
-import { H2_PARALLEL, h2cClientOptions } from '../common/h2c';
+import { H2_PARALLEL, h2ClientOptions } from '../common/h2c';
+import type { TlsMaterial } from '../common/tls';
 import { DfsError, errorFromBody } from '../common/errors';
 import { frameOf } from './op-log';
+import { encodeBatch, REPLICATE_STREAM_PATH } from './replication-stream';
+import { MessageStreams } from '../common/message-stream';
 import type { EpochRun } from './op-log';
 import type { PeerTransport, ReplicateRequest } from './replica';
 import type { ReplicateAck } from './replica-core';
@@ -30,40 +36,29 @@ function parseAck(json: unknown): ReplicateAck | null {
 
 export class HTTP2PeerTransport implements PeerTransport {
   private readonly clients = new Map<string, Client>();
+  private readonly streams: MessageStreams;
 
-  constructor(private readonly timeoutMs: number) {}
+  constructor(
+    private readonly timeoutMs: number,
+    private readonly tls: TlsMaterial | null = null,
+  ) {
+    this.streams = new MessageStreams(tls);
+  }
 
   private client(url: string): Client {
     let c = this.clients.get(url);
     if (!c) {
-      c = new Client(url, h2cClientOptions({ headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs, connectTimeout: this.timeoutMs }));
+      c = new Client(url, h2ClientOptions({ headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs, connectTimeout: this.timeoutMs }, this.tls));
       this.clients.set(url, c);
     }
     return c;
   }
 
   async replicate(url: string, req: ReplicateRequest): Promise<ReplicateAck> {
-    const { entries } = req;
-    const body = entries.length === 1 ? frameOf(entries[0]!) : Buffer.concat(entries.map(frameOf));
-    const truncate = req.truncateAfter === null ? '' : `&truncate=${req.truncateAfter}`;
-    const prefix = req.prefixSeq < 0 ? '' : `&prefix=${req.prefixSeq}`;
-    let res;
-    try {
-      res = await this.client(url).request({
-        method: 'POST',
-        path: `/node/v1/replicate?epoch=${req.epoch}&commit=${req.commitSeq}${prefix}${truncate}`,
-        headers: { 'content-type': 'application/octet-stream' },
-        body,
-        signal: AbortSignal.timeout(this.timeoutMs),
-        ...H2_PARALLEL,
-      });
-    } catch (e) {
-      throw new DfsError('UNAVAILABLE', `peer ${url}: ${(e as Error).message}`);
-    }
-    const json: unknown = await res.body.json().catch(() => null);
-    if (res.statusCode !== 200) throw errorFromBody(res.statusCode, json);
-    const ack = parseAck(json);
-    if (ack === null) throw new DfsError('UNAVAILABLE', `peer ${url}: the answer to a replication batch was cut short`);
+    const { status, body } = await this.streams.send(url, REPLICATE_STREAM_PATH, encodeBatch(req, req.entries.map(frameOf)), this.timeoutMs);
+    if (status !== 200) throw errorFromBody(status, body);
+    const ack = parseAck(body);
+    if (ack === null) throw new DfsError('UNAVAILABLE', `peer ${url}: the answer to a replication batch was not an ack`);
     return ack;
   }
 
@@ -80,10 +75,11 @@ export class HTTP2PeerTransport implements PeerTransport {
 
   /** A peer's brick as a stream of frames (storage/full-sync.ts reads it). Nothing arriving
    * for `idleMs` ends it with an error; so does `signal`. */
-  async snapshot(url: string, epoch: number, idleMs: number, signal: AbortSignal): Promise<AsyncIterable<Buffer>> {
+  /** `nodeId`: the node asking, which must be a member not in sync (storage/app.ts). */
+  async snapshot(url: string, epoch: number, nodeId: string, idleMs: number, signal: AbortSignal): Promise<AsyncIterable<Buffer>> {
     let res;
     try {
-      res = await this.client(url).request({ method: 'GET', path: `/node/v1/snapshot?epoch=${epoch}`, headersTimeout: idleMs, bodyTimeout: idleMs, signal });
+      res = await this.client(url).request({ method: 'GET', path: `/node/v1/snapshot?epoch=${epoch}&node=${encodeURIComponent(nodeId)}`, headersTimeout: idleMs, bodyTimeout: idleMs, signal });
     } catch (e) {
       throw new DfsError('UNAVAILABLE', `peer ${url}: ${(e as Error).message}`);
     }
@@ -92,6 +88,7 @@ export class HTTP2PeerTransport implements PeerTransport {
   }
 
   async close(): Promise<void> {
+    this.streams.close();
     await Promise.all([...this.clients.values()].map((c) => c.close().catch(() => undefined)));
   }
 }

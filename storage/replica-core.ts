@@ -120,16 +120,57 @@ export interface ReplicaConfig {
   peerRetryMs: number;
   /** How long the primary leaves a peer alone after telling it to full-sync. */
   syncRetryMs: number;
+  /** How far above the newest sequence ID this node knows of (its log's end, or the commit
+   * point it was told) a submitted op, a read's barrier or a hold may name: further is
+   * refused (BAD_REQUEST). Proxies are never ahead of the log by more than the ops in
+   * flight, so a legitimate request stays well within it; without it one request could
+   * make the primary claim any number of holes. At least pendingOpsMax. */
+  seqAheadMax: number;
+  /** Holes the primary claims in one firing of its hole timer; the rest wait for the next
+   * round (the timer is armed again at once), so no request makes it claim millions at once. */
+  holeClaimsPerRoundMax: number;
+  /** The floor on copies (Kafka's min.insync.replicas): the primary commits, so applies
+   * and acknowledges, only while this many in-sync nodes (itself included) hold the op.
+   * 0 or absent: a majority of the membership's nodes. */
+  minInSync?: number;
+  /** How long the primary holds back a commit-only notice (0 or absent: it sends one at
+   * once). A batch sent meanwhile carries the commit point instead, so while ops keep
+   * coming (one after another, as one process creating files sends them) a backup hears
+   * each commit point with the next op rather than in a message and answer of its own:
+   * half the messages per op between primary and backup. A backup applies an op that
+   * much later at most; its reads wait for their barrier as ever, and the primary's
+   * answers do not wait for it. */
+  commitNoticeDelayMs?: number;
+  /** A planted bug, for showing that the partition tests catch one (DFS_FAULT_ACK_BEFORE_
+   * BACKUPS): the primary commits on its own log, before its backups answer. Never set
+   * it otherwise. */
+  faultAckBeforeBackups?: boolean;
+}
+
+/** The floor on copies for a membership of `memberCount` nodes (`minInSync`, 0: a majority). */
+export function copiesFloor(minInSync: number | undefined, memberCount: number): number {
+  return minInSync !== undefined && minInSync > 0 ? minInSync : Math.floor(memberCount / 2) + 1;
 }
 
 /** Checks a configuration once, at start-up (STYLE.md, Limits). */
 export function validateReplicaConfig(c: ReplicaConfig): void {
   for (const [name, value] of Object.entries(c)) {
+    if (name === 'faultAckBeforeBackups') continue;
     if (!Number.isSafeInteger(value) || value < 0) throw new Error(`replica config ${name} must be a non-negative integer, not ${value}`);
   }
   if (c.pendingOpsMax < 1) throw new Error('replica config pendingOpsMax must be at least 1');
   if (c.replicateBatchBytesMax < 1) throw new Error('replica config replicateBatchBytesMax must be at least 1');
   if (c.dedupEntriesMax < 1) throw new Error('replica config dedupEntriesMax must be at least 1');
+  if (c.seqAheadMax < c.pendingOpsMax) throw new Error('replica config seqAheadMax must be at least pendingOpsMax');
+  if (c.holeClaimsPerRoundMax < 1) throw new Error('replica config holeClaimsPerRoundMax must be at least 1');
+}
+
+/** The refusal of a sequence ID further above the newest this node knows of than
+ * seqAheadMax (ReplicaConfig), or null. */
+function seqAheadRefusal(s: ReplicaCoreState, seq: number): string | null {
+  const newest = Math.max(s.orderedSeq, s.commitSeq);
+  if (seq <= newest + s.config.seqAheadMax) return null;
+  return `sequence ID ${seq} is more than ${s.config.seqAheadMax} above the newest ${s.id} knows of (${newest})`;
 }
 
 /** primary: orders and replicates; backup: in the in-sync set, counted for commit;
@@ -163,6 +204,8 @@ export interface PeerState {
   /** A commit-only notice in flight (sent only while no batch is); it never holds up the
    * next batch. */
   notice: PeerRequest | null;
+  /** A notice is being held back (commitNoticeDelayMs): its timer, `notice:<id>`, is armed. */
+  noticeHeld: boolean;
   /** Waiting before the next request: on a timer, or on a membership refresh. */
   retry: 'timer' | 'refresh' | null;
   /** The sequence ID this peer needs and memory no longer holds: the driver was asked to
@@ -235,6 +278,13 @@ export interface ReplicaCoreState {
   primaryFenced: boolean;
   /** The disk's room as the driver last said (a `space` event). */
   space: SpaceState;
+  /** Which life of this node's disk this is (storage/node-state.ts); null: not told. */
+  incarnation: string | null;
+  /** The membership admitted another incarnation under this node's ID: this one holds
+   * none of what that one did, so it is a learner whatever role the membership names. */
+  stranger: boolean;
+  /** Primary: the members of the current membership (itself included), for the floor. */
+  memberCount: number;
 }
 
 /** What a node knows when it starts: its state file and its recovered log. */
@@ -257,6 +307,8 @@ export interface ReplicaInit {
   epochRuns?: EpochRun[];
   /** Acts as primary only in an epoch above this one (see `fencedEpoch`); 0 for none. */
   fencedEpoch?: number;
+  /** This life of the node's disk (see `stranger`). */
+  incarnation?: string;
 }
 
 export function createReplicaState(init: ReplicaInit): ReplicaCoreState {
@@ -298,6 +350,9 @@ export function createReplicaState(init: ReplicaInit): ReplicaCoreState {
     syncing: false,
     closed: false,
     primaryFenced: false,
+    incarnation: init.incarnation ?? null,
+    stranger: false,
+    memberCount: 1,
     epochRuns: init.epochRuns?.map((r) => ({ ...r })) ?? runsOf(init.recovered),
     matchedSeq: commitSeq,
     fencedEpoch: init.fencedEpoch ?? 0,
@@ -360,7 +415,7 @@ export interface HeldAt {
   heldSeq: number;
 }
 
-export type TimerKey = 'hole' | 'hold' | `peer:${string}` | `barrier:${number}`;
+export type TimerKey = 'hole' | 'hold' | `peer:${string}` | `notice:${string}` | `barrier:${number}`;
 
 export type ReplicaEvent =
   /** The leader's membership (already persisted by the driver when its epoch is newer). */
@@ -511,6 +566,13 @@ export function step(state: ReplicaCoreState, event: ReplicaEvent): StepResult {
         fx.push({ type: 'answer', token: event.token, value: null });
         break;
       }
+      {
+        const ahead = seqAheadRefusal(s, event.seq);
+        if (ahead) {
+          fx.push({ type: 'refuse', token: event.token, code: 'BAD_REQUEST', message: ahead });
+          break;
+        }
+      }
       noteSeqExists(s, fx, event.seq);
       s.barrierWaiters.set(event.token, event.seq);
       fx.push({ type: 'setTimer', key: `barrier:${event.token}`, delayMs: s.config.barrierTimeoutMs });
@@ -554,7 +616,13 @@ function onMembership(s: ReplicaCoreState, fx: ReplicaEffect[], m: Membership): 
   // agree with its log until the primary vouches for more.
   if (m.epoch > s.epoch) s.matchedSeq = s.commitSeq;
   s.epoch = m.epoch;
-  const named: Role = m.primary === s.id ? 'primary' : m.inSync.includes(s.id) ? 'backup' : m.nodes[s.id] !== undefined ? 'learner' : 'none';
+  // A membership that admitted another incarnation under this ID (this is a new disk)
+  // gives this node no vote and no primary role: it may hold none of what that one held.
+  const admitted = m.incarnations?.[s.id];
+  s.stranger = s.incarnation !== null && admitted !== undefined && admitted !== s.incarnation;
+  const listed: Role = m.primary === s.id ? 'primary' : m.inSync.includes(s.id) ? 'backup' : m.nodes[s.id] !== undefined ? 'learner' : 'none';
+  const named: Role = s.stranger && listed !== 'none' ? 'learner' : listed;
+  s.memberCount = Object.keys(m.nodes).length;
   s.primaryFenced = named === 'primary' && m.epoch <= s.fencedEpoch;
   s.role = s.primaryFenced ? 'none' : named;
   if (roleBefore === 'primary' && s.role !== 'primary') stepDown(s, fx);
@@ -573,6 +641,7 @@ function onMembership(s: ReplicaCoreState, fx: ReplicaEffect[], m: Membership): 
   }
   for (const [id, p] of s.peers) {
     if (next.get(id) !== p && p.retry === 'timer') fx.push({ type: 'clearTimer', key: `peer:${id}` });
+    if (next.get(id) !== p && p.noticeHeld) fx.push({ type: 'clearTimer', key: `notice:${id}` });
   }
   s.peers = next;
   if (roleBefore !== s.role) fx.push({ type: 'roleChanged', role: s.role, epoch: s.epoch });
@@ -599,7 +668,7 @@ function stepDown(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
 }
 
 function newPeer(id: string, url: string): PeerState {
-  return { id, url, inSync: false, ackedSeq: -1, knownCommit: -1, batch: null, notice: null, retry: null, strandedAt: null, answersFrom: 0, truncateAfter: null };
+  return { id, url, inSync: false, ackedSeq: -1, knownCommit: -1, batch: null, notice: null, noticeHeld: false, retry: null, strandedAt: null, answersFrom: 0, truncateAfter: null };
 }
 
 /** Forget where the peer's log ends, and ask it again with the next request. An answer to
@@ -629,6 +698,8 @@ function onSubmit(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, heade
   if (s.syncing) return void refuse('UNAVAILABLE', `${s.id} is copying its brick from a peer`);
   const seq = header.seq;
   if (seq <= s.orderedSeq || s.pending.has(seq)) return void refuse('SLOT_TAKEN', `sequence ID ${seq} is taken`);
+  const ahead = seqAheadRefusal(s, seq);
+  if (ahead) return void refuse('BAD_REQUEST', ahead);
   if (s.pending.size + s.entries.size >= s.config.pendingOpsMax) {
     return void refuse('UNAVAILABLE', `more than ${s.config.pendingOpsMax} ops in flight`);
   }
@@ -797,8 +868,9 @@ function onHoleTimer(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
   s.holeTimerSeq = null;
   // Every slot still missing that was known to exist when the timer was armed has waited
   // long enough (after a failover there may be one per op the old primary was sent).
+  // At most holeClaimsPerRoundMax of them now: accept() arms the timer again for the rest.
   const claimed: LogEntry[] = [];
-  for (let seq = s.orderedSeq + 1; s.role === 'primary' && seq <= s.holeTimerUpTo; seq++) {
+  for (let seq = s.orderedSeq + 1; s.role === 'primary' && seq <= s.holeTimerUpTo && claimed.length < s.config.holeClaimsPerRoundMax; seq++) {
     if (s.pending.has(seq)) continue;
     fx.push({ type: 'holeClaimed', seq, epoch: s.epoch });
     claimed.push({ header: { epoch: s.epoch, seq, reqId: '', timeMs: 0, op: { type: 'noop' } }, data: Buffer.alloc(0) });
@@ -863,8 +935,11 @@ function onLogFailed(s: ReplicaCoreState, fx: ReplicaEffect[], seq: number, code
 }
 
 function advancePrimaryCommit(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
+  // Fewer in-sync nodes than the floor: nothing more commits (ops wait, and their
+  // proxies' deadlines pass) rather than be acknowledged on too few disks.
+  if (floorState(s) !== null && !s.config.faultAckBeforeBackups) return;
   let commit = s.durableSeq;
-  for (const p of s.peers.values()) if (p.inSync) commit = Math.min(commit, p.ackedSeq);
+  if (!s.config.faultAckBeforeBackups) for (const p of s.peers.values()) if (p.inSync) commit = Math.min(commit, p.ackedSeq);
   if (commit > s.commitSeq) {
     s.commitSeq = commit;
     pumpApply(s, fx);
@@ -877,7 +952,7 @@ function pumpPeers(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
   for (const peer of s.peers.values()) pumpPeer(s, fx, peer);
 }
 
-function pumpPeer(s: ReplicaCoreState, fx: ReplicaEffect[], peer: PeerState): void {
+function pumpPeer(s: ReplicaCoreState, fx: ReplicaEffect[], peer: PeerState, noticeDue = false): void {
   if (peer.retry !== null || s.syncing) return;
   const known = peer.ackedSeq >= 0;
   const hasNew = known && peer.ackedSeq < s.orderedSeq;
@@ -903,7 +978,17 @@ function pumpPeer(s: ReplicaCoreState, fx: ReplicaEffect[], peer: PeerState): vo
     // point): a notice helps only once it holds more than it knows committed. While a
     // batch is in flight none is sent: its answer brings the peer the next batch, which
     // carries the commit point, or, with nothing new to send, a notice then (under load,
-    // one request per batch instead of two).
+    // one request per batch instead of two). With commitNoticeDelayMs the notice waits
+    // that long first, for a batch to carry the point instead; the timer sends it then
+    // if it is still wanted (onTimer).
+    const delayMs = s.config.commitNoticeDelayMs ?? 0;
+    if (delayMs > 0 && !noticeDue) {
+      if (!peer.noticeHeld) {
+        peer.noticeHeld = true;
+        fx.push({ type: 'setTimer', key: `notice:${peer.id}`, delayMs });
+      }
+      return;
+    }
     peer.notice = send(s, fx, peer, [], null);
   }
 }
@@ -1073,6 +1158,15 @@ function onTimer(s: ReplicaCoreState, fx: ReplicaEffect[], key: TimerKey): void 
     pumpPeer(s, fx, peer);
     return;
   }
+  if (key.startsWith('notice:')) {
+    const peer = s.peers.get(key.slice('notice:'.length));
+    if (!peer || !peer.noticeHeld) return;
+    peer.noticeHeld = false;
+    // Not closed, and still primary: a notice is for a primary's backups alone.
+    if (s.closed || s.role !== 'primary') return;
+    pumpPeer(s, fx, peer, true);
+    return;
+  }
   if (key.startsWith('barrier:')) {
     const token = Number(key.slice('barrier:'.length));
     const seq = s.barrierWaiters.get(token);
@@ -1150,6 +1244,8 @@ function onHold(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, seq: nu
   // An apply in flight lands after this step: it counts as applied already.
   const reached = s.applyingSeq ?? s.appliedSeq;
   if (reached > seq) return void fx.push({ type: 'refuse', token, code: 'SLOT_TAKEN', message: `${s.id} applied ${reached}, past ${seq}` });
+  const ahead = seqAheadRefusal(s, seq);
+  if (ahead) return void fx.push({ type: 'refuse', token, code: 'BAD_REQUEST', message: ahead });
   if (s.appliedSeq === seq) {
     s.hold = { seq, token: null };
     fx.push({ type: 'answer', token, value: { heldSeq: seq } });
@@ -1164,7 +1260,11 @@ function onHold(s: ReplicaCoreState, fx: ReplicaEffect[], token: number, seq: nu
 
 function onClose(s: ReplicaCoreState, fx: ReplicaEffect[]): void {
   s.closed = true;
-  for (const p of s.peers.values()) if (p.retry === 'timer') fx.push({ type: 'clearTimer', key: `peer:${p.id}` });
+  for (const p of s.peers.values()) {
+    if (p.retry === 'timer') fx.push({ type: 'clearTimer', key: `peer:${p.id}` });
+    if (p.noticeHeld) fx.push({ type: 'clearTimer', key: `notice:${p.id}` });
+    p.noticeHeld = false;
+  }
   refuseWaiting(s, fx, 'node is shutting down');
 }
 
@@ -1195,7 +1295,19 @@ export type ReplicaState = Pick<ReplicaCoreState, 'id' | 'epoch' | 'role' | 'dur
   /** The epoch of the last durable entry (null when unknown): with durableSeq, how far this
    * log reaches, for the leader's choice of a new primary. */
   logEpoch: number | null;
+  /** Primary: in-sync nodes (itself included) below the floor on copies, so nothing
+   * commits; null when the floor is met or this node is not primary. */
+  belowFloor: { copies: number; floor: number } | null;
 };
+
+/** The primary's in-sync copies and the floor they must reach (see `minInSync`). */
+function floorState(s: ReplicaCoreState): { copies: number; floor: number } | null {
+  if (s.role !== 'primary') return null;
+  let copies = 1;
+  for (const p of s.peers.values()) if (p.inSync) copies++;
+  const floor = copiesFloor(s.config.minInSync, s.memberCount);
+  return copies < floor ? { copies, floor } : null;
+}
 
 export function summarize(s: ReplicaCoreState): ReplicaState {
   return {
@@ -1210,5 +1322,6 @@ export function summarize(s: ReplicaCoreState): ReplicaState {
     primaryFenced: s.primaryFenced,
     space: s.space,
     logEpoch: epochIn(s.epochRuns, s.durableSeq, s.orderedSeq),
+    belowFloor: floorState(s),
   };
 }

@@ -119,7 +119,7 @@ export class Replica {
     config: ReplicaConfig,
     private readonly logger: Logger,
     /** The state file: the epoch it holds fences this node from being primary in it again. */
-    state: { epoch: number; appliedSeq: number },
+    state: { epoch: number; appliedSeq: number; incarnation?: string },
     recovered: LogEntry[],
     private readonly onApplied: (appliedSeq: number) => void,
     /** Asks for the newest membership; called when a peer says this node's epoch is old. */
@@ -139,6 +139,7 @@ export class Replica {
       epochRuns: log.epochRuns(),
       fencedEpoch: state.epoch,
       dedup: journal?.loaded ?? [],
+      ...(state.incarnation !== undefined ? { incarnation: state.incarnation } : {}),
     });
     this.reportedAppliedSeq = state.appliedSeq;
     if (space && space.state !== 'ok') this.core.space = space.state;
@@ -216,6 +217,17 @@ export class Replica {
     if (this.core.role !== 'primary') return {};
     const now = Date.now();
     return Object.fromEntries([...this.failingSince].filter(([id]) => this.core.peers.has(id)).map(([id, since]) => [id, now - since]));
+  }
+
+  /** Primary: how many ops each peer's durable log is behind this node's (metrics); a
+   * peer that has not answered yet is left out. Empty on any other role. */
+  peerLag(): Array<{ peerId: string; lagOps: number }> {
+    if (this.core.role !== 'primary') return [];
+    const out: Array<{ peerId: string; lagOps: number }> = [];
+    for (const peer of this.core.peers.values()) {
+      if (peer.ackedSeq >= 0) out.push({ peerId: peer.id, lagOps: Math.max(0, this.core.durableSeq - peer.ackedSeq) });
+    }
+    return out;
   }
 
   /** Primary: peers that lately knew of committed ops this log lacks (the leader hands the
@@ -347,7 +359,11 @@ export class Replica {
         this.aheadAt.set(fx.peerId, Date.now());
         this.logger.error({ nodeId: this.id, peer: fx.peerId, peerCommitSeq: fx.peerCommitSeq, orderedSeq: fx.orderedSeq }, 'a peer knows of committed ops this primary does not hold; not feeding it');
         return;
-      case 'send':
+      case 'send': {
+        // A request that fails has been failing since it was sent: a peer behind a cut
+        // link (packets dropped) fails only at the transport's timeout, and counts as
+        // unreachable from when it stopped answering, not from then.
+        const sentAtMs = Date.now();
         this.transport.replicate(fx.url, { epoch: fx.epoch, commitSeq: fx.commitSeq, prefixSeq: fx.prefixSeq, truncateAfter: fx.truncateAfter, entries: fx.entries }).then(
           (ack) => {
             this.failingSince.delete(fx.peerId);
@@ -358,7 +374,7 @@ export class Replica {
             // An answer, even a refusal, means the peer is reachable.
             // A peer out of room answers, but takes nothing: it is failing all the same.
             if (code === 'UNAVAILABLE' || code === 'TIMEOUT' || code === 'NO_SPACE') {
-              if (!this.failingSince.has(fx.peerId)) this.failingSince.set(fx.peerId, Date.now());
+              if (!this.failingSince.has(fx.peerId)) this.failingSince.set(fx.peerId, sentAtMs);
             } else {
               this.failingSince.delete(fx.peerId);
             }
@@ -367,6 +383,7 @@ export class Replica {
           },
         );
         return;
+      }
       case 'answer':
       case 'refuse': {
         const w = this.waiters.get(fx.token);
@@ -474,7 +491,7 @@ export class Replica {
       const journal = this.journal;
       const reqId = header.reqId;
       // The table's line is written before the brick's applied mark moves (Brick.apply).
-      result = this.brick.apply(header.op, data, header.timeMs, header.seq, journal && reqId !== '' ? (r) => journal.record(reqId, { seq: header.seq, ...r }) : undefined);
+      result = this.brick.apply(header.op, data, header.timeMs, header.seq, journal && reqId !== '' ? (r) => journal.record(reqId, { seq: header.seq, ...r }) : undefined, header.caller);
     } catch (err) {
       if (isNoSpace(err)) {
         this.retryApply(entry, attempt, err);

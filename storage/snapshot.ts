@@ -20,16 +20,19 @@
  *            are written as holes (a file grown by truncate stays sparse, and its zeros are
  *            not sent; the writer also leaves out the zero blocks within chunks); an empty
  *            file has neither
- *   symlink  a symbolic link, its target's bytes as the frame's data
+ *   symlink  a symbolic link, its target's bytes as the frame's data: refused by the writer,
+ *            since a brick holds none (a cluster symlink is a regular file, brick.ts)
  *   link     a further name of an inode with several (hard links), naming the path under
  *            which the inode was sent first, so its content travels once
- * dir, file and symlink carry everything a brick keeps about an inode: the full st_mode,
- * owner, local atime and mtime in nanoseconds (decimal strings: more than a float64 holds)
- * and the extended attributes, which hold the cluster's identity (trusted.dfs.meta, the
- * root's trusted.dfs.applied) and clients' user.* and trusted.dfs.t.* attributes. Only the
- * user.* and trusted.* namespaces travel: security.* (SELinux labels, file capabilities)
- * and system.* (ACLs) belong to the host, a brick never sets them, and a peer must not be
- * able to plant a file capability on this host.
+ * dir and file carry what a brick keeps about an inode: its local st_mode, owner, atime and
+ * mtime in nanoseconds (decimal strings: more than a float64 holds) and the extended
+ * attributes, which hold the cluster's identity (user.dfs.meta with the cluster's owner,
+ * mode and times; the root's user.dfs.applied) and clients' attributes (brick.ts). Only the
+ * user.* namespace travels: trusted.* needs privilege the node does not have, security.*
+ * (SELinux labels, file capabilities) and system.* (ACLs) belong to the host, a brick never
+ * sets them, and a peer must not be able to plant a file capability on this host. The
+ * writer never takes an owner or a mode from the stream either: what it writes belongs to
+ * the node, directories 0700 and files 0600, as every brick's (brick.ts, Safe for its host).
  *
  * Memory stays bounded whatever the brick's size: the sender holds one chunk of content,
  * the listings of the directories it is inside and one entry per inode with several names
@@ -62,7 +65,7 @@ import type { BigIntStats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { z } from 'zod';
 import { DfsError, isErrnoException } from '../common/errors';
-import { FRAME_HEADER_BYTES_MAX, SYMLINK_TARGET_BYTES_MAX, WRITE_BYTES_MAX, XATTR_NAME_BYTES_MAX, XATTR_VALUE_BYTES_MAX } from '../common/limits';
+import { FRAME_HEADER_BYTES_MAX, WRITE_BYTES_MAX, XATTR_NAME_BYTES_MAX, XATTR_VALUE_BYTES_MAX } from '../common/limits';
 import { bytesToWire } from '../common/names';
 import { xattrNamespaceOf } from '../common/ops';
 import { parentOf, validatePath } from '../common/paths';
@@ -74,6 +77,8 @@ export const SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
 // A chunk travels as one frame's data, which the decoder bounds by WRITE_BYTES_MAX.
 if (SNAPSHOT_CHUNK_BYTES > WRITE_BYTES_MAX) throw new Error('SNAPSHOT_CHUNK_BYTES must fit in one frame (WRITE_BYTES_MAX)');
 
+/** Everything a writer makes is the node's own and private (brick.ts, Safe for its host). */
+const BRICK_DIR_MODE = 0o700;
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
 const S_IFLNK = 0o120000;
@@ -100,7 +105,7 @@ const byteCount = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const modeOf = (type: number) => z.number().int().min(type).max(type | 0o7777);
 const xattrName = z
   .string()
-  .refine((n) => xattrNamespaceOf(n) !== null && !n.includes('\0') && Buffer.byteLength(n) <= XATTR_NAME_BYTES_MAX, 'only user.* and trusted.* attribute names of at most 255 bytes travel');
+  .refine((n) => xattrNamespaceOf(n) === 'user.' && !n.includes('\0') && Buffer.byteLength(n) <= XATTR_NAME_BYTES_MAX, 'only user.* attribute names of at most 255 bytes travel');
 const xattrValue = z.base64().max(Math.ceil(XATTR_VALUE_BYTES_MAX / 3) * 4);
 const inode = { path: entryPath, uid: id, gid: id, atimeNs: timeNs, mtimeNs: timeNs, xattrs: z.record(xattrName, xattrValue) };
 
@@ -156,11 +161,11 @@ export function utimesArg(ns: bigint): string {
 
 // ---- the sender ----
 
-/** The user.* and trusted.* attributes of the inode at `abs`, values in base64. */
+/** The user.* attributes of the inode at `abs`, values in base64. */
 function readXattrs(abs: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const name of xattrList(abs).sort()) {
-    if (xattrNamespaceOf(name) === null) continue; // the host's own: see the header
+    if (xattrNamespaceOf(name) !== 'user.') continue; // the host's own: see the header
     const value = xattrGet(abs, name);
     if (value !== null) out[name] = value.toString('base64');
   }
@@ -235,33 +240,14 @@ async function* fileFrames(path: string, abs: string, st: BigIntStats): AsyncGen
 }
 
 /**
- * The brick at `root` as snapshot entries (see the header), depth first, a directory
- * before its entries, names in byte order. The caller holds the brick still meanwhile.
+ * Every name under `root`, depth first, a directory before its entries, names in byte
+ * order: its wire path, where it is on disk now (DeepPaths) and its lstat. A directory is
+ * listed only once the consumer has taken it, since reading it may move its atime. The
+ * snapshot and its count walk the same way, so they agree on what there is.
  */
-export async function* brickSnapshotFrames(root: string): AsyncGenerator<SnapshotFrame> {
-  /** The first path of each inode with several names, by local device and inode. */
-  const firstPaths = new Map<string, string>();
+async function* brickTree(root: string, paths: DeepPaths): AsyncGenerator<{ path: string; abs: string; st: BigIntStats }> {
   /** The directories the walk is inside, each with its listing and how far it got. */
-  const stack: Array<{ path: string; names: Buffer[]; next: number }> = [];
-  const paths = new DeepPaths(root);
-  try {
-    yield* walkFrames(root, paths, firstPaths, stack);
-  } finally {
-    paths.clear();
-  }
-}
-
-async function* walkFrames(
-  root: string,
-  paths: DeepPaths,
-  firstPaths: Map<string, string>,
-  stack: Array<{ path: string; names: Buffer[]; next: number }>,
-): AsyncGenerator<SnapshotFrame> {
-  const rootSt = fs.lstatSync(P(root), { bigint: true });
-  if (!rootSt.isDirectory()) throw new Error(`${root} is not a directory`);
-  // Attributes before the listing: reading a directory may move its atime.
-  yield inodeFrame({ type: 'dir', ...inodeFields('/', root, rootSt) });
-  stack.push({ path: '/', names: await listing(root), next: 0 });
+  const stack: Array<{ path: string; names: Buffer[]; next: number }> = [{ path: '/', names: await listing(root), next: 0 }];
   while (stack.length > 0) {
     const dir = stack[stack.length - 1]!;
     if (dir.next === dir.names.length) {
@@ -271,30 +257,86 @@ async function* walkFrames(
     const path = childPath(dir.path, bytesToWire(dir.names[dir.next++]!));
     const abs = paths.at(path);
     const st = fs.lstatSync(P(abs), { bigint: true });
-    if (st.isDirectory()) {
-      yield inodeFrame({ type: 'dir', ...inodeFields(path, abs, st) });
-      stack.push({ path, names: await listing(abs), next: 0 });
-      continue;
-    }
-    if (st.nlink > 1n) {
-      const key = `${st.dev}:${st.ino}`;
-      const firstPath = firstPaths.get(key);
-      if (firstPath !== undefined) {
-        yield inodeFrame({ type: 'link', path, firstPath });
+    yield { path, abs, st };
+    if (st.isDirectory()) stack.push({ path, names: await listing(abs), next: 0 });
+  }
+}
+
+/**
+ * The brick at `root` as snapshot entries (see the header), depth first, a directory
+ * before its entries, names in byte order. The caller holds the brick still meanwhile.
+ */
+export async function* brickSnapshotFrames(root: string): AsyncGenerator<SnapshotFrame> {
+  /** The first path of each inode with several names, by local device and inode. */
+  const firstPaths = new Map<string, string>();
+  const paths = new DeepPaths(root);
+  try {
+    const rootSt = fs.lstatSync(P(root), { bigint: true });
+    if (!rootSt.isDirectory()) throw new Error(`${root} is not a directory`);
+    // Attributes before the listing: reading a directory may move its atime.
+    yield inodeFrame({ type: 'dir', ...inodeFields('/', root, rootSt) });
+    for await (const { path, abs, st } of brickTree(root, paths)) {
+      if (st.isDirectory()) {
+        yield inodeFrame({ type: 'dir', ...inodeFields(path, abs, st) });
         continue;
       }
-      firstPaths.set(key, path);
+      if (st.nlink > 1n) {
+        const key = `${st.dev}:${st.ino}`;
+        const firstPath = firstPaths.get(key);
+        if (firstPath !== undefined) {
+          yield inodeFrame({ type: 'link', path, firstPath });
+          continue;
+        }
+        firstPaths.set(key, path);
+      }
+      if (st.isFile()) {
+        yield* fileFrames(path, abs, st);
+      } else {
+        // A brick keeps FIFOs, sockets, devices and symlinks as regular files (brick.ts, Meta.kind).
+        throw new Error(`${path}: a brick holds only directories and regular files, not mode ${st.mode.toString(8)}`);
+      }
     }
-    if (st.isSymbolicLink()) {
-      const target = await fsp.readlink(P(abs), { encoding: 'buffer' });
-      yield inodeFrame({ type: 'symlink', ...inodeFields(path, abs, st) }, target);
-    } else if (st.isFile()) {
-      yield* fileFrames(path, abs, st);
-    } else {
-      // A brick keeps FIFOs, sockets and devices as regular files (brick.ts, Meta.kind).
-      throw new Error(`${path}: a brick holds only directories, regular files and symlinks, not mode ${st.mode.toString(8)}`);
-    }
+  } finally {
+    paths.clear();
   }
+}
+
+/** What `brickSnapshotFrames(root)` will send, counted before it sends anything so that
+ * the receiver can show how far it got: names (directories, files, further hard links) and
+ * file content bytes, each inode's once. A walk of listings and lstat only; the caller
+ * holds the brick still, so the stream that follows has exactly these. On a huge tree the
+ * count takes a while: every `everyMs` of it the generator yields the names counted so far
+ * (the source sends them on, so that the receiver does not take the silence for a dead
+ * peer); it returns the totals. */
+export async function* brickSnapshotTotals(root: string, everyMs = Infinity): AsyncGenerator<number, { entries: number; bytes: number }> {
+  const seen = new Set<string>();
+  const paths = new DeepPaths(root);
+  let entries = 1;
+  let bytes = 0;
+  let lastYieldMs = Date.now();
+  const signOfLife = function* (): Generator<number> {
+    if (Date.now() - lastYieldMs < everyMs) return;
+    yield entries;
+    lastYieldMs = Date.now();
+  };
+  try {
+    for await (const { st } of brickTree(root, paths)) {
+      yield* signOfLife();
+      entries++;
+      if (st.isDirectory()) continue;
+      if (st.nlink > 1n) {
+        const key = `${st.dev}:${st.ino}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+      }
+      if (st.isFile()) bytes += Number(st.size);
+    }
+    // And once the last listing is done, before the totals go.
+    yield* signOfLife();
+  } finally {
+    paths.clear();
+  }
+  return { entries, bytes };
 }
 
 // ---- the writer ----
@@ -362,10 +404,12 @@ export class SnapshotWriter {
 
   /** Applies the next entry of the stream: a decoded frame's header (validated here) and
    * data. Refuses, with a DfsError (BAD_REQUEST), an entry that is invalid or out of order. */
-  async put(header: unknown, data: Buffer): Promise<void> {
+  async put(header: unknown, data: Buffer): Promise<SnapshotEntryHeader> {
     if (this.state === 'finished' || this.state === 'failed') throw new Error(`snapshot writer for ${this.root} is ${this.state}`);
     try {
-      await this.apply(parseSnapshotEntryHeader(header), data);
+      const entry = parseSnapshotEntryHeader(header);
+      await this.apply(entry, data);
+      return entry;
     } catch (e) {
       await this.fail();
       throw e;
@@ -406,14 +450,8 @@ export class SnapshotWriter {
     const abs = this.local(h.path);
     switch (h.type) {
       case 'dir': {
-        if (h.path !== '/') fs.mkdirSync(P(abs), 0o700);
-        const fd = fs.openSync(P(abs), C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW);
-        try {
-          fs.fchownSync(fd, h.uid, h.gid);
-          fs.fchmodSync(fd, h.mode & 0o7777); // after chown, which may clear setgid
-        } finally {
-          fs.closeSync(fd);
-        }
+        if (h.path !== '/') fs.mkdirSync(P(abs), BRICK_DIR_MODE);
+        else fs.chmodSync(P(abs), BRICK_DIR_MODE);
         this.setXattrs(abs, h.xattrs);
         this.dirs.push({ path: h.path, atimeNs: BigInt(h.atimeNs), mtimeNs: BigInt(h.mtimeNs) });
         return;
@@ -421,18 +459,11 @@ export class SnapshotWriter {
       case 'file': {
         const fh = await fsp.open(P(abs), C.O_CREAT | C.O_EXCL | C.O_WRONLY | C.O_NOFOLLOW, 0o600);
         this.file = { path: h.path, fh, mode: h.mode, size: h.size, atimeNs: BigInt(h.atimeNs), mtimeNs: BigInt(h.mtimeNs), offset: 0, writtenEnd: 0 };
-        await fh.chown(h.uid, h.gid);
         this.setXattrs(abs, h.xattrs);
-        return; // the mode, times and fsync once its content is in (closeFile)
+        return; // the times and fsync once its content is in (closeFile)
       }
-      case 'symlink': {
-        if (data.length === 0 || data.length > SYMLINK_TARGET_BYTES_MAX || data.includes(0)) refuse(`symlink ${h.path} has an empty or over-long target, or one with NUL`);
-        fs.symlinkSync(data, P(abs));
-        fs.lchownSync(P(abs), h.uid, h.gid);
-        this.setXattrs(abs, h.xattrs);
-        fs.lutimesSync(P(abs), utimesArg(BigInt(h.atimeNs)), utimesArg(BigInt(h.mtimeNs)));
-        return;
-      }
+      case 'symlink':
+        return refuse(`symlink ${h.path}: a brick holds no symlinks (brick.ts)`);
       case 'link': {
         this.checkWritten(h.firstPath);
         const first = this.paths.pin(h.firstPath);
@@ -520,7 +551,6 @@ export class SnapshotWriter {
     try {
       if (f.offset !== f.size) refuse(`${f.path} ended after ${f.offset} of its ${f.size} bytes`);
       if (f.writtenEnd < f.size) await f.fh.truncate(f.size); // a trailing hole
-      await f.fh.chmod(f.mode & 0o7777); // after chown and the writes, which may clear setuid and setgid
       await f.fh.utimes(utimesArg(f.atimeNs), utimesArg(f.mtimeNs));
       await f.fh.sync();
     } finally {

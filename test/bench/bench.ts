@@ -13,6 +13,9 @@
  *   stat, unlink      of those files, one phase each
  *   create, 8 loops   FILES empty files again, by 8 concurrent loops, each in its own
  *                     directory; its rate is also given as a multiple of the single loop's
+ *   lock + unlock     LOCKS uncontended fcntl lock and unlock pairs on one open file
+ *                     (python3's fcntl.lockf, one process), each a round trip to the
+ *                     cluster's lock table (docs/locks.md)
  *
  * Besides its rate, every phase reports what it cost per unit (a MiB, a file): the CPU time
  * of every process of the cluster (the mount, proxies, storage nodes and Redis, from
@@ -25,7 +28,7 @@
  * After the table, each figure is printed again on a line of its own for scripts:
  * `metric <phase>.<figure> <value> <unit>`.
  *
- *   npm run bench [-- --size-mib 256 --files 1000 --nodes 3 --proxies 2 --mount-args='--attr-timeout-ms 1000']
+ *   npm run bench [-- --size-mib 256 --files 1000 --locks 1000 --nodes 3 --proxies 2 --mount-args='--attr-timeout-ms 1000' --node-args='--log-io buffered']
  *
  * Every phase has a time budget; one that runs over stops early and reports what it did,
  * so the benchmark ends in bounded time even on a slow machine.
@@ -62,7 +65,7 @@ interface Phase {
   /** The machine-readable name in `metric` lines. */
   slug: string;
   what: string;
-  unit: 'MiB' | 'file';
+  unit: 'MiB' | 'file' | 'pair';
   done: Done;
   cost: PhaseCost;
   /** The rate as a multiple of another phase's, with what it is relative to. */
@@ -194,6 +197,33 @@ async function listLong(dir: string, entries: number): Promise<Done> {
   return { count: entries, seconds: seconds(started) };
 }
 
+/** `count` uncontended lock + unlock pairs (fcntl F_SETLK F_WRLCK, then F_UNLCK) on one
+ * descriptor, by python3 (Node has no fcntl locks), timed by that process around the loop. */
+async function lockPairs(file: string, count: number): Promise<Done> {
+  const script = [
+    'import fcntl, os, sys, time',
+    'fd = os.open(sys.argv[1], os.O_RDWR)',
+    'n = int(sys.argv[2]); budget = float(sys.argv[3])',
+    'start = time.monotonic(); done = 0',
+    'while done < n and time.monotonic() - start < budget:',
+    '    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)',
+    '    fcntl.lockf(fd, fcntl.LOCK_UN)',
+    '    done += 1',
+    'print(done, time.monotonic() - start)',
+  ].join('\n');
+  const out = await new Promise<string>((resolve, reject) => {
+    const child = spawn('python3', ['-c', script, file, String(count), String(PHASE_BUDGET_MS / 1000)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (text: string) => (stdout += text));
+    child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+    child.once('error', reject);
+    child.once('close', (code) => (code === 0 ? resolve(stdout) : reject(new Error(`lock pairs: exit ${code}: ${stderr.trim()}`))));
+  });
+  const [done, took] = out.trim().split(/\s+/).map(Number);
+  return { count: done!, seconds: took! };
+}
+
 /** `count` split over `parts` as evenly as whole numbers go. */
 function split(count: number, parts: number): number[] {
   return Array.from({ length: parts }, (_, index) => Math.floor(count / parts) + (index < count % parts ? 1 : 0));
@@ -209,7 +239,7 @@ function printTable(phases: Phase[]): void {
   const header = ['', 'amount', 'seconds', 'rate', 'per', 'CPU ms', 'FUSE req', 'cluster req'];
   const cells = phases.map((phase) => [
     phase.what,
-    `${phase.done.count} ${phase.unit === 'MiB' ? 'MiB' : 'files'}`,
+    `${phase.done.count} ${phase.unit === 'MiB' ? 'MiB' : phase.unit === 'pair' ? 'pairs' : 'files'}`,
     phase.done.seconds.toFixed(2),
     (phase.unit === 'MiB' ? `${rateOf(phase).toFixed(1)} MiB/s` : `${rateOf(phase).toFixed(0)} /s`) +
       (phase.speedup ? ` (${phase.speedup.ratio.toFixed(2)}x)` : ''),
@@ -234,7 +264,7 @@ function printMetrics(phases: Phase[], idleCpuMsPerSecond: number): void {
   metric('idle.cpu', idleCpuMsPerSecond, 'ms/s');
   for (const phase of phases) {
     const per = phase.unit;
-    metric(`${phase.slug}.rate`, rateOf(phase), phase.unit === 'MiB' ? 'MiB/s' : 'files/s');
+    metric(`${phase.slug}.rate`, rateOf(phase), phase.unit === 'MiB' ? 'MiB/s' : `${phase.unit}s/s`);
     if (phase.speedup) metric(`${phase.slug}.speedup_vs_${phase.speedup.of}`, phase.speedup.ratio, 'x');
     metric(`${phase.slug}.cpu`, perUnit(phase, phase.cost.cpuMs), `ms/${per}`);
     for (const kind of COSTED_KINDS) metric(`${phase.slug}.cpu.${kind}`, perUnit(phase, phase.cost.cpuMsByKind.get(kind) ?? 0), `ms/${per}`);
@@ -248,18 +278,25 @@ async function main(): Promise<void> {
     options: {
       'size-mib': { type: 'string' },
       files: { type: 'string' },
+      locks: { type: 'string' },
       nodes: { type: 'string' },
       proxies: { type: 'string' },
       'mount-args': { type: 'string' },
+      'node-args': { type: 'string' },
+      // Plaintext and no authentication, to measure what TLS costs (README, Security).
+      insecure: { type: 'boolean' },
     },
     strict: true,
   });
   const sizeMib = intOption(values['size-mib'], 'size-mib', 256, 1, 64 * 1024);
   const fileCount = intOption(values.files, 'files', 1000, 1, 1_000_000);
+  const lockCount = intOption(values.locks, 'locks', 1000, 1, 1_000_000);
   const nodes = intOption(values.nodes, 'nodes', 3, 1, 16);
   const proxies = intOption(values.proxies, 'proxies', 2, 1, 16);
   // Extra dfs-mount arguments, to compare settings (e.g. --attr-timeout-ms 1000).
   const mountArgs = (values['mount-args'] ?? '').split(/\s+/).filter((a) => a !== '');
+  // Extra storage-node arguments, likewise (e.g. --log-io buffered).
+  const nodeArgs = (values['node-args'] ?? '').split(/\s+/).filter((a) => a !== '');
   const ticksPerSecond = clockTicksPerSecond();
 
   const root = mkdtempSync(join(tmpdir(), 'dfs-bench-'));
@@ -280,7 +317,8 @@ async function main(): Promise<void> {
 
   try {
     process.stdout.write(`starting ${nodes} storage nodes and ${proxies} proxies in ${root}...\n`);
-    cluster = await startCluster({ dataDir: join(root, 'cluster'), nodes, proxies });
+    cluster = await startCluster({ dataDir: join(root, 'cluster'), nodes, proxies, insecure: values.insecure === true, nodeArgs });
+    process.stdout.write(`transport: ${values.insecure ? 'plaintext (--insecure)' : 'TLS with client certificates'}\n`);
     const mountpoint = join(root, 'mnt');
     mkdirSync(mountpoint);
     const [metricsPort] = await freePorts(1);
@@ -338,6 +376,10 @@ async function main(): Promise<void> {
       ),
     );
     parallel.speedup = { ratio: rateOf(parallel) / rateOf(created), of: 'create' };
+
+    const lockFile = join(mountpoint, 'lock');
+    await (await open(lockFile, 'w')).close();
+    add('lock_unlock', 'fcntl lock + unlock, uncontended', 'pair', await meter.measure(() => lockPairs(lockFile, lockCount)));
 
     printTable(phases);
     printMetrics(phases, idleCpuMsPerSecond);

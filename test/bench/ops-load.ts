@@ -24,6 +24,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
+import { redisAuthFor } from '../../common/redis-auth';
 import { Pool } from 'undici';
 import { startCluster, type Cluster } from '../../cli/local-cluster';
 import { intOption } from '../../common/config';
@@ -113,7 +114,7 @@ async function main(): Promise<void> {
       }
     }
     // How the sequencer's script reached Redis (EVAL with its text, or EVALSHA).
-    const redis = new Redis(cluster.redisUrl);
+    const redis = new Redis(cluster.redisUrl, redisAuthFor(cluster.redisUrl));
     const stats = (await redis.info('commandstats')).split('\n').filter((l) => /cmdstat_(eval|evalsha|incr):/.test(l));
     console.log(stats.map((l) => l.trim().replace(/,usec_per_call.*/, '')).join('  '));
     redis.disconnect();

@@ -26,6 +26,7 @@ import * as assert from 'uvu/assert';
 import { startCluster, type Cluster } from '../../cli/local-cluster';
 import { isFuseMounted } from '../../cli/mounts';
 import { pollUntil } from '../../cli/processes';
+import { attrOf, readMeta } from '../../storage/brick';
 
 const CONVERGE_MS = 10_000;
 const COMMAND_TIMEOUT_MS = 30_000;
@@ -214,9 +215,11 @@ test('what an unprivileged process creates is its own, in stat and in every bric
   };
   for (const [relative, ids] of Object.entries(want)) {
     assert.equal(owner(join(mnt, relative)), ids, `${relative} through the mount`);
+    // On a brick the owner lives in the identity attribute (storage/brick.ts), never on the
+    // file, which is the storage node's own.
     const differing = await waitForBricks(relative, (p) => {
-      const [uid, gid] = owner(p);
-      return uid === ids[0] && gid === ids[1];
+      const a = attrOf(lstatSync(p), readMeta(p));
+      return a.uid === ids[0] && a.gid === ids[1];
     });
     assert.equal(differing, [], `${relative} in every brick`);
   }

@@ -9,6 +9,7 @@
  *
  *   node dist/test/e2e/leases.test.js      (root, /dev/fuse, after npm run build)
  */
+import { TestClient } from '../helpers/client';
 import { chmodSync, closeSync, mkdirSync, openSync, readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
@@ -35,8 +36,10 @@ test.after(async () => {
 async function readsAnswered(): Promise<number> {
   let total = 0;
   for (const url of mc!.cluster.proxyUrls) {
-    const res = await fetch(`${url}/metrics`);
-    const samples = parseMetricsText(await res.text());
+    const client = new TestClient(url);
+    const res = await client.get('/metrics');
+    await client.close();
+    const samples = parseMetricsText(res.bytes.toString('utf8'));
     for (const s of samples) {
       if (s.name === 'dfs_proxy_requests_total' && (s.labels.api === 'attr' || s.labels.api === 'dir')) total += s.value;
     }

@@ -27,7 +27,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { REPO_ROOT, startCluster, type Cluster } from '../../cli/local-cluster';
+import { REPO_ROOT, startCluster, tlsArgs, type Cluster } from '../../cli/local-cluster';
 import { ALIAS_MARKER_BYTES, ALIAS_PREFIX } from '../../mount/replaced-alias';
 
 const MOUNT_BIN = join(REPO_ROOT, 'bin', 'dfs-mount');
@@ -85,7 +85,9 @@ async function mount(name: string, extraArgs: string[] = []): Promise<MountProc>
   mkdirSync(mountpoint, { recursive: true });
   const logFile = join(root, `${name}.log`);
   const fd = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [MOUNT_BIN, mountpoint, '--proxy', cluster!.proxyUrls.join(','), '-f', ...extraArgs], {
+  // The credential `dfs local` would give its own mount (an admin host: docs/security.md).
+  const credential = tlsArgs(join(cluster!.dataDir, 'tls'), 'm-e2e', 'mount', '127.0.0.1');
+  const child = spawn(process.execPath, [MOUNT_BIN, mountpoint, '--proxy', cluster!.proxyUrls.join(','), '-f', ...credential, ...extraArgs], {
     stdio: ['ignore', fd, fd],
     env: { ...process.env, DFS_LOG_LEVEL: process.env.DFS_LOG_LEVEL ?? 'info' },
   });

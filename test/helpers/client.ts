@@ -1,8 +1,12 @@
 /* A small client for the proxy's and nodes' HTTP APIs, for tests (docs/api.md). */
+import { callerHeaders, ROOT_CALLER } from '../../common/identity';
 import { randomUUID } from 'node:crypto';
 import { Client, Pool } from 'undici';
 import { encodeFrame } from '../../common/frame';
-import { h2cClientOptions } from '../../common/h2c';
+import { h2ClientOptions } from '../../common/h2c';
+import { clientConnectOptions, clientTlsFor, type TlsMaterial } from '../../common/tls';
+import { join } from 'node:path';
+import { certFiles, readMaterial } from '../../cli/certs';
 import type { Op } from '../../common/ops';
 
 export interface Answer {
@@ -19,12 +23,22 @@ async function answer(res: { statusCode: number; body: { arrayBuffer(): Promise<
   return { status: res.statusCode, json, bytes, headers: res.headers };
 }
 
+/** The certificate of one process of a local cluster (`p1`, `n2`, `admin`…), for a test
+ * that calls an endpoint as that process would (storage/app.ts, NODE_ROUTE_ROLES). */
+export function processTls(cluster: { dataDir: string }, name: string): TlsMaterial {
+  return readMaterial(certFiles(join(cluster.dataDir, 'tls'), name));
+}
+
 export class TestClient {
   private readonly pool: Pool | Client;
 
-  /** `h2c` for storage nodes, HTTP/1.1 for proxies. */
-  constructor(readonly url: string, h2c = false) {
-    this.pool = h2c ? new Client(url, h2cClientOptions({})) : new Pool(url, { connections: 8 });
+  /** `h2c` for storage nodes (HTTP/2), HTTP/1.1 for proxies. Over TLS, the client
+   * presents `tls`, by default the credential the harness registered for the URL (admin:
+   * cli/cluster-processes.ts, useAdminCredential). */
+  constructor(readonly url: string, private readonly h2c = false, tls: TlsMaterial | null | undefined = clientTlsFor(url)) {
+    this.pool = h2c
+      ? new Client(url, h2ClientOptions({}, tls))
+      : new Pool(url, { connections: 8, ...(tls ? { connect: clientConnectOptions(tls, ['proxy']) } : {}) });
   }
 
   async op(op: Op, data?: Buffer, reqId: string = randomUUID()): Promise<Answer> {
@@ -36,9 +50,13 @@ export class TestClient {
     return answer(res);
   }
 
+  /** A read as `headers` name its caller (x-dfs-uid…). Without them, a proxy reads as its
+   * client's credential allows (the administrator's: root); a storage node would take a
+   * read naming no one as nobody's, so to a node the tests' client reads as root. */
   async get(path: string, query: Record<string, string | number> = {}, headers: Record<string, string> = {}): Promise<Answer> {
     const qs = new URLSearchParams(Object.entries(query).map(([k, v]) => [k, String(v)] as [string, string])).toString();
-    const res = await this.pool.request({ method: 'GET', path: qs ? `${path}?${qs}` : path, headers, signal: AbortSignal.timeout(30_000) });
+    const identity = this.h2c ? callerHeaders(ROOT_CALLER) : {};
+    const res = await this.pool.request({ method: 'GET', path: qs ? `${path}?${qs}` : path, headers: { ...identity, ...headers }, signal: AbortSignal.timeout(30_000) });
     return answer(res);
   }
 

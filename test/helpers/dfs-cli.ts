@@ -2,6 +2,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../cli/local-cluster';
+import { clientCredentialSourceFor } from '../../common/tls';
 
 export const DFS_BIN = join(REPO_ROOT, 'bin', 'dfs');
 /** One CLI call; `local up` waits for a whole cluster (and a mount), so it gets plenty. */
@@ -13,9 +14,23 @@ export interface CliResult {
   stderr: string;
 }
 
-export function runDfs(args: string[], timeoutMs = CLI_TIMEOUT_MS): Promise<CliResult> {
+/** The credential for the proxies a command line names with --proxy, as the harness
+ * registered it (the cluster's admin credential), for $DFS_CREDENTIAL. */
+function credentialFor(args: string[]): Record<string, string> {
+  const at = args.indexOf('--proxy');
+  const first = at >= 0 ? args[at + 1]?.split(',')[0] : undefined;
+  let source: string | null = null;
+  try {
+    source = first ? clientCredentialSourceFor(first) : null;
+  } catch {
+    // Not a URL: the command itself says so.
+  }
+  return source ? { DFS_CREDENTIAL: source } : {};
+}
+
+export function runDfs(args: string[], timeoutMs = CLI_TIMEOUT_MS, env: Record<string, string> = {}): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [DFS_BIN, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [DFS_BIN, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...credentialFor(args), ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));

@@ -37,6 +37,8 @@ export interface MountedClusterOptions {
   proxies?: number;
   /** Extra dfs-mount arguments for every mount. */
   mountArgs?: string[];
+  /** Extra storage-node arguments (ClusterOptions.nodeArgs). */
+  nodeArgs?: string[];
 }
 
 /**
@@ -90,7 +92,7 @@ export async function startMountedCluster(options: MountedClusterOptions): Promi
   }
 
   try {
-    cluster = await startCluster({ dataDir: join(root, 'cluster'), nodes: options.nodes ?? 3, proxies: options.proxies ?? 2 });
+    cluster = await startCluster({ dataDir: join(root, 'cluster'), nodes: options.nodes ?? 3, proxies: options.proxies ?? 2, nodeArgs: options.nodeArgs ?? [] });
     for (const mountpoint of mountpoints) await cluster.mount(mountpoint, { args: options.mountArgs ?? [] });
   } catch (error) {
     await stop();

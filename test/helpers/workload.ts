@@ -73,6 +73,9 @@ export async function waitState(client: TestClient, id: string, state: string, t
 export async function checkContents(client: TestClient, w: Workload, nodeIds: string[]): Promise<void> {
   let lost = 0;
   for (const id of nodeIds) {
+    // The leader may still list a node in sync that was killed and restarted a moment
+    // ago (it has not missed a heartbeat yet): wait until the node answers at all.
+    await pollUntil(`${id} to answer reads`, 60_000, async () => (await client.get('/v1/attr', { path: '/' }, { 'dfs-read-node': id })).status === 200, 100);
     for (let k = 0; k < WRITERS; k++) {
       const want = w.expected[k]!;
       const got: Buffer[] = [];

@@ -7,11 +7,15 @@ import * as assert from 'uvu/assert';
 import { randomBytes, createHash } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { Redis } from 'ioredis';
+import { redisAuthFor } from '../../common/redis-auth';
+import { sealMembership } from '../../common/membership-seal';
 import { startCluster, type Cluster } from '../../cli/local-cluster';
 import { encodeFrame } from '../../common/frame';
+import { MessageStreams } from '../../common/message-stream';
+import { encodeBatch, REPLICATE_STREAM_PATH } from '../../storage/replication-stream';
 import { KEY_EPOCH, KEY_MEMBERSHIP, KEY_SEQ } from '../../common/redis-keys';
 import { brickTree } from '../helpers/brick-tree';
-import { pollUntil, TestClient } from '../helpers/client';
+import { pollUntil, processTls, TestClient } from '../helpers/client';
 import { tempDir } from '../helpers/temp';
 
 const s = suite('cluster');
@@ -132,7 +136,7 @@ s('a retried request ID is applied once and gets the first answer', async () => 
 
 s('a sequence ID taken and never sent is filled, and writes go on', async () => {
   const { p1, cluster } = ctx as Required<typeof ctx>;
-  const redis = new Redis(cluster.redisUrl);
+  const redis = new Redis(cluster.redisUrl, redisAuthFor(cluster.redisUrl));
   try {
     const hole = await redis.incr(KEY_SEQ); // a proxy that died right after INCR
     const started = Date.now();
@@ -153,7 +157,8 @@ s('a sequence ID taken and never sent is filled, and writes go on', async () => 
 
 s('writes keep committing while the membership epoch changes under them', async () => {
   const { p1, p2, cluster } = ctx as Required<typeof ctx>;
-  const redis = new Redis(cluster.redisUrl);
+  const redis = new Redis(cluster.redisUrl, redisAuthFor(cluster.redisUrl));
+  const proxyTls = processTls(cluster, 'p1');
   let writing = true;
   try {
     // Republish the same membership under new epochs, as a leader does on every change.
@@ -162,7 +167,9 @@ s('writes keep committing while the membership epoch changes under them', async 
       while (writing) {
         const m = JSON.parse((await redis.get(KEY_MEMBERSHIP))!);
         m.epoch = await redis.incr(KEY_EPOCH);
-        await redis.set(KEY_MEMBERSHIP, JSON.stringify(m));
+        // Sealed with a proxy's key, as the leader seals what it publishes (nodes and
+        // proxies act on no other: common/membership-seal.ts).
+        await redis.set(KEY_MEMBERSHIP, JSON.stringify(sealMembership(m, proxyTls)));
         bumps++;
         await new Promise((r) => setTimeout(r, 50));
       }
@@ -220,7 +227,7 @@ s('every node reports the same attributes for the same files', async () => {
   const f7 = (await pinned(cluster.nodes[2]!.id, 'attr', '/same/f7')).json;
   const link = (await pinned(cluster.nodes[1]!.id, 'attr', '/same/f7-link')).json;
   assert.is(link.ino, f7.ino, 'both names of a hard link have one inode number on any node');
-  assert.is((await pinned('no-such-node', 'attr', '/same')).status, 503);
+  assert.is((await pinned('no-such-node', 'attr', '/same')).status, 400, 'a node that is no member: bad input (a member out of sync would be 503)');
 });
 
 s('special files and user attributes replicate, and read the same from every node', async () => {
@@ -277,8 +284,10 @@ s('traversal and bad input are refused by proxies and nodes, and nothing escapes
       { type: 'setxattr', path: p, name: 'user.x', flags: 0 },
       { type: 'removexattr', path: p, name: 'user.x' },
     ] as const;
-  const primary = new TestClient(cluster.nodes[0]!.url, true);
-  const backup = new TestClient(cluster.nodes[1]!.url, true);
+  // Each endpoint as the process it is for would call it: ops and reads as a proxy,
+  // replication as the primary (storage/app.ts, NODE_ROUTE_ROLES).
+  const primary = new TestClient(cluster.nodes[0]!.url, true, processTls(cluster, 'p1'));
+  const streams = new MessageStreams(processTls(cluster, 'n1'));
   try {
     const epoch = (await primary.get('/node/v1/state')).json.epoch;
     for (const p of bad) {
@@ -291,7 +300,7 @@ s('traversal and bad input are refused by proxies and nodes, and nothing escapes
         const header = { epoch, seq: 1_000_000, reqId: 'evil', timeMs: 0, op };
         const viaNode = await primary.post('/node/v1/ops', encodeFrame(header, data));
         assert.is(viaNode.status, 400, `node ${op.type} ${JSON.stringify(p)}`);
-        const viaReplicate = await backup.post(`/node/v1/replicate?epoch=${epoch}&commit=0`, encodeFrame(header, data));
+        const viaReplicate = await streams.send(cluster.nodes[1]!.url, REPLICATE_STREAM_PATH, encodeBatch({ epoch, commitSeq: 0, prefixSeq: -1, truncateAfter: null, entries: [] }, [encodeFrame(header, data)]), 10_000);
         assert.is(viaReplicate.status, 400, `replicate ${op.type} ${JSON.stringify(p)}`);
       }
       for (const endpoint of ['attr', 'dir', 'data', 'link', 'xattr', 'xattrs']) {
@@ -315,7 +324,7 @@ s('traversal and bad input are refused by proxies and nodes, and nothing escapes
     assert.is(badQuery.status, 400);
   } finally {
     await primary.close();
-    await backup.close();
+    streams.close();
   }
   // Nothing named escape-* anywhere under the test's directory, outside or inside a brick.
   const found: string[] = [];

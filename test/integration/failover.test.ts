@@ -18,8 +18,8 @@ import { Client } from 'undici';
 import { startCluster, type Cluster } from '../../cli/local-cluster';
 import type { Membership } from '../../common/api';
 import { encodeFrame } from '../../common/frame';
-import { h2cClientOptions } from '../../common/h2c';
-import { pollUntil, TestClient } from '../helpers/client';
+import { h2ClientOptions } from '../../common/h2c';
+import { pollUntil, processTls, TestClient } from '../helpers/client';
 import { runDfs } from '../helpers/dfs-cli';
 import { tempDir } from '../helpers/temp';
 import { checkContents, clusterStatus, dumpLogs, verifyBricks, waitState, Workload } from '../helpers/workload';
@@ -120,7 +120,7 @@ s('nodes killed and restarted for 60 s, the primary among them: every acknowledg
 
 /** Sends an op straight to a node, as a proxy of the given epoch would; its HTTP status and code. */
 async function submitTo(url: string, epoch: number, seq: number, path: string): Promise<{ status: number; code: string | undefined }> {
-  const client = new Client(url, h2cClientOptions({ headersTimeout: 10_000, bodyTimeout: 10_000 }));
+  const client = new Client(url, h2ClientOptions({ headersTimeout: 10_000, bodyTimeout: 10_000 }, processTls(ctx.cluster!, 'p1')));
   try {
     const header = { epoch, seq, reqId: randomUUID(), timeMs: Date.now(), op: { type: 'mkdir', path, mode: 0o755, uid: 0, gid: 0 } };
     const res = await client.request({ method: 'POST', path: '/node/v1/ops', headers: { 'content-type': 'application/octet-stream' }, body: encodeFrame(header, Buffer.alloc(0)) });
@@ -146,8 +146,13 @@ s('a paused primary is replaced; run again, it commits nothing in its old epoch 
     } finally {
       cluster.killProcess('storage', old, 'SIGCONT');
     }
-    // An op in the old epoch, as a proxy that missed the change would send it: refused.
-    const stale = await submitTo(oldUrl, before.epoch, 1_000_000_000, '/pause/stale');
+    // An op in the old epoch, as a proxy that missed the change would send it, for the
+    // next slot the old primary would take (one far ahead is refused as such, BAD_REQUEST,
+    // whatever the epoch): refused for its epoch.
+    const oldNode = new TestClient(oldUrl, true);
+    const { orderedSeq } = (await oldNode.get('/node/v1/state')).json as { orderedSeq: number };
+    await oldNode.close();
+    const stale = await submitTo(oldUrl, before.epoch, orderedSeq + 1, '/pause/stale');
     assert.is.not(stale.status, 200, 'the old primary did not commit an op of its old epoch');
     assert.ok(stale.code === 'STALE_EPOCH' || stale.code === 'NOT_PRIMARY', `refused with ${stale.code}`);
     await waitState(clients[0]!, old, 'in-sync', 60_000);

@@ -11,7 +11,8 @@
  *   node dist/test/integration/local-cluster.test.js
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
@@ -118,6 +119,11 @@ test('dfs local up, status --json, dfs status, a refused second up, down, and do
   const up = await runCli(['local', 'up', '--data', dataDir, '--nodes', '3', '--proxies', '2', '--no-supervise']);
   assert.is(up.code, 0, `dfs local up failed:\n${up.stdout}\n${up.stderr}`);
   assert.match(up.stdout, /the cluster is up/);
+  // What it waited for, step by step (issue 18).
+  assert.match(up.stdout, /^  waiting for the storage nodes to register in Redis: \d of 3$/m);
+  assert.match(up.stdout, /^  starting 2 proxies$/m);
+  assert.match(up.stdout, /^  every node in sync$/m);
+  assert.match(up.stdout, /^status page: http:\/\/127\.0\.0\.1:\d+\/ui /m);
 
   const status = await runCli(['local', 'status', '--data', dataDir, '--json']);
   assert.is(status.code, 0, status.stderr);
@@ -145,9 +151,19 @@ test('dfs local up, status --json, dfs status, a refused second up, down, and do
   assert.is(clusterView.code, 0, clusterView.stderr);
   const view = JSON.parse(clusterView.stdout) as { epoch: number; membership: { primary: string } | null };
   assert.ok(view.membership?.primary, 'dfs status shows a primary');
-  const viewHuman = await runCli(['status', '--proxy', parsed.processes.find((entry) => entry.kind === 'proxy')!.url!]);
+  // A cluster named by URL is asked with the credential $DFS_CREDENTIAL names.
+  const viewHuman = await runCli(['status', '--proxy', parsed.processes.find((entry) => entry.kind === 'proxy')!.url!], undefined, { DFS_CREDENTIAL: join(dataDir, 'tls', 'admin') });
   assert.is(viewHuman.code, 0, viewHuman.stderr);
   assert.match(viewHuman.stdout, /leader/);
+
+  // A mount credential for another host, signed by this cluster's CA (docs/security.md).
+  const issued = await runCli(['credential', 'issue', '--name', 'ann', '--uids', '1000', '--gids', '1000,100', '--subtree', '/home/ann', '--data', dataDir, '--json']);
+  assert.is(issued.code, 0, issued.stderr);
+  const files = JSON.parse(issued.stdout) as { ca: string; cert: string; key: string };
+  assert.is(statSync(files.key).mode & 0o777, 0o600);
+  const names = new X509Certificate(readFileSync(files.cert)).subjectAltName ?? '';
+  for (const claim of ['urn:dfs:role:mount', 'urn:dfs:uid:1000', 'urn:dfs:gid:100', 'urn:dfs:squash:root', 'urn:dfs:subtree:%2Fhome%2Fann']) assert.ok(names.includes(claim), `${claim} in ${names}`);
+  assert.is((await runCli(['credential', 'issue', '--name', 'admin', '--uids', '*', '--gids', '*', '--data', dataDir])).code, 2);
 
   // A node added to the running cluster joins (in sync at once: nothing was written yet),
   // and a removed one leaves the membership, its process stopped and unrecorded.

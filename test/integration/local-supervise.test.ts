@@ -19,11 +19,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { clusterFilePath, readClusterFile, startCluster, stopRecorded, type ProcessRecord } from '../../cli/local-cluster';
+import { clusterFilePath, readClusterFile, startCluster, stopRecorded, useAdminCredential, type ProcessRecord } from '../../cli/local-cluster';
 import { isRunning, isSameProcess, pollUntil, readCommandLine, stopProcesses } from '../../cli/processes';
 import { RESTART_BACKOFF_MS_MAX } from '../../cli/restart-backoff';
 import { cleanupsFor } from '../helpers/cleanups';
 import { Redis } from 'ioredis';
+import { redisAuthFor } from '../../common/redis-auth';
 import { KEY_MEMBERSHIP, KEY_SEQ } from '../../common/redis-keys';
 import { TestClient } from '../helpers/client';
 import { runDfs } from '../helpers/dfs-cli';
@@ -133,6 +134,8 @@ test('dfs local up restarts a killed storage node, proxy and Redis; down stops t
   records.look();
   assert.is(up.code, 0, `dfs local up failed:\n${up.stdout}\n${up.stderr}`);
   assert.match(up.stdout, /restarted/);
+  // This test's clients authenticate as the `dfs` command does: the cluster's admin.
+  useAdminCredential(readClusterFile(dataDir)!);
 
   const before = await localStatus(dataDir);
   records.look();
@@ -174,7 +177,7 @@ test('dfs local up restarts a killed storage node, proxy and Redis; down stops t
 
   // Redis came back on its port with its append-only file: what it held before is there.
   assert.is(entry(restarted.processes, 'redis', 'redis').url, redisUrl, 'Redis kept its port');
-  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 , ...redisAuthFor(redisUrl) });
   cleanups.push(() => redis.disconnect());
   await redis.connect();
   assert.ok(Number(await redis.get(KEY_SEQ)) >= seqBefore, `dfs:seq is still ${seqBefore} or more (it holds ${await redis.get(KEY_SEQ)})`);

@@ -14,6 +14,7 @@ import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { redisAuthFor } from '../../common/redis-auth';
 import { startCluster, type Cluster } from '../../cli/local-cluster';
 import type { Op } from '../../common/ops';
 import { KEY_EPOCH, KEY_SEQ } from '../../common/redis-keys';
@@ -80,7 +81,7 @@ async function workload(): Promise<void> {
   // Before the loss: some history in the nodes, and the epoch they hold.
   let before = 0;
   await Promise.all([writer(p1, files[0]!, () => before++ < APPENDS_BEFORE), writer(p2, files[1]!, () => before++ < APPENDS_BEFORE)]);
-  const admin = new Redis(cluster.redisUrl, { maxRetriesPerRequest: 1, lazyConnect: true, enableOfflineQueue: false, commandTimeout: 2_000 });
+  const admin = new Redis(cluster.redisUrl, { maxRetriesPerRequest: 1, lazyConnect: true, enableOfflineQueue: false, commandTimeout: 2_000 , ...redisAuthFor(cluster.redisUrl) });
   admin.on('error', () => undefined); // it is down on purpose for a while
   try {
     const seqBefore = Number(await withRedis(admin, (r) => r.get(KEY_SEQ)));

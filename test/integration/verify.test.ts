@@ -4,9 +4,11 @@
  * every node at one sequence ID.
  */
 import { suite } from 'uvu';
+import { META_XATTR, readMeta } from '../../storage/brick';
+import { xattrGet, xattrSet } from '../../storage/xattr';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startCluster, type Cluster } from '../../cli/local-cluster';
 import { compareManifests } from '../../proxy/verify';
@@ -59,14 +61,19 @@ s('a verify under a write workload compares every node at one point and blocks n
   const { p, cluster } = ctx as Required<typeof ctx>;
   let writing = true;
   let written = 0;
-  const writer = (async () => {
-    while (writing) {
-      await ok(p.op({ type: 'create', path: `/v/busy-${written}`, mode: 0o644, ...own, exclusive: true }));
-      written++;
-    }
-  })();
+  // Several writers, so that ops are sequenced between verify taking its sequence ID and
+  // the nodes holding there (verify then asks again at a newer one: proxy/verify.ts).
+  const writers = Array.from({ length: 6 }, (_, w) =>
+    (async () => {
+      for (let i = 0; writing; i++) {
+        await ok(p.op({ type: 'create', path: `/v/busy-${w}-${i}`, mode: 0o644, ...own, exclusive: true }));
+        written++;
+      }
+    })(),
+  );
+  const writer = Promise.all(writers);
   try {
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 8; i++) {
       const r = await runDfs(['verify', '--proxy', cluster.proxyUrls[0]!, '--json']);
       const report = JSON.parse(r.stdout);
       assert.ok(report.ok, r.stdout);
@@ -86,7 +93,12 @@ s('a replica changed behind the cluster\'s back is named, and verify exits non-z
   const bytes = readFileSync(file);
   bytes[10] ^= 0xff; // same size, different content
   writeFileSync(file, bytes);
-  chmodSync(join(n3!.brickDir, 'v', 'f6'), 0o600);
+  // The cluster's mode lives in the brick's identity attribute (storage/brick.ts): change
+  // the permission bits there (a uint32 at byte 60).
+  const f6 = join(n3!.brickDir, 'v', 'f6');
+  const raw = xattrGet(f6, META_XATTR)!;
+  raw.writeUInt32LE(readMeta(f6)!.mode ^ 0o044, 60);
+  xattrSet(f6, META_XATTR, raw);
   const r = await runDfs(['verify', '--data', cluster.dataDir]);
   assert.is(r.code, 1, r.stdout + r.stderr);
   assert.match(r.stdout, /DIFFERENCES FOUND/);

@@ -58,6 +58,16 @@ test(`${SEEDS} seeds keep every invariant and converge`, () => {
     'appendsRefused',
     'fullRemovals',
     'noSpaceAnswers',
+    // Partitions (links cut one way or both, Redis included) and what the real leader
+    // (proxy/leader-core.ts) does about them.
+    'partitions',
+    'cutMessages',
+    'leaderChanges',
+    'handovers',
+    'unreachableRemovals',
+    // Graceful stops (SIGTERM): a stopping primary's role handed over before it exits.
+    'gracefulStops',
+    'stopHandovers',
   ]) {
     assert.ok(totals[k]! > 0, `no ${k} in ${SEEDS} seeds`);
   }

@@ -6,21 +6,23 @@
  * is simulated from one seeded PRNG (test/helpers/prng.ts) on a virtual clock:
  *
  *   clients ──> proxy tasks ──INCR──> sequencer (a counter)
- *                   │ submit {epoch, seq, reqId, op}      the leader (proxy/leader.ts), a
- *                   ▼                                     round every 250 ms: failover,
- *   network: delays, drops, duplicates, reorders          a new epoch for a restarted
- *                   ▼                                     primary, lapsed backups out,
- *   primary ──replicate──> backups, learners              caught-up learners in; nodes
- *     each node: core + disk (an op log whose un-fsynced  take each membership at a
- *     tail a crash may lose) + brick (a tiny file model)  random poll time
+ *                   │ submit {epoch, seq, reqId, op}      the leader: proxy/leader-core.ts
+ *                   ▼                                     `decide` itself, a round every
+ *   network: delays, drops, duplicates, reorders,         250 ms on the registry built
+ *            links cut one way or both (partitions)       from the cores; nodes take
+ *                   ▼                                     each membership at a random
+ *   primary ──replicate──> backups, learners              poll time
+ *     each node: core + disk (an op log whose un-fsynced
+ *     tail a crash may lose) + brick (a tiny file model)
  *
  * The effects of each core are performed here as storage/replica.ts performs them for
  * real: appends land on the simulated disk and become durable after a random fsync time;
  * cuts of the log likewise; sends go through the simulated network with the HTTP client's
  * single outcome per request (an answer, or a failure after a while); timers run on the
- * virtual clock. Proxies follow proxy/app.ts's mutation loop (retry the slot at the primary
- * of the membership they read again on an epoch or primary change or UNAVAILABLE,
- * re-sequence on SLOT_TAKEN) and may die right after taking a sequence ID, leaving a hole.
+ * virtual clock. Proxies retry a mutation by proxy/mutation-retry.ts, the proxy's own
+ * policy (the slot again at the primary of the membership they read again on an epoch or
+ * primary change or UNAVAILABLE, a new sequence ID on SLOT_TAKEN, its backoff schedule) and
+ * may die right after taking a sequence ID, leaving a hole.
  * Clients retry with the same request ID, as the mount does, and read with barriers.
  *
  * Each seed draws its own fault profile and workload (2 to 6 clients, 5 to 34 ops each,
@@ -45,17 +47,21 @@
  *   then run in the order they came. A paused primary may be replaced meanwhile; when it
  *   resumes it may still commit and answer what its backups acknowledged before they took
  *   the new epoch, and nothing after (stats: deposedAcks).
- * The leader sees a node's heartbeat until 2 to 3 s after it crashed or paused, and reads
- * the figures a heartbeat carries from the cores. Its rounds, as proxy/leader.ts, make at
- * most one change each: a primary whose heartbeat lapsed is replaced by the in-sync node
- * whose log reaches furthest (the epoch of its last durable entry, then durableSeq), and
- * stays a member as a learner (none alive: the cluster waits); a primary that restarted
- * and says primaryFenced in the current epoch gets the same membership in a new one; a
- * backup whose heartbeat lapsed leaves the in-sync set; a learner that holds the current
- * epoch and whose durable log is within JOIN_LAG_OPS of the primary's joins it. A node
- * that joins is no candidate at failover until it holds every op committed without it
- * (`confirmJoining`; the real leader does not wait for that, and `unconfirmedPromotion`
- * shows it losing acknowledged ops).
+ * - A graceful stop (SIGTERM, a stream of its own) hits the primary more often than not:
+ *   the node's heartbeat says `stopping`, the leader hands its role over or drops it from
+ *   the in-sync set, and the node exits once the membership it holds lets it go (or at its
+ *   bound), then starts again later (stats: gracefulStops, stopHandovers).
+ * Partitions (a stream of their own): links between Redis, the proxies, the nodes and the
+ * mounts cut one way or both for 0.2 to 8 s: a primary cut from both backups, two parties,
+ * or all of them split in two. A cut link drops what crosses it; a node cut from Redis
+ * stops heartbeating and polling; a proxy cut from Redis takes no sequence ID and serves no
+ * read; a leader cut from Redis loses its lease to the other proxy after LEASE_MS.
+ * The leader sees a node's heartbeat until 2 to 3 s after it crashed, paused or lost Redis,
+ * with the figures a heartbeat carries taken from the cores and the primary's driver
+ * (`failingPeers`), and runs proxy/leader-core.ts `decide` on them: there is no copy of
+ * the leader here. `unconfirmedPromotion` hands it no `dfs:joining`, as a leader that
+ * forgot it, and finds seeds where a promoted node not yet holding every committed op is
+ * chosen at failover and acknowledged ops are lost.
  *
  * After every event the invariants are checked (`checkInvariants`, and at the moment of
  * each disk append, brick apply, acknowledgement, failover and read answer): an entry
@@ -86,6 +92,10 @@ import {
   type TimerKey,
 } from '../../storage/replica-core';
 import { prng, type Prng } from '../helpers/prng';
+import type { Joining } from '../../common/registry';
+import { nextRetry } from '../../common/retry';
+import { decide, newLeaderMemory, nodeView, type LeaderMemory, type NodeView } from '../../proxy/leader-core';
+import { MUTATION_RETRY_POLICY, mutationGiveUpCode, mutationVerdict } from '../../proxy/mutation-retry';
 
 export interface SimOptions {
   /** Crash and pause the primary too (on by default); off, only backups meet faults. */
@@ -119,14 +129,15 @@ const CONFIG: ReplicaConfig = {
   dedupEntriesMax: 100_000,
   peerRetryMs: 200,
   syncRetryMs: 1000,
+  seqAheadMax: 1024,
+  holeClaimsPerRoundMax: 16,
+  commitNoticeDelayMs: 5, // as storage/main.ts: backups hear commit points late, as they do for real
 };
 
 /** The HTTP/2 peer transport's deadline (storage/main.ts). */
 const PEER_TIMEOUT_MS = 5000;
-/** proxy/app.ts: mutation deadline, attempts and backoff. */
+/** proxy/app.ts: a mutation's deadline (its retries are proxy/mutation-retry.ts's). */
 const MUTATION_DEADLINE_MS = 8000;
-const MUTATION_ATTEMPTS_MAX = 8;
-const RETRY_PAUSE_MS = 100;
 /** The mount: a call's deadline, and how often it tries an op before giving up. */
 const CLIENT_TIMEOUT_MS = 10_000;
 const CLIENT_ATTEMPTS_MAX = 10;
@@ -137,11 +148,17 @@ const READ_TIMEOUT_MS = 5000;
 const LEADER_ROUND_MS = 250;
 /** How often a node's space guard reads free space (storage/disk-space.ts). */
 const SPACE_POLL_MS = 1000;
+/** A stopping node's look at the membership, and how long it waits for the leader to take
+ * it out of the in-sync set (storage/main.ts: STOP_POLL_MS; --stop-timeout-ms less 2.5 s). */
+const STOP_POLL_MS = 100;
+const STOP_HANDOVER_MS = 12_500;
 const HEARTBEAT_LAPSE_MS_MIN = 2000;
 const HEARTBEAT_LAPSE_MS_SPREAD = 1000;
-/** A learner is promoted once its durable log is this close to the primary's (the real
- * leader's JOIN_LAG_OPS, scaled to the simulation's short logs). */
-const JOIN_LAG_OPS = 8;
+/** The leader's lease (proxy --lease-ms): a leader cut from Redis loses it after this long. */
+const LEASE_MS = 3000;
+/** Parties a partition cuts links between: Redis, the proxies, the storage nodes and the
+ * mounts (clients c0, c2… use m0, c1, c3… m1). */
+const PARTIES = ['redis', 'p0', 'p1', 'n1', 'n2', 'n3', 'm0', 'm1'];
 /** Bounds that turn a livelock or a stall into a failure instead of a hang. */
 const EVENTS_MAX = 2_000_000;
 /** How long after the faults stop every in-sync node must have applied every sequence ID. */
@@ -297,9 +314,16 @@ interface SimNode {
   /** What its space guard says (storage/disk-space.ts), as its heartbeat carries it: a disk
    * filling reads low first, and full once an append failed for want of room. */
   guard: SpaceState;
+  /** Primary's driver: peer -> since when every request to it has failed (storage/replica.ts). */
+  failingSince: Map<string, number>;
+  /** Since when its link to Redis is cut (its heartbeats stop reaching Redis); null: not cut. */
+  redisCutSinceMs: number | null;
+  /** Got SIGTERM: its heartbeat says `stopping` until it exits (storage/main.ts stop). */
+  stopping: boolean;
 }
 
 interface SimProxy {
+  id: string;
   membership: Membership;
 }
 
@@ -368,7 +392,18 @@ class World {
     confirmations: 0,
     deposedAcks: 0,
     deposedRefusals: 0,
+    partitions: 0,
+    cutMessages: 0,
+    leaderChanges: 0,
+    handovers: 0,
+    unreachableRemovals: 0,
+    gracefulStops: 0,
+    stopHandovers: 0,
   };
+  /** Links cut now: `from>to` -> how many partitions cut it (they may overlap). */
+  private readonly cuts = new Map<string, number>();
+  private readonly partRng: Prng;
+  private readonly stopRng: Prng;
   private readonly trace: ((line: string) => void) | undefined;
   private readonly step: typeof step;
   private readonly nodes: SimNode[];
@@ -398,11 +433,14 @@ class World {
     /** How long a crashed node stays down at most. */
     downMsMax: number;
   };
-  /** Nodes the leader put in the in-sync set that may still lack ops committed without them
-   * (see `confirmJoining`): the epoch they joined in (or the epoch of a failover since),
-   * and the log end of that epoch's primary once it adopted it. */
-  private readonly joining = new Map<string, { epoch: number; needSeq: number | null }>();
-  private noSuccessorLogged = false;
+  /** `dfs:joining`: nodes the leader put in the in-sync set that may still lack ops
+   * committed without them (proxy/leader-core.ts confirms them); only the leader writes it. */
+  private readonly joining = new Map<string, Joining>();
+  /** The proxy holding the leader's lease, what its `decide` remembers, and since when it
+   * has been cut from Redis. */
+  private leaderProxy = 0;
+  private leaderMemory: LeaderMemory = newLeaderMemory();
+  private leaderCutSinceMs: number | null = null;
   /** The final reads: the barrier, the nodes that answered it, the ones asked. */
   private drain: { barrier: number; answered: Set<string>; asking: Set<string>; done: boolean } | null = null;
   private readonly clientCount: number;
@@ -436,7 +474,7 @@ class World {
     const nodes: Record<string, string> = {};
     for (const id of NODE_IDS) nodes[id] = `sim://${id}`;
     this.redis = { seq: 0, membership: { epoch: 1, primary: 'n1', inSync: [...NODE_IDS], nodes } };
-    this.proxies = Array.from({ length: PROXY_COUNT }, () => ({ membership: this.redis.membership }));
+    this.proxies = Array.from({ length: PROXY_COUNT }, (_, i) => ({ id: `p${i}`, membership: this.redis.membership }));
     this.nodes = NODE_IDS.map((id) => ({
       id,
       url: nodes[id]!,
@@ -456,10 +494,17 @@ class World {
       lapseMs: 0,
       space: 'ok' as SpaceState,
       guard: 'ok' as SpaceState,
+      failingSince: new Map<string, number>(),
+      redisCutSinceMs: null,
+      stopping: false,
     }));
     // Disks filling up: drawn from a stream of their own, so that every other fault a seed
     // draws stays as it was before they were added.
     this.spaceRng = prng(seed * 7919 + 17);
+    // Partitions likewise draw from a stream of their own.
+    this.partRng = prng(seed * 104_729 + 31);
+    // Graceful stops (SIGTERM) likewise.
+    this.stopRng = prng(seed * 15_485_863 + 7);
     this.log(`seed ${seed} profile ${JSON.stringify(this.profile)} faults until ${this.faultEndMs} ms`);
   }
 
@@ -485,6 +530,10 @@ class World {
     this.clock.after(this.faultEndMs, () => {
       this.faultsOn = false;
       this.log('faults stop');
+      if (this.cuts.size > 0) {
+        this.cuts.clear();
+        this.afterLinksChanged();
+      }
       this.maybeDrain();
     });
     for (let t = this.clock.next(); t !== undefined; t = this.clock.next()) {
@@ -518,6 +567,10 @@ class World {
         this.publish({ ...this.redis.membership, epoch: this.redis.membership.epoch + 1 });
       });
     }
+    const partitions = this.partRng.pick([0, 0, 1, 2, 3, 4]);
+    for (let i = 0; i < partitions; i++) this.clock.after(this.partRng.int(this.faultEndMs), () => this.faultsOn && this.partition());
+    const stops = this.stopRng.pick([0, 0, 1, 2]);
+    for (let i = 0; i < stops; i++) this.clock.after(this.stopRng.int(this.faultEndMs), () => this.faultsOn && this.stopSomeNode());
     const spaceEpisodes = this.spaceRng.pick([0, 0, 0, 1, 2, 3]);
     for (let i = 0; i < spaceEpisodes; i++) {
       const sr = this.spaceRng;
@@ -535,7 +588,6 @@ class World {
         this.stats.removals++;
         this.log(`leader removes ${gone} from the in-sync set`);
         this.publish({ ...m, epoch: m.epoch + 1, inSync: m.inSync.filter((id) => id !== gone) });
-        this.joining.delete(gone);
       });
     }
   }
@@ -593,7 +645,7 @@ class World {
 
   /** storage/main.ts refreshMembership: persist a newer epoch, then hand it to the core. */
   private adoptMembership(n: SimNode): void {
-    if (!n.up) return;
+    if (!n.up || this.cutEitherWay(n.id, 'redis')) return;
     const m = this.redis.membership;
     const text = JSON.stringify(m);
     if (text === n.membershipText || m.epoch < n.core!.epoch) return;
@@ -621,7 +673,86 @@ class World {
 
   /** The leader still sees the node's heartbeat. */
   private heartbeating(n: SimNode): boolean {
-    return n.silentSinceMs === null || this.clock.now < n.silentSinceMs + n.lapseMs;
+    const ran = n.silentSinceMs === null || this.clock.now < n.silentSinceMs + n.lapseMs;
+    // Cut from Redis, its heartbeats stop landing; the last one lapses as after a pause.
+    const reached = n.redisCutSinceMs === null || this.clock.now < n.redisCutSinceMs + HEARTBEAT_LAPSE_MS_MIN;
+    return ran && reached;
+  }
+
+  // ---- partitions: links cut one way or both (firewall rules dropping packets) ----
+
+  private cut(from: string, to: string): boolean {
+    return (this.cuts.get(`${from}>${to}`) ?? 0) > 0;
+  }
+
+  private cutEitherWay(a: string, b: string): boolean {
+    return this.cut(a, b) || this.cut(b, a);
+  }
+
+  /** Cuts (delta 1) or heals (delta -1) the links from each of `from` to each of `to`. */
+  private setCut(from: string[], to: string[], delta: number): void {
+    for (const a of from) {
+      for (const b of to) {
+        if (a === b) continue;
+        const k = `${a}>${b}`;
+        this.cuts.set(k, (this.cuts.get(k) ?? 0) + delta);
+      }
+    }
+    this.afterLinksChanged();
+  }
+
+  /** A node's link to Redis decides its heartbeat and its membership polls. */
+  private afterLinksChanged(): void {
+    for (const n of this.nodes) {
+      const cutNow = this.cutEitherWay(n.id, 'redis');
+      if (cutNow && n.redisCutSinceMs === null) n.redisCutSinceMs = this.clock.now;
+      if (!cutNow && n.redisCutSinceMs !== null) {
+        n.redisCutSinceMs = null;
+        // Its next poll (every 300 ms) reads the membership it missed.
+        const inc = n.incarnation;
+        this.clock.after(this.rng.int(300), () => this.onNode(n, inc, () => this.adoptMembership(n)));
+      }
+    }
+  }
+
+  /** One partition: a party cut from others (one way or both) for a while. Some isolate
+   * the primary from the other nodes (Redis reachable), some split the parties in two. */
+  private partition(): void {
+    const r = this.partRng;
+    const ms = 200 + r.int(r.next() < 0.5 ? 2000 : 8000);
+    const m = this.redis.membership;
+    let a: string[];
+    let b: string[];
+    const kind = r.int(4);
+    if (kind === 0) {
+      a = [m.primary];
+      b = NODE_IDS.filter((id) => id !== m.primary);
+    } else if (kind === 1) {
+      const shuffled = [...PARTIES];
+      for (let i = shuffled.length - 1; i > 0; i--) {
+        const j = r.int(i + 1);
+        [shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!];
+      }
+      const k = 1 + r.int(shuffled.length - 1);
+      a = shuffled.slice(0, k);
+      b = shuffled.slice(k);
+    } else {
+      const x = r.pick(PARTIES);
+      a = [x];
+      b = [r.pick(PARTIES.filter((y) => y !== x))];
+    }
+    const way = r.int(3); // 0: both ways, 1: a to b only, 2: b to a only
+    const cutAB = way !== 2;
+    const cutBA = way !== 1;
+    this.stats.partitions++;
+    this.log(`partition for ${ms} ms: ${a.join(',')} ${cutAB && cutBA ? '<-/->' : cutAB ? '-/->' : '<-/-'} ${b.join(',')}`);
+    if (cutAB) this.setCut(a, b, 1);
+    if (cutBA) this.setCut(b, a, 1);
+    this.clock.after(ms, () => {
+      if (cutAB) this.setCut(a, b, -1);
+      if (cutBA) this.setCut(b, a, -1);
+      this.log(`healed: ${a.join(',')} / ${b.join(',')}`);
+    });
   }
 
   /** SIGSTOP, then SIGCONT after `ms`: everything sent to the node, and its own timers and
@@ -642,11 +773,55 @@ class World {
     });
   }
 
+  /**
+   * SIGTERM, as storage/main.ts stops: the heartbeat says `stopping`; while the membership
+   * the node holds counts it in sync and another node could take its place, it keeps
+   * serving and looks again every STOP_POLL_MS, up to STOP_HANDOVER_MS; then it exits
+   * (its unsynced tail as a crash leaves it: the stop does not wait for the disk) and is
+   * started again later, as a pod is.
+   */
+  private stopSomeNode(): void {
+    const r = this.stopRng;
+    const m = this.redis.membership;
+    const running = this.nodes.filter((x) => x.up && !x.paused && !x.stopping);
+    const primary = running.find((x) => x.id === m.primary);
+    const n = primary && r.next() < 0.6 ? primary : running.length > 0 ? r.pick(running) : null;
+    if (!n) return;
+    this.stats.gracefulStops++;
+    n.stopping = true;
+    const wasPrimary = n.id === m.primary;
+    this.log(`${n.id} gets SIGTERM${wasPrimary ? ' (the primary)' : ''}`);
+    const inc = n.incarnation;
+    const startedAt = this.clock.now;
+    const held = (): boolean => {
+      if (n.membershipText === '') return false;
+      const mine = JSON.parse(n.membershipText) as Membership;
+      if (!mine.inSync.includes(n.id)) return false;
+      return mine.primary !== n.id || mine.inSync.some((id) => id !== n.id);
+    };
+    const look = (): void => {
+      if (held() && this.clock.now - startedAt < STOP_HANDOVER_MS) {
+        this.clock.after(STOP_POLL_MS, () => this.onNode(n, inc, look));
+        return;
+      }
+      const mine = n.membershipText === '' ? null : (JSON.parse(n.membershipText) as Membership);
+      if (wasPrimary && mine !== null && mine.primary !== n.id) this.stats.stopHandovers++;
+      this.log(`${n.id} exits after ${Math.round(this.clock.now - startedAt)} ms; the membership it holds names ${mine?.primary ?? 'nobody'} primary`);
+      this.stopNode(n);
+    };
+    this.onNode(n, inc, look);
+  }
+
   private crashSomeNode(): void {
     const n = this.faultTarget();
     if (!n) return;
     this.stats.crashes++;
     if (n.id === this.redis.membership.primary) this.stats.primaryCrashes++;
+    this.stopNode(n);
+  }
+
+  /** The process ends (a crash, or the end of a stop); it starts again after a while. */
+  private stopNode(n: SimNode): void {
     this.fallSilent(n);
     n.up = false;
     n.incarnation++;
@@ -660,6 +835,7 @@ class World {
     this.log(`${n.id} crashes; log keeps ${n.disk.synced.length} (lost ${n.disk.unsynced.length - keep} unsynced)`);
     n.disk.unsynced = [];
     n.core = null;
+    n.failingSince.clear();
     n.membershipText = '';
     this.clock.after(50 + this.rng.int(this.profile.downMsMax), () => this.restart(n));
   }
@@ -683,13 +859,14 @@ class World {
     n.guard = n.space === 'full' ? 'low' : n.space;
     if (n.guard !== 'ok') n.core.space = n.guard;
     n.up = true;
+    n.stopping = false;
     n.silentSinceMs = null; // it heartbeats as it starts
     this.log(`${n.id} restarts at epoch ${n.saved.epoch}, replaying ${log.length} ops, ${n.saved.committedSeq} known committed`);
     const inc = n.incarnation;
     this.clock.after(1 + this.rng.int(20), () => this.onNode(n, inc, () => this.adoptMembership(n)));
   }
 
-  // ---- the leader (proxy/leader.ts) ----
+  // ---- the leader (proxy/leader-core.ts, run here as proxy/leader.ts runs it) ----
 
   /** The leader's view of a node: its heartbeat is there, and the figures it carries. A
    * paused node's figures are the ones it had when it stopped, as its last heartbeat's. */
@@ -697,9 +874,49 @@ class World {
     return n.up && n.core !== null && this.heartbeating(n);
   }
 
-  /** One round: at most one membership change, in the real leader's order. */
+  /** What the leader reads for a node: its registration and, while it heartbeats, the
+   * heartbeat storage/main.ts would write from its core and driver. */
+  private viewOf(n: SimNode): NodeView {
+    if (!this.alive(n)) return nodeView(n.id, { id: n.id, url: n.url }, null);
+    const c = n.core;
+    const s = summarize(c);
+    return nodeView(
+      n.id,
+      { id: n.id, url: n.url },
+      {
+        url: n.url,
+        appliedSeq: c.appliedSeq,
+        durableSeq: c.durableSeq,
+        commitSeq: c.commitSeq,
+        epoch: c.epoch,
+        logEpoch: s.logEpoch,
+        role: c.role,
+        primaryFenced: c.primaryFenced,
+        failingPeers: this.failingPeers(n),
+        peersAhead: [],
+        syncing: c.syncing,
+        space: n.guard,
+        sync: null,
+        membership: null,
+        belowFloor: s.belowFloor,
+        stopping: n.stopping,
+      },
+    );
+  }
+
+  /** Primary: peer -> how long every request to it has failed (storage/replica.ts). */
+  private failingPeers(n: SimNode & { core: ReplicaCoreState }): Record<string, number> {
+    if (n.core.role !== 'primary') return {};
+    const out: Record<string, number> = {};
+    for (const [id, since] of n.failingSince) if (n.core.peers.has(id)) out[id] = this.clock.now - since;
+    return out;
+  }
+
   private rounds = 0;
 
+  /** One round of the leader proxy: read the registry, run `decide`, perform its writes,
+   * publish. The lease moves to the other proxy when the leader is cut from Redis for a
+   * lease; the new leader starts with no memory. */
   private leaderRound(): void {
     if (this.drain?.done) return; // everything converged: nothing left to lead
     this.clock.after(LEADER_ROUND_MS, () => this.leaderRound());
@@ -707,106 +924,67 @@ class World {
     if (++this.rounds % 4 === 0) {
       for (const n of this.nodes) if (n.core) this.onNode(n, n.incarnation, () => this.dispatch(n, { type: 'tick' }));
     }
-    this.confirmJoining();
-    const m = this.redis.membership;
-    const primary = this.node(m.primary);
-    if (!this.heartbeating(primary)) return this.failover(m);
-    this.noSuccessorLogged = false;
-    if (this.alive(primary) && primary.core.primaryFenced && primary.core.epoch === m.epoch) {
-      // It restarted in this epoch and may have lost entries its backups hold: a new epoch
-      // keeps its new entries apart from those (replica-core.ts, fencedEpoch).
-      this.stats.fencedRepublishes++;
-      this.log(`leader: primary ${m.primary} restarted and needs a new epoch`);
-      return this.publish({ ...m, epoch: m.epoch + 1 });
-    }
-    for (const id of m.inSync) {
-      if (id === m.primary || this.heartbeating(this.node(id))) continue;
-      this.stats.lapseRemovals++;
-      this.log(`leader: ${id} stopped heartbeating; it leaves the in-sync set`);
-      this.joining.delete(id);
-      return this.publish({ ...m, epoch: m.epoch + 1, inSync: m.inSync.filter((x) => x !== id) });
-    }
-    for (const id of m.inSync) {
-      const n = this.node(id);
-      if (id === m.primary || !this.alive(n) || n.guard !== 'full') continue;
-      this.stats.fullRemovals++;
-      this.log(`leader: ${id} is out of space; it leaves the in-sync set`);
-      this.joining.delete(id);
-      return this.publish({ ...m, epoch: m.epoch + 1, inSync: m.inSync.filter((x) => x !== id) });
-    }
-    if (!this.alive(primary)) return;
-    for (const n of this.nodes) {
-      if (m.inSync.includes(n.id) || m.nodes[n.id] === undefined || !this.alive(n) || n.guard === 'full') continue;
-      const c = n.core;
-      if (c.syncing || c.epoch !== m.epoch || c.role !== 'learner' || c.durableSeq < primary.core.durableSeq - JOIN_LAG_OPS) continue;
-      this.stats.promotions++;
-      const epoch = m.epoch + 1;
-      this.log(`leader: ${n.id} caught up (durable ${c.durableSeq}, primary ${primary.core.durableSeq}); it joins the in-sync set`);
-      this.joining.set(n.id, { epoch, needSeq: null });
-      return this.publish({ ...m, epoch, inSync: [...m.inSync, n.id].sort() });
-    }
-  }
-
-  /**
-   * The primary's heartbeat lapsed: the in-sync node whose log reaches furthest (the epoch
-   * of its last entry, then its length) takes over in a new epoch; the old primary stays a
-   * member, as a learner. With no candidate, the cluster waits for the primary.
-   */
-  private failover(m: Membership): void {
-    const candidates = m.inSync
-      .filter((id) => id !== m.primary && (this.options.unconfirmedPromotion || !this.joining.has(id)))
-      .map((id) => this.node(id))
-      .filter((n) => this.alive(n) && !n.core!.syncing)
-      .map((n) => ({ n, s: summarize(n.core!) }))
-      .sort((a, b) => (b.s.logEpoch ?? -1) - (a.s.logEpoch ?? -1) || b.s.durableSeq - a.s.durableSeq || a.n.id.localeCompare(b.n.id));
-    const chosen = candidates[0];
-    if (!chosen) {
-      if (!this.noSuccessorLogged) this.log(`leader: primary ${m.primary} stopped heartbeating and no other in-sync node can take over; waiting`);
-      this.noSuccessorLogged = true;
+    const leader = `p${this.leaderProxy}`;
+    if (this.cutEitherWay(leader, 'redis')) {
+      // Its renewals fail; once the lease lapses another proxy that reaches Redis takes it.
+      this.leaderCutSinceMs ??= this.clock.now;
+      if (this.clock.now - this.leaderCutSinceMs < LEASE_MS) return;
+      const other = Array.from({ length: PROXY_COUNT }, (_, i) => i).find((i) => !this.cutEitherWay(`p${i}`, 'redis'));
+      if (other === undefined) return;
+      this.stats.leaderChanges++;
+      this.log(`leader: p${other} takes the lease from ${leader}, cut from Redis`);
+      this.leaderProxy = other;
+      this.leaderMemory = newLeaderMemory();
+      this.leaderCutSinceMs = null;
       return;
     }
-    this.noSuccessorLogged = false;
-    // An acknowledged op is never lost: the new primary's log holds every one.
-    for (const a of this.acked) {
-      if (chosen.n.disk.synced[a.seq - 1]?.header.reqId !== a.reqId) this.fail(`failover to ${chosen.n.id} loses acknowledged ${a.reqId} (seq ${a.seq})`);
-    }
-    this.stats.failovers++;
-    const epoch = m.epoch + 1;
-    this.log(`leader: primary ${m.primary} stopped heartbeating; ${chosen.n.id} has the furthest log (durable ${chosen.s.durableSeq}, last epoch ${chosen.s.logEpoch})`);
-    this.joining.delete(chosen.n.id);
-    // A node still joining now has to catch up with the new primary's log instead.
-    for (const j of this.joining.values()) Object.assign(j, { epoch, needSeq: null });
-    this.publish({ ...m, epoch, primary: chosen.n.id, inSync: m.inSync.filter((id) => id !== m.primary) });
-  }
-
-  /**
-   * A node the leader adds to the in-sync set counts for commit only once the primary
-   * holds that membership; until then the primary commits without it, so it may lack
-   * acknowledged ops. It is confirmed once it knows committed everything the primary's log
-   * held when the primary took the membership in: from then on it holds every
-   * acknowledged op. Until then it is no candidate at failover (and the invariant that
-   * in-sync nodes hold every acknowledged op does not cover it). proxy/leader.ts promotes
-   * and may choose such a node at once (`unconfirmedPromotion` models that).
-   */
-  private confirmJoining(): void {
+    this.leaderCutSinceMs = null;
     const m = this.redis.membership;
+    const nodes = this.nodes.map((n) => this.viewOf(n));
+    // The leader's probe of the primary's port: refused when the process is gone and the
+    // link carries the refusal.
     const p = this.node(m.primary);
-    for (const [id, j] of this.joining) {
-      if (!m.inSync.includes(id)) {
-        this.joining.delete(id);
-        continue;
-      }
-      if (j.needSeq === null) {
-        if (this.alive(p) && p.core.role === 'primary' && p.core.epoch >= j.epoch) j.needSeq = p.core.orderedSeq;
-        continue;
-      }
-      const n = this.node(id);
-      if (this.alive(n) && n.core.commitSeq >= j.needSeq) {
-        this.stats.confirmations++;
-        this.log(`leader: ${id} holds everything committed up to ${j.needSeq}; it is fully in sync`);
-        this.joining.delete(id);
-      }
+    const refused = !p.up && nodes.find((v) => v.id === p.id)?.alive && !this.cutEitherWay(leader, p.id) ? [p.id] : [];
+    const d = decide({
+      membership: m,
+      nodes,
+      removing: {},
+      // `unconfirmedPromotion`: a leader that forgets promotions, so counts them confirmed.
+      joining: this.options.unconfirmedPromotion ? {} : Object.fromEntries(this.joining),
+      seq: this.redis.seq,
+      refused,
+      minInSync: 0,
+      nowMs: this.clock.now,
+      memory: this.leaderMemory,
+    });
+    this.leaderMemory = d.memory;
+    for (const note of d.notes) {
+      this.log(`leader: ${note.msg} ${JSON.stringify(note.fields)}`);
+      if (note.msg.startsWith('promoted backup holds everything')) this.stats.confirmations++;
     }
+    for (const w of d.writes) {
+      if (w.type === 'setJoining') this.joining.set(w.id, w.value);
+      else if (w.type === 'deleteJoining') this.joining.delete(w.id);
+      else this.fail(`the leader wrote ${w.type}, which the simulation never asks for`);
+    }
+    if (d.restore) this.fail('the leader restored counters, but Redis never lost its data here');
+    if (!d.next) return;
+    const next: Membership = { ...d.next, epoch: m.epoch + 1 };
+    this.log(`leader: ${d.why}`);
+    if (next.primary !== m.primary) {
+      // An acknowledged op is never lost: the new primary's log holds every one.
+      for (const a of this.acked) {
+        if (this.node(next.primary).disk.synced[a.seq - 1]?.header.reqId !== a.reqId) this.fail(`failover to ${next.primary} loses acknowledged ${a.reqId} (seq ${a.seq})`);
+      }
+      this.stats.failovers++;
+      if (this.heartbeating(p) && p.up) this.stats.handovers++;
+    } else if (next.inSync.length < m.inSync.length) {
+      if (d.why?.includes('out of space')) this.stats.fullRemovals++;
+      else if (d.why?.includes('stopped answering')) this.stats.unreachableRemovals++;
+      else this.stats.lapseRemovals++;
+    } else if (next.inSync.length > m.inSync.length) this.stats.promotions++;
+    else if (d.why?.includes('needs a new epoch')) this.stats.fencedRepublishes++;
+    this.publish(next);
   }
 
   // ---- the network ----
@@ -828,7 +1006,7 @@ class World {
    * (a duplicate's answer reaches no one); an answer may be lost, and the sender then
    * learns of a failure at some point before its timeout.
    */
-  private request<T>(target: SimNode, timeoutMs: number, deliver: (reply: (r: Reply<T>) => void) => void, onResult: (r: Reply<T>) => void): void {
+  private request<T>(from: string, target: SimNode, timeoutMs: number, deliver: (reply: (r: Reply<T>) => void) => void, onResult: (r: Reply<T>) => void): void {
     let done = false;
     const finish = (r: Reply<T>) => {
       if (done) return;
@@ -844,14 +1022,23 @@ class World {
         return;
       }
       this.clock.after(this.delay(), () => {
+        // A cut link drops packets: the sender hears nothing until its deadline.
+        if (this.cut(from, target.id)) {
+          this.stats.cutMessages++;
+          return;
+        }
         if (!target.up) {
-          if (!duplicate) this.clock.after(this.delay(), () => finish(unavailable('connection refused')));
+          if (!duplicate && !this.cut(target.id, from)) this.clock.after(this.delay(), () => finish(unavailable('connection refused')));
           return;
         }
         // A paused node takes the request when it resumes (the connection stays open).
         this.onNode(target, target.incarnation, () =>
           deliver((r) => {
             if (duplicate) return;
+            if (this.cut(target.id, from)) {
+              this.stats.cutMessages++;
+              return; // the answer is dropped: the sender times out
+            }
             if (this.lost()) {
               failLater('answer lost');
               return;
@@ -949,8 +1136,10 @@ class World {
         this.fail(`${n.id} is primary without ops ${fx.peerId} knows committed (up to ${fx.peerCommitSeq}; this log ends at ${fx.orderedSeq})`);
       case 'send': {
         const peer = this.node(fx.peerId);
+        const sentAtMs = this.clock.now;
         const entries = fx.entries.map(cloneEntry);
         this.request<ReplicateAck>(
+          n.id,
           peer,
           PEER_TIMEOUT_MS,
           (reply) =>
@@ -966,6 +1155,9 @@ class World {
                 if (r.code === 'GAP') this.stats.gaps++;
                 if (r.code === 'STALE_EPOCH') this.stats.staleEpochs++;
               }
+              // As storage/replica.ts: an answer, even a refusal, means the peer is reachable.
+              if (r.ok || (r.code !== 'UNAVAILABLE' && r.code !== 'TIMEOUT' && r.code !== 'NO_SPACE')) n.failingSince.delete(fx.peerId);
+              else if (!n.failingSince.has(fx.peerId)) n.failingSince.set(fx.peerId, sentAtMs);
               this.dispatch(n, r.ok ? { type: 'peerAcked', peerId: fx.peerId, requestId: fx.requestId, ack: r.value } : { type: 'peerFailed', peerId: fx.peerId, requestId: fx.requestId, code: r.code });
             }),
         );
@@ -1021,6 +1213,8 @@ class World {
       case 'requireSync':
         this.fail(`${n.id} tells ${fx.peerId} to full-sync from ${fx.seq}, but its log is never trimmed`);
       case 'roleChanged':
+        // What this node learnt of its peers as primary does not carry over (storage/replica.ts).
+        n.failingSince.clear();
         return;
     }
   }
@@ -1118,65 +1312,74 @@ class World {
 
   // ---- proxies and clients ----
 
-  /** proxy/app.ts, POST /v1/ops: sequence, send to the primary, retry as it does. */
+  /** proxy/app.ts, POST /v1/ops: sequence, send to the primary, retry by the proxy's own
+   * policy (proxy/mutation-retry.ts: which answers are retried, under which sequence ID,
+   * after which wait). A proxy cut from Redis takes no sequence ID and reads no membership. */
   private mutate(proxy: SimProxy, reqId: string, op: Op, data: Buffer, done: (r: Reply<OpResult>) => void): void {
     const deadline = this.clock.now + MUTATION_DEADLINE_MS;
     let seq: number | null = null;
-    let attempt = 0;
-    let backoff = false;
+    let attempts = 0;
+    let waits = 0;
     let lastCode: ErrorCode = 'UNAVAILABLE';
-    const tryOnce = () => {
-      if (attempt >= MUTATION_ATTEMPTS_MAX || this.clock.now >= deadline) {
-        done({ ok: false, code: lastCode === 'UNAVAILABLE' ? 'UNAVAILABLE' : 'TIMEOUT', message: 'mutation not committed' });
+    const failed = (code: ErrorCode, newSeq: boolean, backoff: boolean) => {
+      attempts++;
+      lastCode = code;
+      if (newSeq) seq = null;
+      const random = backoff ? this.rng.next() : 0;
+      const next = nextRetry(MUTATION_RETRY_POLICY, { attempts, waits, remainingMs: deadline - this.clock.now, backoff, random });
+      if ('stop' in next) {
+        done({ ok: false, code: mutationGiveUpCode(lastCode), message: 'mutation not committed' });
         return;
       }
-      this.clock.after(backoff ? Math.min(RETRY_PAUSE_MS * attempt, 1000) : 0, () => {
-        if (attempt > 0) proxy.membership = this.redis.membership;
-        const m = proxy.membership;
-        backoff = true;
-        if (seq === null) {
-          seq = ++this.redis.seq;
-          if (this.faultsOn && this.rng.next() < this.profile.proxyDeath) {
-            this.stats.proxyDeaths++;
-            this.log(`a proxy dies holding seq ${seq} for ${reqId}`);
-            return; // never answers; the client times out and retries elsewhere
-          }
+      if (backoff) waits++;
+      this.clock.after(next.waitMs, tryOnce);
+    };
+    const tryOnce = () => {
+      const redisReached = !this.cutEitherWay(proxy.id, 'redis');
+      if (attempts > 0 && redisReached) proxy.membership = this.redis.membership;
+      const m = proxy.membership;
+      if (seq === null) {
+        if (this.cut(proxy.id, 'redis')) return failed('UNAVAILABLE', false, true);
+        // The INCR happens; with the answer's way cut, the proxy never learns it: a hole.
+        const taken = ++this.redis.seq;
+        if (this.cut('redis', proxy.id)) return failed('UNAVAILABLE', false, true);
+        seq = taken;
+        if (this.faultsOn && this.rng.next() < this.profile.proxyDeath) {
+          this.stats.proxyDeaths++;
+          this.log(`a proxy dies holding seq ${seq} for ${reqId}`);
+          return; // never answers; the client times out and retries elsewhere
         }
-        const header = { epoch: m.epoch, seq, reqId, timeMs: Math.round(this.clock.now), op };
-        const primary = this.node(m.primary);
-        this.request<OpResult>(
-          primary,
-          Math.max(1, deadline - this.clock.now),
-          (reply) => this.handle(primary, (token) => ({ type: 'submit', token, header, data }), header.epoch, reply as (r: Reply<unknown>) => void),
-          (r) => {
-            attempt++;
-            if (r.ok) {
-              // A primary the leader has replaced (it was paused) may still answer what it
-              // committed before its backups took the new epoch: noteAcked checks that the
-              // new primary holds it too.
-              if (primary.id !== this.redis.membership.primary) this.stats.deposedAcks++;
-              this.noteAcked(reqId, r.value);
-              done(r);
-              return;
-            }
-            lastCode = r.code;
-            if (r.code === 'NO_SPACE') {
-              // Final: the op was refused before it was ordered (its slot holds a no-op).
-              this.stats.noSpaceAnswers++;
-              done(r);
-              return;
-            }
-            if (r.code === 'SLOT_TAKEN') this.stats.slotTaken++;
-            if (r.code === 'NOT_PRIMARY' && primary.id !== this.redis.membership.primary) this.stats.deposedRefusals++;
-            if (r.code !== 'SLOT_TAKEN' && r.code !== 'NOT_PRIMARY' && r.code !== 'STALE_EPOCH' && r.code !== 'UNAVAILABLE') {
-              this.fail(`the primary refused ${reqId} with ${r.code}: ${r.message}`);
-            }
-            if (r.code === 'SLOT_TAKEN') seq = null;
-            backoff = r.code === 'UNAVAILABLE';
-            tryOnce();
-          },
-        );
-      });
+      }
+      const header = { epoch: m.epoch, seq, reqId, timeMs: Math.round(this.clock.now), op };
+      const primary = this.node(m.primary);
+      this.request<OpResult>(
+        proxy.id,
+        primary,
+        Math.max(1, deadline - this.clock.now),
+        (reply) => this.handle(primary, (token) => ({ type: 'submit', token, header, data }), header.epoch, reply as (r: Reply<unknown>) => void),
+        (r) => {
+          if (r.ok) {
+            // A primary the leader has replaced (it was paused) may still answer what it
+            // committed before its backups took the new epoch: noteAcked checks that the
+            // new primary holds it too.
+            if (primary.id !== this.redis.membership.primary) this.stats.deposedAcks++;
+            this.noteAcked(reqId, r.value);
+            done(r);
+            return;
+          }
+          if (r.code === 'SLOT_TAKEN') this.stats.slotTaken++;
+          if (r.code === 'NOT_PRIMARY' && primary.id !== this.redis.membership.primary) this.stats.deposedRefusals++;
+          const verdict = mutationVerdict(r.code);
+          if (!verdict.retry) {
+            // Final: NO_SPACE was refused before it was ordered (its slot holds a no-op).
+            if (r.code !== 'NO_SPACE') this.fail(`the primary refused ${reqId} with ${r.code}: ${r.message}`);
+            this.stats.noSpaceAnswers++;
+            done(r);
+            return;
+          }
+          failed(r.code, verdict.newSeq, verdict.backoff);
+        },
+      );
     };
     tryOnce();
   }
@@ -1223,7 +1426,7 @@ class World {
         return;
       }
       if (this.rng.next() < 0.25) {
-        this.clientRead(() => nextOp());
+        this.clientRead(`m${c % 2}`, () => nextOp());
         return;
       }
       const reqId = `c${c}-${index}`;
@@ -1245,7 +1448,13 @@ class World {
           }
           retry();
         });
-        this.mutate(this.rng.pick(this.proxies), reqId, op, data, (r) => {
+        const proxy = this.rng.pick(this.proxies);
+        const mount = `m${c % 2}`;
+        // The mount's request is dropped on a cut link (its deadline runs out), or its
+        // answer is: the op may be applied all the same, and the retry keeps its request ID.
+        if (this.cut(mount, proxy.id)) return;
+        this.mutate(proxy, reqId, op, data, (r) => {
+          if (this.cut(proxy.id, mount)) return;
           if (settled) return;
           settled = true;
           timeout.cancelled = true;
@@ -1275,11 +1484,16 @@ class World {
 
   /** A read through a proxy: the barrier is the newest sequence ID taken; in-sync nodes
    * are tried in turn until one answers. */
-  private clientRead(done: () => void): void {
+  private clientRead(mount: string, done: () => void): void {
     this.stats.reads++;
+    const proxy = this.rng.pick(this.proxies);
+    // Unreachable, or without Redis (no barrier: proxy/app.ts refuses the read), the proxy
+    // serves nothing; the mount goes on.
+    if (this.cutEitherWay(mount, proxy.id) || this.cutEitherWay(proxy.id, 'redis')) return done();
     const barrier = this.redis.seq;
     const ackedBefore = this.acked.length;
-    const order = [...this.redis.membership.inSync];
+    proxy.membership = this.redis.membership;
+    const order = [...proxy.membership.inSync];
     for (let i = order.length - 1; i > 0; i--) {
       const j = this.rng.int(i + 1);
       [order[i], order[j]] = [order[j]!, order[i]!];
@@ -1288,6 +1502,7 @@ class World {
       if (k === order.length) return done();
       const n = this.node(order[k]!);
       this.request(
+        proxy.id,
         n,
         READ_TIMEOUT_MS,
         (reply) => this.handle(n, (token) => ({ type: 'barrierRead', token, seq: barrier }), null, (r) => {
@@ -1317,6 +1532,7 @@ class World {
     for (const id of this.redis.membership.inSync) {
       const n = this.node(id);
       this.request(
+        `p${this.leaderProxy}`,
         n,
         READ_TIMEOUT_MS,
         (reply) =>
@@ -1357,7 +1573,9 @@ class World {
     this.log(`draining at seq ${d.barrier}`);
     const round = () => {
       const m = this.redis.membership;
-      if (NODE_IDS.every((id) => m.inSync.includes(id) && !this.joining.has(id) && d.answered.has(id))) {
+      // (A leader that forgets promotions never confirms them: `unconfirmedPromotion`.)
+      const confirmed = (id: string) => this.options.unconfirmedPromotion || !this.joining.has(id);
+      if (NODE_IDS.every((id) => m.inSync.includes(id) && confirmed(id) && d.answered.has(id))) {
         d.done = true;
         deadline.cancelled = true;
         this.log('drained: every node in sync');
@@ -1368,6 +1586,7 @@ class World {
         d.asking.add(id);
         const n = this.node(id);
         this.request(
+          'p0',
           n,
           READ_TIMEOUT_MS,
           (reply) => this.handle(n, (token) => ({ type: 'barrierRead', token, seq: d.barrier }), null, reply),

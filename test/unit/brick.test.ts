@@ -1,9 +1,12 @@
 /* The brick: ops applied as a local file system would, times from the op, and no way out. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { randomBytes } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Brick, inoOfSeq, ROOT_INO } from '../../storage/brick';
+import { R_OK } from '../../storage/permissions';
+import type { Caller } from '../../common/identity';
 import { DfsError } from '../../common/errors';
 import { tempDir } from '../helpers/temp';
 import { brickSnapshotFrames, SnapshotWriter } from '../../storage/snapshot';
@@ -159,6 +162,46 @@ test('a write with extents puts each range at its own offset, then stamps as a p
     assert.is(b.apply({ type: 'write', path: '/nope', offset: 0, extents: [[0, 1]] }, Buffer.from('x'), T + 4, ++seq).errno, 'ENOENT');
   }));
 
+test('large writes (their aligned middle with O_DIRECT) land byte for byte as through the page cache', async () => {
+  const dir = tempDir('brick-direct');
+  try {
+    // The same writes on a brick that uses O_DIRECT where the file system takes it, and on
+    // one that never does; both must hold exactly what a model of the file holds.
+    const bricks = [await Brick.open(join(dir.path, 'direct')), await Brick.open(join(dir.path, 'buffered'), { direct: false })];
+    let model = Buffer.alloc(0);
+    const put = (data: Buffer, offset: number) => {
+      if (model.length < offset + data.length) model = Buffer.concat([model, Buffer.alloc(offset + data.length - model.length)]);
+      data.copy(model, offset);
+    };
+    const writes: Array<[number, number] | ['append', number]> = [
+      [0, 1 << 20], // aligned at both ends
+      [100, 300_000], // unaligned at both ends, inside the file
+      [4096 * 3, 5000], // small: the page cache only
+      [(1 << 20) - 7, 2_600_000], // past the end, larger than the staging buffer
+      ['append', 200_001],
+      [8000, 130_000], // just over the size where O_DIRECT starts
+    ];
+    let n = 0;
+    for (const b of bricks) b.apply({ type: 'create', path: '/f', mode: 0o644, uid: 0, gid: 0, exclusive: true }, none, T, 900 + n);
+    for (const [at, size] of writes) {
+      const data = randomBytes(size);
+      const offset = at === 'append' ? model.length : at;
+      n++;
+      for (const b of bricks) {
+        const op = at === 'append' ? { type: 'write' as const, path: '/f', offset: 0, append: true as const } : { type: 'write' as const, path: '/f', offset };
+        const r = b.apply(op, data, T + n, 900 + n);
+        assert.is(r.errno, undefined);
+        assert.is(r.attr!.size, Math.max(model.length, offset + size));
+      }
+      put(data, offset);
+    }
+    for (const name of ['direct', 'buffered']) assert.ok(readFileSync(join(dir.path, name, 'f')).equals(model), `${name}: the file holds what was written`);
+    assert.ok((await bricks[0]!.read('/f', 100, 300_000)).equals(model.subarray(100, 300_100)), 'a read through the brick sees it too');
+  } finally {
+    dir.remove();
+  }
+});
+
 test('FIFOs, sockets and devices are virtual: typed in the identity, plain empty files on disk', () =>
   withBrick(async (b, root) => {
     const kinds: Array<[string, number, number]> = [['fifo', 0o010000, 0], ['sock', 0o140000, 0], ['chr', 0o020000, 0x0103], ['blk', 0o060000, 0x0801]];
@@ -230,6 +273,157 @@ test('trusted.* attributes are kept apart from the cluster\'s own: listed, set a
     const manifest = await b.manifest();
     assert.equal(Object.keys(manifest.find((e) => e.path === '/l')!.xattrs ?? {}), ['trusted.s'], 'verify compares them too');
     assert.ok(root.length > 0);
+  }));
+
+test('safe for its host: no setuid or setgid bit, device, FIFO or symlink on the brick, every file 0600 and directory 0700; the cluster sees its own modes and owners', () =>
+  withBrick(async (b, root) => {
+    const ok = (op: Parameters<Brick['apply']>[0], data = none) => assert.is(b.apply(op, data, T, ++seq).errno, undefined, JSON.stringify(op));
+    ok({ type: 'mkdir', path: '/g', mode: 0o2775, uid: 1000, gid: 50 });
+    ok({ type: 'create', path: '/g/suid', mode: 0o644, uid: 0, gid: 0, exclusive: true });
+    ok({ type: 'chmod', path: '/g/suid', mode: 0o6755 });
+    ok({ type: 'mknod', path: '/g/dev', mode: 0o020644, rdev: 0x0103, uid: 0, gid: 0 });
+    ok({ type: 'mknod', path: '/g/fifo', mode: 0o010600, rdev: 0, uid: 1000, gid: 1000 });
+    ok({ type: 'symlink', path: '/g/link', target: '/etc/shadow', uid: 1000, gid: 1000 });
+    ok({ type: 'mkdir', path: '/t', mode: 0o1777, uid: 0, gid: 0 });
+    const local: string[] = [];
+    const walk = (rel: string) => {
+      for (const name of readdirSync(join(root, rel))) {
+        const st = lstatSync(join(root, rel, name));
+        local.push(`${rel}/${name} ${(st.mode & 0o177777).toString(8)} ${st.uid}`);
+        if (st.isDirectory()) walk(`${rel}/${name}`);
+      }
+    };
+    walk('');
+    const me = process.getuid!();
+    assert.equal(local.sort(), [`/g 40700 ${me}`, `/g/dev 100600 ${me}`, `/g/fifo 100600 ${me}`, `/g/link 100600 ${me}`, `/g/suid 100600 ${me}`, `/t 40700 ${me}`]);
+    assert.is(lstatSync(root).mode & 0o7777, 0o700, 'the brick root is private');
+    const attr = async (p: string) => {
+      const a = await b.attr(p);
+      return `${a.mode.toString(8)} ${a.uid}:${a.gid} ${a.rdev}`;
+    };
+    assert.is(await attr('/g'), '42775 1000:50 0');
+    assert.is(await attr('/g/suid'), '106755 0:50 0', 'setuid and setgid, and the group of the setgid directory');
+    assert.is(await attr('/g/dev'), '20644 0:50 259');
+    assert.is(await attr('/g/fifo'), '10600 1000:50 0');
+    assert.is(await attr('/g/link'), '120777 1000:50 0');
+    assert.is((await b.attr('/g/link')).size, '/etc/shadow'.length, "a symlink's size is its target's length");
+    assert.is(await b.readlink('/g/link'), '/etc/shadow');
+    assert.is(await attr('/t'), '41777 0:0 0');
+    // chown clears setuid, and setgid with group execute, on anything but a directory.
+    ok({ type: 'chown', path: '/g/suid', uid: 1000, gid: 1000 });
+    assert.is(await attr('/g/suid'), '100755 1000:1000 0');
+    ok({ type: 'chown', path: '/g', uid: 0, gid: 0 });
+    assert.is(await attr('/g'), '42775 0:0 0', 'a directory keeps its setgid bit');
+    // A readlink of what is not a symlink, a read or a listing through one: as a local disk.
+    for (const [call, want] of [[() => b.readlink('/g/suid'), 'EINVAL'], [() => b.read('/g/link', 0, 1), 'ELOOP'], [() => b.dir('/g/link'), 'ELOOP'], [() => b.attr('/g/link/x'), 'ELOOP']] as const) {
+      let code = '';
+      try {
+        await call();
+      } catch (e) {
+        code = (e as DfsError).errno ?? '';
+      }
+      assert.is(code, want);
+    }
+    assert.is(b.apply({ type: 'setxattr', path: '/g/link', name: 'user.x', flags: 0 }, Buffer.from('x'), T, ++seq).errno, 'EPERM', 'no user.* attributes on a symlink, as Linux');
+  }));
+
+test("clients' user.dfs.* attributes are their own, and the cluster's own are never listed", () =>
+  withBrick(async (b) => {
+    b.apply({ type: 'create', path: '/f', mode: 0o644, uid: 0, gid: 0, exclusive: true }, none, T, ++seq);
+    const ino = (await b.attr('/f')).ino;
+    assert.is(b.apply({ type: 'setxattr', path: '/f', name: 'user.dfs.meta', flags: 0 }, Buffer.from('mine'), T, ++seq).errno, undefined);
+    assert.is((await b.xattr('/f', 'user.dfs.meta')).toString(), 'mine');
+    assert.equal(await b.xattrNames('/f'), ['user.dfs.meta']);
+    assert.is((await b.attr('/f')).ino, ino, 'the identity is untouched');
+    assert.is(b.apply({ type: 'removexattr', path: '/f', name: 'user.dfs.meta' }, none, T, ++seq).errno, undefined);
+    assert.equal(await b.xattrNames('/f'), []);
+    assert.is((await b.attr('/f')).ino, ino);
+  }));
+
+test('a brick of the older format is refused with the way out', async () => {
+  const dir = tempDir('brick-old');
+  try {
+    const root = join(dir.path, 'brick');
+    mkdirSync(root);
+    writeFileSync(join(root, 'f'), 'data'); // entries, and no identity on the root
+    let message = '';
+    try {
+      await Brick.open(root);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    assert.match(message, /older format/);
+    assert.match(message, /full sync/);
+  } finally {
+    dir.remove();
+  }
+});
+
+test('permissions at apply and at read: the errno Linux gives the caller, from the brick as it stands', () =>
+  withBrick(async (b) => {
+    const root: Caller = { uid: 0, gid: 0, groups: [] };
+    const alice = { uid: 1000, gid: 1000, groups: [1000, 50] };
+    const bob = { uid: 2000, gid: 2000, groups: [2000] };
+    const as = (caller: Caller, op: Parameters<Brick['apply']>[0], data = none) => b.apply(op, data, T, ++seq, undefined, caller).errno ?? 'ok';
+    const read = (caller: Caller, path: string, want: number) => {
+      try {
+        b.checkRead(caller, path, want);
+        return 'ok';
+      } catch (e) {
+        return (e as DfsError).errno;
+      }
+    };
+    assert.is(as(root, { type: 'mkdir', path: '/home', mode: 0o755, uid: 0, gid: 0 }), 'ok');
+    assert.is(as(root, { type: 'mkdir', path: '/home/alice', mode: 0o700, uid: 1000, gid: 1000 }), 'ok');
+    assert.is(as(root, { type: 'create', path: '/secret', mode: 0o600, uid: 0, gid: 0, exclusive: true }), 'ok');
+    assert.is(as(root, { type: 'mkdir', path: '/tmp', mode: 0o1777, uid: 0, gid: 0 }), 'ok');
+    // Creating: the directory's write permission, and one's own identity.
+    assert.is(as(alice, { type: 'create', path: '/home/alice/f', mode: 0o600, uid: 1000, gid: 1000, exclusive: true }), 'ok');
+    assert.is(as(alice, { type: 'create', path: '/home/x', mode: 0o600, uid: 1000, gid: 1000, exclusive: true }), 'EACCES');
+    assert.is(as(alice, { type: 'create', path: '/tmp/as-root', mode: 0o600, uid: 0, gid: 0, exclusive: true }), 'EPERM', 'creating as someone else');
+    assert.is(as(alice, { type: 'create', path: '/tmp/staff', mode: 0o600, uid: 1000, gid: 50, exclusive: true }), 'ok', 'a supplementary group');
+    assert.is(as(bob, { type: 'create', path: '/home/alice/g', mode: 0o600, uid: 2000, gid: 2000, exclusive: true }), 'EACCES', 'no search in a 0700 directory');
+    assert.is(as(alice, { type: 'mkdir', path: '/home', mode: 0o755, uid: 1000, gid: 1000 }), 'EEXIST', 'EEXIST before EACCES');
+    // Reading.
+    assert.is(read(bob, '/home/alice/f', R_OK), 'EACCES');
+    assert.is(read(bob, '/home/alice/f', 0), 'EACCES', 'even its attributes: no search permission');
+    assert.is(read(alice, '/home/alice/f', R_OK), 'ok');
+    assert.is(read(alice, '/secret', R_OK), 'EACCES');
+    assert.is(read(alice, '/secret', 0), 'ok');
+    assert.is(read(root, '/home/alice/f', R_OK), 'ok');
+    // Owners only: chmod, chown, explicit times; trusted.* is root's.
+    assert.is(as(alice, { type: 'chmod', path: '/secret', mode: 0o666 }), 'EPERM');
+    assert.is(as(alice, { type: 'chown', path: '/secret', uid: 1000, gid: 1000 }), 'EPERM');
+    assert.is(as(alice, { type: 'chown', path: '/home/alice/f', uid: 1000, gid: 50 }), 'ok', 'the owner gives the file to a group of theirs');
+    assert.is(as(alice, { type: 'chown', path: '/home/alice/f', uid: 1000, gid: 2000 }), 'EPERM', 'but not to another');
+    assert.is(as(alice, { type: 'chown', path: '/home/alice/f', uid: 2000, gid: 50 }), 'EPERM', 'nor to another user');
+    assert.is(as(alice, { type: 'utimens', path: '/secret', atimeMs: 0, mtimeMs: 0 }), 'EPERM');
+    assert.is(as(alice, { type: 'utimens', path: '/secret', atimeMs: 'now', mtimeMs: 'now' }), 'EACCES', 'touch needs write permission');
+    assert.is(as(alice, { type: 'setxattr', path: '/home/alice/f', name: 'trusted.x', flags: 0 }, Buffer.from('x')), 'EPERM');
+    assert.is(as(alice, { type: 'setxattr', path: '/home/alice/f', name: 'user.x', flags: 0 }, Buffer.from('x')), 'ok');
+    assert.is(as(bob, { type: 'setxattr', path: '/secret', name: 'user.x', flags: 0 }, Buffer.from('x')), 'EACCES');
+    assert.is(as(alice, { type: 'write', path: '/secret', offset: 0 }, Buffer.from('x')), 'EACCES');
+    assert.is(as(alice, { type: 'truncate', path: '/secret', size: 0 }), 'EACCES');
+    // The sticky bit: only the owner of the entry or the directory removes or renames it.
+    assert.is(as(bob, { type: 'create', path: '/tmp/bobs', mode: 0o666, uid: 2000, gid: 2000, exclusive: true }), 'ok');
+    assert.is(as(alice, { type: 'unlink', path: '/tmp/bobs' }), 'EPERM');
+    assert.is(as(alice, { type: 'rename', from: '/tmp/bobs', to: '/tmp/mine' }), 'EPERM');
+    assert.is(as(alice, { type: 'write', path: '/tmp/bobs', offset: 0 }, Buffer.from('y')), 'ok', 'a 0666 file is anyone\'s to write');
+    assert.is(as(bob, { type: 'unlink', path: '/tmp/bobs' }), 'ok');
+    assert.is(as(alice, { type: 'unlink', path: '/secret' }), 'EACCES');
+    // A directory moved to another parent needs write permission on itself.
+    assert.is(as(root, { type: 'mkdir', path: '/tmp/ro', mode: 0o555, uid: 1000, gid: 1000 }), 'ok');
+    assert.is(as(alice, { type: 'rename', from: '/tmp/ro', to: '/home/alice/ro' }), 'EACCES');
+    assert.is(as(alice, { type: 'rename', from: '/tmp/ro', to: '/tmp/ro2' }), 'ok', 'within its directory it may');
+    // chmod by one outside the file's group drops setgid; the cache follows a chmod.
+    assert.is(as(alice, { type: 'chown', path: '/home/alice/f', uid: 1000, gid: 1000 }), 'ok');
+    assert.is(as(root, { type: 'chown', path: '/home/alice/f', uid: 1000, gid: 3000 }), 'ok');
+    assert.is(as(alice, { type: 'chmod', path: '/home/alice/f', mode: 0o2755 }), 'ok');
+    assert.is((await b.attr('/home/alice/f')).mode & 0o7777, 0o755);
+    assert.is(as(root, { type: 'chmod', path: '/home/alice', mode: 0o755 }), 'ok');
+    assert.is(read(bob, '/home/alice/f', R_OK), 'ok', 'the directory is searchable now');
+    // Without a caller an op is the cluster's own: applied as it always was.
+    assert.is(b.apply({ type: 'chmod', path: '/secret', mode: 0o644 }, none, T, ++seq).errno, undefined);
   }));
 
 test('an atime op moves atime as relatime does and nothing else', () =>
@@ -446,3 +640,62 @@ test('two bricks given the same ops report identical attributes', async () => {
 });
 
 test.run();
+
+test('an op naming an inode applies wherever it is now: after renames of it and of its directory, on a brick that never saw them indexed, and by its path once it has no name', () =>
+  withBrick(async (b) => {
+    b.apply({ type: 'mkdir', path: '/d', mode: 0o755, uid: 0, gid: 0 }, none, T, 10);
+    const ino = b.apply({ type: 'create', path: '/d/log', mode: 0o644, uid: 0, gid: 0, exclusive: true }, none, T, 11).attr!.ino;
+    b.apply({ type: 'create', path: '/d/other', mode: 0o644, uid: 0, gid: 0, exclusive: true }, none, T, 12);
+    // Renamed, then a new file takes the old name: the op names the inode, with the old path.
+    b.apply({ type: 'rename', from: '/d/log', to: '/d/log.1' }, none, T, 13);
+    b.apply({ type: 'create', path: '/d/log', mode: 0o644, uid: 0, gid: 0, exclusive: true }, none, T, 14);
+    const w = b.apply({ type: 'write', path: '/d/log', ino, offset: 0 }, Buffer.from('one\n'), T, 15);
+    assert.is(w.path, '/d/log.1', 'the answer says where it applied');
+    assert.is(w.attr!.ino, ino);
+    assert.is((await b.read('/d/log', 0, 100)).length, 0, 'the new file at the old name is untouched');
+    // The directory above it moves.
+    b.apply({ type: 'rename', from: '/d', to: '/e' }, none, T, 16);
+    assert.is(b.apply({ type: 'write', path: '/d/log', ino, offset: 0, append: true }, Buffer.from('two\n'), T, 17).path, '/e/log.1');
+    assert.is(b.apply({ type: 'chmod', path: '/d/log.1', ino, mode: 0o600 }, none, T, 18).attr!.mode & 0o7777, 0o600);
+    assert.is((await b.attr(b.placeOf(ino, '/d/log'))).mode & 0o7777, 0o600);
+    assert.is((await b.read('/e/log.1', 0, 100)).toString(), 'one\ntwo\n');
+    // A brick that never indexed the inode (a restarted node) finds it by a walk, once.
+    const walksBefore = b.inodes.walkCount;
+    b.inodes.reset();
+    assert.is(b.apply({ type: 'truncate', path: '/d/log', ino, size: 3 }, none, T, 19).path, '/e/log.1');
+    assert.is(b.inodes.walkCount, walksBefore + 1);
+    assert.is(b.apply({ type: 'truncate', path: '/d/log', ino, size: 2 }, none, T, 20).path, '/e/log.1');
+    assert.is(b.inodes.walkCount, walksBefore + 1, 'then it is indexed');
+    // Gone (unlinked through another mount): by its path, as before inodes travelled, and
+    // the number is remembered as gone (no walk per call).
+    b.apply({ type: 'unlink', path: '/e/log.1' }, none, T, 21);
+    assert.is(b.apply({ type: 'write', path: '/e/log.1', ino, offset: 0 }, Buffer.from('x'), T, 22).errno, 'ENOENT');
+    const walks = b.inodes.walkCount;
+    assert.is(b.placeOf(ino, '/e/log'), '/e/log');
+    const other = b.apply({ type: 'write', path: '/e/log', ino, offset: 0 }, Buffer.from('x'), T, 23);
+    assert.is(other.path, '/e/log');
+    assert.is.not(other.attr!.ino, ino, 'the file now at the path');
+    assert.is(b.inodes.walkCount, walks);
+  }));
+
+test('appends land at the end as each is applied, the same on two bricks applying the same ops', async () => {
+  const dir = tempDir('brick-append');
+  try {
+    const bricks = [await Brick.open(join(dir.path, 'b1')), await Brick.open(join(dir.path, 'b2'))];
+    for (const b of bricks) {
+      b.apply({ type: 'create', path: '/log', mode: 0o644, uid: 0, gid: 0, exclusive: true }, none, T, 1);
+      b.apply({ type: 'write', path: '/log', offset: 0 }, Buffer.from('head\n'), T, 2);
+      // Two writers' appends, interleaved by sequence ID; and a plain write extending the file.
+      b.apply({ type: 'write', path: '/log', offset: 0, append: true }, Buffer.from('a1\n'), T, 3);
+      b.apply({ type: 'write', path: '/log', offset: 0, append: true }, Buffer.from('b1\n'), T, 4);
+      b.apply({ type: 'write', path: '/log', offset: 11 }, Buffer.from('XY\n'), T, 5);
+      const r = b.apply({ type: 'write', path: '/log', offset: 0, append: true }, Buffer.from('a2\n'), T, 6);
+      assert.is(r.attr!.size, 17);
+    }
+    const texts = await Promise.all(bricks.map(async (b) => (await b.read('/log', 0, 100)).toString()));
+    assert.is(texts[0], 'head\na1\nb1\nXY\na2\n');
+    assert.is(texts[1], texts[0]);
+  } finally {
+    dir.remove();
+  }
+});

@@ -2,7 +2,8 @@
 import { test } from 'uvu';
 import { randomBytes } from 'node:crypto';
 import * as assert from 'uvu/assert';
-import { decodeFrameAt, decodeFrames, decodeOneFrame, encodeFrame, encodeFrameParts, FRAME_PREFIX_BYTES } from '../../common/frame';
+import { crc32 } from 'node:zlib';
+import { crc32Combine, decodeFrameAt, decodeFrames, decodeOneFrame, decodeOneFrameForRelay, encodeFrame, encodeFrameParts, FRAME_PREFIX_BYTES } from '../../common/frame';
 import { DfsError } from '../../common/errors';
 
 test('a frame round-trips its header and data', () => {
@@ -77,6 +78,37 @@ test('an empty payload of any origin round-trips (zlib.crc32 mishandles some emp
     const again = encodeFrame(f.header, f.data);
     assert.ok(again.equals(encodeFrame({ n: 1 })));
   }
+});
+
+test('crc32Combine gives the CRC of A ‖ B from the CRCs of A and B', () => {
+  const crcOf = (b: Buffer) => (b.length === 0 ? 0 : crc32(b));
+  for (const [a, b] of [[0, 0], [0, 5], [5, 0], [1, 1], [17, 4096], [300, 1 << 20], [4095, 65_537]] as const) {
+    const A = randomBytes(a);
+    const B = randomBytes(b);
+    assert.is(crc32Combine(crcOf(A), crcOf(B), B.length), crcOf(Buffer.concat([A, B])), `${a} + ${b} bytes`);
+  }
+});
+
+test('a relay checks a frame once and re-heads its data with the same bytes as encoding anew', () => {
+  const data = randomBytes(200_000);
+  const sent = encodeFrame({ reqId: 'r', op: { type: 'write', path: '/a', offset: 0 } }, data);
+  const { frame, dataCrc } = decodeOneFrameForRelay(sent);
+  assert.ok(frame.data.equals(data));
+  assert.is(dataCrc, crc32(data));
+  const next = { epoch: 3, seq: 9, reqId: 'r', op: { type: 'write', path: '/a', offset: 0 } };
+  assert.ok(Buffer.concat(encodeFrameParts(next, frame.data, dataCrc)).equals(encodeFrame(next, data)));
+  // No data at all: the CRC of nothing is 0.
+  const empty = decodeOneFrameForRelay(encodeFrame({ n: 1 }));
+  assert.is(empty.dataCrc, 0);
+  assert.ok(Buffer.concat(encodeFrameParts({ n: 2 }, empty.frame.data, 0)).equals(encodeFrame({ n: 2 })));
+  // Damage anywhere, in the header or the data, is refused as decodeOneFrame refuses it.
+  for (const at of [FRAME_PREFIX_BYTES + 2, sent.length - 1]) {
+    const bad = Buffer.from(sent);
+    bad[at]! ^= 0x10;
+    assert.throws(() => decodeOneFrameForRelay(bad), (e: unknown) => e instanceof DfsError && e.code === 'BAD_REQUEST' && /checksum/.test(e.message));
+  }
+  assert.throws(() => decodeOneFrameForRelay(sent.subarray(0, sent.length - 1)), (e: unknown) => e instanceof DfsError && /truncated/.test(e.message));
+  assert.throws(() => decodeOneFrameForRelay(Buffer.concat([sent, Buffer.from([0])])), (e: unknown) => e instanceof DfsError && /trailing/.test(e.message));
 });
 
 test.run();

@@ -56,7 +56,7 @@ test('proxy: every request is counted by route name and status, errors and 404s 
   assert.is(res.status, 200);
   assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
   const counts = requestsOf(parseMetricsText(await res.text()), 'dfs_proxy_requests_total');
-  assert.equal(counts, { 'healthz 200': 2, 'readyz 503': 1, 'attr 400': 2, 'unmatched 404': 2 });
+  assert.equal(counts, { 'healthz healthz 200': 2, 'readyz readyz 503': 1, 'attr attr 400': 2, 'unmatched unmatched 404': 2 });
 });
 
 test('proxy: each app counts on its own', async () => {

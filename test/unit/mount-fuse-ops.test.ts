@@ -81,9 +81,11 @@ class FakeCluster implements ClusterClient {
       case 'write': {
         if (this.failWrites) throw new DfsError('UNAVAILABLE', 'cluster down');
         const n = get(op.path);
-        const end = op.offset + data!.length;
+        // An append lands at the end as the file stands now (storage/brick.ts).
+        const at = op.append ? n.data.length : op.offset;
+        const end = at + data!.length;
         if (n.data.length < end) n.data = Buffer.concat([n.data, Buffer.alloc(end - n.data.length)]);
-        data!.copy(n.data, op.offset);
+        data!.copy(n.data, at);
         n.attr.size = n.data.length;
         return { seq, attr: { ...n.attr } };
       }
@@ -399,7 +401,7 @@ test('fallocate commits the buffered writes first, then sends one op; unsupporte
   const sent = cluster.ops.length;
   assert.is((await call((cb) => h.fallocate('/f', fd, 0x03, 2, 4, cb))).code, 0);
   assert.equal(cluster.ops.slice(sent).map((o) => o.type), ['write', 'fallocate'], 'no buffered write lands after the punched hole');
-  assert.equal(cluster.ops[cluster.ops.length - 1], { type: 'fallocate', path: '/f', mode: 3, offset: 2, size: 4 });
+  assert.equal(cluster.ops[cluster.ops.length - 1], { type: 'fallocate', path: '/f', ino: 101, mode: 3, offset: 2, size: 4 }, 'by the inode of the open file');
   const before = cluster.ops.length;
   assert.is((await call((cb) => h.fallocate('/f', fd, 0x08, 0, 4096, cb))).code, -E.EOPNOTSUPP, 'COLLAPSE_RANGE');
   assert.is((await call((cb) => h.fallocate('/f', fd, 0x02, 0, 4096, cb))).code, -E.EOPNOTSUPP, 'PUNCH_HOLE without KEEP_SIZE');

@@ -64,6 +64,35 @@ test('contiguous writes coalesce into one chunk sent on flush', async () => {
   assert.is(wb.dirtyEnd, 0);
 });
 
+test('append mode: the offsets given are ignored, the bytes go as one stream in write order, one op in flight at a time', async () => {
+  const sent: Array<{ data: Buffer; extents: Extent[] | undefined }> = [];
+  let inflight = 0;
+  let inflightMost = 0;
+  // Each send completes a little later, so several could overlap if the buffer let them.
+  const send = async (_offset: number, data: Buffer, extents?: Extent[]): Promise<void> => {
+    inflight++;
+    inflightMost = Math.max(inflightMost, inflight);
+    sent.push({ data: Buffer.from(data), extents });
+    await new Promise((r) => setTimeout(r, 2));
+    inflight--;
+  };
+  const wb = new WriteBuffer(send, { chunkBytesMax: 100, inflightMax: 4 }, undefined, 'append');
+  // The kernel passes its idea of the end of file, stale or repeated: none of it matters.
+  await wb.write(0, bytes(30, 1));
+  assert.is(wb.dirtyEnd, 0, 'an append has no known end until applied');
+  assert.ok(wb.overlaps(1_000_000, 1_000_001), 'it may land anywhere past the end');
+  await wb.write(0, bytes(60, 2));
+  await wb.write(7, bytes(250, 3));
+  await wb.write(3, bytes(20, 4));
+  await wb.flush();
+  assert.is(inflightMost, 1, 'one append in flight at a time, though inflightMax is 4');
+  assert.ok(sent.length >= 4, `sent as ${sent.length} ops of at most 100 bytes`);
+  assert.ok(sent.every((s) => s.extents === undefined && s.data.length <= 100), 'each op is one run of bytes, never packed extents');
+  assert.equal(Buffer.concat(sent.map((s) => s.data)), Buffer.concat([bytes(30, 1), bytes(60, 2), bytes(250, 3), bytes(20, 4)]), 'every byte once, in the order written');
+  assert.not.ok(wb.dirty);
+  assert.not.ok(wb.overlaps(0, 10), 'nothing pending: overlaps nothing');
+});
+
 test('a full chunk is sent at once and split exactly at chunkBytesMax', async () => {
   const { sent, send } = fakeSender(true);
   const wb = new WriteBuffer(send, { chunkBytesMax: 256, inflightMax: 4 });

@@ -27,6 +27,8 @@ const CONFIG: ReplicaConfig = {
   dedupEntriesMax: 100,
   peerRetryMs: 200,
   syncRetryMs: 1000,
+  seqAheadMax: 100,
+  holeClaimsPerRoundMax: 3,
 };
 
 const NODES = { n1: 'http://n1', n2: 'http://n2', n3: 'http://n3' };
@@ -78,7 +80,7 @@ const acked = (peerId: string, requestId: number, durableSeq: number, commitSeq 
   ack: { durableSeq, commitSeq, tail },
 });
 const failed = (peerId: string, requestId: number, code: 'GAP' | 'UNAVAILABLE' | 'STALE_EPOCH' | 'NOT_PRIMARY' | 'NO_SPACE'): ReplicaEvent => ({ type: 'peerFailed', peerId, requestId, code });
-const timer = (key: 'hole' | 'hold' | `peer:${string}` | `barrier:${number}`): ReplicaEvent => ({ type: 'timer', key });
+const timer = (key: 'hole' | 'hold' | `peer:${string}` | `notice:${string}` | `barrier:${number}`): ReplicaEvent => ({ type: 'timer', key });
 const read = (token: number, seq: number): ReplicaEvent => ({ type: 'barrierRead', token, seq });
 const hold = (token: number, seq: number, timeoutMs = 5000): ReplicaEvent => ({ type: 'hold', token, seq, timeoutMs });
 
@@ -166,6 +168,60 @@ const PRIMARY_READY: Line[] = [
 ];
 
 const CASES: Case[] = [
+  // ---- the floor on copies (minInSync) ----
+  {
+    name: 'a primary alone of three (the others left the in-sync set) commits nothing: below the majority floor',
+    script: [
+      [membership({ ...THREE, inSync: ['n1'] }), ['role primary e1', 'send n2 #1 e1 c0 -', 'send n3 #2 e1 c0 -']],
+      [submit(7, 1), ['append 1..1']],
+      [durable(1), []],
+    ],
+    after: (s) => assert.equal([s.durableSeq, s.commitSeq, s.appliedSeq], [1, 0, 0]),
+  },
+  {
+    name: 'below the floor the op waits; a backup back in the in-sync set that holds it lets it commit',
+    script: [
+      [membership({ ...THREE, inSync: ['n1'] }), ['role primary e1', 'send n2 #1 e1 c0 -', 'send n3 #2 e1 c0 -']],
+      [acked('n2', 1, 0), []],
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1']],
+      [durable(1), []],
+      [acked('n2', 3, 1), []],
+      [membership({ ...THREE, inSync: ['n1', 'n2'] }, 2), ['apply 1', 'send n2 #4 e2 c1 -']],
+      [applied(1), ['answer 7 {"seq":1}']],
+    ],
+  },
+  {
+    name: 'minInSync 1 lets a primary alone commit (the floor is configurable)',
+    init: { config: { ...CONFIG, minInSync: 1 } },
+    script: [
+      [membership({ ...THREE, inSync: ['n1'] }), ['role primary e1', 'send n2 #1 e1 c0 -', 'send n3 #2 e1 c0 -']],
+      [submit(7, 1), ['append 1..1']],
+      [durable(1), ['apply 1']],
+    ],
+  },
+  {
+    name: 'minInSync 3 of three: one backup out of the in-sync set stops commits',
+    init: { config: { ...CONFIG, minInSync: 3 } },
+    script: [
+      [membership({ ...THREE, inSync: ['n1', 'n2'] }), ['role primary e1', 'send n2 #1 e1 c0 -', 'send n3 #2 e1 c0 -']],
+      [acked('n2', 1, 0), []],
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1']],
+      [durable(1), []],
+      [acked('n2', 3, 1), []],
+    ],
+    after: (s) => assert.is(s.commitSeq, 0),
+  },
+  // ---- incarnations: a new disk under an old ID ----
+  {
+    name: 'a node whose incarnation is not the one the membership admitted never acts as primary or backup',
+    init: { incarnation: 'bbbbbbbbbbbbbbbb' },
+    script: [
+      [membership({ ...THREE, incarnations: { n1: 'aaaaaaaaaaaaaaaa' } }), ['role learner e1']],
+      [submit(7, 1), ['refuse 7 NOT_PRIMARY']],
+      [membership({ ...THREE, incarnations: { n1: 'bbbbbbbbbbbbbbbb' } }, 2), ['role primary e2', 'send n2 #1 e2 c0 -', 'send n3 #2 e2 c0 -']],
+    ],
+    after: (s) => assert.is(s.stranger, false),
+  },
   // ---- the primary's pipeline ----
   {
     name: 'a single-node primary commits on its own log, then answers the submitter',
@@ -192,6 +248,52 @@ const CASES: Case[] = [
       assert.is(s.peers.get('n2')!.knownCommit, 1);
       assert.is(s.peers.get('n3')!.notice?.requestId, 6);
     },
+  },
+  {
+    name: 'commitNoticeDelayMs: a notice is held back; the next op\'s batch carries the commit point instead, and the timer then sends nothing',
+    init: { config: { ...CONFIG, commitNoticeDelayMs: 5 } },
+    script: [
+      ...PRIMARY_READY,
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+      [durable(1), []],
+      [acked('n2', 3, 1), []],
+      [acked('n3', 4, 1), ['apply 1', 'set notice:n2 5', 'set notice:n3 5']],
+      [applied(1), ['answer 7 {"seq":1}']],
+      // The next op comes before the timers: its batches tell both backups c1.
+      [submit(8, 2), ['append 2..2', 'send n2 #5 e1 c1 2..2', 'send n3 #6 e1 c1 2..2']],
+      [acked('n2', 5, 2, 1), []],
+      [timer('notice:n2'), []], // n2 knows c1, and c2 is not committed yet: nothing to tell
+      [durable(2), []],
+      // n2's timer is armed again; n3's, set for c1, is still armed and will tell it c2.
+      [acked('n3', 6, 2, 1), ['apply 2', 'set notice:n2 5']],
+      [applied(2), ['answer 8 {"seq":2}']],
+      // Nothing more comes: each timer sends the notice it held.
+      [timer('notice:n2'), ['send n2 #7 e1 c2 -']],
+      [timer('notice:n3'), ['send n3 #8 e1 c2 -']],
+      [timer('notice:n3'), []], // a stale firing does nothing
+      [acked('n2', 7, 2, 2), []],
+    ],
+    after: (s) => {
+      assert.equal([s.peers.get('n2')!.knownCommit, s.peers.get('n2')!.noticeHeld], [2, false]);
+      assert.is(s.peers.get('n3')!.notice?.requestId, 8);
+    },
+  },
+  {
+    name: 'commitNoticeDelayMs: a held notice is dropped with its peer, and by a node that stops being primary',
+    init: { config: { ...CONFIG, commitNoticeDelayMs: 5 } },
+    script: [
+      ...PRIMARY_READY,
+      [submit(7, 1), ['append 1..1', 'send n2 #3 e1 c0 1..1', 'send n3 #4 e1 c0 1..1']],
+      [durable(1), []],
+      [acked('n2', 3, 1), []],
+      [acked('n3', 4, 1), ['apply 1', 'set notice:n2 5', 'set notice:n3 5']],
+      [membership({ ...THREE, inSync: ['n1', 'n2'], nodes: { n1: NODES.n1, n2: NODES.n2 } }, 2), ['clear notice:n3']], // n2's notice stays held
+      [timer('notice:n3'), []],
+      // n2 is primary now, so no peer of this node's: its timer goes, with the submitter.
+      [membership(AS_BACKUP, 3), ['refuse 7 NOT_PRIMARY', 'clear notice:n2', 'role backup e3']],
+      [timer('notice:n2'), []],
+    ],
+    after: (s) => assert.is(s.peers.get('n2')?.noticeHeld ?? false, false),
   },
   {
     name: 'commit is the primary\'s own durable point when the backups are ahead of it',
@@ -276,6 +378,30 @@ const CASES: Case[] = [
       [submit(2, 3), ['set hole 1000']],
       [submit(3, 2), ['refuse 3 UNAVAILABLE']],
     ],
+  },
+
+  {
+    name: 'a sequence ID more than seqAheadMax above the newest known is BAD_REQUEST: submit, barrier and hold alike, claiming no hole',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [submit(1, 1), ['append 1..1']],
+      // The newest known is 1 (the log's end): 101 is within the bound, 102 is not.
+      [submit(2, 102), ['refuse 2 BAD_REQUEST']],
+      [read(3, 102), ['refuse 3 BAD_REQUEST']],
+      [hold(4, 1_000_001), ['refuse 4 BAD_REQUEST']],
+      [read(5, 101), ['set hole 1000', 'set barrier:5 3000']],
+    ],
+    after: (s) => assert.equal([s.highestSeenSeq, s.pending.size], [101, 0]),
+  },
+  {
+    name: 'the hole timer claims at most holeClaimsPerRoundMax slots a round, then waits again for the rest',
+    script: [
+      [membership(ALONE), ['role primary e1']],
+      [submit(1, 6), ['set hole 1000']],
+      [timer('hole'), ['hole 1', 'hole 2', 'hole 3', 'set hole 1000', 'append 1..3']],
+      [timer('hole'), ['hole 4', 'hole 5']],
+    ],
+    after: (s) => assert.is(s.orderedSeq, 6),
   },
 
   // ---- holes ----

@@ -1,0 +1,148 @@
+/*
+ * A network lab for partition tests: every party (Redis, each proxy, each storage node,
+ * each mount's client side) runs in a network namespace of its own, with its own address
+ * on one bridge, so that a link between two parties can be cut and healed while the rest
+ * carries on (DESIGN.md: "a harness … in network namespaces where a partition is needed").
+ *
+ *   root namespace: bridge dfsb<tag> 10.214.<k>.1/24 (the test itself, as an observer)
+ *        │ veth pairs, one per party
+ *   ns dfs<tag>-redis 10.214.<k>.10   ns dfs<tag>-p1 .11   ns dfs<tag>-n1 .21 …
+ *
+ * A cut is a blackhole route in the sender's namespace (`ip route add blackhole ADDR/32`):
+ * packets from A to B are dropped silently, as a firewall DROP rule would (iptables and nft
+ * are not on every machine; iproute2 is). Cutting A to B alone is a one-way cut; a TCP
+ * connection then fails both ways (B's segments reach A, A's answers do not), as with a
+ * one-way firewall rule. Processes start under `nsenter --net=…`, which changes only the
+ * network namespace, so a FUSE mount made inside is visible to the whole machine.
+ *
+ * `NetLab.create` returns a reason instead of a lab where the kernel or the user may not
+ * make namespaces (not root, no veth or bridge support): the suite skips with it.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { openSync } from 'node:fs';
+
+export interface Party {
+  name: string;
+  ns: string;
+  addr: string;
+}
+
+function ip(args: string[]): { ok: boolean; err: string } {
+  const r = spawnSync('ip', args, { encoding: 'utf8' });
+  return { ok: r.status === 0, err: `${r.stderr ?? ''}${r.error ? String(r.error) : ''}`.trim() };
+}
+
+function mustIp(args: string[]): void {
+  const r = ip(args);
+  if (!r.ok) throw new Error(`ip ${args.join(' ')}: ${r.err}`);
+}
+
+export class NetLab {
+  readonly parties = new Map<string, Party>();
+  readonly observerAddr: string;
+  private readonly cuts = new Set<string>();
+  private readonly children: ChildProcess[] = [];
+
+  private constructor(
+    readonly tag: string,
+    private readonly bridge: string,
+    private readonly subnet: string,
+  ) {
+    this.observerAddr = `${subnet}.1`;
+  }
+
+  /** Makes the bridge and one namespace per name; a string says why it cannot. */
+  static create(names: string[]): NetLab | string {
+    if (process.getuid?.() !== 0) return 'network namespaces need root';
+    const tag = (process.pid % 10_000).toString(36) + Math.floor(Math.random() * 36).toString(36);
+    const subnet = `10.214.${1 + (process.pid % 250)}`;
+    const lab = new NetLab(tag, `dfsb${tag}`, subnet);
+    const probe = ip(['link', 'add', lab.bridge, 'type', 'bridge']);
+    if (!probe.ok) return `the kernel refused a bridge: ${probe.err}`;
+    try {
+      mustIp(['addr', 'add', `${lab.observerAddr}/24`, 'dev', lab.bridge]);
+      mustIp(['link', 'set', lab.bridge, 'up']);
+      names.forEach((name, i) => lab.addParty(name, i));
+    } catch (e) {
+      lab.destroy();
+      return `could not build the lab: ${(e as Error).message}`;
+    }
+    return lab;
+  }
+
+  private addParty(name: string, index: number): void {
+    const ns = `dfs${this.tag}-${name}`;
+    const host = `v${this.tag}${index}h`;
+    const peer = `v${this.tag}${index}p`;
+    const addr = `${this.subnet}.${10 + index}`;
+    mustIp(['netns', 'add', ns]);
+    this.parties.set(name, { name, ns, addr });
+    mustIp(['link', 'add', host, 'type', 'veth', 'peer', 'name', peer]);
+    mustIp(['link', 'set', host, 'master', this.bridge]);
+    mustIp(['link', 'set', host, 'up']);
+    mustIp(['link', 'set', peer, 'netns', ns]);
+    mustIp(['-n', ns, 'link', 'set', 'lo', 'up']);
+    mustIp(['-n', ns, 'link', 'set', peer, 'name', 'eth0']);
+    mustIp(['-n', ns, 'addr', 'add', `${addr}/24`, 'dev', 'eth0']);
+    mustIp(['-n', ns, 'link', 'set', 'eth0', 'up']);
+  }
+
+  party(name: string): Party {
+    const p = this.parties.get(name);
+    if (!p) throw new Error(`no party ${name} in the lab`);
+    return p;
+  }
+
+  /** Drops every packet from `from` to `to` (a one-way cut; cut both for a split). */
+  cut(from: string, to: string): void {
+    const key = `${from}>${to}`;
+    if (this.cuts.has(key)) return;
+    mustIp(['-n', this.party(from).ns, 'route', 'add', 'blackhole', `${this.party(to).addr}/32`]);
+    this.cuts.add(key);
+  }
+
+  heal(from: string, to: string): void {
+    const key = `${from}>${to}`;
+    if (!this.cuts.has(key)) return;
+    mustIp(['-n', this.party(from).ns, 'route', 'del', 'blackhole', `${this.party(to).addr}/32`]);
+    this.cuts.delete(key);
+  }
+
+  /** Cuts (or heals) both ways between every member of `a` and every member of `b`. */
+  split(a: string[], b: string[], on = true): void {
+    for (const x of a) {
+      for (const y of b) {
+        if (x === y) continue;
+        if (on) {
+          this.cut(x, y);
+          this.cut(y, x);
+        } else {
+          this.heal(x, y);
+          this.heal(y, x);
+        }
+      }
+    }
+  }
+
+  healAll(): void {
+    for (const key of [...this.cuts]) {
+      const [from, to] = key.split('>') as [string, string];
+      this.heal(from, to);
+    }
+  }
+
+  /** Starts `argv` inside the party's network namespace, its output to `logFile`. */
+  spawn(name: string, argv: string[], logFile: string, env: NodeJS.ProcessEnv = process.env): ChildProcess {
+    const fd = openSync(logFile, 'a');
+    const child = spawn('nsenter', [`--net=/run/netns/${this.party(name).ns}`, '--', ...argv], { stdio: ['ignore', fd, fd], env });
+    this.children.push(child);
+    return child;
+  }
+
+  /** Removes every namespace (their veth ends and routes go with them) and the bridge. */
+  destroy(): void {
+    for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    for (const p of this.parties.values()) ip(['netns', 'del', p.ns]);
+    ip(['link', 'del', this.bridge]);
+  }
+}
