@@ -71,6 +71,9 @@ if ! installed redis-server && ! command -v redis-server >/dev/null 2>&1; then m
 for tool in patch make g++ python3 git rsync tar; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+# setfattr (Debian's attr): the permission suites set trusted.* attributes on a local disk
+# and through a mount (test/integration/permissions, test/e2e/credential-mount).
+command -v setfattr >/dev/null 2>&1 || missing+=(attr)
 # The metrics test checks every scrape with promtool (Debian's prometheus package), and the
 # status page test drives Debian's chromium headless (test/e2e/metrics.test.ts, status-page).
 if ! command -v promtool >/dev/null 2>&1; then missing+=(prometheus); fi
@@ -89,7 +92,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   done
   "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${packages[@]}"
 else
-  say "system packages present (libfuse2, fuse, redis-server, patch, make, g++, python3, git, rsync, tar, promtool, chromium)"
+  say "system packages present (libfuse2, fuse, redis-server, patch, make, g++, python3, git, rsync, tar, attr, promtool, chromium)"
 fi
 
 # --- helm, for the chart's test (test/e2e/chart.test.ts) --------------------------------------
