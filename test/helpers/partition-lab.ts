@@ -225,12 +225,16 @@ export async function runScenario(
   });
   const finals = new Map<string, string>();
   for (const r of REGISTERS) {
+    let lastError = '';
     const value = await pollFor(`the final value of ${r}`, 30_000, () => {
       try {
         return readFileSync(join(d1, r), 'utf8').trim();
-      } catch {
+      } catch (e) {
+        lastError = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
         return undefined;
       }
+    }).catch(async (e: Error) => {
+      throw new Error(`${e.message} through m1 (last error ${lastError}); ${await registerViews(lab, r)}`);
     });
     finals.set(r, value);
   }
@@ -264,4 +268,35 @@ export async function runScenario(
 /** Names the files under the lab's logs, for a failure to be looked into. */
 export function logFiles(lab: Lab): string[] {
   return readdirSync(join(lab.root, 'logs')).map((f) => join(lab.root, 'logs', f));
+}
+
+/** What each side says of register `r`, for a failure's message: the mounts, m1's listing
+ * of the root, the cluster through a proxy, and m1's last log lines. */
+async function registerViews(lab: Lab, r: string): Promise<string> {
+  const views: string[] = [];
+  for (const [i, d] of lab.mountpoints.entries()) {
+    try {
+      views.push(`m${i + 1} reads ${JSON.stringify(readFileSync(join(d, r), 'utf8').trim())}`);
+    } catch (e) {
+      views.push(`m${i + 1} read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  }
+  try {
+    views.push(`m1 lists [${readdirSync(lab.mountpoints[0]!).join(', ')}]`);
+  } catch (e) {
+    views.push(`m1 list: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  try {
+    const a = await lab.client.get('/v1/attr', { path: `/${r}` });
+    views.push(`the cluster's attr: ${a.status} ${JSON.stringify(a.json)}`);
+  } catch (e) {
+    views.push(`the cluster's attr: ${(e as Error).message}`);
+  }
+  try {
+    const log = readFileSync(join(lab.root, 'logs', 'm1.log'), 'utf8').trim().split('\n');
+    views.push(`m1's last log lines:\n${log.slice(-12).join('\n')}`);
+  } catch {
+    // no log to show
+  }
+  return views.join('; ');
 }
