@@ -11,6 +11,9 @@
  *   create            FILES empty files in one directory, one after the other
  *   ls -l             of that directory, by `ls -l DIR > /dev/null` (one call in all)
  *   stat, unlink      of those files, one phase each
+ *   small files       FILES files in another directory, one after the other, each created
+ *                     exclusive (O_CREAT|O_EXCL), written 4 KiB and closed: close returns
+ *                     once the 4 KiB are committed on every in-sync node
  *   create, 8 loops   FILES empty files again, by 8 concurrent loops, each in its own
  *                     directory; its rate is also given as a multiple of the single loop's
  *   lock + unlock     LOCKS uncontended fcntl lock and unlock pairs on one open file
@@ -45,6 +48,8 @@ import { freePorts, httpGet, startCluster, type Cluster, type ProcessKind } from
 import { clockTicksPerSecond, costBetween, COSTED_KINDS, cpuTicksByKind, requestCounts, type CostSample, type PhaseCost, type RequestCounts } from './cost';
 
 const CHUNK_BYTES = 1024 * 1024;
+/** What each file of the small-file phase holds. */
+const SMALL_FILE_BYTES = 4096;
 const MIB = 1024 * 1024;
 /** Each phase stops when it has run this long, and reports the rate of what it did. */
 const PHASE_BUDGET_MS = 4 * 60 * 1000;
@@ -361,6 +366,25 @@ async function main(): Promise<void> {
     add('ls_l', 'ls -l of the directory (one call)', 'file', await meter.measure(() => listLong(dir, files)));
     add('stat', 'stat', 'file', await meter.measure(() => timedPhase(files, async (index) => void (await stat(name(index))))));
     add('unlink', 'unlink', 'file', await meter.measure(() => timedPhase(files, (index) => unlink(name(index)))));
+
+    const smallDir = join(mountpoint, 'small-4k');
+    await mkdir(smallDir);
+    const smallData = randomBytes(SMALL_FILE_BYTES);
+    add(
+      'small_files',
+      `small files (create exclusive, write ${SMALL_FILE_BYTES / 1024} KiB, close)`,
+      'file',
+      await meter.measure(() =>
+        timedPhase(fileCount, async (index) => {
+          const handle = await open(join(smallDir, `f${index}`), 'wx');
+          try {
+            await handle.write(smallData, 0, SMALL_FILE_BYTES, 0);
+          } finally {
+            await handle.close();
+          }
+        }),
+      ),
+    );
 
     const loopDir = (loopIndex: number) => join(mountpoint, 'parallel', `loop${loopIndex}`);
     for (let loopIndex = 0; loopIndex < PARALLEL_LOOPS; loopIndex++) await mkdir(loopDir(loopIndex), { recursive: true });
