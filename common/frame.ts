@@ -27,7 +27,7 @@ function frameChecksum(header: Buffer, data: Buffer): number {
  * frame's data without another pass over the data: crc(A ‖ B) = A's CRC multiplied by x to
  * the 8·|B| modulo the polynomial, xor crc(B) (zlib's crc32_combine, done here because
  * Node does not expose it). A proxy checks a client's frame once, with the data's own CRC
- * computed separately, and reuses that CRC for the frame it sends on.
+ * computed separately, and reuses that CRC for the frame it sends on (decodeRelayFrame).
  */
 const CRC_POLY = 0xedb88320;
 
@@ -69,11 +69,6 @@ export function crc32Combine(crcA: number, crcB: number, bytesB: number): number
   return (multModP(x2nModP(bytesB, 3), crcA) ^ crcB) >>> 0;
 }
 
-/** crc32 of `data` alone; see frameChecksum for why an empty buffer is not passed in. */
-export function dataChecksum(data: Buffer): number {
-  return data.length === 0 ? 0 : crc32(data);
-}
-
 export interface Frame<H = unknown> {
   header: H;
   data: Buffer;
@@ -97,44 +92,101 @@ export const FRAME_PIECES_BYTES_MIN = 64 * 1024;
  * to a socket (a copy that also costs a MiB outside V8's heap: common/node-runtime.ts).
  */
 export function encodeFrameParts(header: unknown, data: Buffer = Buffer.alloc(0), dataCrc?: number): [Buffer, Buffer] {
+  const head = encodeHead(header, data.length, (headerBuf) => (dataCrc === undefined ? frameChecksum(headerBuf, data) : crc32Combine(crc32(headerBuf), dataCrc, data.length)));
+  return [head, data];
+}
+
+/** A frame's prefix and header, for `dataBytes` of data; `checksum` is given the header. */
+function encodeHead(header: unknown, dataBytes: number, checksum: (headerBuf: Buffer) => number): Buffer {
   const json = JSON.stringify(header);
   const headerBytes = Buffer.byteLength(json);
   const head = Buffer.allocUnsafe(FRAME_PREFIX_BYTES + headerBytes);
   head.write(json, FRAME_PREFIX_BYTES, 'utf8');
-  const headerBuf = head.subarray(FRAME_PREFIX_BYTES);
   head.writeUInt32BE(headerBytes, 0);
-  head.writeUInt32BE(data.length, 4);
-  const checksum = dataCrc === undefined ? frameChecksum(headerBuf, data) : crc32Combine(crc32(headerBuf), dataCrc, data.length);
-  head.writeUInt32BE(checksum, 8);
-  return [head, data];
+  head.writeUInt32BE(dataBytes, 4);
+  head.writeUInt32BE(checksum(head.subarray(FRAME_PREFIX_BYTES)), 8);
+  return head;
+}
+
+/** A frame a relay received, its data left in the pieces it arrived in (decodeRelayFrame). */
+export interface RelayFrame {
+  header: unknown;
+  /** The data, as views into the pieces received, in order. */
+  data: Buffer[];
+  dataBytes: number;
+  /** The CRC-32 of the data alone. */
+  dataCrc: number;
 }
 
 /**
- * Decodes a request body that must hold exactly one frame, as decodeOneFrame, and also
- * gives the CRC-32 of its data alone: for a relay that sends the data on under another
- * header (encodeFrameParts with `dataCrc`), so that the data is read once, not twice.
- * The frame is checked all the same, against crc(header) combined with crc(data).
+ * Decodes a request body that must hold exactly one frame, given in the pieces it arrived
+ * in, refusing what decodeOneFrame refuses, and gives the CRC-32 of its data alone, for a
+ * relay that sends the data on under another header (encodeRelayedFrame): the data is
+ * read once, not twice, and the frame is checked all the same, against crc(header)
+ * combined with crc(data). Only the prefix and header are gathered into one buffer when
+ * they span pieces; the data stays where it is, so a relay copies none of it (the proxy:
+ * a MiB per MiB written).
  */
-export function decodeOneFrameForRelay(buf: Buffer): { frame: Frame; dataCrc: number } {
-  if (buf.length < FRAME_PREFIX_BYTES) throw new DfsError('BAD_REQUEST', 'truncated frame');
-  const headerBytes = buf.readUInt32BE(0);
-  const dataBytes = buf.readUInt32BE(4);
-  const crc = buf.readUInt32BE(8);
+export function decodeRelayFrame(pieces: readonly Buffer[]): RelayFrame {
+  let size = 0;
+  for (const p of pieces) size += p.length;
+  if (size < FRAME_PREFIX_BYTES) throw new DfsError('BAD_REQUEST', 'truncated frame');
+  const prefix = gather(pieces, 0, FRAME_PREFIX_BYTES);
+  const headerBytes = prefix.readUInt32BE(0);
+  const dataBytes = prefix.readUInt32BE(4);
+  const crc = prefix.readUInt32BE(8);
   if (headerBytes > FRAME_HEADER_BYTES_MAX || dataBytes > WRITE_BYTES_MAX) throw new DfsError('BAD_REQUEST', 'bad frame: frame lengths over limits');
   const total = FRAME_PREFIX_BYTES + headerBytes + dataBytes;
-  if (buf.length < total) throw new DfsError('BAD_REQUEST', 'truncated frame');
-  if (buf.length > total) throw new DfsError('BAD_REQUEST', 'trailing bytes after frame');
-  const headerBuf = buf.subarray(FRAME_PREFIX_BYTES, FRAME_PREFIX_BYTES + headerBytes);
-  const data = buf.subarray(FRAME_PREFIX_BYTES + headerBytes, total);
-  const dataCrc = dataChecksum(data);
-  if (crc32Combine(crc32(headerBuf), dataCrc, data.length) !== crc) throw new DfsError('BAD_REQUEST', 'bad frame: checksum mismatch');
+  if (size < total) throw new DfsError('BAD_REQUEST', 'truncated frame');
+  if (size > total) throw new DfsError('BAD_REQUEST', 'trailing bytes after frame');
+  const headerBuf = gather(pieces, FRAME_PREFIX_BYTES, headerBytes);
+  const data = views(pieces, FRAME_PREFIX_BYTES + headerBytes, dataBytes);
+  // crc32 of an empty buffer is left out (see frameChecksum); the running value carries on.
+  let dataCrc = 0;
+  for (const d of data) if (d.length > 0) dataCrc = crc32(d, dataCrc);
+  if (crc32Combine(crc32(headerBuf), dataCrc, dataBytes) !== crc) throw new DfsError('BAD_REQUEST', 'bad frame: checksum mismatch');
   let header: unknown;
   try {
     header = JSON.parse(headerBuf.toString('utf8'));
   } catch {
     throw new DfsError('BAD_REQUEST', 'bad frame: header is not JSON');
   }
-  return { frame: { header, data, encoded: buf }, dataCrc };
+  return { header, data, dataBytes, dataCrc };
+}
+
+/** The frame a relay sends on: `header` with a received frame's data (its checksum from
+ * the data's CRC, without another pass over it), as pieces to write one after another. Data
+ * below FRAME_PIECES_BYTES_MIN is copied in with the header, so that the frame leaves in
+ * one write. */
+export function encodeRelayedFrame(header: unknown, frame: RelayFrame): Buffer[] {
+  const head = encodeHead(header, frame.dataBytes, (headerBuf) => crc32Combine(crc32(headerBuf), frame.dataCrc, frame.dataBytes));
+  return frame.dataBytes >= FRAME_PIECES_BYTES_MIN ? [head, ...frame.data] : [Buffer.concat([head, ...frame.data])];
+}
+
+/** Bytes [offset, offset + n) of the pieces as one buffer: a view when one piece holds
+ * them, else a copy. */
+function gather(pieces: readonly Buffer[], offset: number, n: number): Buffer {
+  const parts = views(pieces, offset, n);
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);
+}
+
+/** Bytes [offset, offset + n) of the pieces, as views into them (none for n = 0). */
+function views(pieces: readonly Buffer[], offset: number, n: number): Buffer[] {
+  const out: Buffer[] = [];
+  let at = 0; // where the current piece starts
+  for (const p of pieces) {
+    if (n === 0) break;
+    const end = at + p.length;
+    if (end > offset) {
+      const from = offset - at;
+      const take = Math.min(p.length - from, n);
+      out.push(p.subarray(from, from + take));
+      offset += take;
+      n -= take;
+    }
+    at = end;
+  }
+  return out;
 }
 
 export type DecodeResult = { frame: Frame; bytes: number } | { incomplete: true } | { corrupt: string };

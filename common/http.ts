@@ -101,6 +101,14 @@ export function installErrorHandler(app: Hono, logger: Logger): void {
  * It reads Node's request stream directly where the adapter exposes it (`c.env.incoming`):
  * the web-stream adapter costs a copy and several promise hops per chunk. */
 export async function readBody(c: Context, bytesMax: number): Promise<Buffer> {
+  const pieces = await readBodyPieces(c, bytesMax);
+  return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+}
+
+/** readBody, the body left in the pieces it arrived in (a TLS connection gives 16 KiB at
+ * a time): for a relay that sends it on as pieces, so that a write's MiB is not copied
+ * once more only to be written to a socket (the proxy: common/frame.ts, decodeRelayFrame). */
+export async function readBodyPieces(c: Context, bytesMax: number): Promise<Buffer[]> {
   const declared = Number(c.req.header('content-length') ?? NaN);
   const incoming = (c.env as { incoming?: AsyncIterable<Buffer> & { resume?: () => void } } | undefined)?.incoming;
   // A refused body must not stay buffered for as long as the caller keeps the connection
@@ -115,7 +123,7 @@ export async function readBody(c: Context, bytesMax: number): Promise<Buffer> {
   };
   if (declared > bytesMax) refuse(new DfsError('TOO_LARGE', `body of ${declared} bytes is over the limit of ${bytesMax}`));
   const source = incoming ?? (c.req.raw.body as unknown as AsyncIterable<Uint8Array> | null);
-  if (!source) return Buffer.alloc(0);
+  if (!source) return [];
   const charge = bodyCharges.get(c.req.raw);
   // The declared length is taken before the first byte (see BodyBudget).
   let reserved = 0;
@@ -140,7 +148,7 @@ export async function readBody(c: Context, bytesMax: number): Promise<Buffer> {
     }
     chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
   }
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+  return chunks;
 }
 
 /** A path from the query string, decoded as bytes (common/names.ts: a name need not be

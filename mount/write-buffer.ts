@@ -5,8 +5,10 @@
  * Data flow. `write(offset, data)` copies the bytes (fuse-native detaches the kernel's
  * buffer after the callback) into the dirty-extent map: a sorted list of non-overlapping,
  * non-touching extents, where a write merges with every extent it overlaps or touches and
- * its bytes win over the older ones. Bytes leave the map packed into ops, which join a
- * queue (FIFO) and start from there as slots free up. They leave it when:
+ * its bytes win over the older ones. A sequential writer's bytes are copied once, from the
+ * caller's buffer straight into the buffer of the chunk that leaves (see `write`). Bytes
+ * leave the map packed into ops, which join a queue (FIFO) and start from there as slots
+ * free up. They leave it when:
  * - an extent reaches `chunkBytesMax`: its full chunks are queued at once, one op each,
  *   and the write waits until they have started. This is the sequential path (cp, dd):
  *   the kernel's 128 KiB writes grow one extent, and every full chunk leaves while the
@@ -113,7 +115,8 @@ export function resolveWriteBufferLimits(limits: WriteBufferLimits): Required<Wr
  * The dirty bytes all handles of a mount may hold together, shared by their buffers: past
  * it, the handle that writes queues its own dirty extents (and waits for its previous
  * batch to start first). Counted: bytes in the maps and queued, not yet started. An
- * extent's buffer may be up to twice its bytes while it grows (it doubles), and each
+ * extent's buffer may be up to twice its bytes while it grows (it doubles), or a whole
+ * chunk when it continues a sequential stream (one extent of a handle at a time), and each
  * handle also holds up to inflightMax × chunkBytesMax bytes in flight, not counted here.
  */
 export const DIRTY_BYTES_MOUNT_MAX = 256 * 1024 * 1024;
@@ -173,6 +176,11 @@ export class WriteBuffer {
   private readonly inflight = new Set<Outgoing>();
   private failure: unknown = null;
   private chain: Promise<void> = Promise.resolve();
+  /** Steps of the chain not settled yet: none, and a write may place its bytes at once. */
+  private steps = 0;
+  /** Where the last chunk queueFullChunks sent ended: an extent that starts here continues
+   * a sequential stream, and gets a whole chunk's buffer at once (no growing copies). */
+  private sentEnd = -1;
   private timer: NodeJS.Timeout | null = null;
   private readonly limits: Required<WriteBufferLimits>;
 
@@ -252,29 +260,55 @@ export class WriteBuffer {
 
   /** Buffers a copy of `data` at `offset` (in append mode, after the bytes appended
    * before, whatever `offset` says). Resolves once the bytes are copied (and, when a
-   * bound was passed, once what it sent could be started); rejects with the sticky error. */
+   * bound was passed, once what it sent could be started); rejects with the sticky error.
+   * The bytes are copied before this returns: the caller's buffer is detached once its
+   * callback ran, which may come first (a deadline). */
   write(offset: number, data: Buffer): Promise<void> {
-    // Copy now, synchronously: the caller's buffer is detached once its callback ran, and
-    // the chained step below may run later.
+    if (this.steps === 0 && this.failure === null) {
+      // Nothing before this write is still running (a sequential writer's next write comes
+      // once the last was answered): its bytes go into the map now, straight from the
+      // caller's buffer, as the chained step would have placed them, and the step does
+      // the rest. One copy instead of two.
+      let index: number;
+      try {
+        index = this.place(offset, data, false);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      return this.serialize(() => this.afterPlace(index));
+    }
+    // A copy now, placed in turn once the steps before it ran.
     const copy = Buffer.from(data);
     return this.serialize(async () => {
       this.throwIfFailed();
-      if (copy.length === 0) return;
-      let at = offset;
-      if (this.mode === 'append') {
-        at = this.appendEnd;
-        this.appendEnd += copy.length;
-      }
-      const i = this.insert(at, copy);
-      if (this.queueFullChunks(i)) await this.drained();
-      if (this.mapBytes > this.limits.dirtyBytesMax || (this.budget.exceeded && this.mapBytes > 0)) {
-        // The previous batch first, so that a handle holds at most two.
-        await this.drained();
-        this.queueAll();
-      }
-      this.armTimer();
-      this.throwIfFailed();
+      await this.afterPlace(this.place(offset, copy, true));
     });
+  }
+
+  /** Puts a write's bytes into the map (`owned`: `data` is the buffer's own copy); returns
+   * the index of the extent that holds them, or -1 for an empty write. */
+  private place(offset: number, data: Buffer, owned: boolean): number {
+    if (data.length === 0) return -1;
+    let at = offset;
+    if (this.mode === 'append') {
+      at = this.appendEnd;
+      this.appendEnd += data.length;
+    }
+    return this.insert(at, data, owned);
+  }
+
+  /** What a write does once its bytes are in the map at `index`: sends full chunks, and
+   * the map past its bounds. */
+  private async afterPlace(index: number): Promise<void> {
+    if (index < 0) return this.throwIfFailed();
+    if (this.queueFullChunks(index)) await this.drained();
+    if (this.mapBytes > this.limits.dirtyBytesMax || (this.budget.exceeded && this.mapBytes > 0)) {
+      // The previous batch first, so that a handle holds at most two.
+      await this.drained();
+      this.queueAll();
+    }
+    this.armTimer();
+    this.throwIfFailed();
   }
 
   /** Sends everything and waits until all of it is committed; rejects with the sticky
@@ -293,9 +327,13 @@ export class WriteBuffer {
   }
 
   private serialize(step: () => Promise<void>): Promise<void> {
+    this.steps++;
     const run = this.chain.then(step);
     // The chain itself never rejects, so one failed step does not poison the next.
-    this.chain = run.catch(() => undefined);
+    this.chain = run.then(
+      () => void this.steps--,
+      () => void this.steps--,
+    );
     return run;
   }
 
@@ -314,16 +352,25 @@ export class WriteBuffer {
     return lo;
   }
 
-  /** Puts `data` (the buffer's own copy) at `offset`, merged with every extent it overlaps
-   * or touches; returns the index of the extent that holds it. */
-  private insert(offset: number, data: Buffer): number {
+  /** Puts `data` at `offset`, merged with every extent it overlaps or touches; returns the
+   * index of the extent that holds it. `owned`: `data` is the buffer's own copy and may be
+   * kept as it is; otherwise it is the caller's, copied from. */
+  private insert(offset: number, data: Buffer, owned: boolean): number {
     const end = offset + data.length;
     const lo = this.firstEndingAfter(offset);
     let hi = lo;
     while (hi < this.map.length && this.map[hi]!.offset <= end) hi++;
     if (this.map.length === 0) this.dirtySinceMs = Date.now();
     if (lo === hi) {
-      this.map.splice(lo, 0, { offset, buf: data, size: data.length });
+      let buf = data;
+      if (offset === this.sentEnd && data.length < this.limits.chunkBytesMax) {
+        // A sequential stream goes on: room for its whole next chunk now.
+        buf = Buffer.allocUnsafe(this.limits.chunkBytesMax);
+        data.copy(buf);
+      } else if (!owned) {
+        buf = Buffer.from(data);
+      }
+      this.map.splice(lo, 0, { offset, buf, size: data.length });
       this.charge(data.length);
       return lo;
     }
@@ -390,6 +437,7 @@ export class WriteBuffer {
       if (!e || e.size < chunk) return queued;
       const offset = e.offset;
       this.enqueue([[offset, chunk]], [this.takeFront(index, offset, chunk)]);
+      this.sentEnd = offset + chunk;
       queued = true;
     }
   }

@@ -28,8 +28,8 @@ import { Hono, type Context } from 'hono';
 import type { Dispatcher } from 'undici';
 import { HEADER_READ_NODE, HEADER_SERVED_BY, type ManifestProgress, type Membership, type OpResult, type StatFs, type VerifyStreamLine } from '../common/api';
 import { DfsError, errorFromBody } from '../common/errors';
-import { decodeOneFrameForRelay, encodeFrameParts, FRAME_PIECES_BYTES_MIN } from '../common/frame';
-import { answeredByHandler, installErrorHandler, octets, queryInt, queryPath, readBody, QUERY_IN_BODY_TYPE, QUERY_URL_BYTES_MAX, BodyBudget, installBodyBudget } from '../common/http';
+import { decodeRelayFrame, encodeRelayedFrame } from '../common/frame';
+import { answeredByHandler, installErrorHandler, octets, queryInt, queryPath, readBodyPieces, QUERY_IN_BODY_TYPE, QUERY_URL_BYTES_MAX, BodyBudget, installBodyBudget } from '../common/http';
 import { OP_BODY_BYTES_MAX, READ_BYTES_MAX } from '../common/limits';
 import { encodeOpMessage, OPS_STREAM_PATH, type StreamAnswer } from '../common/message-stream';
 import type { Logger } from '../common/log';
@@ -240,10 +240,11 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
 
   app.post('/v1/ops', async (c) => {
     // The data's own CRC, found while checking the frame, makes the checksum of the frame
-    // sent to the primary without a second pass over the data (common/frame.ts).
-    const { frame, dataCrc } = decodeOneFrameForRelay(await readBody(c, OP_BODY_BYTES_MAX));
+    // sent to the primary without a second pass over the data, and the data goes on in
+    // the pieces it came in, never gathered into one buffer (common/frame.ts).
+    const frame = decodeRelayFrame(await readBodyPieces(c, OP_BODY_BYTES_MAX));
     const parsed = parseClientOpHeader(frame.header);
-    validateOp(parsed.op, frame.data.length);
+    validateOp(parsed.op, frame.dataBytes);
     metrics.noteOp(c, parsed.op.type);
     const { reqId } = parsed;
     const { credential, caller: claimed } = callerOf(c);
@@ -258,7 +259,9 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
     const mountHeader = mountIdOf(c.req.header(HEADER_MOUNT));
     const deadline = clock() + deps.mutationDeadlineMs;
     let seq: number | null = null;
-    let lastError: DfsError = new DfsError('UNAVAILABLE', 'no primary');
+    // Made only when an attempt fails: an error's stack trace costs more than the rest of
+    // an op's bookkeeping here.
+    let lastError: DfsError | null = null;
     // Something unreachable earns a wait; a moved epoch or a taken slot is retried at once.
     const outcome = await retry<OpResult>(async (attempt) => {
       const m = attempt === 0 ? deps.membership() ?? (await deps.refreshMembership()) : await deps.refreshMembership().catch(() => deps.membership());
@@ -275,11 +278,9 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
       const header: SequencedOpHeader = caller ? { epoch: m.epoch, seq, reqId, timeMs: clock(), op, caller } : { epoch: m.epoch, seq, reqId, timeMs: clock(), op };
       let res: StreamAnswer;
       try {
-        // Large data goes on as a piece of its own, not copied in with the new header;
-        // small data is copied, so that the frame leaves in one write.
-        const parts = encodeFrameParts(header, frame.data, dataCrc);
-        const pieces = frame.data.length >= FRAME_PIECES_BYTES_MIN ? parts : [Buffer.concat(parts)];
-        res = await nodes.message(m.primary, primaryUrl, OPS_STREAM_PATH, encodeOpMessage(mountHeader, pieces), Math.max(1, deadline - clock()));
+        // Large data goes on in its pieces, not copied in with the new header; small data
+        // is copied, so that the frame leaves in one write.
+        res = await nodes.message(m.primary, primaryUrl, OPS_STREAM_PATH, encodeOpMessage(mountHeader, encodeRelayedFrame(header, frame)), Math.max(1, deadline - clock()));
       } catch (e) {
         // Ambiguous: the primary may hold the op. Retrying the same slot is safe either way.
         lastError = new DfsError('UNAVAILABLE', `primary ${m.primary}: ${(e as Error).message}`);
@@ -304,6 +305,7 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
       knownSeq = Math.max(knownSeq, outcome.value.seq);
       return c.json(outcome.value);
     }
+    lastError ??= new DfsError('UNAVAILABLE', 'no primary');
     throw new DfsError(mutationGiveUpCode(lastError.code), `mutation not committed: ${lastError.message}`);
   });
 

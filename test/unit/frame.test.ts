@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import { randomBytes } from 'node:crypto';
 import * as assert from 'uvu/assert';
 import { crc32 } from 'node:zlib';
-import { crc32Combine, decodeFrameAt, decodeFrames, decodeOneFrame, decodeOneFrameForRelay, encodeFrame, encodeFrameParts, FRAME_PREFIX_BYTES } from '../../common/frame';
+import { crc32Combine, decodeFrameAt, decodeFrames, decodeOneFrame, decodeRelayFrame, encodeFrame, encodeFrameParts, encodeRelayedFrame, FRAME_PREFIX_BYTES } from '../../common/frame';
 import { DfsError } from '../../common/errors';
 
 test('a frame round-trips its header and data', () => {
@@ -89,26 +89,54 @@ test('crc32Combine gives the CRC of A ‖ B from the CRCs of A and B', () => {
   }
 });
 
-test('a relay checks a frame once and re-heads its data with the same bytes as encoding anew', () => {
+/** `buf` cut at `cuts` (ascending offsets), as a body arrives in pieces. */
+function cutAt(buf: Buffer, cuts: number[]): Buffer[] {
+  const pieces: Buffer[] = [];
+  let from = 0;
+  for (const at of [...cuts, buf.length]) {
+    pieces.push(buf.subarray(from, at));
+    from = at;
+  }
+  return pieces;
+}
+
+test('a relay checks a frame once, in the pieces it came in, and re-heads its data with the same bytes as encoding anew', () => {
   const data = randomBytes(200_000);
   const sent = encodeFrame({ reqId: 'r', op: { type: 'write', path: '/a', offset: 0 } }, data);
-  const { frame, dataCrc } = decodeOneFrameForRelay(sent);
-  assert.ok(frame.data.equals(data));
-  assert.is(dataCrc, crc32(data));
   const next = { epoch: 3, seq: 9, reqId: 'r', op: { type: 'write', path: '/a', offset: 0 } };
-  assert.ok(Buffer.concat(encodeFrameParts(next, frame.data, dataCrc)).equals(encodeFrame(next, data)));
+  // Whole; cut inside the prefix, inside the header, at the data's start, inside the data
+  // (an empty piece among them), and into 16 KiB pieces as a TLS connection gives them.
+  const headEnd = sent.length - data.length;
+  const sixteen = Array.from({ length: Math.floor(sent.length / 16384) }, (_, i) => (i + 1) * 16384);
+  for (const cuts of [[], [5], [FRAME_PREFIX_BYTES + 3, FRAME_PREFIX_BYTES + 3, headEnd + 1000], [headEnd], [1, 2, 3, headEnd + 1, sent.length - 1], sixteen]) {
+    const frame = decodeRelayFrame(cutAt(sent, cuts));
+    assert.ok(Buffer.concat(frame.data).equals(data), `cut at ${cuts.join(',')}`);
+    assert.is(frame.dataBytes, data.length);
+    assert.is(frame.dataCrc, crc32(data));
+    assert.equal(frame.header, { reqId: 'r', op: { type: 'write', path: '/a', offset: 0 } });
+    const pieces = encodeRelayedFrame(next, frame);
+    assert.ok(Buffer.concat(pieces).equals(encodeFrame(next, data)));
+    assert.ok(pieces.length > 1, 'large data goes on in its pieces, not gathered');
+  }
+  // Small data leaves in one buffer with its header.
+  const small = randomBytes(1000);
+  const smallPieces = encodeRelayedFrame(next, decodeRelayFrame(cutAt(encodeFrame({ n: 1 }, small), [20, 500])));
+  assert.is(smallPieces.length, 1);
+  assert.ok(smallPieces[0]!.equals(encodeFrame(next, small)));
   // No data at all: the CRC of nothing is 0.
-  const empty = decodeOneFrameForRelay(encodeFrame({ n: 1 }));
+  const empty = decodeRelayFrame([encodeFrame({ n: 1 })]);
   assert.is(empty.dataCrc, 0);
-  assert.ok(Buffer.concat(encodeFrameParts({ n: 2 }, empty.frame.data, 0)).equals(encodeFrame({ n: 2 })));
+  assert.ok(Buffer.concat(encodeRelayedFrame({ n: 2 }, empty)).equals(encodeFrame({ n: 2 })));
+  assert.ok(Buffer.concat(encodeFrameParts({ n: 2 }, Buffer.alloc(0), 0)).equals(encodeFrame({ n: 2 })));
   // Damage anywhere, in the header or the data, is refused as decodeOneFrame refuses it.
   for (const at of [FRAME_PREFIX_BYTES + 2, sent.length - 1]) {
     const bad = Buffer.from(sent);
     bad[at]! ^= 0x10;
-    assert.throws(() => decodeOneFrameForRelay(bad), (e: unknown) => e instanceof DfsError && e.code === 'BAD_REQUEST' && /checksum/.test(e.message));
+    assert.throws(() => decodeRelayFrame(cutAt(bad, sixteen)), (e: unknown) => e instanceof DfsError && e.code === 'BAD_REQUEST' && /checksum/.test(e.message));
   }
-  assert.throws(() => decodeOneFrameForRelay(sent.subarray(0, sent.length - 1)), (e: unknown) => e instanceof DfsError && /truncated/.test(e.message));
-  assert.throws(() => decodeOneFrameForRelay(Buffer.concat([sent, Buffer.from([0])])), (e: unknown) => e instanceof DfsError && /trailing/.test(e.message));
+  assert.throws(() => decodeRelayFrame([]), (e: unknown) => e instanceof DfsError && /truncated/.test(e.message));
+  assert.throws(() => decodeRelayFrame(cutAt(sent.subarray(0, sent.length - 1), [100])), (e: unknown) => e instanceof DfsError && /truncated/.test(e.message));
+  assert.throws(() => decodeRelayFrame([sent, Buffer.from([0])]), (e: unknown) => e instanceof DfsError && /trailing/.test(e.message));
 });
 
 test.run();

@@ -344,6 +344,40 @@ test('a failed send during flush makes flush reject', async () => {
   await rejects(() => f, /no space/);
 });
 
+test("a sequential stream from one reused buffer arrives byte-identical, whether a write is placed at once or waits behind another", async () => {
+  const { sent, send } = fakeSender(true);
+  const chunk = 64 * 1024;
+  const wb = new WriteBuffer(send, { chunkBytesMax: chunk, inflightMax: 2 });
+  const total = 5 * chunk + 777;
+  const data = bytes(total, 11);
+  // Pieces of varied sizes, so that some cross a chunk boundary; every other pair is
+  // issued back to back, so that the second waits behind the first (its bytes copied
+  // apart), the rest one at a time (placed at once, straight from the caller's buffer).
+  const sizes = [4096, 30000, 128 * 1024, 1, 50000, 65536, 12345];
+  const reused = Buffer.alloc(128 * 1024);
+  let off = 0;
+  for (let i = 0; off < total; i++) {
+    const n = Math.min(sizes[i % sizes.length]!, total - off);
+    data.copy(reused, 0, off, off + n);
+    const p = wb.write(off, reused.subarray(0, n));
+    reused.fill(0xee); // the kernel's buffer is gone right after the call
+    off += n;
+    if (i % 4 === 1 && off < total) {
+      const m = Math.min(777, total - off);
+      data.copy(reused, 0, off, off + m);
+      const q = wb.write(off, reused.subarray(0, m));
+      reused.fill(0xdd);
+      off += m;
+      await Promise.all([p, q]);
+    } else {
+      await p;
+    }
+  }
+  await wb.flush();
+  assert.ok(sent.slice(0, -1).every((s) => s.data.length === chunk), 'full chunks while the stream goes on');
+  assert.ok(Buffer.concat(sent.map((s) => s.data)).equals(data));
+});
+
 test('concurrent writes are applied in arrival order', async () => {
   const { sent, send } = fakeSender(true);
   const wb = new WriteBuffer(send, { chunkBytesMax: 1 << 20, inflightMax: 4 });
