@@ -4,6 +4,7 @@
  * parsed. Authentication will hook in here too (DESIGN.md, Security).
  */
 import { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import { Http2ServerRequest } from 'node:http2';
 import type { Context, Hono } from 'hono';
 import { DfsError, httpStatusOf } from './errors';
@@ -117,8 +118,10 @@ export async function readBodyPieces(c: Context, bytesMax: number): Promise<Buff
   // bodies sent, which kept a proxy's event loop busy for seconds); an HTTP/2 stream is
   // read and dropped, as its connection carries other requests.
   const refuse = (err: DfsError): never => {
-    if (incoming instanceof IncomingMessage) c.header('connection', 'close');
-    else incoming?.resume?.();
+    if (incoming instanceof IncomingMessage) {
+      c.header('connection', 'close');
+      lingerAtClose(incoming.socket);
+    } else incoming?.resume?.();
     throw err;
   };
   if (declared > bytesMax) refuse(new DfsError('TOO_LARGE', `body of ${declared} bytes is over the limit of ${bytesMax}`));
@@ -149,6 +152,30 @@ export async function readBodyPieces(c: Context, bytesMax: number): Promise<Buff
     chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
   }
   return chunks;
+}
+
+/** How long a connection closed after a refused body still reads (and drops) what the
+ * client sends. */
+export const LINGER_MS = 1_000;
+
+/**
+ * Closes an HTTP/1.1 connection the way a server that answered before reading the whole
+ * body must ("lingering close", as nginx and Apache do): Node ends a `connection: close`
+ * answer with destroySoon, which shuts both directions once the answer is written; bytes the
+ * client was still sending then reach a closed socket, the kernel answers them with a
+ * reset, and a reset may discard the answer the client has not read yet (it saw EPIPE or
+ * ECONNRESET instead of the 413). Here the write side is shut (FIN) and the read side
+ * drains for LINGER_MS, its bytes dropped, before the socket goes: bounded, so a flood of
+ * refused bodies costs at most that long a connection.
+ */
+function lingerAtClose(socket: Socket): void {
+  (socket as Socket & { destroySoon: () => void }).destroySoon = function lingerThenDestroy(this: Socket) {
+    if (this.writable) this.end();
+    const timer = setTimeout(() => this.destroy(), LINGER_MS);
+    timer.unref();
+    this.once('close', () => clearTimeout(timer));
+    this.resume();
+  };
 }
 
 /** A path from the query string, decoded as bytes (common/names.ts: a name need not be
