@@ -154,27 +154,30 @@ export async function readBodyPieces(c: Context, bytesMax: number): Promise<Buff
   return chunks;
 }
 
-/** How long a connection closed after a refused body still reads (and drops) what the
- * client sends. */
+/** How long a connection closed after a refused body stays open for the client to read
+ * the answer (lingerAtClose). */
 export const LINGER_MS = 1_000;
 
 /**
  * Closes an HTTP/1.1 connection the way a server that answered before reading the whole
- * body must ("lingering close", as nginx and Apache do): Node ends a `connection: close`
- * answer with destroySoon, which shuts both directions once the answer is written; bytes the
- * client was still sending then reach a closed socket, the kernel answers them with a
- * reset, and a reset may discard the answer the client has not read yet (it saw EPIPE or
- * ECONNRESET instead of the 413). Here the write side is shut (FIN) and the read side
- * drains for LINGER_MS, its bytes dropped, before the socket goes: bounded, so a flood of
- * refused bodies costs at most that long a connection.
+ * body must (a "lingering close"): Node ends a `connection: close` answer with destroySoon,
+ * which shuts both directions once the answer is written; bytes the client was still
+ * sending then reach a closed socket, the kernel answers them with a reset, and a reset
+ * may discard the answer the client has not read yet (it saw EPIPE or ECONNRESET instead
+ * of the 413). Here the write side is shut (FIN, after the answer) and the socket stays
+ * open, unread, for LINGER_MS before it goes: the client has that long to read the answer
+ * before any reset. Nothing more is read (nginx reads and drops instead; over TLS that
+ * means decrypting every byte a flood of refused bodies sends, which kept a proxy's event
+ * loop busy), so what the client still sends waits in the kernel's buffers and is dropped
+ * with the socket.
  */
 function lingerAtClose(socket: Socket): void {
   (socket as Socket & { destroySoon: () => void }).destroySoon = function lingerThenDestroy(this: Socket) {
+    this.pause();
     if (this.writable) this.end();
     const timer = setTimeout(() => this.destroy(), LINGER_MS);
     timer.unref();
     this.once('close', () => clearTimeout(timer));
-    this.resume();
   };
 }
 
