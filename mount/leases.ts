@@ -179,8 +179,10 @@ export class MountLeases {
       try {
         r = await this.deps.poll(this.identity, acks, session);
       } catch (err) {
-        // Not renewed: the session runs out on its own. The acks go again with the next.
-        this.acks = acks.concat(this.acks);
+        // Not renewed: the session runs out on its own. The acks go again with the next
+        // poll of their session (of another, they would name it; the primary sends what
+        // they acknowledge again until it hears of them).
+        if (this.session !== null && this.session.id === session) this.acks = acks.concat(this.acks);
         this.deps.logger.debug({ err: err instanceof Error ? err.message : String(err) }, 'lease poll failed');
         await new Promise((r) => setTimeout(r, POLL_RETRY_MS));
         continue;

@@ -274,4 +274,29 @@ test('the mount: a poll answered for a session taken up meanwhile still revokes,
   leases.stop();
 });
 
+test('the mount: acks of a session given up while their poll failed are not sent under the next session', async () => {
+  const polls: Array<{ acks: number[]; ackSession: string; answer: (r: PollResult) => void; fail: (e: Error) => void }> = [];
+  const leases = new MountLeases('m', {
+    poll: (_identity, acks, ackSession) => new Promise<PollResult>((answer, fail) => polls.push({ acks, ackSession, answer, fail })),
+    dropped: () => undefined,
+    logger,
+    now: () => 0,
+  });
+  const id = leases.identity;
+  leases.granted('/a', { session: 's1', lease: 1, ms: 1_000, sentAtMs: 0 }, id);
+  await sleep(0);
+  polls.shift()!.answer({ session: 's1', revoked: [1] });
+  await sleep(0);
+  await sleep(0);
+  assert.equal(polls[0]!.acks, [1]);
+  assert.is(polls[0]!.ackSession, 's1');
+  // A new primary's grant (its lease 1 is another lease) while that poll is out, and it fails.
+  leases.granted('/b', { session: 's2', lease: 1, ms: 1_000, sentAtMs: 0 }, id);
+  polls.shift()!.fail(new Error('cut off'));
+  await sleep(300);
+  assert.ok(polls.length > 0, 'polling again');
+  assert.equal(polls[0]!.acks, [], 'the ack of s1 is not sent as one of s2');
+  leases.stop();
+});
+
 test.run();
