@@ -240,10 +240,10 @@ export class DfsFileSystem {
     if (this.config.leases && client.attrLeased && client.dirLeased && client.pollLeases) {
       const poll = client.pollLeases.bind(client);
       const leases = new MountLeases(randomUUID(), {
-        poll: async (identity, acks) => {
+        poll: async (identity, acks, ackSession) => {
           const d = new Deadline(LEASE_POLL_DEADLINE_MS);
           try {
-            return await poll(identity, acks, d);
+            return await poll(identity, acks, d, ackSession);
           } finally {
             d.dispose();
           }

@@ -57,7 +57,9 @@ export class MountLeases {
   constructor(
     private readonly mountId: string,
     private readonly deps: {
-      poll: (identity: string, acks: number[]) => Promise<PollResult>;
+      /** `ackSession`: the session the acks are of (the primary takes them for no other:
+       * lease IDs of two primaries' tables may be the same numbers). */
+      poll: (identity: string, acks: number[], ackSession: string) => Promise<PollResult>;
       /** Called with the keys whose leases were revoked or lost: drop what is cached. A
        * revocation is acknowledged only once what it returns has settled (the kernel's
        * copies are gone too). */
@@ -136,13 +138,15 @@ export class MountLeases {
     if (keys.length > 0) this.deps.dropped(keys);
   }
 
-  /** Takes revoked leases out of use at once; resolves with their IDs once what was
-   * cached under them is gone everywhere (then they may be acknowledged). */
-  private revoke(ids: number[]): Promise<number[]> {
+  /** Takes leases of `session` revoked out of use at once; resolves with their IDs once
+   * what was cached under them is gone everywhere (then they may be acknowledged). IDs of
+   * another session than this mount's are remembered only: a grant of them on its way is
+   * then refused. */
+  private revoke(session: string, ids: number[]): Promise<number[]> {
     const keys: string[] = [];
     for (const id of ids) {
-      const ref = this.byId.get(id);
-      this.remember(`${this.session?.id}:${id}`);
+      this.remember(`${session}:${id}`);
+      const ref = this.session?.id === session ? this.byId.get(id) : undefined;
       if (!ref) continue;
       ref.revoked = true;
       this.byId.delete(id);
@@ -173,25 +177,38 @@ export class MountLeases {
       const sentAtMs = this.now();
       let r: PollResult;
       try {
-        r = await this.deps.poll(this.identity, acks);
+        r = await this.deps.poll(this.identity, acks, session);
       } catch (err) {
-        // Not renewed: the session runs out on its own. The acks go again with the next.
-        this.acks = acks.concat(this.acks);
+        // Not renewed: the session runs out on its own. The acks go again with the next
+        // poll of their session (of another, they would name it; the primary sends what
+        // they acknowledge again until it hears of them).
+        if (this.session !== null && this.session.id === session) this.acks = acks.concat(this.acks);
         this.deps.logger.debug({ err: err instanceof Error ? err.message : String(err) }, 'lease poll failed');
         await new Promise((r) => setTimeout(r, POLL_RETRY_MS));
         continue;
       }
-      if (this.session === null || this.session.id !== session) continue; // replaced meanwhile
+      // Revocations first, whatever became of the session meanwhile: they are of the
+      // session the primary keeps for this identity, which may be one this mount took up
+      // from a grant while the poll was out (the poll names the identity, not a session),
+      // or one whose grant is still on its way; and the renewal below must not cover a
+      // lease revoked in this answer.
+      const revoking = r.session !== null && r.revoked.length > 0 ? this.revoke(r.session, r.revoked) : null;
+      if (this.session === null || this.session.id !== session) {
+        // Replaced meanwhile: the answer renews nothing. What it revoked of the session now
+        // held is acknowledged with that session's next poll (acks of any other would be
+        // dropped with it; the primary sends the IDs again until they are acknowledged).
+        const ids = revoking ? await revoking : [];
+        if (this.session !== null && this.session.id === r.session) this.acks.push(...ids);
+        continue;
+      }
       if (r.session !== session) {
         // The primary does not renew it: every lease of it is gone. With no session at
         // all, the answer may come from a primary unsure of its role, which keeps it.
         this.dropSession(r.session === null);
         break;
       }
-      // Revocations first: the renewal below must not cover a lease revoked in this answer.
-      const revoking = this.revoke(r.revoked);
       this.session.validUntilMs = Math.max(this.session.validUntilMs, sentAtMs + this.session.leaseMs);
-      if (r.revoked.length > 0) this.acks.push(...(await revoking));
+      if (revoking) this.acks.push(...(await revoking));
     }
   }
 }

@@ -206,8 +206,9 @@ export class ProxyClient {
   }
 
   /** One lease poll (mount/leases.ts): held by the primary until it has news, or a while. */
-  async pollLeases(identity: string, acks: number[], deadline: Deadline): Promise<PollResult> {
-    const q = acks.length > 0 ? `mount=${identity}&ack=${acks.join(',')}` : `mount=${identity}`;
+  /** `ackSession`: the session the acks are of (storage/leases.ts, LeaseTable.poll). */
+  async pollLeases(identity: string, acks: number[], deadline: Deadline, ackSession?: string): Promise<PollResult> {
+    const q = acks.length > 0 ? `mount=${identity}&ack=${acks.join(',')}${ackSession ? `&session=${encodeQueryValue(ackSession)}` : ''}` : `mount=${identity}`;
     const r = parseJSON(await this.request('GET', 'leases', `?${q}`, null, deadline, 'leases')) as PollResult;
     if (!r || (r.session !== null && typeof r.session !== 'string') || !Array.isArray(r.revoked) || !r.revoked.every((id) => Number.isSafeInteger(id))) {
       throw new DfsError('INTERNAL', 'malformed lease poll answer');

@@ -399,11 +399,12 @@ export function createProxyApp(deps: ProxyAppDeps): Hono {
     const primaryUrl = m ? m.nodes[m.primary] : undefined;
     if (!m || !primaryUrl) throw new DfsError('UNAVAILABLE', 'the cluster has no primary');
     const ack = c.req.query('ack');
+    const session = c.req.query('session');
     let res: Dispatcher.ResponseData;
     try {
       res = await nodes.request(m.primary, primaryUrl, {
         method: 'GET',
-        path: `/node/v1/leases/poll?${buildQuery(ack ? { mount, ack } : { mount })}`,
+        path: `/node/v1/leases/poll?${buildQuery({ mount, ...(ack ? { ack } : {}), ...(session ? { session } : {}) })}`,
         signal: AbortSignal.timeout(LEASE_POLL_HOLD_MS + 2_000),
       });
     } catch (e) {

@@ -160,11 +160,13 @@ export function createStorageApp({ replica, brick, logger, refreshMembership, st
     const mount = c.req.query('mount') ?? '';
     if (!MOUNT_ID.test(mount)) throw new DfsError('BAD_REQUEST', 'mount must be 1 to 64 letters, digits or -');
     const acks = parseAcks(c.req.query('ack'));
+    const ackSession = c.req.query('session');
+    if (ackSession !== undefined && !MOUNT_ID.test(ackSession)) throw new DfsError('BAD_REQUEST', 'session must be 1 to 64 letters, digits or -');
     // Renewals count only from a primary sure of its role, as grants do. A mount answered
     // no session gives its leases up and asks under a new ID (mount/leases.ts).
     const table = leases?.grantable();
     if (!table) return c.json({ session: null, revoked: [] });
-    return c.json(await table.poll(mount, acks));
+    return c.json(await table.poll(mount, acks, undefined, ackSession));
   });
 
   // Batches from the primary, as messages on one long-lived stream (storage/replication-stream.ts).

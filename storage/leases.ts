@@ -40,10 +40,9 @@ interface Session {
   expiresAtMs: number;
   /** key -> the live (unrevoked) lease on it. */
   byKey: Map<string, Lease>;
-  /** Revoked, not yet acknowledged, by ID. */
+  /** Revoked, not yet acknowledged, by ID, oldest first: every poll answer carries them
+   * until they are acknowledged (an answer may be lost on its way). */
   revoked: Map<number, Lease>;
-  /** Revoked IDs not yet sent to the mount. */
-  unsent: number[];
   wake: (() => void) | null;
   lapseTimer: NodeJS.Timeout | null;
 }
@@ -90,17 +89,29 @@ export class LeaseTable {
 
   /**
    * A mount's poll: acknowledges `acks`, renews its session and answers the IDs revoked
-   * since, at once if there are any, else when one is revoked or after `holdMs`.
+   * and not acknowledged, at once if there are any, else when one is revoked or after
+   * `holdMs`.
+   *
+   * `ackSession` names the session the acks are of, when the mount says.
+   *
+   * An ID sent and not acknowledged is sent again, in every answer until its ack comes:
+   * an answer can be lost on its way (the proxy cut off from the mount, the mount's request
+   * timed out), and the next poll renews the session all the same, so a revocation sent
+   * only once would leave the mount counting on the lease for as long as it keeps polling,
+   * and the change that revoked it waiting as long. The mount acknowledges an ID it does
+   * not hold, or heard of already, at once (mount/leases.ts).
    */
-  async poll(mount: string, acks: number[], holdMs: number = LEASE_POLL_HOLD_MS): Promise<PollAnswer> {
+  async poll(mount: string, acks: number[], holdMs: number = LEASE_POLL_HOLD_MS, ackSession?: string): Promise<PollAnswer> {
     let s = this.liveSession(mount, false);
     if (!s) return { session: null, revoked: [] };
-    for (const id of acks) {
+    // Acks of another session (an older primary's, whose lease IDs may be the same
+    // numbers) settle nothing here.
+    if (ackSession === undefined || ackSession === s.id) for (const id of acks) {
       const lease = s.revoked.get(id);
       if (lease) this.settle(lease);
     }
     s.expiresAtMs = this.now() + this.leaseMs;
-    if (s.unsent.length === 0 && holdMs > 0) {
+    if (s.revoked.size === 0 && holdMs > 0) {
       // One poll per session at a time: an older one still held is answered now, empty.
       s.wake?.();
       await new Promise<void>((resolve) => {
@@ -121,7 +132,11 @@ export class LeaseTable {
         if (!s) return { session: null, revoked: [] };
       }
     }
-    const revoked = s.unsent.splice(0, REVOKED_PER_POLL_MAX);
+    const revoked: number[] = [];
+    for (const id of s.revoked.keys()) {
+      if (revoked.length >= REVOKED_PER_POLL_MAX) break;
+      revoked.push(id);
+    }
     return { session: s.id, revoked };
   }
 
@@ -149,7 +164,6 @@ export class LeaseTable {
       if (s.expiresAtMs <= nowMs) continue; // lapsed already: nothing is cached under it
       waits.push(new Promise<void>((resolve) => (lease.gone = resolve)));
       s.revoked.set(lease.id, lease);
-      s.unsent.push(lease.id);
       this.watchLapse(s);
       s.wake?.();
     }
@@ -185,7 +199,7 @@ export class LeaseTable {
     if (s || !create) return s ?? null;
     if (this.sessions.size >= SESSIONS_MAX) this.sweep();
     if (this.sessions.size >= SESSIONS_MAX) return null;
-    s = { id: randomUUID(), mount, expiresAtMs: nowMs + this.leaseMs, byKey: new Map(), revoked: new Map(), unsent: [], wake: null, lapseTimer: null };
+    s = { id: randomUUID(), mount, expiresAtMs: nowMs + this.leaseMs, byKey: new Map(), revoked: new Map(), wake: null, lapseTimer: null };
     this.sessions.set(mount, s);
     return s;
   }

@@ -53,6 +53,8 @@ export interface Lab {
   root: string;
   proxyUrls: string[];
   mountpoints: string[];
+  /** The dfs-mount processes, as `mountpoints`. */
+  mountProcesses: ChildProcess[];
   client: TestClient;
   stop(): Promise<void>;
   /** SIGKILLs a storage node; with `wipe`, its data directory goes too (a lost disk). */
@@ -122,13 +124,14 @@ export async function startLab(extraNodeEnv: Record<string, string> = {}): Promi
         return undefined;
       }
     });
+    const mountProcesses: ChildProcess[] = [];
     for (const [i, m] of ['m1', 'm2'].entries()) {
       mkdirSync(mountpoints[i]!);
-      net.spawn(m, [process.execPath, DFS_MOUNT, mountpoints[i]!, '--proxy', proxyUrls.join(','), '-f', '--deadline-ms', String(MOUNT_DEADLINE_MS), '--insecure'], join(logs, `${m}.log`), env);
+      mountProcesses[i] = net.spawn(m, [process.execPath, DFS_MOUNT, mountpoints[i]!, '--proxy', proxyUrls.join(','), '-f', '--deadline-ms', String(MOUNT_DEADLINE_MS), '--insecure'], join(logs, `${m}.log`), env);
     }
     await pollFor('both mounts', 30_000, () => mountpoints.every((mp) => isFuseMounted(mp)));
     for (const r of REGISTERS) writeFileSync(join(mountpoints[0]!, r), ''.padEnd(REGISTER_BYTES, ' '));
-    return { net, root, proxyUrls, mountpoints, client, stop, killNode, startNode };
+    return { net, root, proxyUrls, mountpoints, mountProcesses, client, stop, killNode, startNode };
   } catch (e) {
     await stop();
     throw e;
@@ -274,6 +277,13 @@ export function logFiles(lab: Lab): string[] {
  * of the root, the cluster through a proxy, and m1's last log lines. */
 async function registerViews(lab: Lab, r: string): Promise<string> {
   const views: string[] = [];
+  // A mount that died is unmounted (auto_unmount), and its mount point is an empty
+  // directory: ENOENT for every name, which a cache answering ENOENT looks the same as.
+  for (const [i, d] of lab.mountpoints.entries()) {
+    const child = lab.mountProcesses[i];
+    const exited = child && (child.exitCode !== null || child.signalCode !== null) ? `, its process exited (${child.exitCode ?? child.signalCode})` : '';
+    views.push(`m${i + 1} ${isFuseMounted(d) ? 'is mounted' : 'is NOT mounted'}${exited}`);
+  }
   for (const [i, d] of lab.mountpoints.entries()) {
     try {
       views.push(`m${i + 1} reads ${JSON.stringify(readFileSync(join(d, r), 'utf8').trim())}`);

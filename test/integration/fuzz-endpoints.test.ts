@@ -89,7 +89,7 @@ const PROXY_ENDPOINTS: Endpoint[] = [
   { method: 'POST', path: '/v1/verify', params: [] },
   { method: 'POST', path: '/v1/ops', params: [], body: 'op' },
   ...['attr', 'dir', 'link', 'data', 'xattr', 'xattrs', 'statfs'].map((r): Endpoint => ({ method: 'GET', path: `/v1/${r}`, params: READ_PARAMS })),
-  { method: 'GET', path: '/v1/leases/poll', params: ['mount', 'ack'] },
+  { method: 'GET', path: '/v1/leases/poll', params: ['mount', 'ack', 'session'] },
   { method: 'POST', path: '/v1/locks', params: [], body: 'lock' },
   { method: 'POST', path: '/v1/locks/session', params: [], body: 'lock' },
   { method: 'GET', path: '/v1/nope', params: ['path'] },
@@ -102,7 +102,7 @@ const NODE_ENDPOINTS: Endpoint[] = [
   { method: 'POST', path: '/node/v1/sync-required', params: ['epoch', 'seq'] },
   { method: 'GET', path: '/node/v1/snapshot', params: ['epoch', 'node'] },
   { method: 'POST', path: '/node/v1/manifest', params: ['at'] },
-  { method: 'GET', path: '/node/v1/leases/poll', params: ['mount', 'ack'] },
+  { method: 'GET', path: '/node/v1/leases/poll', params: ['mount', 'ack', 'session'] },
   { method: 'GET', path: '/node/v1/statfs', params: [] },
   ...['attr', 'dir', 'link', 'data', 'xattr', 'xattrs'].flatMap((r): Endpoint[] => [
     { method: 'GET', path: `/node/v1/${r}`, params: READ_PARAMS },

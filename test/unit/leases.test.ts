@@ -199,4 +199,104 @@ test('the mount: leases hold until revoked, renewed by polls, and a grant revoke
   leases.stop();
 });
 
+test('a revocation is sent in every poll answer until acknowledged: an answer lost on its way loses nothing', async () => {
+  const t = new LeaseTable(Date.now, 5_000);
+  const g = t.grant('m1', '/d')!;
+  let done = false;
+  const revoking = t.revoke(leaseConflictsOf({ type: 'chmod', path: '/d/f', mode: 0o600 }), 'm2').then(() => (done = true));
+  assert.equal((await t.poll('m1', [], 1_000)).revoked, [g.lease]); // lost: the mount never hears it
+  const started = Date.now();
+  const again = await t.poll('m1', [], 1_000);
+  assert.equal(again, { session: g.session, revoked: [g.lease] }, 'sent again');
+  assert.ok(Date.now() - started < 500, 'at once, not held');
+  assert.not.ok(done);
+  // An ack of the same number for another session (an older primary's table) settles nothing.
+  assert.equal((await t.poll('m1', [g.lease], 0, 'an-older-session')).revoked, [g.lease]);
+  assert.not.ok(done);
+  assert.equal((await t.poll('m1', [g.lease], 0, g.session)).revoked, [], 'acknowledged: not sent again');
+  await revoking;
+  assert.ok(done);
+});
+
+test('the mount and the primary: a poll answer with a revocation lost on its way, the lease is still given up', async () => {
+  const t = new LeaseTable(Date.now, 5_000);
+  let lose = 0;
+  const leases = new MountLeases('m', {
+    poll: async (identity, acks) => {
+      const answer = await t.poll(identity, acks, 20);
+      if (answer.revoked.length > 0 && lose > 0) {
+        lose--;
+        throw new Error('the proxy lost the answer');
+      }
+      return answer;
+    },
+    dropped: () => undefined,
+    logger,
+  });
+  const g = t.grant(leases.identity, '/')!;
+  const ref = leases.granted('/', { ...g, sentAtMs: performance.now() }, leases.identity)!;
+  assert.ok(leases.valid(ref));
+  lose = 1;
+  const revoking = t.revoke(leaseConflictsOf({ type: 'create', path: '/r1', mode: 0o644, uid: 0, gid: 0, exclusive: false }), 'other');
+  // Acknowledged by the mount, not lapsed (the session is still polled): without that the
+  // change would wait for as long as the mount polls.
+  const outcome = await Promise.race([revoking.then(() => 'acknowledged'), sleep(2_000).then(() => 'still waiting')]);
+  assert.is(outcome, 'acknowledged');
+  assert.is(lose, 0, 'an answer was lost');
+  assert.not.ok(leases.valid(ref), 'the lease the lost answer revoked is given up');
+  leases.stop();
+});
+
+test('the mount: a poll answered for a session taken up meanwhile still revokes, and one not yet taken up refuses its grant', async () => {
+  const polls: Array<{ acks: number[]; answer: (r: PollResult) => void }> = [];
+  const leases = new MountLeases('m', {
+    poll: (_identity, acks) => new Promise<PollResult>((answer) => polls.push({ acks, answer })),
+    dropped: () => undefined,
+    logger,
+    now: () => 0,
+  });
+  const id = leases.identity;
+  leases.granted('/a', { session: 's1', lease: 1, ms: 1_000, sentAtMs: 0 }, id);
+  await sleep(0);
+  assert.is(polls.length, 1);
+  // A new primary's grant comes while the poll is out; the poll reaches that primary.
+  const ref = leases.granted('/', { session: 's2', lease: 7, ms: 1_000, sentAtMs: 0 }, id)!;
+  assert.ok(leases.valid(ref));
+  polls.shift()!.answer({ session: 's2', revoked: [7] });
+  await sleep(0);
+  await sleep(0);
+  assert.not.ok(leases.valid(ref), 'revoked, though the poll left under s1');
+  assert.equal(polls[0]?.acks, [7], 'and acknowledged');
+  // The other order: the answer revokes a lease of a session whose grant is still on its way.
+  polls.shift()!.answer({ session: 's3', revoked: [9] });
+  await sleep(0);
+  assert.is(leases.granted('/', { session: 's3', lease: 9, ms: 1_000, sentAtMs: 0 }, id), null, 'its grant is refused');
+  leases.stop();
+});
+
+test('the mount: acks of a session given up while their poll failed are not sent under the next session', async () => {
+  const polls: Array<{ acks: number[]; ackSession: string; answer: (r: PollResult) => void; fail: (e: Error) => void }> = [];
+  const leases = new MountLeases('m', {
+    poll: (_identity, acks, ackSession) => new Promise<PollResult>((answer, fail) => polls.push({ acks, ackSession, answer, fail })),
+    dropped: () => undefined,
+    logger,
+    now: () => 0,
+  });
+  const id = leases.identity;
+  leases.granted('/a', { session: 's1', lease: 1, ms: 1_000, sentAtMs: 0 }, id);
+  await sleep(0);
+  polls.shift()!.answer({ session: 's1', revoked: [1] });
+  await sleep(0);
+  await sleep(0);
+  assert.equal(polls[0]!.acks, [1]);
+  assert.is(polls[0]!.ackSession, 's1');
+  // A new primary's grant (its lease 1 is another lease) while that poll is out, and it fails.
+  leases.granted('/b', { session: 's2', lease: 1, ms: 1_000, sentAtMs: 0 }, id);
+  polls.shift()!.fail(new Error('cut off'));
+  await sleep(300);
+  assert.ok(polls.length > 0, 'polling again');
+  assert.equal(polls[0]!.acks, [], 'the ack of s1 is not sent as one of s2');
+  leases.stop();
+});
+
 test.run();
