@@ -4,7 +4,8 @@
  * on one bridge, so that a link between two parties can be cut and healed while the rest
  * carries on (DESIGN.md: "a harness … in network namespaces where a partition is needed").
  *
- *   root namespace: bridge dfsb<tag> 10.214.<k>.1/24 (the test itself, as an observer)
+ *   root namespace: bridge dfsb<tag> 10.214.<k>.1/24 (the test itself, as an observer; k
+ *   free of other labs, claimSubnet)
  *        │ veth pairs, one per party
  *   ns dfs<tag>-redis 10.214.<k>.10   ns dfs<tag>-p1 .11   ns dfs<tag>-n1 .21 …
  *
@@ -19,7 +20,9 @@
  * make namespaces (not root, no veth or bridge support): the suite skips with it.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { openSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 export interface Party {
   name: string;
@@ -55,10 +58,14 @@ export class NetLab {
   static create(names: string[]): NetLab | string {
     if (process.getuid?.() !== 0) return 'network namespaces need root';
     const tag = (process.pid % 10_000).toString(36) + Math.floor(Math.random() * 36).toString(36);
-    const subnet = `10.214.${1 + (process.pid % 250)}`;
+    const subnet = claimSubnet();
+    if (!subnet) return 'no free 10.214.k.0/24 subnet for the lab';
     const lab = new NetLab(tag, `dfsb${tag}`, subnet);
     const probe = ip(['link', 'add', lab.bridge, 'type', 'bridge']);
-    if (!probe.ok) return `the kernel refused a bridge: ${probe.err}`;
+    if (!probe.ok) {
+      releaseSubnet(subnet);
+      return `the kernel refused a bridge: ${probe.err}`;
+    }
     try {
       mustIp(['addr', 'add', `${lab.observerAddr}/24`, 'dev', lab.bridge]);
       mustIp(['link', 'set', lab.bridge, 'up']);
@@ -144,5 +151,65 @@ export class NetLab {
     for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     for (const p of this.parties.values()) ip(['netns', 'del', p.ns]);
     ip(['link', 'del', this.bridge]);
+    releaseSubnet(this.subnet);
+  }
+}
+
+/** The lock file that says which lab process holds a subnet. */
+const subnetLock = (subnet: string) => join(tmpdir(), `dfs-netlab-${subnet}.lock`);
+
+/**
+ * A /24 of 10.214.0.0/16 that no other lab holds: the test runner runs several partition
+ * files at once, each with its own lab, and two labs on one subnet would put the same
+ * addresses on two bridges of the root namespace, where the test's own requests (status,
+ * verify, the register set-up) could reach the other lab's proxies. A lab holds its subnet by
+ * a lock file made with O_EXCL and naming its pid (one of a process that is gone is taken
+ * over), and skips a subnet any interface of this namespace already has.
+ */
+function claimSubnet(): string | null {
+  const inUse = spawnSync('ip', ['-4', '-o', 'addr', 'show'], { encoding: 'utf8' }).stdout ?? '';
+  for (let i = 0; i < 250; i++) {
+    const subnet = `10.214.${1 + ((process.pid + i) % 250)}`;
+    if (inUse.includes(` ${subnet}.`)) continue;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const fd = openSync(subnetLock(subnet), 'wx');
+        writeSync(fd, String(process.pid));
+        closeSync(fd);
+        return subnet;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        let holder = NaN;
+        try {
+          holder = Number(readFileSync(subnetLock(subnet), 'utf8'));
+        } catch {
+          // removed meanwhile: try again
+        }
+        if (Number.isInteger(holder) && holder > 0 && processAlive(holder)) break;
+        try {
+          unlinkSync(subnetLock(subnet));
+        } catch {
+          // another lab took it over first
+        }
+      }
+    }
+  }
+  return null;
+}
+
+function releaseSubnet(subnet: string): void {
+  try {
+    if (Number(readFileSync(subnetLock(subnet), 'utf8')) === process.pid) unlinkSync(subnetLock(subnet));
+  } catch {
+    // not held
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
