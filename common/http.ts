@@ -120,7 +120,10 @@ export async function readBodyPieces(c: Context, bytesMax: number): Promise<Buff
   const refuse = (err: DfsError): never => {
     if (incoming instanceof IncomingMessage) {
       c.header('connection', 'close');
-      lingerAtClose(incoming.socket);
+      // A body over the limit is one client's mistake, and the 413 says what it was; a body
+      // refused for the budget is load, where the proxy sheds connections at once (a flood
+      // lingering here kept its senders encrypting into the open sockets).
+      if (err.code === 'TOO_LARGE') lingerAtClose(incoming.socket);
     } else incoming?.resume?.();
     throw err;
   };
