@@ -30,15 +30,19 @@ export const H2_PARALLEL = { idempotent: true } as const;
 export const H2_CLIENT_STREAM_WINDOW_BYTES = 4 * 1024 * 1024;
 export const H2_CLIENT_CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024;
 
-export function h2cClientOptions(opts: Client.Options): Client.Options {
+/** What every HTTP/2 client of a node starts from: many streams, wide windows, `opts` on top. */
+function h2Options(opts: Client.Options): Client.Options {
   return {
     pipelining: H2_STREAMS_MAX,
     initialWindowSize: H2_CLIENT_STREAM_WINDOW_BYTES,
     connectionWindowSize: H2_CLIENT_CONNECTION_WINDOW_BYTES,
     ...opts,
     allowH2: true,
-    useH2c: true,
   } as Client.Options;
+}
+
+export function h2cClientOptions(opts: Client.Options): Client.Options {
+  return { ...h2Options(opts), useH2c: true } as Client.Options;
 }
 
 /** HTTP/2 to a storage node: over TLS when `tls` is given (the server must hold a node
@@ -47,11 +51,7 @@ export function h2cClientOptions(opts: Client.Options): Client.Options {
 export function h2ClientOptions(opts: Client.Options, tls: TlsMaterial | null | undefined, nodeId?: string): Client.Options {
   if (!tls) return h2cClientOptions(opts);
   return {
-    pipelining: H2_STREAMS_MAX,
-    initialWindowSize: H2_CLIENT_STREAM_WINDOW_BYTES,
-    connectionWindowSize: H2_CLIENT_CONNECTION_WINDOW_BYTES,
-    ...opts,
-    allowH2: true,
+    ...h2Options(opts),
     connect: { ...clientConnectOptions(tls, ['node'], nodeId), ...(opts.connectTimeout ? { timeout: opts.connectTimeout as number } : {}) },
   } as Client.Options;
 }
