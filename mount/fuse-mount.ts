@@ -35,7 +35,7 @@ import Fuse from 'fuse-native';
 /** fuse-native copies the option string into a 1024-byte buffer, NUL included. */
 export const FUSE_OPTIONS_BYTES_MAX = 1023;
 /** The level of the dfs patch this code is written for (Fuse.DFS_PATCH_LEVEL). */
-export const FUSE_NATIVE_PATCH_LEVEL = 9;
+export const FUSE_NATIVE_PATCH_LEVEL = 10;
 /** The largest read and write request libfuse 2 makes. */
 export const FUSE_REQUEST_BYTES_MAX = 128 * 1024;
 

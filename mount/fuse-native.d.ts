@@ -10,7 +10,7 @@
  * create, mknod, mkdir and symlink get the calling process after their callback, and create
  * also its open flags; `context()` gives the caller of any handler, synchronously; getattr
  * and fgetattr may say how long the kernel may keep their answer, and `invalidatePath` and
- * `invalidateEntry` take it back (item 13).
+ * `invalidateEntry`, `invalidateInode` take it back (item 13).
  */
 declare module 'fuse-native' {
   namespace Fuse {
@@ -174,6 +174,11 @@ declare module 'fuse-native' {
     /** Makes the kernel drop its entry for the name `path`, positive or negative, and its
      * directory's attributes. False at once when libfuse has no node for the directory. */
     invalidateEntry(path: string): Promise<boolean>;
+    /** Makes the kernel drop the attributes and cached data of the inode `path` leads to,
+     * not the name: no directory lock is taken, so a handler may wait for it before
+     * answering a call on a name in that directory. False at once when libfuse has no node
+     * for the path. */
+    invalidateInode(path: string): Promise<boolean>;
     static readonly [errno: string]: unknown;
   }
 

@@ -109,6 +109,7 @@ const LOCK_INVALIDATE_WAIT_MS = 1_000;
 export interface KernelCache {
   invalidatePath(kernelPath: string): Promise<boolean>;
   invalidateEntry(kernelPath: string): Promise<boolean>;
+  invalidateInode(kernelPath: string): Promise<boolean>;
 }
 
 /** Lookups missed under one directory's lease before the mount lists the directory. */
@@ -269,6 +270,9 @@ export class DfsFileSystem {
   /** What the kernel was told it may keep, by lease key: kernel paths answered with a time
    * (names that exist, and names that do not), and until when the longest time runs. */
   private readonly kernelHeld = new Map<string, { untilMs: number; lastMs: number; paths: Set<string>; absent: Set<string> }>();
+  /** Sources of links under way here, by path (a count): the kernel is given none of their
+   * attributes meanwhile (kernelMayKeepAttr). */
+  private readonly linking = new Map<string, number>();
 
   /**
    * How long the kernel may keep the answer to a getattr (or lookup) of `kernelPath`: only
@@ -298,13 +302,24 @@ export class DfsFileSystem {
     held.lastMs = nowMs;
     if (code === 0) held.paths.add(kernelPath);
     else held.absent.add(kernelPath);
-    // The attributes of anything but a directory stay with this mount's cache (attrMs 0: the
-    // kernel asks on every stat): the kernel gives each name of a file its own inode, so a
-    // link made, or a write through another name, would leave what it kept of this one
-    // stale. Names, absent names and a directory's attributes the kernel may keep.
     if (code !== 0) return { entryMs: ms };
     const attr = this.attrs.get(p);
-    return attr && (attr.mode & S_IFMT) === S_IFDIR ? { entryMs: ms, attrMs: ms } : { entryMs: ms, attrMs: 0 };
+    return attr && this.kernelMayKeepAttr(p, attr) ? { entryMs: ms, attrMs: ms } : { entryMs: ms, attrMs: 0 };
+  }
+
+  /**
+   * Whether the kernel may keep the attributes of `p` (leased, answered now as `attr`), not
+   * only its name. A directory's, yes. A file's only while it has one name: the kernel gives
+   * each name of a file its own inode, so a write through another name would leave what it
+   * kept of this one stale; a link made through another mount revokes this directory's
+   * lease (docs/leases.md), and one made here takes the source's attributes back from the
+   * kernel before it is sent (link). Not under relatime either, where a read here changes
+   * the atime the kernel would keep. Without this, a stat is two calls into the mount (the
+   * lookup and the getattr), so is every name of an `ls -l`.
+   */
+  private kernelMayKeepAttr(p: string, attr: Attr): boolean {
+    if ((attr.mode & S_IFMT) === S_IFDIR) return true;
+    return attr.nlink <= 1 && this.config.atime === 'noatime' && !this.linking.has(p);
   }
 
   /** Takes back what the kernel keeps under `keys`; resolves once the kernel has dropped it
@@ -339,6 +354,16 @@ export class DfsFileSystem {
       for (let i = 0; i < waits.length; i++) await waits[i];
     };
     return Promise.race([all(), runOut]).then(() => clearTimeout(timer));
+  }
+
+  /** Takes back the attributes the kernel may keep of `p` (kernelMayKeepAttr) and waits
+   * until it has, bounded (the inode alone: no lock a call on its directory holds). */
+  private async forgetAttrInKernel(p: string): Promise<void> {
+    if (!this.kernel) return;
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, LOCK_INVALIDATE_WAIT_MS)));
+    await Promise.race([this.kernel.invalidateInode(wireToKernel(p)).catch(() => false), bound]);
+    clearTimeout(timer);
   }
 
   /** Asks the kernel to drop what it may keep of `p` (a change it did not see made). */
@@ -1073,12 +1098,20 @@ export class DfsFileSystem {
   private async link(from: string, to: string, d: Deadline): Promise<void> {
     const src = checkEntryPath(from, 'from');
     const dst = checkEntryPath(to, 'to');
+    // The kernel may keep the source's attributes (kernelMayKeepAttr), which say one link:
+    // none is given it while the link is under way, and what it keeps is taken back before
+    // the link is sent (an inode's attributes need no lock the link call holds).
+    this.linking.set(src, (this.linking.get(src) ?? 0) + 1);
     try {
+      await this.forgetAttrInKernel(src);
       await this.mutate({ type: 'link', from: src, to: dst }, d);
     } finally {
       // Every name of the inode has a new link count; some may not be matched by inode
       // number (see dropAttrs), and links are rare: start afresh.
       this.attrs.clear();
+      const n = (this.linking.get(src) ?? 1) - 1;
+      if (n <= 0) this.linking.delete(src);
+      else this.linking.set(src, n);
     }
   }
 

@@ -114,7 +114,7 @@ async function serve(cli: Cli): Promise<void> {
   } else if (fs.leases) {
     // What a lease vouches for, the kernel may keep too, as long as the mount can take it
     // back before the lease is given up (mount/fuse-ops.ts, kernelTimes).
-    fs.kernel = { invalidatePath: (p) => fuse.invalidatePath(p), invalidateEntry: (p) => fuse.invalidateEntry(p) };
+    fs.kernel = { invalidatePath: (p) => fuse.invalidatePath(p), invalidateEntry: (p) => fuse.invalidateEntry(p), invalidateInode: (p) => fuse.invalidateInode(p) };
   }
   if (DfsFuse.kernelCacheHooked()) fs.dropKernelPages = (p) => fuse.invalidatePath(p);
   if (!DfsFuse.renameKeepsReplaced()) {

@@ -34,7 +34,7 @@ const PACKAGE = 'fuse-native';
 const VERSION = '2.2.6';
 const PATCH_FILE = path.join(ROOT, 'patches', `${PACKAGE}+${VERSION}.patch`);
 /** Must match DFS_PATCH_LEVEL in the patch (and FUSE_NATIVE_PATCH_LEVEL in mount/fuse-mount.ts). */
-const PATCH_LEVEL = 9;
+const PATCH_LEVEL = 10;
 const PRISTINE_DIR = '.dfs-pristine';
 const STAMP_FILE = path.join('build', 'dfs-patch.json');
 const ADDON_FILE = path.join('build', 'Release', 'fuse.node');

@@ -12,6 +12,8 @@
  * - fgetattr's times hold the same way (libfuse asks it for the entry a create made);
  * - invalidatePath of a name the file system renamed or removed makes the old name go;
  *   invalidateEntry drops a negative entry (a name that was not there) kept by entryMs;
+ * - invalidateInode drops the attributes and not the name, and a handler may wait for it
+ *   before answering a lookup in the same directory;
  * - without times (the default) every stat asks the handler, as before the patch;
  * - invalidating a path libfuse never looked up is a no-op that says so;
  * - an invalidation asked for by a handler before it answers does not deadlock the mount
@@ -54,8 +56,8 @@ let getattrCache: Fuse.CacheTimes | undefined;
 let fgetattrCache: Fuse.CacheTimes | undefined;
 /** The entry time getattr gives with ENOENT (undefined: none). */
 let negativeEntryMs: number | undefined;
-/** Called by getattr before it answers. */
-let beforeGetattr: ((path: string) => void) | null = null;
+/** Called by getattr before it answers; when it gives a promise, the answer waits for it. */
+let beforeGetattr: ((path: string) => Promise<unknown> | void) | null = null;
 
 function put(path: string, mode: number): void {
   nodes.set(path, { mode, ino: nextIno++ });
@@ -73,10 +75,14 @@ function count(calls: Map<string, number>, path: string): void {
 const handlers: Fuse.Handlers = {
   getattr(path, cb) {
     count(getattrCalls, path);
-    beforeGetattr?.(path);
-    const node = nodes.get(path);
-    if (node === undefined) return cb(ENOENT, undefined, negativeEntryMs === undefined ? undefined : { entryMs: negativeEntryMs });
-    cb(0, statOf(node), getattrCache);
+    const answer = () => {
+      const node = nodes.get(path);
+      if (node === undefined) return cb(ENOENT, undefined, negativeEntryMs === undefined ? undefined : { entryMs: negativeEntryMs });
+      cb(0, statOf(node), getattrCache);
+    };
+    const wait = beforeGetattr?.(path);
+    if (wait) void wait.then(answer, answer);
+    else answer();
   },
   fgetattr(path, _fd, cb) {
     count(fgetattrCalls, path);
@@ -299,6 +305,41 @@ test('an invalidation asked for inside a handler waits for the answer, then appl
   const before = getattrCalls.get('/inside/f')!;
   await modeOf('/inside/f');
   assert.is(getattrCalls.get('/inside/f'), before + 1, 'the entry the answer made was dropped after it');
+});
+
+test('invalidateInode drops the attributes and keeps the name; a handler may wait for it', async () => {
+  getattrCache = CACHE_MS;
+  put('/inode-dir', 0o40755);
+  put('/inode-dir/f', 0o100644);
+  put('/inode-dir/g', 0o100644);
+  assert.is(await modeOf('/inode-dir/f'), 0o644);
+  await modeOf('/inode-dir/g');
+  nodes.get('/inode-dir/f')!.mode = 0o100600;
+  assert.is(await modeOf('/inode-dir/f'), 0o644, 'cached');
+  const dirCalls = getattrCalls.get('/inode-dir')!;
+  assert.is(await fuse!.invalidateInode('/inode-dir/f'), true);
+  assert.is(await modeOf('/inode-dir/f'), 0o600, 'the attributes went');
+  assert.is(getattrCalls.get('/inode-dir'), dirCalls, 'the directory was left alone');
+  assert.is(await fuse!.invalidateInode('/inode-dir/never'), false, 'no node: nothing to drop');
+
+  // Waited for by the answer to a lookup of another name in the directory (the kernel holds
+  // the directory's lock until that lookup is answered): an inode's invalidation takes no
+  // such lock, so it completes first.
+  nodes.get('/inode-dir/f')!.mode = 0o100640;
+  put('/inode-dir/h', 0o100644);
+  let waited: boolean | null = null;
+  beforeGetattr = (path) => (path === '/inode-dir/h' && waited === null ? fuse!.invalidateInode('/inode-dir/f').then((r) => void (waited = r)) : undefined);
+  let timer: NodeJS.Timeout | undefined;
+  const deadlocked = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('the lookup did not come back: the invalidation waited for it')), 10_000);
+  });
+  try {
+    assert.is(await Promise.race([modeOf('/inode-dir/h'), deadlocked]), 0o644);
+  } finally {
+    clearTimeout(timer);
+  }
+  assert.is(waited, true, 'invalidated before the lookup was answered');
+  assert.is(await modeOf('/inode-dir/f'), 0o640);
 });
 
 test.run();

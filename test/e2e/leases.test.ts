@@ -7,6 +7,11 @@
  * adds a name to the directory, and as soon as B's calls return, A's very next stat and
  * listing must show both changes. 1,000 times in a row.
  *
+ * The kernel keeps what a lease vouches for too (mount/fuse-ops.ts, kernelTimes): a file's
+ * attributes while it has one name. So a repeated stat through A reaches A not at all, and
+ * still a link made through A and a write through the new name show through the old name
+ * at once, and so does B's chmod.
+ *
  *   node dist/test/e2e/leases.test.js      (root, /dev/fuse, after npm run build)
  */
 import { TestClient } from '../helpers/client';
@@ -16,15 +21,20 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startMountedCluster, type MountedCluster } from '../helpers/mounted-cluster';
 import { parseMetricsText } from '../bench/cost';
+import { freePorts, httpGet } from '../../cli/local-cluster';
+import { appendFileSync, linkSync } from 'node:fs';
 
 const ROUNDS = 1_000;
 
 let mc: MountedCluster | null = null;
 let a = '';
 let b = '';
+let metricsOfA = '';
 
 test.before(async () => {
-  mc = await startMountedCluster({ prefix: 'e2e-leases', mounts: ['a', 'b'] });
+  const [port] = await freePorts(1);
+  metricsOfA = `http://127.0.0.1:${port!}/metrics`;
+  mc = await startMountedCluster({ prefix: 'e2e-leases', mounts: ['a', 'b'], mountArgsOf: { a: ['--metrics-addr', `127.0.0.1:${port!}`] } });
   [a, b] = mc.mountpoints as [string, string];
 });
 
@@ -92,6 +102,37 @@ test('a rename of a directory through one mount is seen at once below it through
     renameSync(join(b, from), join(b, to));
     assert.throws(() => statSync(join(a, from, 'sub', 'g')), /ENOENT/);
     assert.ok(statSync(join(a, to, 'sub', 'g')).isFile());
+  }
+});
+
+/** getattr calls mount A has had from its kernel so far. */
+async function getattrsOfA(): Promise<number> {
+  const res = await httpGet(metricsOfA, 5_000);
+  assert.is(res.status, 200);
+  return parseMetricsText(res.text)
+    .filter((s) => s.name === 'dfs_mount_fuse_requests_total' && s.labels.op === 'getattr')
+    .reduce((n, s) => n + s.value, 0);
+}
+
+test('the kernel keeps a one-name file\'s attributes, and still sees links, writes and chmods at once', async () => {
+  mkdirSync(join(b, 'k'));
+  for (let round = 0; round < 20; round++) {
+    const name = `one${round}`;
+    writeFileSync(join(b, 'k', name), 'abc');
+    const fileA = join(a, 'k', name);
+    assert.is(statSync(fileA).size, 3);
+    const before = await getattrsOfA();
+    for (let i = 0; i < 10; i++) statSync(fileA);
+    // Kept for at most a second: a slow machine may see one more call, not ten.
+    assert.ok((await getattrsOfA()) - before <= 1, `ten stats reached the mount ${(await getattrsOfA()) - before} times`);
+
+    chmodSync(join(b, 'k', name), 0o640);
+    assert.is(statSync(fileA).mode & 0o777, 0o640, 'a chmod through B shows through A at once');
+
+    linkSync(fileA, join(a, 'k', `${name}.2`));
+    assert.is(statSync(fileA).nlink, 2, 'a link made through A shows in the old name at once');
+    appendFileSync(join(a, 'k', `${name}.2`), 'defg');
+    assert.is(statSync(fileA).size, 7, 'a write through the new name shows in the old name at once');
   }
 });
 

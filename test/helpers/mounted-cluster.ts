@@ -37,6 +37,8 @@ export interface MountedClusterOptions {
   proxies?: number;
   /** Extra dfs-mount arguments for every mount. */
   mountArgs?: string[];
+  /** Extra dfs-mount arguments for one mount, by its name in `mounts` (after mountArgs). */
+  mountArgsOf?: Record<string, string[]>;
   /** Extra storage-node arguments (ClusterOptions.nodeArgs). */
   nodeArgs?: string[];
 }
@@ -93,7 +95,9 @@ export async function startMountedCluster(options: MountedClusterOptions): Promi
 
   try {
     cluster = await startCluster({ dataDir: join(root, 'cluster'), nodes: options.nodes ?? 3, proxies: options.proxies ?? 2, nodeArgs: options.nodeArgs ?? [] });
-    for (const mountpoint of mountpoints) await cluster.mount(mountpoint, { args: options.mountArgs ?? [] });
+    for (const [i, mountpoint] of mountpoints.entries()) {
+      await cluster.mount(mountpoint, { args: [...(options.mountArgs ?? []), ...(options.mountArgsOf?.[options.mounts[i]!] ?? [])] });
+    }
   } catch (error) {
     await stop();
     throw error;
