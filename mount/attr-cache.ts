@@ -11,12 +11,14 @@
  * up or at the next `open`, whichever comes first; what the cluster answered a stat is
  * still never reused.
  *
- * Why in user space and not in the kernel: the kernel's attribute cache is keyed by its own
- * inodes, and libfuse's path-based API gives each name of a hard link its own kernel inode,
- * so a change through one name leaves the other name's cached link count, mode or owner
- * stale (FUSE-NATIVE.md, Attribute caching and hard links) and libfuse 2 has no call to
- * invalidate it. So the mount tells the kernel to cache nothing (attr_timeout=0,
- * entry_timeout=0) and answers the kernel's frequent getattr calls from this cache, which
+ * Why in user space and not only in the kernel: the kernel's attribute cache is keyed by its
+ * own inodes, and libfuse's path-based API gives each name of a hard link its own kernel
+ * inode, so a change through one name leaves the other name's cached link count, mode or
+ * owner stale (FUSE-NATIVE.md, Attribute caching and hard links). So the mount's options
+ * tell the kernel to cache nothing (attr_timeout=0, entry_timeout=0), the kernel keeps only
+ * what an answer resting on a lease allows it (names, and the attributes of directories and
+ * of files with one name: mount/fuse-ops.ts, kernelTimes), and the mount answers the
+ * kernel's other getattr calls from this cache, which
  * it can invalidate precisely: every change made through this mount drops the changed path,
  * its parent directory, every other name of the same inode and, for a rename or rmdir,
  * everything below. Changes made through other mounts are seen after at most `ttlMs`, and
