@@ -1100,11 +1100,14 @@ export class DfsFileSystem {
     const dst = checkEntryPath(to, 'to');
     // The kernel may keep the source's attributes (kernelMayKeepAttr), which say one link:
     // none is given it while the link is under way, and what it keeps is taken back before
-    // the link is sent (an inode's attributes need no lock the link call holds).
+    // the link is sent (an inode's attributes need no lock the link call holds), and again
+    // after, for a getattr answered just before the link began whose reply reached the
+    // kernel after the first notification (FUSE threads send replies on their own).
     this.linking.set(src, (this.linking.get(src) ?? 0) + 1);
     try {
       await this.forgetAttrInKernel(src);
       await this.mutate({ type: 'link', from: src, to: dst }, d);
+      await this.forgetAttrInKernel(src);
     } finally {
       // Every name of the inode has a new link count; some may not be matched by inode
       // number (see dropAttrs), and links are rare: start afresh.
