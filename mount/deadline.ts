@@ -57,7 +57,14 @@ export class Deadline {
  * AbortController with a listener added and removed cost more than the work of a call the
  * cache answers. */
 export function raceDeadline<T>(p: Promise<T>, deadline: Deadline): Promise<T> {
-  if (deadline.expired()) return Promise.reject(new DfsError('TIMEOUT', 'deadline passed'));
+  if (deadline.expired()) {
+    // `p` is under way all the same and may fail later, when nobody waits for it: a
+    // rejection no handler took would end the mount's process (Node's default). This was
+    // the mount that died during a partition (a read whose deadline ran out while its
+    // handle's writes were being committed; the read-ahead fetch it started then timed out).
+    p.catch(() => undefined);
+    return Promise.reject(new DfsError('TIMEOUT', 'deadline passed'));
+  }
   return new Promise<T>((resolve, reject) => {
     const timer = setTimeout(() => reject(new DfsError('TIMEOUT', 'deadline passed')), deadline.remainingMs());
     timer.unref(); // as the deadline's own: a wait must not keep the process alive
