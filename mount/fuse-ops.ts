@@ -102,8 +102,17 @@ const KERNEL_CACHE_MS_MIN = 50;
  * after the handler answered, the invalidation goes by another thread): names given a time
  * this recently are taken back a second time after this long. */
 const KERNEL_REPLY_SLACK_MS = 20;
-/** How long a granted lock waits, at most, for the kernel to drop the file's cached pages. */
-const LOCK_INVALIDATE_WAIT_MS = 1_000;
+/** How long a call waits, at most, for the kernel to take back what it must not keep. */
+const KERNEL_INVALIDATE_WAIT_MS = 1_000;
+
+/** Waits for a kernel invalidation the caller must see done (a lock granted, a link made),
+ * at most KERNEL_INVALIDATE_WAIT_MS; its failure is no error of the call's. */
+async function kernelTakesBack(invalidation: Promise<boolean>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, KERNEL_INVALIDATE_WAIT_MS)));
+  await Promise.race([invalidation.catch(() => false), bound]);
+  clearTimeout(timer);
+}
 
 /** The kernel's caches as the mount drives them (mount/fuse-mount.ts, DfsFuse). */
 export interface KernelCache {
@@ -359,11 +368,7 @@ export class DfsFileSystem {
   /** Takes back the attributes the kernel may keep of `p` (kernelMayKeepAttr) and waits
    * until it has, bounded (the inode alone: no lock a call on its directory holds). */
   private async forgetAttrInKernel(p: string): Promise<void> {
-    if (!this.kernel) return;
-    let timer: NodeJS.Timeout | undefined;
-    const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, LOCK_INVALIDATE_WAIT_MS)));
-    await Promise.race([this.kernel.invalidateInode(wireToKernel(p)).catch(() => false), bound]);
-    clearTimeout(timer);
+    if (this.kernel) await kernelTakesBack(this.kernel.invalidateInode(wireToKernel(p)));
   }
 
   /** Asks the kernel to drop what it may keep of `p` (a change it did not see made). */
@@ -531,10 +536,7 @@ export class DfsFileSystem {
     if (!drop) return;
     // Nothing of this file is locked by the lock call in the kernel, so waiting is safe;
     // bounded all the same.
-    let timer: NodeJS.Timeout | undefined;
-    const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, LOCK_INVALIDATE_WAIT_MS)));
-    await Promise.race([drop(kernelPath).catch(() => false), bound]);
-    clearTimeout(timer);
+    await kernelTakesBack(drop(kernelPath));
   }
 
   /** Counts a call answered in the handler itself, without a promise or the cluster: its

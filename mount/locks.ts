@@ -140,13 +140,14 @@ export class MountLocks {
     const owners = this.held[kind].get(ino);
     // An unlock by an owner that took nothing here: every close sends one.
     if (type === 'u' && !owners?.has(owner)) return undefined;
-    const waitMs = (): number => (wait ? Math.min(LOCK_WAIT_ROUND_MS, Math.max(0, d.remainingMs() - 1_000)) : 0);
+    // The round's wait is taken from the deadline as the request leaves.
+    const send = () => this.ask({ cmd: 'set', kind, ino, path, owner, type, start, end, pid, waitMs: wait ? Math.min(LOCK_WAIT_ROUND_MS, Math.max(0, d.remainingMs() - 1_000)) : 0 }, d);
     let asked: Promise<LockAnswer>;
     if (type === 'u') {
       // Counted as under way from the moment it arrives, before its writes are committed:
       // a request that arrives after it (a flock after the close that dropped the old one)
       // must not be decided before it.
-      asked = this.hooks.beforeChange(fd, d).then(() => this.ask({ cmd: 'set', kind, ino, path, owner, type, start, end, pid, waitMs: waitMs() }, d));
+      asked = this.hooks.beforeChange(fd, d).then(send);
       let under = this.unlocking.get(ino);
       if (!under) this.unlocking.set(ino, (under = new Set()));
       under.add(asked);
@@ -160,7 +161,7 @@ export class MountLocks {
       else owners.add(owner);
       const under = this.unlocking.get(ino);
       if (under) await Promise.allSettled([...under]);
-      asked = this.ask({ cmd: 'set', kind, ino, path, owner, type, start, end, pid, waitMs: waitMs() }, d);
+      asked = send();
     }
     const a = await asked;
     if (type === 'u' && start === 0 && end === LOCK_END_MAX) {
